@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"database/sql"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) sqlCmd() *cobra.Command {
+	var format string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   `sql "SELECT …"`,
+		Short: "Run a read-only query on the warehouse and print the result (table, csv or json)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			w, err := a.openWarehouse(cmd.Context(), cfg, true)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			rows, err := w.DB().QueryContext(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("query: %w", err)
+			}
+			defer rows.Close()
+			return printRows(a.stdout, rows, format, limit)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: table, csv or json")
+	cmd.Flags().IntVar(&limit, "max-rows", 1000, "rows to print in table format (0: all)")
+	return cmd
+}
+
+func (a *app) statusCmd() *cobra.Command {
+	var n int
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "List recent pipeline runs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			w, err := a.openWarehouse(cmd.Context(), cfg, true)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			rows, err := w.DB().QueryContext(cmd.Context(), `SELECT run_id, pipeline, as_of, trigger, status,
+				strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started,
+				round(epoch(finished_at - started_at), 1) AS seconds, rows_in, rows_out, dead_letters, error
+				FROM pipeline_runs ORDER BY started_at DESC LIMIT ?`, n)
+			if err != nil {
+				return fmt.Errorf("read pipeline_runs: %w", err)
+			}
+			defer rows.Close()
+			return printRows(a.stdout, rows, "table", 0)
+		},
+	}
+	cmd.Flags().IntVarP(&n, "last", "n", 20, "how many runs")
+	return cmd
+}
+
+func printRows(out io.Writer, rows *sql.Rows, format string, limit int) error {
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	var records [][]any
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		records = append(records, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	switch format {
+	case "json":
+		objs := make([]map[string]any, len(records))
+		for i, r := range records {
+			objs[i] = map[string]any{}
+			for j, c := range cols {
+				objs[i][c] = r[j]
+			}
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(objs)
+	case "csv":
+		w := csv.NewWriter(out)
+		w.Write(cols)
+		for _, r := range records {
+			line := make([]string, len(r))
+			for i, v := range r {
+				line[i] = cell(v)
+			}
+			w.Write(line)
+		}
+		w.Flush()
+		return w.Error()
+	case "table":
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		for i, r := range records {
+			if limit > 0 && i == limit {
+				fmt.Fprintf(tw, "… %d more rows (raise --max-rows)\n", len(records)-limit)
+				break
+			}
+			line := make([]string, len(r))
+			for i, v := range r {
+				line[i] = cell(v)
+			}
+			fmt.Fprintln(tw, strings.Join(line, "\t"))
+		}
+		tw.Flush()
+		fmt.Fprintf(out, "(%d rows)\n", len(records))
+		return nil
+	}
+	return fmt.Errorf("unknown --format %q: want table, csv or json", format)
+}
+
+func cell(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case time.Time:
+		if x.Hour() == 0 && x.Minute() == 0 && x.Second() == 0 && x.Nanosecond() == 0 {
+			return x.Format(time.DateOnly)
+		}
+		return x.Format(time.RFC3339)
+	case []byte:
+		return string(x)
+	case float64:
+		return fmt.Sprintf("%.6g", x)
+	}
+	return fmt.Sprint(v)
+}

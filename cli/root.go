@@ -1,0 +1,131 @@
+// Package cli holds ckm's commands: flag parsing and printing; the work is done by pipelines,
+// warehouse and connectors.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+type app struct {
+	stdout, stderr io.Writer
+	configPath     string
+	verbose        bool
+	logFormat      string
+	log            *slog.Logger
+}
+
+// Main runs ckm with args and returns the exit code: 0 on success, 2 for a bad config,
+// 1 for anything else, with one clear line on stderr saying what failed.
+func Main(args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "ckm",
+		Short:         "Nightly customer-knowledge scoring: RFM, CLV, value tiers and key knowledge sources in DuckDB",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			a.log = a.newLogger()
+		},
+	}
+	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "config.yaml", "config file")
+	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "debug logging")
+	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(a.runCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(), a.generateCmd(), a.benchCmd())
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if p, ok := config.ErrProblems(err); ok {
+		fmt.Fprintln(stderr, "ckm: invalid config:")
+		for _, line := range p {
+			fmt.Fprintln(stderr, "  "+line.String())
+		}
+		return 2
+	}
+	fmt.Fprintln(stderr, "ckm: "+oneLine(err))
+	return 1
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
+}
+
+// interactive reports whether stderr is a terminal: then ckm shows progress, otherwise structured logs.
+func (a *app) interactive() bool {
+	f, ok := a.stderr.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func (a *app) newLogger() *slog.Logger {
+	level := slog.LevelInfo
+	if a.verbose {
+		level = slog.LevelDebug
+	} else if a.interactive() {
+		level = slog.LevelWarn // progress lines tell the story on a terminal
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if a.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(a.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, opts))
+}
+
+func (a *app) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (a *app) openWarehouse(ctx context.Context, cfg *config.Config, readOnly bool) (*warehouse.Warehouse, error) {
+	w, err := warehouse.Open(ctx, warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit,
+		Threads: cfg.Warehouse.Threads, ReadOnly: readOnly})
+	if err != nil {
+		if strings.Contains(err.Error(), "lock") {
+			return nil, errors.Join(err, errors.New("another ckm process holds the warehouse for writing; wait for it to finish"))
+		}
+		return nil, err
+	}
+	return w, nil
+}
+
+func (a *app) validateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate",
+		Short: "Check the config: every problem with file:line and a hint",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s is valid: %d sources, %d pipelines, warehouse %s\n",
+				a.configPath, len(cfg.Sources), len(cfg.Pipelines), cfg.Warehouse.Path)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ckm-dev/ckm/pipelines"
+)
+
+func (a *app) runCmd() *cobra.Command {
+	var pipeline, asOf string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run a pipeline once: load new source data, score every customer, replace the as_of outputs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			if pipeline == "" {
+				names := cfg.PipelineNames()
+				if len(names) != 1 {
+					return fmt.Errorf("config has %d pipelines (%s): name one with --pipeline", len(names), strings.Join(names, ", "))
+				}
+				pipeline = names[0]
+			}
+			date, err := parseAsOf(asOf, cfg.Location())
+			if err != nil {
+				return err
+			}
+			w, err := a.openWarehouse(cmd.Context(), cfg, false)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
+			if a.interactive() {
+				r.Step = a.progress
+			}
+			res, err := r.Run(cmd.Context(), pipelines.Request{Pipeline: pipeline, AsOf: date, Trigger: pipelines.Manual})
+			if err != nil {
+				return fmt.Errorf("run %s for %s failed: %w", pipeline, date.Format(time.DateOnly), err)
+			}
+			a.printSummary(res)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&pipeline, "pipeline", "p", "", "pipeline to run (default: the only one configured)")
+	cmd.Flags().StringVar(&asOf, "as-of", "", "scoring date YYYY-MM-DD (default: yesterday in the configured time zone)")
+	return cmd
+}
+
+// parseAsOf reads YYYY-MM-DD; empty means yesterday, the last complete day, in loc.
+func parseAsOf(s string, loc *time.Location) (time.Time, error) {
+	if s == "" {
+		y := time.Now().In(loc).AddDate(0, 0, -1)
+		return time.Date(y.Year(), y.Month(), y.Day(), 0, 0, 0, 0, time.UTC), nil
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--as-of %q: want a date as YYYY-MM-DD", s)
+	}
+	return t, nil
+}
+
+// progress shows a step with a live elapsed time on the terminal.
+func (a *app) progress(name string) func() {
+	start := time.Now()
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		frames := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+		for i := 0; ; i++ {
+			fmt.Fprintf(a.stderr, "\r%s %-32s %6.1fs", frames[i%len(frames)], name, time.Since(start).Seconds())
+			select {
+			case <-stop:
+				fmt.Fprintf(a.stderr, "\r✓ %-32s %6.1fs\n", name, time.Since(start).Seconds())
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(stop); <-finished }
+}
+
+func (a *app) printSummary(res *pipelines.Result) {
+	out := a.stdout
+	fmt.Fprintf(out, "run %s of %s for as_of %s succeeded in %s\n\n", res.RunID, res.Pipeline,
+		res.AsOf.Format(time.DateOnly), res.Elapsed.Round(time.Millisecond))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "source\ttable\tread\tloaded\tdead letters\t")
+	for _, s := range res.Sources {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t\n", s.Name, s.Table, s.Read, s.Loaded, s.DeadLettered)
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\ncustomers scored: %d (rows written: %d)\n\n", res.Customers, res.RowsOut)
+	type seg struct {
+		name string
+		n    int64
+	}
+	var segs []seg
+	for k, v := range res.Segments {
+		segs = append(segs, seg{k, v})
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].n > segs[j].n || segs[i].n == segs[j].n && segs[i].name < segs[j].name })
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "RFM segment\tcustomers\tshare\t")
+	for _, s := range segs {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t\n", s.name, s.n, 100*float64(s.n)/float64(max(res.Customers, 1)))
+	}
+	tw.Flush()
+}

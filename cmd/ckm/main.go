@@ -1,0 +1,11 @@
+// Command ckm is the customer-knowledge scoring pipeline. The commands live in package cli.
+package main
+
+import (
+	"os"
+
+	"github.com/ckm-dev/ckm/cli"
+	_ "github.com/ckm-dev/ckm/connectors/file" // registers the file connector
+)
+
+func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }

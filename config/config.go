@@ -1,0 +1,379 @@
+// Package config loads config.yaml: environment interpolation, a schema check that reports
+// every unknown key and mistyped value with its line, and semantic validation with hints.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/ckm-dev/ckm/connectors"
+	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/transforms/rfm"
+)
+
+// Config is a whole config.yaml.
+type Config struct {
+	Warehouse   Warehouse            `yaml:"warehouse"`
+	Timezone    string               `yaml:"timezone"`      // IANA zone that defines calendar days (as_of); default UTC
+	MaxBadRatio *float64             `yaml:"max_bad_ratio"` // default for sources; 0.05 when unset
+	Sources     map[string]*Source   `yaml:"sources"`
+	Pipelines   map[string]*Pipeline `yaml:"pipelines"`
+	Scoring     Scoring              `yaml:"scoring"`
+
+	File    string `yaml:"-"` // the config file
+	BaseDir string `yaml:"-"` // its directory; relative paths resolve against it
+}
+
+// Warehouse is where the DuckDB file lives and how DuckDB may use the machine.
+type Warehouse struct {
+	Path        string `yaml:"path"`
+	MemoryLimit string `yaml:"memory_limit"`
+	Threads     int    `yaml:"threads"`
+}
+
+// Source is one configured input. Besides the keys below it has exactly one connector
+// block named after its kind (file: {...}, kafka: {...}).
+type Source struct {
+	Table       string                   `yaml:"table"`
+	Timezone    string                   `yaml:"timezone"` // zone of timestamps without an offset; default: the global timezone
+	Mapping     map[string]mapping.Field `yaml:"mapping"`
+	Filter      string                   `yaml:"filter"`
+	MaxBadRatio *float64                 `yaml:"max_bad_ratio"`
+
+	Kind    string `yaml:"-"` // the connector kind, from its block's key
+	Options any    `yaml:"-"` // the decoded connector block
+}
+
+// Pipeline names which sources feed it and which transforms it runs.
+type Pipeline struct {
+	Sources    []string `yaml:"sources"`    // default: every source
+	Transforms []string `yaml:"transforms"` // default: every transform
+	Schedule   string   `yaml:"schedule"`   // cron expression, for `ckm serve`
+	Timezone   string   `yaml:"timezone"`   // zone of the schedule; default: the global timezone
+}
+
+// Scoring holds the parameters of the transforms.
+type Scoring struct {
+	LookbackDays int        `yaml:"lookback_days"`
+	RFM          rfm.Params `yaml:"rfm"`
+}
+
+// Transforms lists the transforms a pipeline may name, in the order they run.
+var Transforms = []string{"rfm"}
+
+// BadRatio is the dead-letter ratio above which a source fails the run.
+func (c *Config) BadRatio(s *Source) float64 {
+	switch {
+	case s.MaxBadRatio != nil:
+		return *s.MaxBadRatio
+	case c.MaxBadRatio != nil:
+		return *c.MaxBadRatio
+	}
+	return 0.05
+}
+
+// Location is the configured time zone.
+func (c *Config) Location() *time.Location {
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// MappingSpec is the mapping of source name onto its canonical table.
+func (c *Config) MappingSpec(name string, json bool) mapping.Spec {
+	s := c.Sources[name]
+	t, _ := mapping.TableNamed(s.Table)
+	zone := s.Timezone
+	if zone == "" {
+		zone = c.Timezone
+	}
+	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter}
+}
+
+// SourceNames lists sources in load order: by canonical table, then by name.
+func (c *Config) SourceNames(only []string) []string {
+	names := only
+	if len(names) == 0 {
+		for n := range c.Sources {
+			names = append(names, n)
+		}
+	}
+	order := map[string]int{}
+	for i, t := range mapping.TableNames() {
+		order[t] = i
+	}
+	sorted := append([]string(nil), names...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := c.Sources[sorted[i]], c.Sources[sorted[j]]
+		if order[a.Table] != order[b.Table] {
+			return order[a.Table] < order[b.Table]
+		}
+		return sorted[i] < sorted[j]
+	})
+	return sorted
+}
+
+// PipelineNames lists pipelines by name.
+func (c *Config) PipelineNames() []string {
+	out := make([]string, 0, len(c.Pipelines))
+	for n := range c.Pipelines {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Load reads, interpolates, checks and validates a config file. Any problems come back
+// together as Problems.
+func Load(path string) (*Config, error) {
+	return load(path, osLookup)
+}
+
+func load(path string, env func(string) (string, bool)) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	text, problems := interpolate(path, raw, env)
+	file, err := parser.ParseBytes(text, 0)
+	if err != nil {
+		return nil, Problems{{File: path, Msg: "not valid YAML: " + yaml.FormatError(err, false, false)}}
+	}
+	if len(file.Docs) == 0 || file.Docs[0].Body == nil {
+		return nil, Problems{{File: path, Msg: "config is empty", Hint: "see the README's config reference"}}
+	}
+	body := file.Docs[0].Body
+	w := &schemaWalker{file: path, lines: map[string]int{}, extra: connectorBlock}
+	w.walk(body, reflect.TypeOf(Config{}), "")
+	problems = append(problems, w.problems...)
+	cfg := &Config{File: path, BaseDir: filepath.Dir(abs)}
+	if len(problems) == 0 {
+		if err := yaml.NodeToValue(body, cfg); err != nil {
+			problems = append(problems, Problem{File: path, Msg: yaml.FormatError(err, false, false)})
+		}
+	}
+	if len(problems) == 0 {
+		problems = append(problems, cfg.decodeConnectors(body, w.lines)...)
+	}
+	if len(problems) == 0 {
+		cfg.applyDefaults()
+		problems = append(problems, cfg.validate(w.lines)...)
+	}
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
+		return cfg, Problems(problems)
+	}
+	return cfg, nil
+}
+
+// connectorBlock lets a source hold one block named after a registered connector kind.
+func connectorBlock(path, key string) (reflect.Type, bool, []string) {
+	if !regexp.MustCompile(`^sources\.[^.]+$`).MatchString(path) {
+		return nil, false, nil
+	}
+	k, ok := connectors.Lookup(key)
+	if !ok {
+		return nil, false, connectors.Kinds()
+	}
+	return reflect.TypeOf(k.NewConfig()), true, nil
+}
+
+func (c *Config) decodeConnectors(body ast.Node, lines map[string]int) []Problem {
+	var problems []Problem
+	for name, s := range c.Sources {
+		p, err := yaml.PathString("$.sources." + quotePathKey(name))
+		if err != nil {
+			continue
+		}
+		node, err := p.FilterNode(body)
+		if err != nil || node == nil {
+			continue
+		}
+		m, ok := asMapping(node)
+		if !ok {
+			continue
+		}
+		for _, kv := range m.Values {
+			k, ok := connectors.Lookup(kv.Key.String())
+			if !ok {
+				continue
+			}
+			if s.Kind != "" {
+				problems = append(problems, Problem{File: c.File, Line: line(kv.Key), Path: "sources." + name,
+					Msg: fmt.Sprintf("has two connector blocks (%s and %s)", s.Kind, kv.Key.String()), Hint: "a source reads from one connector"})
+				continue
+			}
+			opts := k.NewConfig()
+			if err := yaml.NodeToValue(kv.Value, opts); err != nil {
+				problems = append(problems, Problem{File: c.File, Line: line(kv.Value), Path: "sources." + name + "." + kv.Key.String(),
+					Msg: yaml.FormatError(err, false, false)})
+			}
+			s.Kind, s.Options = kv.Key.String(), opts
+		}
+		if s.Kind == "" {
+			problems = append(problems, Problem{File: c.File, Line: lines["sources."+name], Path: "sources." + name,
+				Msg: "no connector block", Hint: "add one of: " + strings.Join(connectors.Kinds(), ", ") + " (e.g. file: {paths: [data/x.csv]})"})
+		}
+	}
+	return problems
+}
+
+func quotePathKey(k string) string {
+	if regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(k) {
+		return k
+	}
+	return "'" + k + "'"
+}
+
+func (c *Config) applyDefaults() {
+	if c.Timezone == "" {
+		c.Timezone = "UTC"
+	}
+	if c.Warehouse.Path == "" {
+		c.Warehouse.Path = "warehouse/ckm.duckdb"
+	}
+	if !filepath.IsAbs(c.Warehouse.Path) {
+		c.Warehouse.Path = filepath.Join(c.BaseDir, c.Warehouse.Path)
+	}
+	if c.Scoring.LookbackDays == 0 {
+		c.Scoring.LookbackDays = 365
+	}
+	if len(c.Scoring.RFM.Segments) == 0 {
+		c.Scoring.RFM.Segments = rfm.DefaultSegments()
+	}
+	if len(c.Pipelines) == 0 {
+		c.Pipelines = map[string]*Pipeline{"nightly": {}}
+	}
+	for _, p := range c.Pipelines {
+		if len(p.Transforms) == 0 {
+			p.Transforms = append([]string(nil), Transforms...)
+		}
+	}
+}
+
+func (c *Config) validate(lines map[string]int) []Problem {
+	var out []Problem
+	add := func(path, msg, hint string) {
+		l := lines[path]
+		for p := path; l == 0 && strings.Contains(p, "."); {
+			p = p[:strings.LastIndex(p, ".")]
+			l = lines[p]
+		}
+		out = append(out, Problem{File: c.File, Line: l, Path: path, Msg: msg, Hint: hint})
+	}
+	if _, err := time.LoadLocation(c.Timezone); err != nil {
+		add("timezone", fmt.Sprintf("unknown time zone %q", c.Timezone), "an IANA name such as Europe/Berlin or UTC")
+	}
+	if c.Warehouse.Threads < 0 {
+		add("warehouse.threads", "must be 0 (all cores) or more", "")
+	}
+	if m := c.Warehouse.MemoryLimit; m != "" && !regexp.MustCompile(`(?i)^\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|%)$`).MatchString(m) {
+		add("warehouse.memory_limit", fmt.Sprintf("cannot read %q as a size", m), "e.g. 4GB or 512MB")
+	}
+	checkRatio := func(path string, r *float64) {
+		if r != nil && (*r < 0 || *r > 1) {
+			add(path, fmt.Sprintf("%g is not a ratio between 0 and 1", *r), "0.05 allows 5% bad records")
+		}
+	}
+	checkRatio("max_bad_ratio", c.MaxBadRatio)
+	if len(c.Sources) == 0 {
+		add("sources", "no sources configured", "add a source under sources:, see the README")
+	}
+	for name, s := range c.Sources {
+		base := "sources." + name
+		checkRatio(base+".max_bad_ratio", s.MaxBadRatio)
+		t, ok := mapping.TableNamed(s.Table)
+		if !ok {
+			add(base+".table", fmt.Sprintf("unknown table %q", s.Table), "one of "+strings.Join(mapping.TableNames(), ", "))
+		}
+		if s.Timezone != "" {
+			if _, err := time.LoadLocation(s.Timezone); err != nil {
+				add(base+".timezone", fmt.Sprintf("unknown time zone %q", s.Timezone), "an IANA name such as Europe/Berlin")
+			}
+		}
+		if ok {
+			spec := mapping.Spec{Table: t, Fields: s.Mapping}
+			problems := spec.Validate()
+			cols := make([]string, 0, len(problems))
+			for col := range problems {
+				cols = append(cols, col)
+			}
+			sort.Strings(cols)
+			for _, col := range cols {
+				add(base+".mapping."+col, problems[col], "")
+			}
+		}
+		if v, ok := s.Options.(connectors.ConfigValidator); ok {
+			for _, p := range v.Validate(c.BaseDir) {
+				add(base+"."+s.Kind+"."+p.Key, p.Msg, p.Hint)
+			}
+		}
+	}
+	names := make([]string, 0, len(c.Sources))
+	for n := range c.Sources {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for name, p := range c.Pipelines {
+		base := "pipelines." + name
+		for i, s := range p.Sources {
+			if _, ok := c.Sources[s]; !ok {
+				hint := "configured sources: " + strings.Join(names, ", ")
+				if cl := closest(s, names); cl != "" {
+					hint = "did you mean " + cl + "?"
+				}
+				add(fmt.Sprintf("%s.sources[%d]", base, i), "unknown source "+s, hint)
+			}
+		}
+		for i, t := range p.Transforms {
+			if !contains(Transforms, t) {
+				add(fmt.Sprintf("%s.transforms[%d]", base, i), "unknown transform "+t, "one of "+strings.Join(Transforms, ", "))
+			}
+		}
+		if p.Timezone != "" {
+			if _, err := time.LoadLocation(p.Timezone); err != nil {
+				add(base+".timezone", fmt.Sprintf("unknown time zone %q", p.Timezone), "an IANA name such as Europe/Berlin")
+			}
+		}
+	}
+	if c.Scoring.LookbackDays < 1 {
+		add("scoring.lookback_days", "must be at least 1", "")
+	}
+	if err := rfm.ValidateSegments(c.Scoring.RFM.Segments); err != nil {
+		add("scoring.rfm.segments", err.Error(), "patterns match the two-digit R,F score string, e.g. 5[4-5]")
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrProblems reports whether err lists config problems.
+func ErrProblems(err error) (Problems, bool) {
+	var p Problems
+	ok := errors.As(err, &p)
+	return p, ok
+}

@@ -1,0 +1,235 @@
+package mapping
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Field says where one canonical column comes from. Exactly one of From, Expr, Const or Hash is set;
+// a bare string in YAML is shorthand for From.
+type Field struct {
+	From     string   `yaml:"from"`     // source field; for JSON a dotted path (a.b.c) or a JSONPath ($.a[0].b)
+	Expr     string   `yaml:"expr"`     // DuckDB SQL over the source fields (text for CSV/JSON: TRY_CAST them)
+	Const    *string  `yaml:"const"`    // the same value for every row
+	Hash     []string `yaml:"hash"`     // a deterministic id from these source fields
+	Format   string   `yaml:"format"`   // strptime format for dates and timestamps, e.g. %d/%m/%Y %H:%M
+	Timezone string   `yaml:"timezone"` // IANA zone of timestamps written without an offset
+}
+
+// AcceptsScalar lets config accept `order_id: InvoiceNo` for `order_id: {from: InvoiceNo}`.
+func (*Field) AcceptsScalar() {}
+
+// UnmarshalYAML accepts the scalar shorthand or the full mapping.
+func (f *Field) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err == nil {
+		*f = Field{From: s}
+		return nil
+	}
+	type plain Field
+	return unmarshal((*plain)(f))
+}
+
+// Spec is a source's mapping onto one canonical table.
+type Spec struct {
+	Table    Table
+	Fields   map[string]Field
+	JSON     bool   // records are JSON documents in a `payload` column
+	Timezone string // zone for timestamps without an offset, when a field sets none
+	Filter   string // SQL condition; rows where it is not true are skipped on purpose (not dead letters)
+}
+
+// Validate reports mapping problems by canonical column name ("" for the mapping as a whole).
+func (s Spec) Validate() map[string]string {
+	problems := map[string]string{}
+	for name, f := range s.Fields {
+		if _, ok := s.Table.Column(name); !ok {
+			problems[name] = fmt.Sprintf("%s has no column %s (columns: %s)", s.Table.Name, name, strings.Join(s.Table.ColumnNames(), ", "))
+			continue
+		}
+		set := 0
+		for _, b := range []bool{f.From != "", f.Expr != "", f.Const != nil, len(f.Hash) > 0} {
+			if b {
+				set++
+			}
+		}
+		if set != 1 {
+			problems[name] = "set exactly one of from, expr, const, hash"
+		}
+		if f.Timezone != "" {
+			if _, err := time.LoadLocation(f.Timezone); err != nil {
+				problems[name] = fmt.Sprintf("unknown time zone %q", f.Timezone)
+			}
+		}
+	}
+	for _, c := range s.Table.Columns {
+		if _, ok := s.Fields[c.Name]; !ok && c.Required && !(c.Name == s.Table.Key && s.Table.Version == "") {
+			problems[c.Name] = fmt.Sprintf("required column %s is not mapped", c.Name)
+		}
+	}
+	return problems
+}
+
+// Compile returns a SELECT over relation (aliased s, with a 1-based `_ordinal` column) yielding
+// the canonical columns, _position, _ordinal, _reason (NULL when the row maps cleanly) and
+// _payload (the raw record, only for rows with a reason). It relies on DuckDB's lateral
+// column aliases so each raw value and each cast is computed once.
+func (s Spec) Compile(relation, position string) string {
+	var sel, checks []string
+	for _, c := range s.Table.Columns {
+		raw, val := "r_"+c.Name, "v_"+c.Name
+		f, mapped := s.Fields[c.Name]
+		rawExpr := "NULL"
+		if mapped {
+			rawExpr = s.rawExpr(f)
+		} else if c.Name == s.Table.Key {
+			// A source without ids gets a deterministic hash of the record; identical records
+			// are told apart by their occurrence number so none collapse.
+			rawExpr = "md5(concat(to_json(s_row), '#', _dup_seq))"
+		}
+		sel = append(sel, rawExpr+" AS "+raw, s.convert(c, f, raw)+" AS "+val)
+		checks = append(checks, s.checks(c, f, mapped, raw, val)...)
+	}
+	out := make([]string, 0, len(s.Table.Columns))
+	for _, c := range s.Table.Columns {
+		out = append(out, "v_"+c.Name+" AS "+c.Name)
+	}
+	payload := "to_json(s_row)"
+	if s.JSON {
+		payload = "payload"
+	}
+	reason := "nullif(concat_ws('; ', " + strings.Join(checks, ", ") + "), '')"
+	var conds []string
+	if s.JSON {
+		// A record that is not a JSON object gets that one reason, not a reason per column.
+		reason = "CASE WHEN NOT coalesce(json_valid(payload), false) THEN 'not valid JSON' " +
+			"WHEN json_type(payload) <> 'OBJECT' THEN 'not a JSON object' ELSE " + reason + " END"
+		conds = append(conds, "nullif(trim(payload), '') IS NOT NULL")
+	}
+	if s.Filter != "" {
+		conds = append(conds, "("+s.Filter+")")
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = "WHERE " + strings.Join(conds, " AND ")
+	}
+	doc := ""
+	if s.JSON {
+		// Fields are read only from valid documents: DuckDB's JSON functions abort on malformed input.
+		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc"
+	}
+	inner := fmt.Sprintf("SELECT s.*, s AS s_row, row_number() OVER () AS _ordinal%s FROM %s s", doc, relation)
+	if _, hasKey := s.Fields[s.Table.Key]; !hasKey {
+		inner = fmt.Sprintf("SELECT *, row_number() OVER (PARTITION BY to_json(s_row) ORDER BY _ordinal) AS _dup_seq FROM (%s)", inner)
+	}
+	return fmt.Sprintf(`SELECT %s, _position, _ordinal, _reason, CASE WHEN _reason IS NOT NULL THEN %s END AS _payload
+FROM (SELECT s.*, %s, %s AS _position, %s AS _reason FROM (%s) s %s)`,
+		strings.Join(out, ", "), payload, strings.Join(sel, ", "), position, reason, inner, where)
+}
+
+// rawExpr is the value before conversion to the column type.
+func (s Spec) rawExpr(f Field) string {
+	switch {
+	case f.Const != nil:
+		return quote(*f.Const)
+	case f.Expr != "":
+		return "(" + f.Expr + ")"
+	case len(f.Hash) > 0:
+		parts := make([]string, len(f.Hash))
+		for i, h := range f.Hash {
+			parts[i] = "coalesce(CAST(" + s.ref(h) + " AS VARCHAR), '')"
+		}
+		return "md5(concat_ws(chr(31), " + strings.Join(parts, ", ") + "))"
+	}
+	return s.ref(f.From)
+}
+
+// ref reads one source field: a column, or a path into the JSON payload.
+func (s Spec) ref(field string) string {
+	if !s.JSON {
+		return "s." + ident(field)
+	}
+	path := field
+	if !strings.HasPrefix(path, "$") {
+		parts := strings.Split(field, ".")
+		for i, p := range parts {
+			parts[i] = `"` + strings.ReplaceAll(p, `"`, `\"`) + `"`
+		}
+		path = "$." + strings.Join(parts, ".")
+	}
+	return "json_extract_string(s._doc, " + quote(path) + ")"
+}
+
+// convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
+func (s Spec) convert(c Column, f Field, raw string) string {
+	text := "CAST(" + raw + " AS VARCHAR)"
+	switch c.Type {
+	case Double:
+		return "TRY_CAST(" + raw + " AS DOUBLE)"
+	case Integer:
+		return "TRY_CAST(round(TRY_CAST(" + raw + " AS DOUBLE)) AS INTEGER)"
+	case Boolean:
+		return fmt.Sprintf("CASE lower(trim(%s)) WHEN 'true' THEN true WHEN 't' THEN true WHEN 'yes' THEN true WHEN 'y' THEN true WHEN '1' THEN true "+
+			"WHEN 'false' THEN false WHEN 'f' THEN false WHEN 'no' THEN false WHEN 'n' THEN false WHEN '0' THEN false END", text)
+	case Date:
+		if f.Format != "" {
+			return fmt.Sprintf("CAST(try_strptime(%s, %s) AS DATE)", text, quote(f.Format))
+		}
+		return fmt.Sprintf("coalesce(TRY_CAST(%s AS DATE), CAST(TRY_CAST(%s AS TIMESTAMP) AS DATE))", text, text)
+	case Timestamp:
+		zone := f.Timezone
+		if zone == "" {
+			zone = s.Timezone
+		}
+		if zone == "" {
+			zone = "UTC"
+		}
+		if f.Format != "" {
+			if strings.Contains(f.Format, "%z") || strings.Contains(f.Format, "%Z") {
+				return fmt.Sprintf("CAST(try_strptime(%s, %s) AS TIMESTAMPTZ)", text, quote(f.Format))
+			}
+			return fmt.Sprintf("timezone(%s, try_strptime(%s, %s))", quote(zone), text, quote(f.Format))
+		}
+		// An explicit offset or Z wins; a bare local time is read in the source's zone.
+		return fmt.Sprintf("CASE WHEN regexp_matches(%s, '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$') THEN TRY_CAST(%s AS TIMESTAMPTZ) "+
+			"ELSE timezone(%s, TRY_CAST(%s AS TIMESTAMP)) END", text, text, quote(zone), text)
+	}
+	return "nullif(trim(" + text + "), '')"
+}
+
+// checks are the SQL expressions that name what is wrong with a column's value, or yield NULL.
+func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []string {
+	var out []string
+	if c.Required {
+		what := "missing " + c.Name
+		if f.From != "" {
+			what += " (field " + f.From + ")"
+		}
+		out = append(out, fmt.Sprintf("CASE WHEN %s IS NULL AND (%s IS NULL OR trim(CAST(%s AS VARCHAR)) = '') THEN %s END", val, raw, raw, quote(what)))
+	}
+	if mapped && c.Type != Text {
+		how := c.Type.word()
+		if f.Format != "" {
+			how += " in format " + f.Format
+		}
+		out = append(out, fmt.Sprintf("CASE WHEN %s IS NULL AND trim(CAST(%s AS VARCHAR)) <> '' THEN %s || left(CAST(%s AS VARCHAR), 80) || %s END",
+			val, raw, quote(c.Name+": cannot read '"), raw, quote("' as "+how)))
+	}
+	if len(c.Allowed) > 0 {
+		list := make([]string, len(c.Allowed))
+		for i, a := range c.Allowed {
+			list[i] = quote(a)
+		}
+		out = append(out, fmt.Sprintf("CASE WHEN %s NOT IN (%s) THEN %s || left(%s, 80) || %s END",
+			val, strings.Join(list, ", "), quote(c.Name+": '"), val, quote("' is not one of "+strings.Join(c.Allowed, ", "))))
+	}
+	if c.Max > c.Min {
+		out = append(out, fmt.Sprintf("CASE WHEN %s NOT BETWEEN %g AND %g THEN %s || %s || %s END",
+			val, c.Min, c.Max, quote(c.Name+": "), val, quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max))))
+	}
+	return out
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

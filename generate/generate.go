@@ -1,0 +1,389 @@
+// Package generate writes synthetic CRM data whose truth is known: purchases follow a BG/NBD
+// process and spend a Gamma-Gamma model with stated parameters, and a share of customers are
+// planted key knowledge sources. The same seed always gives the same files.
+package generate
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
+)
+
+// Params are the generator's settings and the true model parameters.
+type Params struct {
+	Customers int
+	Seed      uint64
+	Start     time.Time // first possible purchase
+	End       time.Time // last possible purchase (inclusive day)
+	Zone      string    // zone the local timestamps are written in
+
+	R, Alpha, A, B float64 // BG/NBD: purchase rate λ ~ Gamma(R, rate Alpha) per week; dropout p ~ Beta(A, B)
+	P, Q, Gamma    float64 // Gamma-Gamma: spend z ~ Gamma(P, rate ν), ν ~ Gamma(Q, rate Gamma)
+
+	KeyShare    float64 // share of customers planted as key knowledge sources
+	ReturnShare float64 // share of purchases later partly refunded (a returned row with negative amount)
+	CancelShare float64 // share of extra cancelled orders
+	Dirty       float64 // share of deliberately malformed records, for dead-letter demos
+	Gzip        bool
+}
+
+// Defaults are a mid-size retailer over 2.5 years; the spend parameters are the CDNOW fit.
+func Defaults() Params {
+	return Params{
+		Customers: 2000, Seed: 1,
+		Start: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC),
+		Zone: "Europe/Berlin",
+		R:    0.9, Alpha: 6, A: 0.6, B: 4,
+		P: 6.25, Q: 3.74, Gamma: 15.44,
+		KeyShare: 0.03, ReturnShare: 0.01, CancelShare: 0.02,
+	}
+}
+
+// Summary says what was written.
+type Summary struct {
+	Customers, Orders, Feedback int
+	Files                       []string
+}
+
+type writer struct {
+	f    *os.File
+	gz   *gzip.Writer
+	w    *bufio.Writer
+	path string
+}
+
+func create(dir, name string, gz bool) (*writer, error) {
+	if gz {
+		name += ".gz"
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	w := &writer{f: f, path: path}
+	var out io.Writer = f
+	if gz {
+		w.gz = gzip.NewWriter(f)
+		out = w.gz
+	}
+	w.w = bufio.NewWriterSize(out, 1<<20)
+	return w, nil
+}
+
+func (w *writer) close() error {
+	err := w.w.Flush()
+	if w.gz != nil && err == nil {
+		err = w.gz.Close()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", w.path, err)
+	}
+	return nil
+}
+
+type product struct {
+	id, category string
+	launch       time.Time
+}
+
+var (
+	categories  = []string{"audio", "video", "books", "games", "home", "garden", "toys", "sports"}
+	regions     = []string{"north", "south", "east", "west"}
+	segments    = []string{"consumer", "consumer", "consumer", "smb", "enterprise"}
+	channels    = []string{"email", "phone", "web", "app", "survey", "review_site", "community", "visit"}
+	departments = []string{"marketing", "sales", "service", "rnd"}
+	innovation  = []string{"suggestion", "feature_request", "co_design", "complaint", "review"}
+)
+
+// Write generates the data set into dir: customers.csv, orders.csv, feedback.jsonl (gzipped
+// when p.Gzip), truth.csv with each customer's true latent values, and params.json.
+func Write(dir string, p Params) (Summary, error) {
+	var sum Summary
+	loc, err := time.LoadLocation(p.Zone)
+	if err != nil {
+		return sum, fmt.Errorf("zone %q: %w", p.Zone, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return sum, fmt.Errorf("create %s: %w", dir, err)
+	}
+	rng := rand.New(rand.NewPCG(p.Seed, 0x636b6d))
+	lambdaDist := distuv.Gamma{Alpha: p.R, Beta: p.Alpha, Src: rng}
+	dropDist := distuv.Beta{Alpha: p.A, Beta: p.B, Src: rng}
+	nuDist := distuv.Gamma{Alpha: p.Q, Beta: p.Gamma, Src: rng}
+
+	catalog := make([]product, 300)
+	span := p.End.Sub(p.Start)
+	for i := range catalog {
+		launch := p.Start.Add(-90 * 24 * time.Hour).Add(time.Duration(rng.Int64N(int64(span + 90*24*time.Hour))))
+		catalog[i] = product{id: fmt.Sprintf("P%04d", i+1), category: categories[rng.IntN(len(categories))], launch: launch.Truncate(24 * time.Hour)}
+	}
+
+	files := map[string]*writer{}
+	for _, name := range []string{"customers.csv", "orders.csv", "feedback.jsonl", "truth.csv"} {
+		w, err := create(dir, name, p.Gzip && name != "truth.csv")
+		if err != nil {
+			return sum, err
+		}
+		files[name] = w
+		sum.Files = append(sum.Files, w.path)
+	}
+	cw, ow, fw, tw := files["customers.csv"].w, files["orders.csv"].w, files["feedback.jsonl"].w, files["truth.csv"].w
+	cw.WriteString("customer_id,name,segment,region,signup_date,contact_consent,updated_at\n")
+	ow.WriteString("order_id,customer_id,order_ts,amount,margin,quantity,unit_price,product_id,category,product_launch_date,status\n")
+	tw.WriteString("customer_id,lambda,p,nu,first_purchase,purchases,planted_key_source\n")
+
+	orderSeq, eventSeq := 0, 0
+	weeks := span.Hours() / (24 * 7)
+	buf := make([]byte, 0, 512)
+	for c := 1; c <= p.Customers; c++ {
+		id := fmt.Sprintf("C%07d", c)
+		key := rng.Float64() < p.KeyShare
+		lambda, drop, nu := lambdaDist.Rand(), dropDist.Rand(), nuDist.Rand()
+		if key {
+			// Key sources are valuable customers: frequent, loyal buyers.
+			lambda, drop = math.Max(lambda, 0.3+rng.Float64()*0.3), drop*0.2
+		}
+		spend := distuv.Gamma{Alpha: p.P, Beta: nu, Src: rng}
+		birth := rng.Float64() * weeks * 0.9
+		first := p.Start.Add(time.Duration(birth * 7 * 24 * float64(time.Hour)))
+		var purchases []time.Time
+		for t := birth; t <= weeks; t += rng.ExpFloat64() / lambda {
+			purchases = append(purchases, p.Start.Add(time.Duration(t*7*24*float64(time.Hour))))
+			if rng.Float64() < drop {
+				break
+			}
+		}
+		margin := 0.15 + 0.3*rng.Float64()
+		for _, ts := range purchases {
+			orderSeq++
+			amount := math.Round(spend.Rand()*100) / 100
+			if amount <= 0 {
+				amount = 0.01
+			}
+			prod := pickProduct(rng, catalog, ts, key)
+			qty := 1 + rng.IntN(4)
+			status := "completed"
+			amountText := strconv.FormatFloat(amount, 'f', 2, 64)
+			customer := id
+			local := ts.In(loc).Format("2006-01-02 15:04:05")
+			if p.Dirty > 0 && rng.Float64() < p.Dirty {
+				switch rng.IntN(3) {
+				case 0:
+					amountText = "n/a"
+				case 1:
+					customer = ""
+				case 2:
+					local = "2025-13-45 25:61:00"
+				}
+			}
+			buf = buf[:0]
+			buf = fmt.Appendf(buf, "O%09d,%s,%s,%s,%.2f,%d,%.2f,%s,%s,%s,%s\n", orderSeq, customer, local, amountText,
+				amount*margin, qty, amount/float64(qty), prod.id, prod.category, prod.launch.Format(time.DateOnly), status)
+			ow.Write(buf)
+			sum.Orders++
+			if rng.Float64() < p.ReturnShare {
+				orderSeq++
+				refund := -math.Round(amount*(0.3+0.7*rng.Float64())*100) / 100
+				ret := ts.Add(time.Duration(24*(1+rng.IntN(20))) * time.Hour)
+				if !ret.After(p.End.Add(24 * time.Hour)) {
+					fmt.Fprintf(ow, "O%09d,%s,%s,%.2f,%.2f,%d,%.2f,%s,%s,%s,returned\n", orderSeq, id, ret.In(loc).Format("2006-01-02 15:04:05"),
+						refund, refund*margin, 1, refund, prod.id, prod.category, prod.launch.Format(time.DateOnly))
+					sum.Orders++
+				}
+			}
+			if rng.Float64() < p.CancelShare {
+				orderSeq++
+				fmt.Fprintf(ow, "O%09d,%s,%s,%.2f,,%d,%.2f,%s,%s,%s,cancelled\n", orderSeq, id, ts.Add(time.Hour).In(loc).Format("2006-01-02 15:04:05"),
+					amount, 1, amount, prod.id, prod.category, prod.launch.Format(time.DateOnly))
+				sum.Orders++
+			}
+		}
+		signup := first.Add(-time.Duration(rng.IntN(30*24)) * time.Hour)
+		consent := key || rng.Float64() < 0.6
+		updated := first.Add(time.Duration(rng.IntN(24*60)) * time.Hour)
+		region := regions[rng.IntN(len(regions))]
+		fmt.Fprintf(cw, "%s,Customer %d,%s,%s,%s,%t,%s\n", id, c, segments[rng.IntN(len(segments))], region,
+			signup.Format(time.DateOnly), consent, updated.UTC().Format(time.RFC3339))
+		sum.Customers++
+		if rng.Float64() < 0.02 { // a later CRM update moves the customer: the newest record must win
+			fmt.Fprintf(cw, "%s,Customer %d,%s,%s,%s,%t,%s\n", id, c, segments[rng.IntN(len(segments))], regions[(rng.IntN(3)+1+indexOf(regions, region))%len(regions)],
+				signup.Format(time.DateOnly), consent, updated.Add(90*24*time.Hour).UTC().Format(time.RFC3339))
+		}
+		last := first
+		if len(purchases) > 0 {
+			last = purchases[len(purchases)-1]
+		}
+		sum.Feedback += writeFeedback(fw, rng, &eventSeq, id, key, first, last.Add(60*24*time.Hour), p, loc)
+		fmt.Fprintf(tw, "%s,%.6f,%.6f,%.6f,%s,%d,%t\n", id, lambda, drop, nu, first.Format(time.DateOnly), len(purchases), key)
+	}
+	for _, w := range files {
+		if err := w.close(); err != nil {
+			return sum, err
+		}
+	}
+	params, _ := json.MarshalIndent(map[string]any{
+		"bgnbd": map[string]float64{"r": p.R, "alpha": p.Alpha, "a": p.A, "b": p.B},
+		"gamma_gamma": map[string]float64{"p": p.P, "q": p.Q, "gamma": p.Gamma},
+		"customers": p.Customers, "seed": p.Seed, "start": p.Start.Format(time.DateOnly), "end": p.End.Format(time.DateOnly),
+		"time_unit": "week", "zone": p.Zone, "key_share": p.KeyShare, "note": "key sources are drawn with raised purchase rates; set key_share 0 for an exact BG/NBD population",
+	}, "", "  ")
+	paramsPath := filepath.Join(dir, "params.json")
+	if err := os.WriteFile(paramsPath, append(params, '\n'), 0o644); err != nil {
+		return sum, fmt.Errorf("write %s: %w", paramsPath, err)
+	}
+	sum.Files = append(sum.Files, paramsPath)
+	return sum, nil
+}
+
+// pickProduct favours recently launched products for key sources (lead users).
+func pickProduct(rng *rand.Rand, catalog []product, ts time.Time, leadUser bool) product {
+	for tries := 0; tries < 8; tries++ {
+		pr := catalog[rng.IntN(len(catalog))]
+		if pr.launch.After(ts) {
+			continue
+		}
+		if !leadUser || ts.Sub(pr.launch) < 90*24*time.Hour || tries > 5 {
+			return pr
+		}
+	}
+	return catalog[0]
+}
+
+type event struct {
+	EventID  string `json:"event_id"`
+	Customer struct {
+		ID string `json:"id"`
+	} `json:"customer"`
+	TS             string  `json:"ts"`
+	Direction      string  `json:"direction"`
+	Kind           string  `json:"kind"`
+	Channel        string  `json:"channel"`
+	ProductID      string  `json:"product_id,omitempty"`
+	Rating         *int    `json:"rating,omitempty"`
+	Text           string  `json:"text,omitempty"`
+	Department     string  `json:"department"`
+	Responded      *bool   `json:"responded,omitempty"`
+	Status         string  `json:"status"`
+	AcknowledgedAt *string `json:"acknowledged_at,omitempty"`
+	ConvertedAt    *string `json:"converted_at,omitempty"`
+	ImplementedAt  *string `json:"implemented_at,omitempty"`
+}
+
+// writeFeedback writes the customer's inbound feedback and the firm's outbound invites between
+// from and to. Key sources share more innovation-relevant knowledge, accept invites and rate
+// well, and the firm acknowledges, converts and implements what they say.
+func writeFeedback(w *bufio.Writer, rng *rand.Rand, seq *int, id string, key bool, from, to time.Time, p Params, loc *time.Location) int {
+	if to.After(p.End) {
+		to = p.End
+	}
+	months := to.Sub(from).Hours() / (24 * 30)
+	if months <= 0 {
+		return 0
+	}
+	inRate, acceptRate, ackFast, convert, implement := 0.04, 0.3, 0.4, 0.15, 0.05
+	if key {
+		inRate, acceptRate, ackFast, convert, implement = 0.6, 0.9, 0.95, 0.7, 0.45
+	}
+	n := 0
+	emit := func(e event) {
+		b, _ := json.Marshal(e)
+		if p.Dirty > 0 && rng.Float64() < p.Dirty {
+			b = b[:len(b)/2] // a truncated message
+		}
+		w.Write(b)
+		w.WriteByte('\n')
+		n++
+	}
+	stamp := func(t time.Time) *string { s := t.In(loc).Format(time.RFC3339); return &s }
+	at := func() time.Time { return from.Add(time.Duration(rng.Float64() * float64(to.Sub(from)))) }
+	inbound := poisson(rng, inRate*months)
+	for i := 0; i < inbound; i++ {
+		*seq++
+		t := at()
+		e := event{EventID: fmt.Sprintf("E%09d", *seq), TS: t.In(loc).Format(time.RFC3339), Direction: "inbound",
+			Kind: innovation[rng.IntN(len(innovation))], Channel: channels[rng.IntN(len(channels))],
+			Department: departments[rng.IntN(len(departments))], Status: "new"}
+		e.Customer.ID = id
+		if !key && rng.Float64() < 0.4 {
+			e.Kind = []string{"question", "praise", "complaint"}[rng.IntN(3)]
+		}
+		if e.Kind == "review" || rng.Float64() < 0.3 {
+			r := 1 + rng.IntN(5)
+			if key {
+				r = 4 + rng.IntN(2)
+			}
+			e.Rating = &r
+		}
+		if e.Kind == "complaint" && e.Rating != nil && *e.Rating > 2 {
+			r := 1 + rng.IntN(2)
+			e.Rating = &r
+		}
+		e.Text = "feedback on " + e.Kind
+		if rng.Float64() < ackFast {
+			e.Status = "acknowledged"
+			e.AcknowledgedAt = stamp(t.Add(time.Duration(rng.IntN(6*24)) * time.Hour))
+			if rng.Float64() < convert {
+				e.Status = "converted"
+				e.ConvertedAt = stamp(t.Add(time.Duration(7*24+rng.IntN(30*24)) * time.Hour))
+				if rng.Float64() < implement/convert {
+					e.Status = "implemented"
+					e.ImplementedAt = stamp(t.Add(time.Duration(40*24+rng.IntN(90*24)) * time.Hour))
+				}
+			}
+		} else if rng.Float64() < 0.5 {
+			e.Status = "acknowledged"
+			e.AcknowledgedAt = stamp(t.Add(time.Duration(8*24+rng.IntN(20*24)) * time.Hour))
+		}
+		emit(e)
+	}
+	invites := poisson(rng, 0.15*months)
+	for i := 0; i < invites; i++ {
+		*seq++
+		t := at()
+		responded := rng.Float64() < acceptRate
+		e := event{EventID: fmt.Sprintf("E%09d", *seq), TS: t.In(loc).Format(time.RFC3339), Direction: "outbound",
+			Kind: "survey_invite", Channel: "email", Department: "marketing", Status: "new", Responded: &responded}
+		e.Customer.ID = id
+		emit(e)
+		if responded {
+			*seq++
+			r := 1 + rng.IntN(5)
+			if key {
+				r = 4 + rng.IntN(2)
+			}
+			resp := event{EventID: fmt.Sprintf("E%09d", *seq), TS: t.Add(48 * time.Hour).In(loc).Format(time.RFC3339), Direction: "inbound",
+				Kind: "survey_response", Channel: "survey", Department: "marketing", Status: "acknowledged", Rating: &r,
+				AcknowledgedAt: stamp(t.Add(72 * time.Hour))}
+			resp.Customer.ID = id
+			emit(resp)
+		}
+	}
+	return n
+}
+
+func poisson(rng *rand.Rand, mean float64) int {
+	return int(distuv.Poisson{Lambda: math.Max(mean, 1e-9), Src: rng}.Rand())
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return 0
+}

@@ -1,0 +1,221 @@
+package pipelines
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/generate"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// BenchOptions configure Bench.
+type BenchOptions struct {
+	Customers   int
+	Seed        uint64
+	Dir         string
+	MemoryLimit string
+	Threads     int
+	Repeat      int
+	Log         *slog.Logger
+}
+
+// BenchReport compares ckm's stages with DuckDB doing the bare minimum on the same data in the same process.
+type BenchReport struct {
+	Customers, Orders int64
+	OrdersFile        string
+	OrdersBytes       int64
+	Threads           int
+	IngestRate        float64 // orders/s through the file connector: read, map, dead-letter check, dedupe, commit
+	ReadCSVRate       float64 // orders/s of CREATE TABLE AS SELECT * FROM read_csv(file)
+	RFM               time.Duration
+	Aggregate         time.Duration // bare per-customer GROUP BY over the same orders
+	PeakRSS           int64
+	MemoryAllowed     int64
+}
+
+// BenchParams make about 15 orders per customer over three years.
+func BenchParams(customers int, seed uint64) generate.Params {
+	p := generate.Defaults()
+	p.Customers, p.Seed = customers, seed
+	p.Start, p.End = time.Date(2023, 7, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)
+	p.R, p.Alpha, p.A, p.B = 3, 10, 0.5, 8
+	return p
+}
+
+// BenchConfig is the config the bench runs: the generated orders file through the file connector.
+const benchConfig = `warehouse:
+  path: bench.duckdb
+  memory_limit: %s
+  threads: %d
+timezone: Europe/Berlin
+sources:
+  orders:
+    table: orders
+    file: {paths: [data/orders.csv]}
+    mapping:
+      order_id: order_id
+      customer_id: customer_id
+      order_ts: order_ts
+      amount: amount
+      margin: margin
+      quantity: quantity
+      product_id: product_id
+      category: category
+      product_launch_date: product_launch_date
+      status: status
+pipelines:
+  bench: {transforms: [rfm]}
+`
+
+// Bench generates data once (reused on later calls) and times ingest and RFM against DuckDB's own equivalents.
+func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
+	if o.Repeat < 1 {
+		o.Repeat = 1
+	}
+	dataDir := filepath.Join(o.Dir, "data")
+	ordersFile := filepath.Join(dataDir, "orders.csv")
+	if _, err := os.Stat(ordersFile); err != nil {
+		o.Log.Info("generating bench data", "customers", o.Customers, "dir", dataDir)
+		if _, err := generate.Write(dataDir, BenchParams(o.Customers, o.Seed)); err != nil {
+			return nil, err
+		}
+	}
+	cfgPath := filepath.Join(o.Dir, "bench.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(benchConfig, o.MemoryLimit, o.Threads)), 0o644); err != nil {
+		return nil, fmt.Errorf("write bench config: %w", err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(ordersFile)
+	if err != nil {
+		return nil, err
+	}
+	rep := &BenchReport{OrdersFile: ordersFile, OrdersBytes: st.Size()}
+	var bestRead, bestIngest, bestAgg, bestRFM time.Duration
+	for i := 0; i < o.Repeat; i++ {
+		read, ingest, agg, rfmT, err := benchOnce(ctx, cfg, o.Log, rep)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 || read < bestRead {
+			bestRead = read
+		}
+		if i == 0 || ingest < bestIngest {
+			bestIngest = ingest
+		}
+		if i == 0 || agg < bestAgg {
+			bestAgg = agg
+		}
+		if i == 0 || rfmT < bestRFM {
+			bestRFM = rfmT
+		}
+	}
+	rep.ReadCSVRate = float64(rep.Orders) / bestRead.Seconds()
+	rep.IngestRate = float64(rep.Orders) / bestIngest.Seconds()
+	rep.Aggregate, rep.RFM = bestAgg, bestRFM
+	rep.PeakRSS = peakRSS()
+	rep.MemoryAllowed = parseBytes(o.MemoryLimit) + 1e9
+	return rep, nil
+}
+
+func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *BenchReport) (read, ingest, agg, rfmT time.Duration, err error) {
+	for _, suffix := range []string{"", ".wal"} {
+		os.Remove(cfg.Warehouse.Path + suffix)
+	}
+	w, err := warehouse.Open(ctx, warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads})
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	timed := func(d *time.Duration, f func() error) error {
+		start := time.Now()
+		err := f()
+		*d = time.Since(start)
+		return err
+	}
+	exec := func(q string, args ...any) func() error {
+		return func() error { _, err := conn.ExecContext(ctx, q, args...); return err }
+	}
+	if err = timed(&read, exec(`CREATE TABLE bench_read_csv AS SELECT * FROM read_csv(?)`, rep.OrdersFile)); err != nil {
+		return
+	}
+	if err = exec(`DROP TABLE bench_read_csv; CHECKPOINT`)(); err != nil {
+		return
+	}
+	r := &Runner{Config: cfg, Warehouse: w, Log: log}
+	res := &Result{RunID: "bench", AsOf: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC), Segments: map[string]int64{}}
+	if err = timed(&ingest, func() error { _, err := r.ingest(ctx, conn, "orders", res.RunID, log); return err }); err != nil {
+		return
+	}
+	if err = conn.QueryRowContext(ctx, `SELECT count(*), count(DISTINCT customer_id) FROM orders`).Scan(&rep.Orders, &rep.Customers); err != nil {
+		return
+	}
+	if err = conn.QueryRowContext(ctx, `SELECT current_setting('threads')`).Scan(&rep.Threads); err != nil {
+		return
+	}
+	if err = timed(&agg, exec(`CREATE OR REPLACE TEMP TABLE bench_agg AS SELECT customer_id, max(order_ts) AS last,
+		count(DISTINCT CAST(order_ts AS DATE)) AS days, sum(amount) AS amount FROM orders GROUP BY customer_id`)); err != nil {
+		return
+	}
+	err = timed(&rfmT, func() error {
+		out, err := r.scoreRFM(ctx, conn, res)
+		if err != nil {
+			return err
+		}
+		defer out.rec.Release()
+		return conn.Tx(ctx, func(ctx context.Context) error { _, err := outputs{out}.write(ctx, conn, res); return err })
+	})
+	return
+}
+
+// peakRSS is the process's resident-set high-water mark (Linux), Go heap and DuckDB together.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// parseBytes reads a DuckDB size such as 4GB (decimal units, as DuckDB reads them) or 4GiB.
+func parseBytes(s string) int64 {
+	m := regexp.MustCompile(`(?i)^\s*([\d.]+)\s*([kmgt]?i?b)\s*$`).FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	unit := strings.ToLower(m[2])
+	base := 1000.0
+	if strings.Contains(unit, "i") {
+		base = 1024
+	}
+	exp := strings.Index("bkmgt", unit[:1])
+	for i := 0; i < exp; i++ {
+		v *= base
+	}
+	return int64(v)
+}

@@ -1,0 +1,213 @@
+// Package pipelines wires sources, transforms and outputs into runs and records each run's history.
+package pipelines
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/connectors"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// Trigger says why a run started.
+type Trigger string
+
+const (
+	Manual   Trigger = "manual"
+	Schedule Trigger = "schedule"
+	Backfill Trigger = "backfill"
+)
+
+// Request asks for one run of a pipeline.
+type Request struct {
+	Pipeline     string
+	AsOf         time.Time // a calendar date; only its year, month and day count
+	Trigger      Trigger
+	ScheduledFor *time.Time
+}
+
+// SourceResult is what one source delivered in a run.
+type SourceResult struct {
+	Name  string
+	Table string
+	connectors.BatchStats
+}
+
+// Result describes a finished run.
+type Result struct {
+	RunID     string
+	Pipeline  string
+	AsOf      time.Time
+	Sources   []SourceResult
+	Customers int64            // customers scored
+	Segments  map[string]int64 // RFM segment → customers
+	RowsOut   int64
+	Elapsed   time.Duration
+}
+
+// Runner runs pipelines against one open warehouse.
+type Runner struct {
+	Config    *config.Config
+	Warehouse *warehouse.Warehouse
+	Log       *slog.Logger
+	// Step, when set, is told when a long step starts; the returned func is called when it ends.
+	Step func(name string) (done func())
+}
+
+func (r *Runner) step(name string) func() {
+	r.Log.Info("step started", "step", name)
+	start := time.Now()
+	var done func()
+	if r.Step != nil {
+		done = r.Step(name)
+	}
+	return func() {
+		if done != nil {
+			done()
+		}
+		r.Log.Info("step finished", "step", name, "elapsed", time.Since(start).Round(time.Millisecond).String())
+	}
+}
+
+// Run runs one pipeline for one as_of date. Sources are loaded batch by batch, each batch
+// committed with its checkpoint; all outputs for the as_of are then replaced in one
+// transaction together with the run's success, so readers see the old result or the new one.
+func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
+	p, ok := r.Config.Pipelines[req.Pipeline]
+	if !ok {
+		return nil, fmt.Errorf("unknown pipeline %q (configured: %s)", req.Pipeline, strings.Join(r.Config.PipelineNames(), ", "))
+	}
+	if req.Trigger == "" {
+		req.Trigger = Manual
+	}
+	asOf := civilDate(req.AsOf)
+	conn, err := r.Warehouse.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("new run id: %w", err)
+	}
+	res := &Result{RunID: id.String(), Pipeline: req.Pipeline, AsOf: asOf, Segments: map[string]int64{}}
+	log := r.Log.With("run_id", res.RunID, "pipeline", req.Pipeline, "as_of", asOf.Format(time.DateOnly))
+	start := time.Now()
+	if err := r.begin(ctx, conn, req, res); err != nil {
+		return nil, err
+	}
+	runErr := r.execute(ctx, conn, p, res, log)
+	res.Elapsed = time.Since(start)
+	if runErr != nil {
+		if err := r.fail(conn, res, runErr); err != nil {
+			log.Error("could not record failed run", "error", err)
+		}
+		log.Error("run failed", "error", runErr)
+		return res, runErr
+	}
+	log.Info("run succeeded", "rows_out", res.RowsOut, "elapsed", res.Elapsed.Round(time.Millisecond).String())
+	return res, nil
+}
+
+// begin records the run as running. A run of this pipeline still marked running was cut short
+// (DuckDB lets only one process write, so it cannot still be alive): it is marked failed.
+func (r *Runner) begin(ctx context.Context, conn *warehouse.Conn, req Request, res *Result) error {
+	return conn.Tx(ctx, func(ctx context.Context) error {
+		if _, err := conn.ExecContext(ctx, `UPDATE pipeline_runs SET status = 'failed', finished_at = now(),
+			error = 'abandoned: the process ended before the run finished' WHERE pipeline = ? AND status = 'running'`, req.Pipeline); err != nil {
+			return fmt.Errorf("close abandoned runs: %w", err)
+		}
+		_, err := conn.ExecContext(ctx, `INSERT INTO pipeline_runs (run_id, pipeline, as_of, trigger, scheduled_for, started_at, status)
+			VALUES (?, ?, ?, ?, ?, now(), 'running')`, res.RunID, req.Pipeline, res.AsOf, string(req.Trigger), req.ScheduledFor)
+		if err != nil {
+			return fmt.Errorf("record run start: %w", err)
+		}
+		return nil
+	})
+}
+
+func (r *Runner) fail(conn *warehouse.Conn, res *Result, runErr error) error {
+	var read, dead int64
+	for _, s := range res.Sources {
+		read += s.Read
+		dead += s.DeadLettered
+	}
+	// The run's context may be cancelled (SIGTERM): recording the failure must still happen.
+	_, err := conn.ExecContext(context.Background(), `UPDATE pipeline_runs SET status = 'failed', finished_at = now(),
+		rows_in = ?, dead_letters = ?, error = ? WHERE run_id = ?`, read, dead, runErr.Error(), res.RunID)
+	return err
+}
+
+func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pipeline, res *Result, log *slog.Logger) error {
+	for _, name := range r.Config.SourceNames(p.Sources) {
+		sr, err := r.ingest(ctx, conn, name, res.RunID, log)
+		res.Sources = append(res.Sources, sr)
+		if err != nil {
+			return err
+		}
+	}
+	outs, err := r.score(ctx, conn, p, res, log)
+	if err != nil {
+		return err
+	}
+	defer outs.release()
+	var read, dead int64
+	for _, s := range res.Sources {
+		read += s.Read
+		dead += s.DeadLettered
+	}
+	done := r.step("publish outputs")
+	defer done()
+	return conn.Tx(ctx, func(ctx context.Context) error {
+		n, err := outs.write(ctx, conn, res)
+		if err != nil {
+			return err
+		}
+		res.RowsOut = n
+		_, err = conn.ExecContext(ctx, `UPDATE pipeline_runs SET status = 'succeeded', finished_at = now(),
+			rows_in = ?, rows_out = ?, dead_letters = ?, error = NULL WHERE run_id = ?`, read, n, dead, res.RunID)
+		if err != nil {
+			return fmt.Errorf("record run success: %w", err)
+		}
+		return nil
+	})
+}
+
+func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger) (SourceResult, error) {
+	s := r.Config.Sources[name]
+	sr := SourceResult{Name: name, Table: s.Table}
+	kind, ok := connectors.Lookup(s.Kind)
+	if !ok {
+		return sr, fmt.Errorf("source %s: connector kind %q is not registered", name, s.Kind)
+	}
+	done := r.step("load " + name)
+	defer done()
+	env := connectors.Env{Source: name, Table: s.Table, BaseDir: r.Config.BaseDir, RunID: runID, DB: conn,
+		Log: log.With("source", name)}
+	src, err := kind.Open(ctx, env, s.Options)
+	if err != nil {
+		return sr, fmt.Errorf("source %s: open: %w", name, err)
+	}
+	w := &batchWriter{conn: conn, source: name, runID: runID, log: env.Log,
+		spec: r.Config.MappingSpec(name, false), maxBadRatio: r.Config.BadRatio(s)}
+	w.jsonSpec = r.Config.MappingSpec(name, true)
+	err = src.Read(ctx, w)
+	sr.BatchStats = w.total
+	if err != nil {
+		return sr, fmt.Errorf("source %s: %w", name, err)
+	}
+	env.Log.Info("source loaded", "read", sr.Read, "loaded", sr.Loaded, "dead_letters", sr.DeadLettered)
+	return sr, nil
+}
+
+// civilDate keeps only the calendar date, as midnight UTC, so DuckDB binds it as that DATE.
+func civilDate(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
