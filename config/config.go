@@ -50,6 +50,7 @@ type Source struct {
 	Mapping     map[string]mapping.Field `yaml:"mapping"`
 	Filter      string                   `yaml:"filter"`
 	MaxBadRatio *float64                 `yaml:"max_bad_ratio"`
+	RollupLines bool                     `yaml:"rollup_lines"` // records sharing an order_id in one batch are lines of one order
 
 	Kind    string `yaml:"-"` // the connector kind, from its block's key
 	Options any    `yaml:"-"` // the decoded connector block
@@ -100,7 +101,7 @@ func (c *Config) MappingSpec(name string, json bool) mapping.Spec {
 	if zone == "" {
 		zone = c.Timezone
 	}
-	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter}
+	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter, RollupLines: s.RollupLines}
 }
 
 // SourceNames lists sources in load order: by canonical table, then by name.
@@ -302,6 +303,9 @@ func (c *Config) validate(lines map[string]int) []Problem {
 		t, ok := mapping.TableNamed(s.Table)
 		if !ok {
 			add(base+".table", fmt.Sprintf("unknown table %q", s.Table), "one of "+strings.Join(mapping.TableNames(), ", "))
+		}
+		if ok && s.RollupLines && !t.Additive() {
+			add(base+".rollup_lines", "table "+t.Name+" has no columns that lines add up in", "rollup_lines is for order lines (orders)")
 		}
 		if s.Timezone != "" {
 			if _, err := time.LoadLocation(s.Timezone); err != nil {

@@ -13,15 +13,15 @@ import (
 
 // BadRatioError is returned when a batch has more unreadable records than the source allows.
 type BadRatioError struct {
-	Source, Label  string
-	Bad, Read      int64
-	Max            float64
-	FirstPosition  string
-	FirstReason    string
+	Source, Label string
+	Bad, Read     int64
+	Max           float64
+	FirstPosition string
+	FirstReason   string
 }
 
 func (e *BadRatioError) Error() string {
-	return fmt.Sprintf("%s: %d of %d records (%.1f%%) could not be loaded, above max_bad_ratio %.1f%%; first at %s: %s",
+	return fmt.Sprintf("at %s: %d of %d records so far (%.1f%%) could not be loaded, above max_bad_ratio %.1f%%; first at %s: %s",
 		e.Label, e.Bad, e.Read, 100*float64(e.Bad)/float64(e.Read), 100*e.Max, e.FirstPosition, e.FirstReason)
 }
 
@@ -64,11 +64,14 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 		}
 		st.Read += read
 		st.DeadLettered += bad
-		if st.Read > 0 && float64(st.DeadLettered)/float64(st.Read) > w.maxBadRatio {
-			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: st.DeadLettered, Read: st.Read, Max: w.maxBadRatio}
+		// The ratio is the source's over the whole run; the batch that crosses it is rolled back.
+		runRead, runBad := w.total.Read+st.Read, w.total.DeadLettered+st.DeadLettered
+		if runRead > 0 && float64(runBad)/float64(runRead) > w.maxBadRatio {
+			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: runBad, Read: runRead, Max: w.maxBadRatio}
 			_ = w.conn.QueryRowContext(ctx, `SELECT position, reason FROM (
 				SELECT _position AS position, _reason AS reason, _ordinal AS o FROM mapped WHERE _reason IS NOT NULL
-				UNION ALL SELECT position, reason, -1 FROM dead_letters WHERE run_id = ? AND source = ?) ORDER BY o LIMIT 1`,
+				UNION ALL SELECT position, reason, -1 FROM dead_letters WHERE run_id = ? AND source = ?)
+				ORDER BY o, length(position), position LIMIT 1`,
 				w.runID, w.source).Scan(&e.FirstPosition, &e.FirstReason)
 			return e
 		}
@@ -114,10 +117,23 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (int64, error)
 		order = t.Version + " DESC NULLS LAST, _ordinal DESC"
 	}
 	cols := strings.Join(t.ColumnNames(), ", ")
-	stmts := []string{
-		fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM mapped WHERE _reason IS NULL
-			QUALIFY row_number() OVER (PARTITION BY %s ORDER BY %s) = 1`, key, order),
+	pick := fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM mapped WHERE _reason IS NULL
+			QUALIFY row_number() OVER (PARTITION BY %s ORDER BY %s) = 1`, key, order)
+	if w.spec.RollupLines {
+		aggs := []string{key}
+		for _, c := range t.Columns {
+			switch {
+			case c.Name == key:
+			case c.Additive:
+				aggs = append(aggs, fmt.Sprintf("sum(%[1]s) AS %[1]s", c.Name))
+			default:
+				aggs = append(aggs, fmt.Sprintf("arg_min(%[1]s, _ordinal) AS %[1]s", c.Name))
+			}
+		}
+		pick = fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT %s, arg_min(_position, _ordinal) AS _position,
+			min(_ordinal) AS _ordinal FROM mapped WHERE _reason IS NULL GROUP BY %s`, strings.Join(aggs, ", "), key)
 	}
+	stmts := []string{pick}
 	if t.Version == "" {
 		stmts = append(stmts, fmt.Sprintf(`DELETE FROM %s t USING merge_rows m WHERE t.%s = m.%s`, t.Name, key, key))
 	} else {

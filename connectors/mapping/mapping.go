@@ -38,6 +38,9 @@ type Spec struct {
 	JSON     bool   // records are JSON documents in a `payload` column
 	Timezone string // zone for timestamps without an offset, when a field sets none
 	Filter   string // SQL condition; rows where it is not true are skipped on purpose (not dead letters)
+	// RollupLines treats records sharing a key within a batch as lines of one record: additive
+	// columns are summed, the others come from the first line.
+	RollupLines bool
 }
 
 // Validate reports mapping problems by canonical column name ("" for the mapping as a whole).

@@ -29,6 +29,7 @@ type Column struct {
 	Required bool
 	Allowed  []string // closed vocabulary, when set
 	Min, Max float64  // inclusive range for numbers, when Max > Min
+	Additive bool     // lines of one record add up in this column (rollup_lines)
 }
 
 // Table is a canonical table and how rows with the same key are reconciled.
@@ -37,6 +38,16 @@ type Table struct {
 	Key     string
 	Version string // when set, the row with the latest Version wins; otherwise the latest loaded wins
 	Columns []Column
+}
+
+// Additive reports whether the table has columns that lines of one record add up in.
+func (t Table) Additive() bool {
+	for _, c := range t.Columns {
+		if c.Additive {
+			return true
+		}
+	}
+	return false
 }
 
 // Column returns the named column.
@@ -73,9 +84,9 @@ var Tables = []Table{
 		{Name: "order_id", Type: Text, Required: true},
 		{Name: "customer_id", Type: Text, Required: true},
 		{Name: "order_ts", Type: Timestamp, Required: true},
-		{Name: "amount", Type: Double, Required: true},
-		{Name: "margin", Type: Double},
-		{Name: "quantity", Type: Double},
+		{Name: "amount", Type: Double, Required: true, Additive: true},
+		{Name: "margin", Type: Double, Additive: true},
+		{Name: "quantity", Type: Double, Additive: true},
 		{Name: "product_id", Type: Text},
 		{Name: "category", Type: Text},
 		{Name: "product_launch_date", Type: Date},

@@ -1,0 +1,207 @@
+package file_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+type env struct {
+	dir string
+	cfg *config.Config
+	w   *warehouse.Warehouse
+}
+
+func setup(t *testing.T, sources string, files map[string]string) *env {
+	return setupRatio(t, sources, files, 0.5)
+}
+
+func setupRatio(t *testing.T, sources string, files map[string]string, maxBad float64) *env {
+	dir := t.TempDir()
+	for name, body := range files {
+		writeFile(t, filepath.Join(dir, name), body)
+	}
+	path := filepath.Join(dir, "config.yaml")
+	writeFile(t, path, fmt.Sprintf("warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: Europe/Berlin\nmax_bad_ratio: %g\nsources:\n", maxBad)+sources+"\npipelines:\n  p: {transforms: [rfm]}\n")
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, Threads: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	return &env{dir: dir, cfg: cfg, w: w}
+}
+
+func writeFile(t *testing.T, path, body string) {
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+}
+
+func (e *env) run(t *testing.T) *pipelines.Result {
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	res, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
+	require.NoError(t, err)
+	return res
+}
+
+func (e *env) db() *sql.DB { return e.w.DB() }
+
+const ordersSource = `  orders:
+    table: orders
+    file: {paths: ["*.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`
+
+func TestChangedFileReplacesOnlyItsOwnRows(t *testing.T) {
+	e := setup(t, ordersSource, map[string]string{
+		"a.csv": "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,10\nA2,C2,2026-01-02 10:00:00,20\n",
+		"b.csv": "id,cust,ts,amt\nB1,C1,2026-01-03 10:00:00,30\n",
+	})
+	e.run(t)
+	writeFile(t, filepath.Join(e.dir, "a.csv"), "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,11\nA3,C3,2026-01-04 10:00:00,40\n")
+	res := e.run(t)
+	require.EqualValues(t, 2, res.Sources[0].Read, "only the changed file is read again")
+	rows, err := e.db().Query(`SELECT order_id, amount, _position FROM orders ORDER BY order_id`)
+	require.NoError(t, err)
+	defer rows.Close()
+	type row struct {
+		id  string
+		amt float64
+		pos string
+	}
+	var got []row
+	for rows.Next() {
+		var r row
+		require.NoError(t, rows.Scan(&r.id, &r.amt, &r.pos))
+		got = append(got, r)
+	}
+	require.Equal(t, []row{{"A1", 11, "a.csv:2"}, {"A3", 40, "a.csv:3"}, {"B1", 30, "b.csv:2"}}, got,
+		"A2 left with the old version of a.csv; b.csv untouched")
+}
+
+func TestPositionsNameTrueLinesAroundRejectedLines(t *testing.T) {
+	e := setupRatio(t, ordersSource, map[string]string{
+		"a.csv": "id,cust,ts,amt\n" +
+			"A1,C1,2026-01-01 10:00:00,10\n" + // line 2
+			"A2,C1,2026-01-01 10:00:00,10,surplus\n" + // line 3: rejected by the CSV reader
+			"A3,C1,2026-01-01 10:00:00,x\n" + // line 4: mapping fails
+			"A4,C1,2026-01-01 10:00:00,1,2,3\n" + // line 5: rejected
+			"A5,C1,2026-01-01 10:00:00,5\n", // line 6
+	}, 0.9)
+	res := e.run(t)
+	require.EqualValues(t, 5, res.Sources[0].Read)
+	require.EqualValues(t, 2, res.Sources[0].Loaded)
+	require.EqualValues(t, 3, res.Sources[0].DeadLettered)
+	positions := map[string]string{}
+	rows, err := e.db().Query(`SELECT order_id, _position FROM orders`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id, pos string
+		require.NoError(t, rows.Scan(&id, &pos))
+		positions[id] = pos
+	}
+	rows.Close()
+	require.Equal(t, map[string]string{"A1": "a.csv:2", "A5": "a.csv:6"}, positions)
+	dead := map[string]string{}
+	rows, err = e.db().Query(`SELECT position, reason FROM dead_letters`)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var pos, reason string
+		require.NoError(t, rows.Scan(&pos, &reason))
+		dead[pos] = reason
+	}
+	require.Len(t, dead, 3)
+	require.Contains(t, dead["a.csv:3"], "TOO MANY COLUMNS")
+	require.Equal(t, "amount: cannot read 'x' as a number", dead["a.csv:4"])
+	require.Contains(t, dead["a.csv:5"], "TOO MANY COLUMNS")
+}
+
+func TestParquetAndTimeZones(t *testing.T) {
+	e := setup(t, `  orders:
+    table: orders
+    timezone: America/New_York
+    file: {paths: ["o.parquet"], allow_empty: true}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, nil)
+	_, err := e.db().Exec(`COPY (SELECT * FROM (VALUES ('P1', 'C1', '2026-01-01 10:00:00', 1.5),
+		('P2', 'C1', '2026-01-01T10:00:00+01:00', 2.5), ('P3', 'C2', '2026-07-01 10:00:00', 3.5)) v(id, cust, ts, amt))
+		TO '` + filepath.Join(e.dir, "o.parquet") + `' (FORMAT parquet)`)
+	require.NoError(t, err)
+	e.run(t)
+	got := map[string]string{}
+	rows, err := e.db().Query(`SELECT order_id, strftime(order_ts AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M'), _position FROM orders`)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var id, ts, pos string
+		require.NoError(t, rows.Scan(&id, &ts, &pos))
+		got[id] = ts + " @ " + pos
+	}
+	require.Equal(t, map[string]string{
+		"P1": "2026-01-01 15:00 @ o.parquet:row 1", // local New York winter time, UTC−5
+		"P2": "2026-01-01 09:00 @ o.parquet:row 2", // an explicit offset wins over the source zone
+		"P3": "2026-07-01 14:00 @ o.parquet:row 3", // summer time, UTC−4
+	}, got)
+}
+
+func TestCustomersLatestUpdateWins(t *testing.T) {
+	src := `  crm:
+    table: customers
+    file: {paths: ["c*.csv"]}
+    mapping: {customer_id: id, region: region, contact_consent: consent, updated_at: updated}`
+	e := setup(t, src, map[string]string{
+		"c1.csv": "id,region,consent,updated\nC1,north,yes,2026-01-05T00:00:00Z\nC2,south,no,2026-01-05T00:00:00Z\nC1,east,1,2026-01-09T00:00:00Z\n",
+	})
+	e.run(t)
+	// A later file carries an older record for C1 (ignored) and a newer one for C2 (wins).
+	writeFile(t, filepath.Join(e.dir, "c2.csv"), "id,region,consent,updated\nC1,west,no,2026-01-01T00:00:00Z\nC2,west,true,2026-02-01T00:00:00Z\n")
+	e.run(t)
+	got := map[string]string{}
+	rows, err := e.db().Query(`SELECT customer_id, region || '/' || contact_consent FROM customers`)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var id, v string
+		require.NoError(t, rows.Scan(&id, &v))
+		got[id] = v
+	}
+	require.Equal(t, map[string]string{"C1": "east/true", "C2": "west/true"}, got)
+}
+
+func TestOrderLinesRollUpIntoOrders(t *testing.T) {
+	e := setup(t, `  lines:
+    table: orders
+    rollup_lines: true
+    file: {paths: ["lines.csv"]}
+    mapping:
+      order_id: inv
+      customer_id: cust
+      order_ts: ts
+      amount: {expr: "TRY_CAST(qty AS DOUBLE) * TRY_CAST(price AS DOUBLE)"}
+      quantity: qty
+      status: {expr: "CASE WHEN inv LIKE 'C%' THEN 'returned' ELSE 'completed' END"}`, map[string]string{
+		"lines.csv": "inv,cust,ts,qty,price\nI1,C1,2026-01-01 10:00:00,2,1.5\nI1,C1,2026-01-01 10:00:00,1,4\nI1,,2026-01-01 10:00:00,1,100\nC9,C1,2026-01-03 10:00:00,-1,4\n",
+	})
+	res := e.run(t)
+	require.EqualValues(t, 1, res.Sources[0].DeadLettered, "the line without a customer")
+	var amount, qty float64
+	var pos string
+	require.NoError(t, e.db().QueryRow(`SELECT amount, quantity, _position FROM orders WHERE order_id = 'I1'`).Scan(&amount, &qty, &pos))
+	require.Equal(t, 7.0, amount)
+	require.Equal(t, 3.0, qty)
+	require.Equal(t, "lines.csv:2", pos, "an order is found at its first line")
+	var status string
+	require.NoError(t, e.db().QueryRow(`SELECT status, amount FROM orders WHERE order_id = 'C9'`).Scan(&status, &amount))
+	require.Equal(t, "returned", status)
+	require.Equal(t, -4.0, amount)
+}
