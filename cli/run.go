@@ -111,7 +111,9 @@ func (a *app) printSummary(res *pipelines.Result) {
 	for k, v := range res.Segments {
 		segs = append(segs, seg{k, v})
 	}
-	sort.Slice(segs, func(i, j int) bool { return segs[i].n > segs[j].n || segs[i].n == segs[j].n && segs[i].name < segs[j].name })
+	sort.Slice(segs, func(i, j int) bool {
+		return segs[i].n > segs[j].n || segs[i].n == segs[j].n && segs[i].name < segs[j].name
+	})
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "RFM segment\tcustomers\tshare\t")
 	for _, s := range segs {

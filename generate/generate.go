@@ -236,9 +236,9 @@ func Write(dir string, p Params) (Summary, error) {
 		}
 	}
 	params, _ := json.MarshalIndent(map[string]any{
-		"bgnbd": map[string]float64{"r": p.R, "alpha": p.Alpha, "a": p.A, "b": p.B},
+		"bgnbd":       map[string]float64{"r": p.R, "alpha": p.Alpha, "a": p.A, "b": p.B},
 		"gamma_gamma": map[string]float64{"p": p.P, "q": p.Q, "gamma": p.Gamma},
-		"customers": p.Customers, "seed": p.Seed, "start": p.Start.Format(time.DateOnly), "end": p.End.Format(time.DateOnly),
+		"customers":   p.Customers, "seed": p.Seed, "start": p.Start.Format(time.DateOnly), "end": p.End.Format(time.DateOnly),
 		"time_unit": "week", "zone": p.Zone, "key_share": p.KeyShare, "note": "key sources are drawn with raised purchase rates; set key_share 0 for an exact BG/NBD population",
 	}, "", "  ")
 	paramsPath := filepath.Join(dir, "params.json")
