@@ -191,7 +191,11 @@ func connectorBlock(path, key string) (reflect.Type, bool, []string) {
 	}
 	k, ok := connectors.Lookup(key)
 	if !ok {
-		return nil, false, connectors.Kinds()
+		kinds := connectors.Kinds()
+		for i, kind := range kinds {
+			kinds[i] = kind + " (connector)"
+		}
+		return nil, false, kinds
 	}
 	return reflect.TypeOf(k.NewConfig()), true, nil
 }

@@ -100,7 +100,14 @@ func (w *schemaWalker) walk(n ast.Node, t reflect.Type, path string) {
 			}
 			sort.Strings(known)
 			hint := "known keys: " + strings.Join(known, ", ")
-			if c := closest(key, known); c != "" {
+			if len(known) == 0 {
+				hint = ""
+			}
+			names := make([]string, len(known))
+			for i, k := range known {
+				names[i], _, _ = strings.Cut(k, " ")
+			}
+			if c := closest(key, names); c != "" {
 				hint = "did you mean " + c + "?"
 			}
 			w.add(kv.Key, join(path, key), "unknown key "+key, hint)

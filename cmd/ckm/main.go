@@ -5,7 +5,7 @@ import (
 	"os"
 
 	"github.com/ckm-dev/ckm/cli"
-	_ "github.com/ckm-dev/ckm/connectors/file" // registers the file connector
+	_ "github.com/ckm-dev/ckm/connectors/all" // registers the built-in connectors
 )
 
 func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }

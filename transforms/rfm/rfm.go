@@ -159,8 +159,8 @@ func segmentOf(rules []rule, rf string) string {
 }
 
 // Quintiles scores each value ceil(5 × cume_dist) in ascending order, where cume_dist counts
-// the values less than or equal to it. It is computed in integers, so a score never lands one
-// too high through floating-point rounding of k/n.
+// the values less than or equal to it, so ties share a score. It is computed as the integer
+// ceil(5k/n), with no floating-point division.
 func Quintiles[T int64 | float64](v []T) []int8 {
 	n := len(v)
 	idx := make([]int32, n)

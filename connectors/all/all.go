@@ -1,0 +1,6 @@
+// Package all registers every built-in connector kind; import it for its side effect.
+package all
+
+import (
+	_ "github.com/ckm-dev/ckm/connectors/file" // file: CSV, JSON Lines, Parquet
+)

@@ -1,0 +1,65 @@
+// Package testutil has helpers shared by tests: locating the repository and shared data,
+// and running a config against a fresh warehouse.
+package testutil
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/config"
+	_ "github.com/ckm-dev/ckm/connectors/all" // the connectors configs name
+	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// SharedData is ../shared/data beside the repository; the test fails when it is missing,
+// since CI always has it.
+func SharedData(t testing.TB, rel string) string {
+	p := filepath.Join(RepoRoot(), "..", "shared", "data", rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("shared data %s is missing (CI runs with ../shared beside the repo): %v", p, err)
+	}
+	return p
+}
+
+// Env is a loaded config with an open warehouse in a temp dir.
+type Env struct {
+	Config    *config.Config
+	Warehouse *warehouse.Warehouse
+}
+
+// Open loads a config file, pointing its warehouse at a fresh file in a temp dir
+// (configs read the path from ${CKM_WAREHOUSE}).
+func Open(t testing.TB, configPath string) *Env {
+	t.Setenv("CKM_WAREHOUSE", filepath.Join(t.TempDir(), "ckm.duckdb"))
+	cfg, err := config.Load(configPath)
+	require.NoError(t, err)
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads})
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	return &Env{Config: cfg, Warehouse: w}
+}
+
+// Run runs a pipeline for an as_of date and fails the test on error.
+func (e *Env) Run(t testing.TB, pipeline, asOf string) *pipelines.Result {
+	date, err := time.Parse(time.DateOnly, asOf)
+	require.NoError(t, err)
+	r := &pipelines.Runner{Config: e.Config, Warehouse: e.Warehouse, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	res, err := r.Run(context.Background(), pipelines.Request{Pipeline: pipeline, AsOf: date})
+	require.NoError(t, err)
+	return res
+}
