@@ -1,0 +1,150 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+// testKind is a connector kind registered only in this test binary, with one required key.
+type testKindConfig struct {
+	Topic string `yaml:"topic"`
+}
+
+func (c *testKindConfig) Validate(string) []connectors.FieldProblem {
+	if c.Topic == "" {
+		return []connectors.FieldProblem{{Key: "topic", Msg: "no topic", Hint: "topic: orders"}}
+	}
+	return nil
+}
+
+func init() {
+	connectors.Register("testkind", connectors.Kind{NewConfig: func() any { return &testKindConfig{} }})
+}
+
+func write(t *testing.T, body string) string {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+	return path
+}
+
+const valid = `warehouse: {path: w/ckm.duckdb, memory_limit: 1GB}
+timezone: Europe/Berlin
+sources:
+  orders:
+    table: orders
+    testkind: {topic: orders}
+    mapping:
+      order_id: id
+      customer_id: {expr: "upper(cust)"}
+      order_ts: {from: ts, format: "%d/%m/%Y", timezone: America/New_York}
+      amount: amt
+      status: {const: completed}
+pipelines:
+  nightly: {sources: [orders], transforms: [rfm]}
+`
+
+func TestLoadValid(t *testing.T) {
+	cfg, err := Load(write(t, valid))
+	require.NoError(t, err)
+	require.Equal(t, "testkind", cfg.Sources["orders"].Kind)
+	require.Equal(t, "orders", cfg.Sources["orders"].Options.(*testKindConfig).Topic)
+	require.Equal(t, "id", cfg.Sources["orders"].Mapping["order_id"].From, "a bare string is the source field")
+	require.Equal(t, "upper(cust)", cfg.Sources["orders"].Mapping["customer_id"].Expr)
+	require.Equal(t, "completed", *cfg.Sources["orders"].Mapping["status"].Const)
+	require.Equal(t, 365, cfg.Scoring.LookbackDays, "default")
+	require.Equal(t, 0.05, cfg.BadRatio(cfg.Sources["orders"]), "default")
+	require.True(t, filepath.IsAbs(cfg.Warehouse.Path), "the warehouse path resolves against the config's directory")
+	require.Len(t, cfg.Scoring.RFM.Segments, 10)
+}
+
+func TestEnvironmentInterpolation(t *testing.T) {
+	env := map[string]string{"WH": "/data/ckm.duckdb", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	out, problems := interpolate("c.yaml", []byte("a: ${WH}\nb: ${MISSING:-fallback}\nc: ${EMPTY:-used when empty}\nd: $${LITERAL}\ne: ${NOPE}\n"), lookup)
+	require.Equal(t, "a: /data/ckm.duckdb\nb: fallback\nc: used when empty\nd: ${LITERAL}\ne: \n", string(out))
+	require.Len(t, problems, 1)
+	require.Equal(t, 5, problems[0].Line)
+	require.Contains(t, problems[0].String(), "c.yaml:5: environment variable NOPE is not set")
+}
+
+// Every problem in a file is reported at once, each with its line, path and a hint.
+func TestEveryProblemReportedWithLineAndHint(t *testing.T) {
+	body := strings.NewReplacer(
+		"timezone: Europe/Berlin", "timezone: Mars/Olympus",
+		"memory_limit: 1GB", "memory_limit: lots",
+		"    table: orders\n", "    table: orders\n    max_bad_ratio: 2\n    tabel: x\n",
+		"    testkind: {topic: orders}", "    testkind: {topic: \"\", partitions: 3}",
+		"      amount: amt", "      amount: amt\n      amunt: x",
+		"[rfm]", "[rfm, clv9]",
+		"sources: [orders]", "sources: [ordres]",
+	).Replace(valid) + "scoring: {lookback_days: many}\n"
+	_, err := Load(write(t, body))
+	problems, ok := ErrProblems(err)
+	require.True(t, ok, "got %v", err)
+	got := problems.Error()
+	for _, want := range []string{
+		":7: sources.orders.tabel: unknown key tabel (hint: did you mean table?)",
+		":8: sources.orders.testkind.partitions: unknown key partitions",
+		":18: scoring.lookback_days: expected a whole number",
+	} {
+		require.Contains(t, got, want)
+	}
+	// Schema problems are reported first; fixing them reveals the semantic ones.
+	body = strings.NewReplacer("    tabel: x\n", "", ", partitions: 3", "", "lookback_days: many", "lookback_days: 30").Replace(body)
+	_, err = Load(write(t, body))
+	problems, ok = ErrProblems(err)
+	require.True(t, ok, "got %v", err)
+	got = problems.Error()
+	for _, want := range []string{
+		":1: warehouse.memory_limit: cannot read \"lots\" as a size",
+		":2: timezone: unknown time zone \"Mars/Olympus\"",
+		":6: sources.orders.max_bad_ratio: 2 is not a ratio between 0 and 1",
+		":7: sources.orders.testkind.topic: no topic (hint: topic: orders)",
+		":13: sources.orders.mapping.amunt: orders has no column amunt",
+		":16: pipelines.nightly.sources[0]: unknown source ordres (hint: did you mean orders?)",
+		":16: pipelines.nightly.transforms[1]: unknown transform clv9",
+	} {
+		require.Contains(t, got, want)
+	}
+	require.Len(t, problems, 7, got)
+}
+
+func TestConnectorBlockRules(t *testing.T) {
+	_, err := Load(write(t, "sources:\n  s:\n    table: orders\n    flie: {paths: [x]}\n"))
+	require.ErrorContains(t, err, ":4: sources.s.flie: unknown key flie")
+	_, err = Load(write(t, "sources:\n  s:\n    table: orders\n    mapping: {order_id: a}\n"))
+	require.ErrorContains(t, err, "sources.s: no connector block (hint: add one of: ")
+	_, err = Load(write(t, "sources:\n  s:\n    table: customer\n    testkind: {topic: t}\n"))
+	require.ErrorContains(t, err, `sources.s.table: unknown table "customer" (hint: one of customers, orders, feedback)`)
+}
+
+func TestMappingRules(t *testing.T) {
+	_, err := Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    mapping:
+      order_id: {from: a, expr: "b"}
+      customer_id: c
+      order_ts: {from: d, timezone: Nowhere/Land}
+      amount: e
+`))
+	require.ErrorContains(t, err, "sources.s.mapping.order_id: set exactly one of from, expr, const, hash")
+	require.ErrorContains(t, err, `sources.s.mapping.order_ts: unknown time zone "Nowhere/Land"`)
+	require.ErrorContains(t, err, "sources.s.mapping.status: required column status is not mapped")
+}
+
+func TestBadYAMLAndEmptyFile(t *testing.T) {
+	_, err := Load(write(t, "sources:\n  s: [unclosed\n"))
+	require.ErrorContains(t, err, "not valid YAML")
+	_, err = Load(write(t, "# nothing\n"))
+	require.ErrorContains(t, err, "config is empty")
+	_, err = Load(filepath.Join(t.TempDir(), "absent.yaml"))
+	require.ErrorContains(t, err, "read config")
+}
