@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/cli"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+var ckmBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ckm-bin")
+	if err != nil {
+		panic(err)
+	}
+	ckmBin = filepath.Join(dir, "ckm")
+	build := exec.Command("go", "build", "-tags", "duckdb_arrow", "-o", ckmBin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build ckm:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// ckm runs the command in-process and returns its exit code, stdout and stderr.
+func ckm(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := cli.Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+const crashConfig = `warehouse: {path: ckm.duckdb, threads: 2}
+timezone: Europe/Berlin
+sources:
+  shop_orders:
+    table: orders
+    file: {paths: ["data/orders-*.csv"]}
+    mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: status}
+pipelines:
+  nightly: {transforms: [rfm]}
+`
+
+// splitOrders writes the generated orders as two files; the second is added later.
+func splitOrders(t *testing.T, dir string) (first, second []byte) {
+	data, err := os.ReadFile(filepath.Join(dir, "gen", "orders.csv"))
+	require.NoError(t, err)
+	lines := strings.SplitAfter(string(data), "\n")
+	header, body := lines[0], lines[1:]
+	half := len(body) / 2
+	return []byte(header + strings.Join(body[:half], "")), []byte(header + strings.Join(body[half:], ""))
+}
+
+// startKilled starts `ckm run` and SIGKILLs it as soon as it logs that step started.
+// It reports whether the process was still running when killed.
+func startKilled(t *testing.T, dir, asOf, step string) {
+	cmd := exec.Command(ckmBin, "run", "--config", filepath.Join(dir, "config.yaml"), "--as-of", asOf)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stderr)
+	seen := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `msg="step started" step="`+step+`"`) {
+			require.NoError(t, cmd.Process.Kill())
+			seen = true
+			break
+		}
+	}
+	io.Copy(io.Discard, stderr)
+	cmd.Wait()
+	require.True(t, seen, "the run never reached step %q", step)
+}
+
+type outputState struct {
+	hash    string // of the as_of partition's scores, run ids left out
+	runID   string
+	rows    int
+	orders  int
+	uniqIDs int
+}
+
+func readState(t *testing.T, dir, asOf string) outputState {
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true})
+	require.NoError(t, err)
+	defer w.Close()
+	db := w.DB()
+	var s outputState
+	var runIDs int
+	var hash sql.NullString
+	var runID sql.NullString
+	require.NoError(t, db.QueryRow(`SELECT md5(string_agg(concat_ws('|', customer_id, recency_days, frequency, monetary, rfm_cell, segment), ',' ORDER BY customer_id)),
+		count(*), count(DISTINCT run_id), any_value(run_id) FROM customer_rfm WHERE as_of = ?`, asOf).Scan(&hash, &s.rows, &runIDs, &runID))
+	s.hash, s.runID = hash.String, runID.String
+	require.LessOrEqual(t, runIDs, 1, "an as_of partition holds one run's result, never a mix")
+	if s.rows > 0 {
+		// The visible result belongs to a run recorded as succeeded, with matching row count.
+		var status string
+		var rowsOut int
+		require.NoError(t, db.QueryRow(`SELECT status, rows_out FROM pipeline_runs WHERE run_id = ?`, s.runID).Scan(&status, &rowsOut))
+		require.Equal(t, "succeeded", status)
+		require.Equal(t, s.rows, rowsOut)
+	}
+	require.NoError(t, db.QueryRow(`SELECT count(*), count(DISTINCT order_id) FROM orders`).Scan(&s.orders, &s.uniqIDs))
+	require.Equal(t, s.orders, s.uniqIDs, "no order is doubled")
+	return s
+}
+
+func TestKilledRunsLeavePreviousOutputsAndRerunsAreIdentical(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := ckm("generate", "--customers", "40000", "--seed", "5", "--out", filepath.Join(dir, "gen"))
+	require.Zero(t, code, stderr)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(crashConfig), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "data"), 0o755))
+	first, second := splitOrders(t, dir)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "orders-1.csv"), first, 0o644))
+	const asOf = "2026-06-30"
+	run := func() {
+		out, err := exec.Command(ckmBin, "run", "--config", filepath.Join(dir, "config.yaml"), "--as-of", asOf).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	run()
+	before := readState(t, dir, asOf)
+	require.Greater(t, before.rows, 1000)
+
+	// New data arrives; the next run dies while loading it.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "orders-2.csv"), second, 0o644))
+	startKilled(t, dir, asOf, "load shop_orders")
+	afterLoadKill := readState(t, dir, asOf)
+	require.Equal(t, before.hash, afterLoadKill.hash, "previous outputs intact after a kill during load")
+	require.Contains(t, []int{before.orders, before.orders + strings.Count(string(second), "\n") - 1}, afterLoadKill.orders,
+		"a file is loaded whole or not at all")
+
+	// The next run dies while scoring: the load is done, the outputs are not replaced.
+	startKilled(t, dir, asOf, "score rfm")
+	afterScoreKill := readState(t, dir, asOf)
+	if afterScoreKill.runID == before.runID {
+		require.Equal(t, before.hash, afterScoreKill.hash, "previous outputs intact after a kill during scoring")
+	}
+	require.Equal(t, before.orders+strings.Count(string(second), "\n")-1, afterScoreKill.orders)
+
+	run()
+	final := readState(t, dir, asOf)
+	require.NotEqual(t, before.hash, final.hash, "the completed run scored the new data")
+
+	// Killed runs are closed as failed, not left running.
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true})
+	require.NoError(t, err)
+	var running, abandoned int
+	require.NoError(t, w.DB().QueryRow(`SELECT count(*) FILTER (status = 'running'), count(*) FILTER (error LIKE 'abandoned%') FROM pipeline_runs`).Scan(&running, &abandoned))
+	w.Close()
+	require.Zero(t, running)
+	require.GreaterOrEqual(t, abandoned, 1)
+
+	// A rerun gives identical results, and so does a fresh warehouse over the same files.
+	run()
+	require.Equal(t, final.hash, readState(t, dir, asOf).hash)
+	fresh := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(fresh, "config.yaml"), []byte(crashConfig), 0o644))
+	require.NoError(t, os.CopyFS(filepath.Join(fresh, "data"), os.DirFS(filepath.Join(dir, "data"))))
+	out, err := exec.Command(ckmBin, "run", "--config", filepath.Join(fresh, "config.yaml"), "--as-of", asOf).CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Equal(t, final.hash, readState(t, fresh, asOf).hash)
+}
+
+func TestQuickstartOnShippedSample(t *testing.T) {
+	t.Setenv("CKM_WAREHOUSE", filepath.Join(t.TempDir(), "ckm.duckdb"))
+	cfg := filepath.Join("..", "..", "config.yaml")
+	code, out, stderr := ckm("run", "--config", cfg, "--as-of", "2026-06-30")
+	require.Zero(t, code, stderr)
+	require.Contains(t, out, "succeeded")
+	require.Contains(t, out, "customers scored:")
+	require.Contains(t, out, "Champions")
+
+	code, out, stderr = ckm("sql", "--config", cfg, "--format", "csv",
+		"SELECT (SELECT count(*) FROM customers) > 0 AND (SELECT count(*) FROM orders) > 0 AND (SELECT count(*) FROM feedback) > 0 AND (SELECT count(*) FROM customer_rfm) > 0 AS all_loaded, (SELECT status FROM pipeline_runs) AS status")
+	require.Zero(t, code, stderr)
+	require.Equal(t, "all_loaded,status\ntrue,succeeded\n", out)
+
+	// Loading the same files twice adds nothing.
+	code, out, stderr = ckm("run", "--config", cfg, "--as-of", "2026-06-30")
+	require.Zero(t, code, stderr)
+	require.Regexp(t, `shop_orders\s+orders\s+0\s+0\s+0`, out)
+
+	code, out, _ = ckm("status", "--config", cfg)
+	require.Zero(t, code)
+	require.Equal(t, 2, strings.Count(out, "succeeded"))
+
+	code, _, stderr = ckm("sql", "--config", cfg, "DELETE FROM orders")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "read-only")
+	require.Equal(t, 1, strings.Count(stderr, "\n"), "one clear line")
+}
+
+func TestFailuresExitNonZeroWithOneClearLine(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("sources:\n  s:\n    table: orders\n    file: {paths: [nothing-here.csv]}\n    mapping: {order_id: a}\n"), 0o644))
+	code, _, stderr := ckm("validate", "--config", bad)
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "config.yaml:4: sources.s.file.paths: no file matches")
+	require.Contains(t, stderr, "required column customer_id is not mapped")
+
+	code, _, stderr = ckm("run", "--config", filepath.Join(dir, "absent.yaml"))
+	require.Equal(t, 1, code)
+	require.Equal(t, 1, strings.Count(stderr, "\n"))
+	require.Contains(t, stderr, "absent.yaml")
+
+	code, _, stderr = ckm("run", "--config", filepath.Join("..", "..", "config.yaml"), "--as-of", "30/06/2026")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "want a date as YYYY-MM-DD")
+}
+
+func TestGenerateIsDeterministic(t *testing.T) {
+	digest := func(seed string) string {
+		dir := t.TempDir()
+		code, _, stderr := ckm("generate", "--customers", "300", "--seed", seed, "--out", dir)
+		require.Zero(t, code, stderr)
+		h := sha256.New()
+		for _, f := range []string{"customers.csv", "orders.csv", "feedback.jsonl", "truth.csv"} {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			require.NoError(t, err)
+			h.Write(b)
+		}
+		return fmt.Sprintf("%x", h.Sum(nil))
+	}
+	require.Equal(t, digest("9"), digest("9"))
+	require.NotEqual(t, digest("9"), digest("10"))
+}
+
