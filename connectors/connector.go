@@ -45,12 +45,13 @@ type Writer interface {
 type Batch struct {
 	Label string // for logs and errors: a file path, a topic/partition range
 
-	// Relation is read once: a table function call (read_csv(...)) or a temp table the
-	// connector filled. Columns are the source's fields, or a single JSON `payload` column.
+	// Relation is read once: a subquery over a table function (read_csv(...)) or a temp table
+	// the connector filled. Its columns are the source's fields (or a single JSON `payload`
+	// column) plus `_ordinal`, the record's 1-based number within the batch, in source order.
 	Relation string
 	JSON     bool
-	// Position is an SQL expression over the relation's columns and `_ordinal` (1-based
-	// row number in the relation) that yields the record's _position, e.g. file:line.
+	// Position is an SQL expression over the relation's columns (including `_ordinal`) that
+	// yields the record's _position, e.g. file:line.
 	Position string
 	// ReplacePrefix, when set, first removes this source's earlier rows whose _position
 	// starts with it: a changed file replaces its own rows and nothing else.

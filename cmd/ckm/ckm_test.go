@@ -243,4 +243,3 @@ func TestGenerateIsDeterministic(t *testing.T) {
 	require.Equal(t, digest("9"), digest("9"))
 	require.NotEqual(t, digest("9"), digest("10"))
 }
-

@@ -132,8 +132,8 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 	case "jsonl":
 		s.jsonlBatch(&b, path, name)
 	case "parquet":
-		b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", quote(path))
-		b.Position = fmt.Sprintf("%s || ':row ' || (file_row_number + 1)", quote(name))
+		b.Relation = fmt.Sprintf("(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _ordinal FROM read_parquet(%s, file_row_number=true))", quote(path))
+		b.Position = fmt.Sprintf("%s || ':row ' || _ordinal", quote(name))
 	default:
 		return fmt.Errorf("%s: unknown format %q", name, format)
 	}
@@ -173,7 +173,7 @@ func (s *Source) csvBatch(b *connectors.Batch, path, name string) {
 	if header {
 		headerLines = 1
 	}
-	b.Relation = "read_csv(" + strings.Join(opts, ", ") + ")"
+	b.Relation = withOrdinal("read_csv(" + strings.Join(opts, ", ") + ")")
 	b.Position = fmt.Sprintf("%s || ':' || (_ordinal + %d)", quote(name), headerLines)
 	b.AfterScan = s.harvestRejects(name, headerLines)
 }
@@ -181,11 +181,18 @@ func (s *Source) csvBatch(b *connectors.Batch, path, name string) {
 // jsonlBatch reads each line whole as text; the mapping parses it, so a malformed line becomes
 // a dead letter with its line number instead of failing the file.
 func (s *Source) jsonlBatch(b *connectors.Batch, path, name string) {
-	b.Relation = fmt.Sprintf("read_csv(%s, columns={'payload': 'VARCHAR'}, header=false, delim=chr(30), quote='', escape='', "+
-		"auto_detect=false, store_rejects=true, rejects_table=%s, rejects_scan=%s)", quote(path), quote(rejectsTable), quote(rejectsScan))
+	b.Relation = withOrdinal(fmt.Sprintf("read_csv(%s, columns={'payload': 'VARCHAR'}, header=false, delim=chr(30), quote='', escape='', "+
+		"auto_detect=false, store_rejects=true, rejects_table=%s, rejects_scan=%s)", quote(path), quote(rejectsTable), quote(rejectsScan)))
 	b.JSON = true
 	b.Position = fmt.Sprintf("%s || ':' || _ordinal", quote(name))
 	b.AfterScan = s.harvestRejects(name, 0)
+}
+
+// withOrdinal numbers a table function's rows in file order, for file:line lineage. DuckDB
+// plans this as a streaming window, which runs the mapping above it on one thread: the largest
+// single cost of ingest besides parsing, and the price of exact positions.
+func withOrdinal(tableFunction string) string {
+	return "(SELECT * EXCLUDE (ordinality), ordinality AS _ordinal FROM " + tableFunction + " WITH ORDINALITY)"
 }
 
 // harvestRejects moves the lines DuckDB's reader rejected into dead_letters and, when there were

@@ -43,6 +43,40 @@ type Spec struct {
 	RollupLines bool
 }
 
+// MissingFields lists the source fields the mapping reads that a columnar source does not have.
+// (JSON documents are free-form: a missing path is a missing value, reported per record.)
+func (s Spec) MissingFields(have []string) []string {
+	if s.JSON {
+		return nil
+	}
+	set := map[string]bool{}
+	for _, h := range have {
+		set[h] = true
+	}
+	var missing []string
+	for _, name := range s.Table.ColumnNames() {
+		f, ok := s.Fields[name]
+		if !ok {
+			continue
+		}
+		for _, ref := range append([]string{f.From}, f.Hash...) {
+			if ref != "" && !set[ref] {
+				missing = append(missing, ref)
+			}
+		}
+	}
+	return missing
+}
+
+// SessionZone is the DuckDB TimeZone setting Compile's SQL must run under: timestamps
+// without an offset are read in it.
+func (s Spec) SessionZone() string {
+	if s.Timezone == "" {
+		return "UTC"
+	}
+	return s.Timezone
+}
+
 // Validate reports mapping problems by canonical column name ("" for the mapping as a whole).
 func (s Spec) Validate() map[string]string {
 	problems := map[string]string{}
@@ -74,12 +108,25 @@ func (s Spec) Validate() map[string]string {
 	return problems
 }
 
-// Compile returns a SELECT over relation (aliased s, with a 1-based `_ordinal` column) yielding
-// the canonical columns, _position, _ordinal, _reason (NULL when the row maps cleanly) and
+// Compile returns a SELECT over relation yielding the canonical columns, _position, _ordinal,
+// _reason (NULL when the row maps cleanly) and
 // _payload (the raw record, only for rows with a reason). It relies on DuckDB's lateral
 // column aliases so each raw value and each cast is computed once.
-func (s Spec) Compile(relation, position string) string {
-	var sel, checks []string
+//
+// The relation has the source's fields plus `_ordinal`, the 1-based record number within the
+// batch, in source order. fields names the source's fields, so the raw record (the dead
+// letter's payload) is only assembled for rows that need it.
+func (s Spec) Compile(relation, position string, fields []string) string {
+	record := "s.payload"
+	if !s.JSON {
+		parts := make([]string, len(fields))
+		for i, f := range fields {
+			parts[i] = ident(f) + " := s." + ident(f)
+		}
+		record = "struct_pack(" + strings.Join(parts, ", ") + ")"
+	}
+	var sel []string
+	var checks []check
 	for _, c := range s.Table.Columns {
 		raw, val := "r_"+c.Name, "v_"+c.Name
 		f, mapped := s.Fields[c.Name]
@@ -89,7 +136,7 @@ func (s Spec) Compile(relation, position string) string {
 		} else if c.Name == s.Table.Key {
 			// A source without ids gets a deterministic hash of the record; identical records
 			// are told apart by their occurrence number so none collapse.
-			rawExpr = "md5(concat(to_json(s_row), '#', _dup_seq))"
+			rawExpr = "md5(concat(" + record + ", '#', _dup_seq))"
 		}
 		sel = append(sel, rawExpr+" AS "+raw, s.convert(c, f, raw)+" AS "+val)
 		checks = append(checks, s.checks(c, f, mapped, raw, val)...)
@@ -98,11 +145,11 @@ func (s Spec) Compile(relation, position string) string {
 	for _, c := range s.Table.Columns {
 		out = append(out, "v_"+c.Name+" AS "+c.Name)
 	}
-	payload := "to_json(s_row)"
-	if s.JSON {
-		payload = "payload"
+	payload := record
+	if !s.JSON {
+		payload = "to_json(" + record + ")"
 	}
-	reason := "nullif(concat_ws('; ', " + strings.Join(checks, ", ") + "), '')"
+	reason := reasonExpr(checks)
 	var conds []string
 	if s.JSON {
 		// A record that is not a JSON object gets that one reason, not a reason per column.
@@ -122,12 +169,12 @@ func (s Spec) Compile(relation, position string) string {
 		// Fields are read only from valid documents: DuckDB's JSON functions abort on malformed input.
 		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc"
 	}
-	inner := fmt.Sprintf("SELECT s.*, s AS s_row, row_number() OVER () AS _ordinal%s FROM %s s", doc, relation)
+	inner := fmt.Sprintf("SELECT s.*%s FROM %s s", doc, relation)
 	if _, hasKey := s.Fields[s.Table.Key]; !hasKey {
-		inner = fmt.Sprintf("SELECT *, row_number() OVER (PARTITION BY to_json(s_row) ORDER BY _ordinal) AS _dup_seq FROM (%s)", inner)
+		inner = fmt.Sprintf("SELECT s.*, row_number() OVER (PARTITION BY %s ORDER BY _ordinal) AS _dup_seq FROM (%s) s", record, inner)
 	}
 	return fmt.Sprintf(`SELECT %s, _position, _ordinal, _reason, CASE WHEN _reason IS NOT NULL THEN %s END AS _payload
-FROM (SELECT s.*, %s, %s AS _position, %s AS _reason FROM (%s) s %s)`,
+FROM (SELECT s.*, %s, %s AS _position, %s AS _reason FROM (%s) s %s) s`,
 		strings.Join(out, ", "), payload, strings.Join(sel, ", "), position, reason, inner, where)
 }
 
@@ -194,44 +241,67 @@ func (s Spec) convert(c Column, f Field, raw string) string {
 			}
 			return fmt.Sprintf("timezone(%s, try_strptime(%s, %s))", quote(zone), text, quote(f.Format))
 		}
-		// An explicit offset or Z wins; a bare local time is read in the source's zone.
+		if f.Timezone == "" || f.Timezone == s.Timezone {
+			// An explicit offset or Z wins; a bare local time is read in the session time zone,
+			// which the caller sets to s.Timezone (SessionZone): one cast, no per-row parsing of the suffix.
+			return "TRY_CAST(" + text + " AS TIMESTAMPTZ)"
+		}
 		return fmt.Sprintf("CASE WHEN regexp_matches(%s, '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$') THEN TRY_CAST(%s AS TIMESTAMPTZ) "+
 			"ELSE timezone(%s, TRY_CAST(%s AS TIMESTAMP)) END", text, text, quote(zone), text)
 	}
 	return "nullif(trim(" + text + "), '')"
 }
 
-// checks are the SQL expressions that name what is wrong with a column's value, or yield NULL.
-func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []string {
-	var out []string
+// check is one way a value can be wrong: an SQL condition and the message naming the problem.
+type check struct{ cond, msg string }
+
+// checks lists what can be wrong with a column's value.
+func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
+	var out []check
+	text := "CAST(" + raw + " AS VARCHAR)"
 	if c.Required {
 		what := "missing " + c.Name
 		if f.From != "" {
 			what += " (field " + f.From + ")"
 		}
-		out = append(out, fmt.Sprintf("CASE WHEN %s IS NULL AND (%s IS NULL OR trim(CAST(%s AS VARCHAR)) = '') THEN %s END", val, raw, raw, quote(what)))
+		out = append(out, check{fmt.Sprintf("%s IS NULL AND (%s IS NULL OR trim(%s) = '')", val, raw, text), quote(what)})
 	}
 	if mapped && c.Type != Text {
 		how := c.Type.word()
 		if f.Format != "" {
 			how += " in format " + f.Format
 		}
-		out = append(out, fmt.Sprintf("CASE WHEN %s IS NULL AND trim(CAST(%s AS VARCHAR)) <> '' THEN %s || left(CAST(%s AS VARCHAR), 80) || %s END",
-			val, raw, quote(c.Name+": cannot read '"), raw, quote("' as "+how)))
+		out = append(out, check{fmt.Sprintf("%s IS NULL AND trim(%s) <> ''", val, text),
+			fmt.Sprintf("%s || left(%s, 80) || %s", quote(c.Name+": cannot read '"), text, quote("' as "+how))})
 	}
 	if len(c.Allowed) > 0 {
 		list := make([]string, len(c.Allowed))
 		for i, a := range c.Allowed {
 			list[i] = quote(a)
 		}
-		out = append(out, fmt.Sprintf("CASE WHEN %s NOT IN (%s) THEN %s || left(%s, 80) || %s END",
-			val, strings.Join(list, ", "), quote(c.Name+": '"), val, quote("' is not one of "+strings.Join(c.Allowed, ", "))))
+		out = append(out, check{fmt.Sprintf("%s NOT IN (%s)", val, strings.Join(list, ", ")),
+			fmt.Sprintf("%s || left(%s, 80) || %s", quote(c.Name+": '"), val, quote("' is not one of "+strings.Join(c.Allowed, ", ")))})
 	}
 	if c.Max > c.Min {
-		out = append(out, fmt.Sprintf("CASE WHEN %s NOT BETWEEN %g AND %g THEN %s || %s || %s END",
-			val, c.Min, c.Max, quote(c.Name+": "), val, quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max))))
+		out = append(out, check{fmt.Sprintf("%s NOT BETWEEN %g AND %g", val, c.Min, c.Max),
+			fmt.Sprintf("%s || %s || %s", quote(c.Name+": "), val, quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max)))})
 	}
 	return out
+}
+
+// reasonExpr names every failed check of a row, or yields NULL. The message strings are only
+// built for rows where some condition holds: most rows pay for the conditions alone.
+func reasonExpr(checks []check) string {
+	if len(checks) == 0 {
+		return "NULL"
+	}
+	conds := make([]string, len(checks))
+	msgs := make([]string, len(checks))
+	for i, c := range checks {
+		conds[i] = "(" + c.cond + ")"
+		msgs[i] = "CASE WHEN " + c.cond + " THEN " + c.msg + " END"
+	}
+	return "CASE WHEN " + strings.Join(conds, " OR ") + " THEN concat_ws('; ', " + strings.Join(msgs, ", ") + ") END"
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -1,0 +1,23 @@
+# ckm uses DuckDB's Arrow interface, which duckdb-go compiles only with this build tag.
+GOFLAGS_CKM := -tags=duckdb_arrow
+export CGO_ENABLED := 1
+
+.PHONY: build test bench sample clean
+
+build:
+	go build $(GOFLAGS_CKM) -o bin/ckm ./cmd/ckm
+
+test:
+	go test $(GOFLAGS_CKM) -count=1 -timeout 20m ./...
+
+# The issue's benchmark: 1M customers / ~15M orders (generated once into bench-data/).
+bench: build
+	bin/ckm bench --customers 1000000 --dir bench-data
+
+# Regenerate the shipped sample data.
+sample: build
+	bin/ckm generate --customers 2000 --seed 42 --dirty 0.002 --gzip --out data/sample
+	rm -f data/sample/truth.csv.gz
+
+clean:
+	rm -rf bin warehouse bench-data
