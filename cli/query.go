@@ -21,11 +21,7 @@ func (a *app) sqlCmd() *cobra.Command {
 		Short: "Run a read-only query on the warehouse and print the result (table, csv or json)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
-			w, err := a.openWarehouse(cmd.Context(), cfg, true)
+			w, err := a.openReadOnly(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -50,11 +46,7 @@ func (a *app) statusCmd() *cobra.Command {
 		Short: "List recent pipeline runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
-			w, err := a.openWarehouse(cmd.Context(), cfg, true)
+			w, err := a.openReadOnly(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -113,6 +113,15 @@ func (a *app) openWarehouse(ctx context.Context, cfg *config.Config, readOnly bo
 	return w, nil
 }
 
+// openReadOnly opens the configured warehouse for reading: it never blocks on, or changes, a writer's work.
+func (a *app) openReadOnly(ctx context.Context) (*warehouse.Warehouse, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	return a.openWarehouse(ctx, cfg, true)
+}
+
 func (a *app) validateCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "validate",

@@ -57,6 +57,21 @@ func (e *env) run(t *testing.T) *pipelines.Result {
 
 func (e *env) db() *sql.DB { return e.w.DB() }
 
+// pairs runs a two-column query and returns its rows as a map from the first column to the second.
+func (e *env) pairs(t *testing.T, query string) map[string]string {
+	rows, err := e.db().Query(query)
+	require.NoError(t, err)
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		require.NoError(t, rows.Scan(&k, &v))
+		out[k] = v
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
 const ordersSource = `  orders:
     table: orders
     file: {paths: ["*.csv"]}
@@ -102,25 +117,8 @@ func TestPositionsNameTrueLinesAroundRejectedLines(t *testing.T) {
 	require.EqualValues(t, 5, res.Sources[0].Read)
 	require.EqualValues(t, 2, res.Sources[0].Loaded)
 	require.EqualValues(t, 3, res.Sources[0].DeadLettered)
-	positions := map[string]string{}
-	rows, err := e.db().Query(`SELECT order_id, _position FROM orders`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var id, pos string
-		require.NoError(t, rows.Scan(&id, &pos))
-		positions[id] = pos
-	}
-	rows.Close()
-	require.Equal(t, map[string]string{"A1": "a.csv:2", "A5": "a.csv:6"}, positions)
-	dead := map[string]string{}
-	rows, err = e.db().Query(`SELECT position, reason FROM dead_letters`)
-	require.NoError(t, err)
-	defer rows.Close()
-	for rows.Next() {
-		var pos, reason string
-		require.NoError(t, rows.Scan(&pos, &reason))
-		dead[pos] = reason
-	}
+	require.Equal(t, map[string]string{"A1": "a.csv:2", "A5": "a.csv:6"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+	dead := e.pairs(t, `SELECT position, reason FROM dead_letters`)
 	require.Len(t, dead, 3)
 	require.Contains(t, dead["a.csv:3"], "TOO MANY COLUMNS")
 	require.Equal(t, "amount: cannot read 'x' as a number", dead["a.csv:4"])
@@ -138,15 +136,7 @@ func TestParquetAndTimeZones(t *testing.T) {
 		TO '` + filepath.Join(e.dir, "o.parquet") + `' (FORMAT parquet)`)
 	require.NoError(t, err)
 	e.run(t)
-	got := map[string]string{}
-	rows, err := e.db().Query(`SELECT order_id, strftime(order_ts AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M'), _position FROM orders`)
-	require.NoError(t, err)
-	defer rows.Close()
-	for rows.Next() {
-		var id, ts, pos string
-		require.NoError(t, rows.Scan(&id, &ts, &pos))
-		got[id] = ts + " @ " + pos
-	}
+	got := e.pairs(t, `SELECT order_id, strftime(order_ts AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M') || ' @ ' || _position FROM orders`)
 	require.Equal(t, map[string]string{
 		"P1": "2026-01-01 15:00 @ o.parquet:row 1", // local New York winter time, UTC−5
 		"P2": "2026-01-01 09:00 @ o.parquet:row 2", // an explicit offset wins over the source zone
@@ -166,15 +156,7 @@ func TestCustomersLatestUpdateWins(t *testing.T) {
 	// A later file carries an older record for C1 (ignored) and a newer one for C2 (wins).
 	writeFile(t, filepath.Join(e.dir, "c2.csv"), "id,region,consent,updated\nC1,west,no,2026-01-01T00:00:00Z\nC2,west,true,2026-02-01T00:00:00Z\n")
 	e.run(t)
-	got := map[string]string{}
-	rows, err := e.db().Query(`SELECT customer_id, region || '/' || contact_consent FROM customers`)
-	require.NoError(t, err)
-	defer rows.Close()
-	for rows.Next() {
-		var id, v string
-		require.NoError(t, rows.Scan(&id, &v))
-		got[id] = v
-	}
+	got := e.pairs(t, `SELECT customer_id, region || '/' || contact_consent FROM customers`)
 	require.Equal(t, map[string]string{"C1": "east/true", "C2": "west/true"}, got)
 }
 

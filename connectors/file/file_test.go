@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,16 +17,24 @@ import (
 	_ "github.com/ckm-dev/ckm/connectors/file"
 )
 
-// csvHarness delivers each batch as a new gzip-compressed CSV file.
-type csvHarness struct {
+// dirHarness delivers each batch as a new file in a directory.
+type dirHarness struct {
 	dir string
 	n   int
 }
 
-func (h *csvHarness) Setup(t *testing.T, dir string) {
+func (h *dirHarness) Setup(t *testing.T, dir string) {
 	h.dir = filepath.Join(dir, "in")
 	require.NoError(t, os.MkdirAll(h.dir, 0o755))
 }
+
+func (h *dirHarness) write(t *testing.T, name string, body []byte) {
+	h.n++
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, fmt.Sprintf("batch-%03d.%s", h.n, name)), body, 0o644))
+}
+
+// csvHarness delivers gzip-compressed CSV files.
+type csvHarness struct{ dirHarness }
 
 func (h *csvHarness) SourceYAML() string {
 	return `    table: orders
@@ -33,8 +42,7 @@ func (h *csvHarness) SourceYAML() string {
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`
 }
 
-func (h *csvHarness) write(t *testing.T, lines []string) {
-	h.n++
+func (h *csvHarness) writeLines(t *testing.T, lines []string) {
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	fmt.Fprintln(gz, "id,cust,ts,amt")
@@ -42,7 +50,7 @@ func (h *csvHarness) write(t *testing.T, lines []string) {
 		fmt.Fprintln(gz, l)
 	}
 	require.NoError(t, gz.Close())
-	require.NoError(t, os.WriteFile(filepath.Join(h.dir, fmt.Sprintf("batch-%03d.csv.gz", h.n)), buf.Bytes(), 0o644))
+	h.write(t, "csv.gz", buf.Bytes())
 }
 
 func (h *csvHarness) Append(t *testing.T, orders []conformance.Order) {
@@ -50,7 +58,7 @@ func (h *csvHarness) Append(t *testing.T, orders []conformance.Order) {
 	for _, o := range orders {
 		lines = append(lines, fmt.Sprintf("%s,%s,%s,%g", o.ID, o.Customer, o.TS.Format(time.RFC3339), o.Amount))
 	}
-	h.write(t, lines)
+	h.writeLines(t, lines)
 }
 
 func (h *csvHarness) AppendBad(t *testing.T, n int) {
@@ -59,19 +67,11 @@ func (h *csvHarness) AppendBad(t *testing.T, n int) {
 	for i := 0; i < n; i++ {
 		lines = append(lines, bad[i%len(bad)])
 	}
-	h.write(t, lines)
+	h.writeLines(t, lines)
 }
 
-// jsonlHarness delivers each batch as a new JSON Lines file with a nested customer object.
-type jsonlHarness struct {
-	dir string
-	n   int
-}
-
-func (h *jsonlHarness) Setup(t *testing.T, dir string) {
-	h.dir = filepath.Join(dir, "in")
-	require.NoError(t, os.MkdirAll(h.dir, 0o755))
-}
+// jsonlHarness delivers JSON Lines files with a nested customer object.
+type jsonlHarness struct{ dirHarness }
 
 func (h *jsonlHarness) SourceYAML() string {
 	return `    table: orders
@@ -79,13 +79,8 @@ func (h *jsonlHarness) SourceYAML() string {
     mapping: {order_id: id, customer_id: customer.id, order_ts: ts, amount: amount, status: {const: completed}}`
 }
 
-func (h *jsonlHarness) write(t *testing.T, lines []string) {
-	h.n++
-	var buf bytes.Buffer
-	for _, l := range lines {
-		buf.WriteString(l + "\n")
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(h.dir, fmt.Sprintf("batch-%03d.jsonl", h.n)), buf.Bytes(), 0o644))
+func (h *jsonlHarness) writeLines(t *testing.T, lines []string) {
+	h.write(t, "jsonl", []byte(strings.Join(lines, "\n")+"\n"))
 }
 
 func (h *jsonlHarness) Append(t *testing.T, orders []conformance.Order) {
@@ -95,7 +90,7 @@ func (h *jsonlHarness) Append(t *testing.T, orders []conformance.Order) {
 		require.NoError(t, err)
 		lines = append(lines, string(b))
 	}
-	h.write(t, lines)
+	h.writeLines(t, lines)
 }
 
 func (h *jsonlHarness) AppendBad(t *testing.T, n int) {
@@ -105,7 +100,7 @@ func (h *jsonlHarness) AppendBad(t *testing.T, n int) {
 	for i := 0; i < n; i++ {
 		lines = append(lines, bad[i%len(bad)])
 	}
-	h.write(t, lines)
+	h.writeLines(t, lines)
 }
 
 func TestConformanceCSV(t *testing.T) {
