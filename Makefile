@@ -20,4 +20,4 @@ sample: build
 	rm -f data/sample/truth.csv.gz
 
 clean:
-	rm -rf bin warehouse bench-data
+	rm -rf bin bench-data data/*.duckdb data/*.duckdb.wal data/.duckdb_extensions data/.duckdb_tmp

@@ -114,10 +114,57 @@ func (a *app) printSummary(res *pipelines.Result) {
 	sort.Slice(segs, func(i, j int) bool {
 		return segs[i].n > segs[j].n || segs[i].n == segs[j].n && segs[i].name < segs[j].name
 	})
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "RFM segment\tcustomers\tshare\t")
-	for _, s := range segs {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t\n", s.name, s.n, 100*float64(s.n)/float64(max(res.Customers, 1)))
+	if len(segs) > 0 {
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "RFM segment\tcustomers\tshare\t")
+		for _, s := range segs {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t\n", s.name, s.n, 100*float64(s.n)/float64(max(res.Customers, 1)))
+		}
+		tw.Flush()
+	}
+	a.printFits(res)
+	a.printTierStage(res)
+	for _, w := range res.Warnings {
+		fmt.Fprintln(out, "warning: "+w)
+	}
+}
+
+func (a *app) printFits(res *pipelines.Result) {
+	for _, f := range res.Fits {
+		status := "converged"
+		if !f.Converged {
+			status = "NOT converged: " + f.Message
+		}
+		fmt.Fprintf(a.stdout, "\n%s on %d customers: log-likelihood %.2f, %d iterations, %s\n", f.Model, f.Customers, f.LogLikelihood, f.Iterations, status)
+		for _, p := range f.Params {
+			fmt.Fprintf(a.stdout, "  %-6s %10.4f  (± %.4f)\n", p.Name, p.Value, p.StdError)
+		}
+	}
+	if len(res.Holdout) > 0 {
+		all := res.Holdout[len(res.Holdout)-1]
+		fmt.Fprintf(a.stdout, "\nholdout: %d customers, mean predicted %.3f vs actual %.3f repeat purchases, MAE %.3f (by frequency in clv_holdout)\n",
+			all.Customers, all.Expected, all.Actual, all.MeanAbsError)
+	}
+}
+
+// printTierStage prints customers by value tier (rows) and lifecycle stage (columns).
+func (a *app) printTierStage(res *pipelines.Result) {
+	if len(res.TierStage) == 0 {
+		return
+	}
+	stages := []string{"exploration", "formation", "stability", "decline"}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(a.stdout)
+	fmt.Fprintln(tw, "value tier\t"+strings.Join(stages, "\t")+"\ttotal\t")
+	for _, tier := range []string{"IV", "III", "II", "I"} {
+		var total int64
+		fmt.Fprint(tw, tier)
+		for _, st := range stages {
+			n := res.TierStage[[2]string{tier, st}]
+			total += n
+			fmt.Fprintf(tw, "\t%d", n)
+		}
+		fmt.Fprintf(tw, "\t%d\t\n", total)
 	}
 	tw.Flush()
 }

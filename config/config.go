@@ -19,7 +19,9 @@ import (
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/transforms/rfm"
+	"github.com/ckm-dev/ckm/transforms/value"
 )
 
 // Config is a whole config.yaml.
@@ -66,12 +68,17 @@ type Pipeline struct {
 
 // Scoring holds the parameters of the transforms.
 type Scoring struct {
-	LookbackDays int        `yaml:"lookback_days"`
-	RFM          rfm.Params `yaml:"rfm"`
+	LookbackDays int          `yaml:"lookback_days"`
+	RFM          rfm.Params   `yaml:"rfm"`
+	CLV          clv.Params   `yaml:"clv"`
+	Value        value.Params `yaml:"value"`
 }
 
 // Transforms lists the transforms a pipeline may name, in the order they run.
-var Transforms = []string{"rfm"}
+var Transforms = []string{"rfm", "clv", "value"}
+
+// transformNeeds lists what each transform reads from another.
+var transformNeeds = map[string]string{"value": "clv"}
 
 // BadRatio is the dead-letter ratio above which a source fails the run.
 func (c *Config) BadRatio(s *Source) float64 {
@@ -252,7 +259,7 @@ func (c *Config) applyDefaults() {
 		c.Timezone = "UTC"
 	}
 	if c.Warehouse.Path == "" {
-		c.Warehouse.Path = "warehouse/ckm.duckdb"
+		c.Warehouse.Path = "data/ckm.duckdb"
 	}
 	if !filepath.IsAbs(c.Warehouse.Path) {
 		c.Warehouse.Path = filepath.Join(c.BaseDir, c.Warehouse.Path)
@@ -263,6 +270,8 @@ func (c *Config) applyDefaults() {
 	if len(c.Scoring.RFM.Segments) == 0 {
 		c.Scoring.RFM.Segments = rfm.DefaultSegments()
 	}
+	c.Scoring.CLV = c.Scoring.CLV.WithDefaults()
+	c.Scoring.Value = c.Scoring.Value.WithDefaults()
 	if len(c.Pipelines) == 0 {
 		c.Pipelines = map[string]*Pipeline{"nightly": {}}
 	}
@@ -354,6 +363,9 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			if !contains(Transforms, t) {
 				add(fmt.Sprintf("%s.transforms[%d]", base, i), "unknown transform "+t, "one of "+strings.Join(Transforms, ", "))
 			}
+			if need, ok := transformNeeds[t]; ok && !contains(p.Transforms, need) {
+				add(fmt.Sprintf("%s.transforms[%d]", base, i), fmt.Sprintf("transform %s needs %s", t, need), "add "+need+" to the list")
+			}
 		}
 		if p.Timezone != "" {
 			if _, err := time.LoadLocation(p.Timezone); err != nil {
@@ -363,6 +375,20 @@ func (c *Config) validate(lines map[string]int) []Problem {
 	}
 	if c.Scoring.LookbackDays < 1 {
 		add("scoring.lookback_days", "must be at least 1", "")
+	}
+	if _, err := c.Scoring.CLV.UnitDays(); err != nil {
+		add("scoring.clv.time_unit", err.Error(), "")
+	}
+	if h := c.Scoring.CLV.HoldoutEnd; h != "" {
+		if _, err := time.Parse(time.DateOnly, h); err != nil {
+			add("scoring.clv.holdout_end", fmt.Sprintf("cannot read %q as a date", h), "YYYY-MM-DD")
+		}
+	}
+	if c.Scoring.CLV.HorizonMonths < 1 {
+		add("scoring.clv.horizon_months", "must be at least 1", "")
+	}
+	if err := c.Scoring.Value.Validate(); err != nil {
+		add("scoring.value", err.Error(), "")
 	}
 	if err := rfm.ValidateSegments(c.Scoring.RFM.Segments); err != nil {
 		add("scoring.rfm.segments", err.Error(), "patterns match the two-digit R,F score string, e.g. 5[4-5]")

@@ -159,7 +159,7 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 		return
 	}
 	r := &Runner{Config: cfg, Warehouse: w, Log: log}
-	res := &Result{RunID: "bench", AsOf: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC), Segments: map[string]int64{}}
+	res := &Result{RunID: "bench", AsOf: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC), Segments: map[string]int64{}, TierStage: map[[2]string]int64{}}
 	if err = timed(&ingest, func() error { _, err := r.ingest(ctx, conn, "orders", res.RunID, log); return err }); err != nil {
 		return
 	}
@@ -178,7 +178,7 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 		if err != nil {
 			return err
 		}
-		defer out.rec.Release()
+		defer out.release()
 		return conn.Tx(ctx, func(ctx context.Context) error { _, err := outputs{out}.write(ctx, conn, res); return err })
 	})
 	return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors"
+	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -47,6 +48,10 @@ type Result struct {
 	Sources   []SourceResult
 	Customers int64            // customers scored
 	Segments  map[string]int64 // RFM segment → customers
+	Fits      []clv.Fit        // CLV model fits attempted in this run
+	Holdout   []clv.HoldoutGroup
+	TierStage map[[2]string]int64 // (value tier, lifecycle stage) → customers
+	Warnings  []string
 	RowsOut   int64
 	Elapsed   time.Duration
 }
@@ -97,7 +102,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new run id: %w", err)
 	}
-	res := &Result{RunID: id.String(), Pipeline: req.Pipeline, AsOf: asOf, Segments: map[string]int64{}}
+	res := &Result{RunID: id.String(), Pipeline: req.Pipeline, AsOf: asOf, Segments: map[string]int64{}, TierStage: map[[2]string]int64{}}
 	log := r.Log.With("run_id", res.RunID, "pipeline", req.Pipeline, "as_of", asOf.Format(time.DateOnly))
 	start := time.Now()
 	if err := r.begin(ctx, conn, req, res); err != nil {

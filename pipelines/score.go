@@ -15,18 +15,20 @@ import (
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
-// output is one scored table waiting to replace its as_of partition.
+// output is one table's rows for the run's as_of, computed but not yet written.
 type output struct {
-	table  string
-	rec    arrow.RecordBatch
-	insert string // INSERT … SELECT from the registered view `scored`, binding (as_of, run_id)
+	table   string
+	write   func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) // inserts the partition's rows
+	release func()
 }
 
 type outputs []output
 
 func (o outputs) release() {
 	for _, out := range o {
-		out.rec.Release()
+		if out.release != nil {
+			out.release()
+		}
 	}
 }
 
@@ -37,88 +39,127 @@ func (o outputs) write(ctx context.Context, conn *warehouse.Conn, res *Result) (
 		if _, err := conn.ExecContext(ctx, "DELETE FROM "+out.table+" WHERE as_of = ?", res.AsOf); err != nil {
 			return 0, fmt.Errorf("replace %s for %s: %w", out.table, res.AsOf.Format(time.DateOnly), err)
 		}
-		reader, err := array.NewRecordReader(out.rec.Schema(), []arrow.RecordBatch{out.rec})
-		if err != nil {
-			return 0, err
-		}
-		release, err := conn.RegisterArrow(reader, "scored")
-		if err != nil {
-			reader.Release()
-			return 0, err
-		}
-		r, err := conn.ExecContext(ctx, out.insert, res.AsOf, res.RunID)
-		release()
-		reader.Release()
+		n, err := out.write(ctx, conn, res)
 		if err != nil {
 			return 0, fmt.Errorf("write %s: %w", out.table, err)
 		}
-		n, _ := r.RowsAffected()
 		total += n
 	}
 	return total, nil
 }
 
-// score runs the pipeline's transforms and returns their outputs, not yet written.
-func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipeline, res *Result, log *slog.Logger) (outputs, error) {
-	var outs outputs
-	for _, t := range p.Transforms {
-		switch t {
-		case "rfm":
-			out, err := r.scoreRFM(ctx, conn, res)
+// arrowOutput writes a record batch through an Arrow view named `scored`; insert is an
+// INSERT … SELECT from it that binds (as_of, run_id).
+func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
+	return output{table: table, release: rec.Release,
+		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
+			reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
 			if err != nil {
-				outs.release()
-				return nil, fmt.Errorf("transform rfm: %w", err)
+				return 0, err
 			}
-			outs = append(outs, out)
+			defer reader.Release()
+			release, err := conn.RegisterArrow(reader, "scored")
+			if err != nil {
+				return 0, err
+			}
+			defer release()
+			r, err := conn.ExecContext(ctx, insert, res.AsOf, res.RunID)
+			if err != nil {
+				return 0, err
+			}
+			return r.RowsAffected()
+		}}
+}
+
+// scoring carries what one transform hands to a later one within a run.
+type scoring struct {
+	conn *warehouse.Conn
+	res  *Result
+	log  *slog.Logger
+	clv  *clvState
+}
+
+// score runs the pipeline's transforms in their fixed order and returns their outputs, not yet written.
+func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipeline, res *Result, log *slog.Logger) (outputs, error) {
+	st := &scoring{conn: conn, res: res, log: log}
+	stages := map[string]func(context.Context, *scoring) (outputs, error){
+		"rfm": func(ctx context.Context, st *scoring) (outputs, error) {
+			out, err := r.scoreRFM(ctx, st.conn, st.res)
+			return outputs{out}, err
+		},
+		"clv":   r.scoreCLV,
+		"value": r.scoreValue,
+	}
+	var outs outputs
+	for _, name := range config.Transforms {
+		if !contains(p.Transforms, name) {
+			continue
 		}
+		o, err := stages[name](ctx, st)
+		if err != nil {
+			outs.release()
+			return nil, fmt.Errorf("transform %s: %w", name, err)
+		}
+		outs = append(outs, o...)
 	}
 	return outs, nil
 }
 
+// arrowBatches runs a query and keeps all its record batches; release them when done.
+func arrowBatches(ctx context.Context, conn *warehouse.Conn, query string, args ...any) ([]arrow.RecordBatch, func(), error) {
+	reader, err := conn.ArrowQuery(ctx, query, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer reader.Release()
+	var batches []arrow.RecordBatch
+	release := func() {
+		for _, b := range batches {
+			b.Release()
+		}
+	}
+	for reader.Next() {
+		b := reader.RecordBatch()
+		b.Retain()
+		batches = append(batches, b)
+	}
+	if err := reader.Err(); err != nil {
+		release()
+		return nil, nil, err
+	}
+	return batches, release, nil
+}
+
 // RFMAggregateSQL is the per-customer aggregate RFM is scored from. Parameters: as_of (DATE),
 // lookback days. Only completed orders count, with negative-amount returns netted into monetary;
-// a purchase day is a day with a completed order of positive amount, in the configured zone.
+// a purchase day is a day with a completed order, in the configured zone.
 func RFMAggregateSQL(zone string) string {
 	z := warehouse.Quote(zone)
 	return `WITH params AS (SELECT CAST(?::DATE AS DATE) AS as_of, CAST(? AS INTEGER) AS lookback),
 counted AS (
-  SELECT o.customer_id, CAST(timezone(` + z + `, o.order_ts) AS DATE) AS d, o.amount, p.as_of
+  SELECT o.customer_id, CAST(timezone(` + z + `, o.order_ts) AS DATE) AS d, o.amount, o.status = 'completed' AS purchase, p.as_of
   FROM orders o, params p
   WHERE (o.status = 'completed' OR (o.status = 'returned' AND o.amount < 0))
     AND o.order_ts >= timezone(` + z + `, CAST(p.as_of - p.lookback + 1 AS TIMESTAMP))
     AND o.order_ts <  timezone(` + z + `, CAST(p.as_of + 1 AS TIMESTAMP))
 )
 SELECT customer_id,
-       CAST(any_value(as_of) - max(d) FILTER (WHERE status_purchase) AS INTEGER) AS recency_days,
-       CAST(count(DISTINCT d) FILTER (WHERE status_purchase) AS INTEGER) AS frequency,
+       CAST(any_value(as_of) - max(d) FILTER (WHERE purchase) AS INTEGER) AS recency_days,
+       CAST(count(DISTINCT d) FILTER (WHERE purchase) AS INTEGER) AS frequency,
        CAST(sum(amount) AS DOUBLE) AS monetary
-FROM (SELECT *, amount > 0 AS status_purchase FROM counted)
+FROM counted
 GROUP BY customer_id
-HAVING count(*) FILTER (WHERE status_purchase) > 0`
+HAVING count(*) FILTER (WHERE purchase) > 0`
 }
 
 func (r *Runner) scoreRFM(ctx context.Context, conn *warehouse.Conn, res *Result) (output, error) {
 	done := r.step("score rfm")
 	defer done()
-	reader, err := conn.ArrowQuery(ctx, RFMAggregateSQL(r.Config.Timezone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
+	batches, release, err := arrowBatches(ctx, conn, RFMAggregateSQL(r.Config.Timezone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
 	if err != nil {
 		return output{}, err
 	}
-	defer reader.Release()
-	var batches []arrow.RecordBatch
-	for reader.Next() {
-		b := reader.RecordBatch()
-		b.Retain()
-		batches = append(batches, b)
-	}
-	defer func() {
-		for _, b := range batches {
-			b.Release()
-		}
-	}()
-	if err := reader.Err(); err != nil {
-		return output{}, err
-	}
+	defer release()
 	rec, err := rfm.Score(batches, r.Config.Scoring.RFM, memory.DefaultAllocator)
 	if err != nil {
 		return output{}, err
@@ -128,7 +169,16 @@ func (r *Runner) scoreRFM(ctx context.Context, conn *warehouse.Conn, res *Result
 	for i := 0; i < seg.Len(); i++ {
 		res.Segments[seg.Value(i)]++
 	}
-	return output{table: "customer_rfm", rec: rec, insert: `INSERT INTO customer_rfm
+	return arrowOutput("customer_rfm", rec, `INSERT INTO customer_rfm
 		(as_of, customer_id, run_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment)
-		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM scored`}, nil
+		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM scored`), nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,272 @@
+package pipelines
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ckm-dev/ckm/transforms/clv"
+	"github.com/ckm-dev/ckm/transforms/value"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// clvState is what the clv transform hands to value.
+type clvState struct {
+	summary []arrow.RecordBatch // the per-customer summary, with value inputs
+	release func()
+	clv     map[string]float64
+	pAlive  map[string]float64
+}
+
+// CustomerSummarySQL is the per-customer calibration summary for CLV and the inputs of value
+// tiers and lifecycle stages, in one pass over orders up to the end of as_of. Days are calendar
+// days in zone; a purchase day has a completed order; day amounts net in
+// same-day refunds. x = purchase days − 1; t_x and t_cal count from the first purchase day in
+// units of unitDays; zbar is the mean amount of the repeat purchase days (0 without any).
+func CustomerSummarySQL(zone string, asOf time.Time, unitDays float64, lookback, trendDays int, current string) string {
+	z := warehouse.Quote(zone)
+	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
+	return fmt.Sprintf(`WITH days AS (
+  SELECT customer_id, CAST(timezone(%[1]s, order_ts) AS DATE) AS d, sum(amount) AS amount,
+         sum(coalesce(margin, 0)) AS margin, bool_or(status = 'completed') AS purchase
+  FROM orders
+  WHERE (status = 'completed' OR (status = 'returned' AND amount < 0))
+    AND order_ts < timezone(%[1]s, CAST(%[2]s + 1 AS TIMESTAMP))
+  GROUP BY ALL
+)
+SELECT customer_id,
+  CAST(count(*) FILTER (purchase) - 1 AS DOUBLE) AS x,
+  (max(d) FILTER (purchase) - min(d) FILTER (purchase)) / %[3]g AS t_x,
+  (%[2]s - min(d) FILTER (purchase)) / %[3]g AS t_cal,
+  coalesce((sum(amount) FILTER (purchase) - arg_min(amount, d) FILTER (purchase)) / nullif(count(*) FILTER (purchase) - 1, 0), 0) AS zbar,
+  coalesce(sum(%[6]s) FILTER (d > %[2]s - %[4]d), 0) AS current_value,
+  CAST(coalesce(bool_or(purchase AND d > %[2]s - %[4]d), false) AS INTEGER) AS active,
+  %[2]s - min(d) FILTER (purchase) AS tenure_days,
+  count(*) FILTER (purchase) AS purchase_days,
+  coalesce(sum(amount) FILTER (d > %[2]s - %[5]d), 0) AS recent_amount,
+  coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS before_amount
+FROM days
+GROUP BY customer_id
+HAVING count(*) FILTER (purchase) > 0`, z, a, unitDays, lookback, trendDays, current)
+}
+
+func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
+	done := r.step("score clv")
+	defer done()
+	p := r.Config.Scoring.CLV
+	unit, err := p.UnitDays()
+	if err != nil {
+		return nil, err
+	}
+	batches, release, err := arrowBatches(ctx, st.conn, CustomerSummarySQL(r.Config.Timezone, st.res.AsOf, unit,
+		r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current))
+	if err != nil {
+		return nil, fmt.Errorf("customer summary: %w", err)
+	}
+	st.clv = &clvState{summary: batches, release: release}
+	ids, customers, err := clv.ReadCustomers(batches)
+	if err != nil {
+		return nil, err
+	}
+	tuples := clv.Compress(customers)
+	st.log.Info("fitting CLV models", "customers", len(customers), "distinct_histories", len(tuples))
+
+	bgFit, bgErr := clv.FitBGNBD(tuples, p.MinRepeatCustomers)
+	bgUse, bgFit, err := r.usableFit(ctx, st, bgFit, bgErr)
+	if err != nil {
+		return nil, err
+	}
+	ggFit, ggErr := clv.FitGammaGamma(tuples, p.MinRepeatCustomers)
+	ggUse, ggFit, err := r.usableFit(ctx, st, ggFit, ggErr)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := clv.Score(batches, bgUse.BGNBD(), ggUse.GammaGamma(), p, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	st.clv.clv = make(map[string]float64, len(ids))
+	st.clv.pAlive = make(map[string]float64, len(ids))
+	clvCol := rec.Column(rec.Schema().FieldIndices("clv")[0]).(*array.Float64)
+	aliveCol := rec.Column(rec.Schema().FieldIndices("p_alive")[0]).(*array.Float64)
+	for i, id := range ids {
+		st.clv.clv[id] = clvCol.Value(i)
+		st.clv.pAlive[id] = aliveCol.Value(i)
+	}
+	st.res.Fits = append(st.res.Fits, bgFit, ggFit)
+	outs := outputs{
+		arrowOutput("customer_clv", rec, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
+			p_alive, expected_purchases, expected_avg_value, clv)
+			SELECT CAST(? AS DATE), customer_id, ?, x, t_x, t_cal, avg_value, p_alive, expected_purchases, expected_avg_value, clv FROM scored`),
+		fitsOutput([]clv.Fit{bgFit, ggFit}),
+	}
+	if p.HoldoutEnd != "" {
+		h, err := r.holdout(ctx, st, customers, ids, bgUse.BGNBD(), unit)
+		if err != nil {
+			outs.release()
+			return nil, fmt.Errorf("holdout: %w", err)
+		}
+		outs = append(outs, h)
+	}
+	return outs, nil
+}
+
+// usableFit returns the fit to score with — this run's when it converged, otherwise the
+// latest converged fit of the same model from an earlier run — and the attempt as model_fits
+// records it, with the reason and the fallback in its message.
+func (r *Runner) usableFit(ctx context.Context, st *scoring, fit clv.Fit, fitErr error) (use, attempt clv.Fit, err error) {
+	if fitErr == nil && fit.Converged {
+		return fit, fit, nil
+	}
+	reason := fit.Message
+	if fitErr != nil {
+		reason = fitErr.Error()
+	}
+	prev, runID, asOf, err := lastGoodFit(ctx, st.conn, fit.Model)
+	if err != nil {
+		return fit, fit, fmt.Errorf("%s fit failed (%s); no earlier converged fit to fall back on: %w", fit.Model, reason, err)
+	}
+	fit.Converged = false
+	fit.Message = fmt.Sprintf("%s; scored with the fit of run %s (as_of %s)", reason, runID, asOf.Format(time.DateOnly))
+	st.log.Warn("CLV model did not fit; falling back to the last good fit", "model", fit.Model, "reason", reason, "fallback_run", runID)
+	st.res.Warnings = append(st.res.Warnings, fit.Model+": "+fit.Message)
+	return prev, fit, nil
+}
+
+// lastGoodFit reads the latest converged fit of model from model_fits.
+func lastGoodFit(ctx context.Context, conn *warehouse.Conn, model string) (clv.Fit, string, time.Time, error) {
+	var runID string
+	var asOf time.Time
+	err := conn.QueryRowContext(ctx, `SELECT run_id, as_of FROM model_fits WHERE model = ? AND converged
+		ORDER BY as_of DESC, run_id DESC LIMIT 1`, model).Scan(&runID, &asOf)
+	if errors.Is(err, sql.ErrNoRows) {
+		return clv.Fit{}, "", time.Time{}, errors.New("model_fits holds none")
+	}
+	if err != nil {
+		return clv.Fit{}, "", time.Time{}, err
+	}
+	rows, err := conn.QueryContext(ctx, `SELECT parameter, estimate FROM model_fits WHERE model = ? AND run_id = ?`, model, runID)
+	if err != nil {
+		return clv.Fit{}, "", time.Time{}, err
+	}
+	defer rows.Close()
+	fit := clv.Fit{Model: model, Converged: true}
+	for rows.Next() {
+		var e clv.Estimate
+		if err := rows.Scan(&e.Name, &e.Value); err != nil {
+			return clv.Fit{}, "", time.Time{}, err
+		}
+		fit.Params = append(fit.Params, e)
+	}
+	return fit, runID, asOf, rows.Err()
+}
+
+// fitsOutput writes one model_fits row per parameter (one row naming the failure when a fit produced none).
+func fitsOutput(fits []clv.Fit) output {
+	return output{table: "model_fits", write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
+		var n int64
+		for _, f := range fits {
+			params := f.Params
+			if len(params) == 0 {
+				params = []clv.Estimate{{Name: "none", Value: math.NaN(), StdError: math.NaN()}}
+			}
+			for _, p := range params {
+				_, err := conn.ExecContext(ctx, `INSERT INTO model_fits (as_of, run_id, model, parameter, estimate, std_error,
+					log_likelihood, n_customers, converged, iterations, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					res.AsOf, res.RunID, f.Model, p.Name, nullable(p.Value), nullable(p.StdError), nullable(f.LogLikelihood),
+					f.Customers, f.Converged, f.Iterations, nullString(f.Message))
+				if err != nil {
+					return n, err
+				}
+				n++
+			}
+		}
+		return n, nil
+	}}
+}
+
+func nullable(v float64) any {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return v
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// holdout compares predicted repeat purchases over (as_of, holdout_end] with what happened.
+func (r *Runner) holdout(ctx context.Context, st *scoring, customers []clv.Customer, ids []string, bg clv.BGNBD, unit float64) (output, error) {
+	end, _ := time.Parse(time.DateOnly, r.Config.Scoring.CLV.HoldoutEnd)
+	z := warehouse.Quote(r.Config.Timezone)
+	rows, err := st.conn.QueryContext(ctx, `SELECT customer_id, count(DISTINCT CAST(timezone(`+z+`, order_ts) AS DATE))
+		FROM orders WHERE status = 'completed'
+		  AND order_ts >= timezone(`+z+`, CAST(CAST(? AS DATE) + 1 AS TIMESTAMP))
+		  AND order_ts <  timezone(`+z+`, CAST(CAST(? AS DATE) + 1 AS TIMESTAMP))
+		GROUP BY customer_id`, st.res.AsOf, end)
+	if err != nil {
+		return output{}, err
+	}
+	defer rows.Close()
+	actualByID := map[string]float64{}
+	for rows.Next() {
+		var id string
+		var n float64
+		if err := rows.Scan(&id, &n); err != nil {
+			return output{}, err
+		}
+		actualByID[id] = n
+	}
+	if err := rows.Err(); err != nil {
+		return output{}, err
+	}
+	actual := make([]float64, len(ids))
+	for i, id := range ids {
+		actual[i] = actualByID[id]
+	}
+	days := end.Sub(st.res.AsOf).Hours() / 24
+	groups := clv.Holdout(customers, actual, bg, days/unit)
+	st.res.Holdout = groups
+	return output{table: "clv_holdout", write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
+		for _, g := range groups {
+			if _, err := conn.ExecContext(ctx, `INSERT INTO clv_holdout (as_of, run_id, holdout_end, frequency, customers,
+				expected_mean, actual_mean, mean_abs_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+				res.AsOf, res.RunID, end, g.Group, g.Customers, g.Expected, g.Actual, g.MeanAbsError); err != nil {
+				return 0, err
+			}
+		}
+		return int64(len(groups)), nil
+	}}, nil
+}
+
+func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
+	done := r.step("score value")
+	defer done()
+	if st.clv == nil {
+		return nil, errors.New("needs the clv transform in the same pipeline")
+	}
+	defer st.clv.release()
+	rec, err := value.Score(st.clv.summary, st.clv.clv, st.clv.pAlive, r.Config.Scoring.Value, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	tiers := rec.Column(3).(*array.String)
+	stages := rec.Column(4).(*array.String)
+	for i := 0; i < tiers.Len(); i++ {
+		st.res.TierStage[[2]string{tiers.Value(i), stages.Value(i)}]++
+	}
+	return outputs{arrowOutput("customer_value", rec, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
+		potential_value, value_tier, lifecycle_stage, trend)
+		SELECT CAST(? AS DATE), customer_id, ?, current_value, potential_value, value_tier, lifecycle_stage, trend FROM scored`)}, nil
+}

@@ -1,0 +1,142 @@
+package clv
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ckm-dev/ckm/transforms/arrowutil"
+)
+
+// Params configure CLV.
+type Params struct {
+	TimeUnit           string  `yaml:"time_unit"`            // week (default) or day
+	HorizonMonths      int     `yaml:"horizon_months"`       // default 12
+	MonthlyDiscount    float64 `yaml:"monthly_discount"`     // default 0.01
+	MarginRate         float64 `yaml:"margin_rate"`          // share of revenue that is profit; default 1 (revenue CLV)
+	HoldoutEnd         string  `yaml:"holdout_end"`          // YYYY-MM-DD: also compare predictions with (as_of, holdout_end]
+	MinRepeatCustomers int     `yaml:"min_repeat_customers"` // fewer repeat buyers than this cannot be fitted; default 20
+}
+
+// WithDefaults fills unset parameters.
+func (p Params) WithDefaults() Params {
+	if p.TimeUnit == "" {
+		p.TimeUnit = "week"
+	}
+	if p.HorizonMonths == 0 {
+		p.HorizonMonths = 12
+	}
+	if p.MonthlyDiscount == 0 {
+		p.MonthlyDiscount = 0.01
+	}
+	if p.MarginRate == 0 {
+		p.MarginRate = 1
+	}
+	if p.MinRepeatCustomers == 0 {
+		p.MinRepeatCustomers = 20
+	}
+	return p
+}
+
+// UnitDays is the length of the time unit in days.
+func (p Params) UnitDays() (float64, error) {
+	switch p.TimeUnit {
+	case "week", "":
+		return 7, nil
+	case "day":
+		return 1, nil
+	}
+	return 0, fmt.Errorf("time_unit %q: want week or day", p.TimeUnit)
+}
+
+// ReadCustomers collects ids and summaries from batches with columns customer_id, x, t_x, t_cal, zbar.
+func ReadCustomers(batches []arrow.RecordBatch) ([]string, []Customer, error) {
+	var ids []string
+	var x, tx, T, z []float64
+	var err error
+	for _, b := range batches {
+		if ids, err = arrowutil.Strings(ids, b, "customer_id"); err != nil {
+			return nil, nil, err
+		}
+		for _, c := range []struct {
+			dst  *[]float64
+			name string
+		}{{&x, "x"}, {&tx, "t_x"}, {&T, "t_cal"}, {&z, "zbar"}} {
+			if *c.dst, err = arrowutil.Float64s(*c.dst, b, c.name); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	cs := make([]Customer, len(ids))
+	for i := range cs {
+		cs[i] = Customer{X: x[i], Tx: tx[i], T: T[i], Zbar: z[i]}
+	}
+	return ids, cs, nil
+}
+
+// OutputSchema is the schema of Score's result (customer_clv without as_of and run_id).
+var OutputSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "customer_id", Type: arrow.BinaryTypes.String},
+	{Name: "x", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "t_x", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "t_cal", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "avg_value", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "p_alive", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "expected_purchases", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "expected_avg_value", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "clv", Type: arrow.PrimitiveTypes.Float64},
+}, nil)
+
+// Value is what the models predict for one customer.
+type Value struct {
+	PAlive, ExpectedPurchases, ExpectedAvgValue, CLV float64
+}
+
+// Predict scores one customer: expected purchases over the horizon, and CLV as the sum over
+// months m = 1..H of the purchases expected in month m × expected value × margin rate,
+// discounted by (1 + d)^m, a month being 30 days (lifetimes' customer_lifetime_value).
+func Predict(c Customer, bg BGNBD, gg GammaGamma, p Params) Value {
+	unit, _ := p.UnitDays()
+	month := 30 / unit
+	v := Value{PAlive: bg.PAlive(c), ExpectedAvgValue: gg.ExpectedAverageValue(c)}
+	prev := 0.0
+	for m := 1; m <= p.HorizonMonths; m++ {
+		cum := bg.ExpectedPurchases(c, float64(m)*month)
+		v.CLV += (cum - prev) * v.ExpectedAvgValue * p.MarginRate / math.Pow(1+p.MonthlyDiscount, float64(m))
+		prev = cum
+	}
+	v.ExpectedPurchases = prev
+	return v
+}
+
+// Score predicts every customer of the batches with the given models.
+func Score(batches []arrow.RecordBatch, bg BGNBD, gg GammaGamma, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+	p = p.WithDefaults()
+	if _, err := p.UnitDays(); err != nil {
+		return nil, err
+	}
+	ids, cs, err := ReadCustomers(batches)
+	if err != nil {
+		return nil, err
+	}
+	b := array.NewRecordBuilder(mem, OutputSchema)
+	defer b.Release()
+	b.Reserve(len(ids))
+	b.Field(0).(*array.StringBuilder).AppendValues(ids, nil)
+	f := func(i int) *array.Float64Builder { return b.Field(i).(*array.Float64Builder) }
+	for _, c := range cs {
+		v := Predict(c, bg, gg, p)
+		f(1).Append(c.X)
+		f(2).Append(c.Tx)
+		f(3).Append(c.T)
+		f(4).Append(c.Zbar)
+		f(5).Append(v.PAlive)
+		f(6).Append(v.ExpectedPurchases)
+		f(7).Append(v.ExpectedAvgValue)
+		f(8).Append(v.CLV)
+	}
+	return b.NewRecordBatch(), nil
+}

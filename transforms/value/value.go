@@ -1,0 +1,209 @@
+// Package value places customers in the current × potential value matrix (tiers I–IV) and
+// in a lifecycle stage (exploration, formation, stability, decline).
+package value
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ckm-dev/ckm/transforms/arrowutil"
+)
+
+// Params configure tiers and stages.
+type Params struct {
+	Split       string  `yaml:"split"`        // median (default) or pareto
+	ParetoShare float64 `yaml:"pareto_share"` // pareto: high = the top customers holding this share of the total; default 0.8
+	Current     string  `yaml:"current"`      // amount (default) or margin: what current value sums
+
+	ExplorationDays      int     `yaml:"exploration_days"`      // tenure below this is exploration; default 180
+	ExplorationPurchases int     `yaml:"exploration_purchases"` // this many purchase days or fewer is exploration; default 2
+	DeclinePAlive        float64 `yaml:"decline_p_alive"`       // below this is decline; default 0.5
+	DeclineTrend         float64 `yaml:"decline_trend"`         // trend below this is decline; default 0.7
+	FormationTrend       float64 `yaml:"formation_trend"`       // trend at or above this is formation; default 1.2
+	TrendDays            int     `yaml:"trend_days"`            // trend compares the last this-many days with the ones before; default 180
+}
+
+// WithDefaults fills unset parameters with DESIGN.md's values.
+func (p Params) WithDefaults() Params {
+	def := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if p.Split == "" {
+		p.Split = "median"
+	}
+	if p.Current == "" {
+		p.Current = "amount"
+	}
+	if p.ExplorationDays == 0 {
+		p.ExplorationDays = 180
+	}
+	if p.ExplorationPurchases == 0 {
+		p.ExplorationPurchases = 2
+	}
+	if p.TrendDays == 0 {
+		p.TrendDays = 180
+	}
+	def(&p.ParetoShare, 0.8)
+	def(&p.DeclinePAlive, 0.5)
+	def(&p.DeclineTrend, 0.7)
+	def(&p.FormationTrend, 1.2)
+	return p
+}
+
+// Validate checks the choices.
+func (p Params) Validate() error {
+	if p.Split != "" && p.Split != "median" && p.Split != "pareto" {
+		return fmt.Errorf("split %q: want median or pareto", p.Split)
+	}
+	if p.Current != "" && p.Current != "amount" && p.Current != "margin" {
+		return fmt.Errorf("current %q: want amount or margin", p.Current)
+	}
+	if p.ParetoShare < 0 || p.ParetoShare > 1 {
+		return fmt.Errorf("pareto_share %g: want a share between 0 and 1", p.ParetoShare)
+	}
+	return nil
+}
+
+// Customer is what tiers and stages are decided from.
+type Customer struct {
+	Current, Potential float64 // value in the lookback window; CLV over the horizon
+	Active             bool    // purchased in the lookback window: the population thresholds come from
+	PAlive             float64
+	TenureDays         int     // as_of − first purchase day
+	PurchaseDays       int     // distinct purchase days up to as_of
+	Recent, Before     float64 // amount in the last TrendDays, and in the TrendDays before those
+}
+
+// Trend is (amount recently + 1) / (amount in the period before + 1).
+func Trend(c Customer) float64 { return (c.Recent + 1) / (c.Before + 1) }
+
+// Stage is the customer's lifecycle stage: the first rule that matches.
+func Stage(c Customer, p Params) string {
+	switch t := Trend(c); {
+	case c.TenureDays < p.ExplorationDays || c.PurchaseDays <= p.ExplorationPurchases:
+		return "exploration"
+	case c.PAlive < p.DeclinePAlive || t < p.DeclineTrend:
+		return "decline"
+	case t >= p.FormationTrend:
+		return "formation"
+	}
+	return "stability"
+}
+
+// Tier is IV for high current and high potential value, III high current only, II high
+// potential only, I neither.
+func Tier(highCurrent, highPotential bool) string {
+	switch {
+	case highCurrent && highPotential:
+		return "IV"
+	case highCurrent:
+		return "III"
+	case highPotential:
+		return "II"
+	}
+	return "I"
+}
+
+// Threshold is the value at or above which a customer counts as high, from the active customers' values:
+// their median, or (pareto) the smallest value among the top customers holding share of the total.
+func Threshold(values []float64, split string, share float64) float64 {
+	if len(values) == 0 {
+		return 0
+	}
+	v := slices.Clone(values)
+	slices.Sort(v)
+	if split != "pareto" {
+		n := len(v)
+		if n%2 == 1 {
+			return v[n/2]
+		}
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	total := 0.0
+	for _, x := range v {
+		total += x
+	}
+	cum := 0.0
+	for i := len(v) - 1; i >= 0; i-- {
+		cum += v[i]
+		if cum >= share*total {
+			return v[i]
+		}
+	}
+	return v[0]
+}
+
+// OutputSchema is the schema of Score's result (customer_value without as_of and run_id).
+var OutputSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "customer_id", Type: arrow.BinaryTypes.String},
+	{Name: "current_value", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "potential_value", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "value_tier", Type: arrow.BinaryTypes.String},
+	{Name: "lifecycle_stage", Type: arrow.BinaryTypes.String},
+	{Name: "trend", Type: arrow.PrimitiveTypes.Float64},
+}, nil)
+
+// Score takes batches with columns customer_id, current_value, active, tenure_days,
+// purchase_days, recent_amount, before_amount (from DuckDB) and the potential value and
+// p_alive per customer id (from CLV), and returns tiers and stages.
+func Score(batches []arrow.RecordBatch, potential, pAlive map[string]float64, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+	p = p.WithDefaults()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var ids []string
+	var current, recent, before []float64
+	var active, tenure, days []int64
+	var err error
+	for _, b := range batches {
+		if ids, err = arrowutil.Strings(ids, b, "customer_id"); err != nil {
+			return nil, err
+		}
+		for _, c := range []struct {
+			dst  *[]float64
+			name string
+		}{{&current, "current_value"}, {&recent, "recent_amount"}, {&before, "before_amount"}} {
+			if *c.dst, err = arrowutil.Float64s(*c.dst, b, c.name); err != nil {
+				return nil, err
+			}
+		}
+		for _, c := range []struct {
+			dst  *[]int64
+			name string
+		}{{&active, "active"}, {&tenure, "tenure_days"}, {&days, "purchase_days"}} {
+			if *c.dst, err = arrowutil.Int64s(*c.dst, b, c.name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	cs := make([]Customer, len(ids))
+	var activeCur, activePot []float64
+	for i, id := range ids {
+		cs[i] = Customer{Current: current[i], Potential: potential[id], Active: active[i] == 1, PAlive: pAlive[id],
+			TenureDays: int(tenure[i]), PurchaseDays: int(days[i]), Recent: recent[i], Before: before[i]}
+		if cs[i].Active {
+			activeCur = append(activeCur, cs[i].Current)
+			activePot = append(activePot, cs[i].Potential)
+		}
+	}
+	curT := Threshold(activeCur, p.Split, p.ParetoShare)
+	potT := Threshold(activePot, p.Split, p.ParetoShare)
+	b := array.NewRecordBuilder(mem, OutputSchema)
+	defer b.Release()
+	b.Reserve(len(ids))
+	for i, c := range cs {
+		b.Field(0).(*array.StringBuilder).Append(ids[i])
+		b.Field(1).(*array.Float64Builder).Append(c.Current)
+		b.Field(2).(*array.Float64Builder).Append(c.Potential)
+		b.Field(3).(*array.StringBuilder).Append(Tier(len(activeCur) > 0 && c.Current >= curT, len(activePot) > 0 && c.Potential >= potT))
+		b.Field(4).(*array.StringBuilder).Append(Stage(c, p))
+		b.Field(5).(*array.Float64Builder).Append(Trend(c))
+	}
+	return b.NewRecordBatch(), nil
+}

@@ -1,0 +1,247 @@
+// Package warehouse owns the embedded DuckDB file: opening it with safe settings,
+// migrating its schema, and the single writer connection that runs every transaction.
+package warehouse
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	duckdb "github.com/duckdb/duckdb-go/v2"
+)
+
+// Options configure how the warehouse file is opened.
+type Options struct {
+	Path        string // DuckDB file; its directory also holds extensions and temp files
+	MemoryLimit string // DuckDB memory_limit, e.g. "4GB"; empty keeps DuckDB's default
+	Threads     int    // 0 keeps DuckDB's default (all cores)
+	ReadOnly    bool
+}
+
+// Warehouse is an open DuckDB database.
+type Warehouse struct {
+	db   *sql.DB
+	path string
+}
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Open opens (creating if needed) the DuckDB file and, unless read-only, applies pending migrations.
+func Open(ctx context.Context, opts Options) (*Warehouse, error) {
+	if opts.Path == "" {
+		return nil, errors.New("open warehouse: no path configured")
+	}
+	dir := filepath.Dir(opts.Path)
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
+		}
+	} else if _, err := os.Stat(opts.Path); err != nil {
+		return nil, fmt.Errorf("open warehouse %s read-only: %w (run `ckm run` first)", opts.Path, err)
+	}
+	dsn, err := dsnFor(opts)
+	if err != nil {
+		return nil, err
+	}
+	connector, err := duckdb.NewConnector(dsn, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
+	}
+	db := sql.OpenDB(connector)
+	w := &Warehouse{db: db, path: opts.Path}
+	if !opts.ReadOnly {
+		if err := w.migrate(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// dsnFor turns options into a DuckDB DSN. Extension autoloading is off and the extension
+// directory sits next to the warehouse so nothing is fetched from the network or written to $HOME.
+func dsnFor(opts Options) (string, error) {
+	abs, err := filepath.Abs(opts.Path)
+	if err != nil {
+		return "", fmt.Errorf("warehouse path %s: %w", opts.Path, err)
+	}
+	dir := filepath.Dir(abs)
+	q := url.Values{}
+	q.Set("autoload_known_extensions", "false")
+	q.Set("autoinstall_known_extensions", "false")
+	q.Set("extension_directory", filepath.Join(dir, ".duckdb_extensions"))
+	q.Set("temp_directory", filepath.Join(dir, ".duckdb_tmp"))
+	if opts.MemoryLimit != "" {
+		q.Set("memory_limit", opts.MemoryLimit)
+	}
+	if opts.Threads > 0 {
+		q.Set("threads", strconv.Itoa(opts.Threads))
+	}
+	if opts.ReadOnly {
+		q.Set("access_mode", "read_only")
+	}
+	return abs + "?" + q.Encode(), nil
+}
+
+// Path is the DuckDB file.
+func (w *Warehouse) Path() string { return w.path }
+
+// DB is the connection pool, for read queries.
+func (w *Warehouse) DB() *sql.DB { return w.db }
+
+// Close closes the database and checkpoints its WAL.
+func (w *Warehouse) Close() error { return w.db.Close() }
+
+// Conn reserves one connection: temp tables, registered Arrow views and explicit
+// transactions all live on a single connection, so every write goes through one.
+func (w *Warehouse) Conn(ctx context.Context) (*Conn, error) {
+	c, err := w.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse connection: %w", err)
+	}
+	return &Conn{Conn: c}, nil
+}
+
+// Conn is one DuckDB connection with explicit transactions and Arrow access.
+type Conn struct {
+	*sql.Conn
+}
+
+// Tx runs fn inside BEGIN … COMMIT, rolling back when fn fails or ctx ends.
+// DuckDB's WAL makes the commit all-or-nothing even if the process dies mid-way.
+func (c *Conn) Tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	if _, err := c.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			// The context may already be cancelled; the rollback must still run.
+			if _, rbErr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+			}
+		}
+	}()
+	if err = fn(ctx); err != nil {
+		return err
+	}
+	if _, err = c.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// ArrowQuery runs a query and streams its result as Arrow record batches.
+// The caller must Release the reader.
+func (c *Conn) ArrowQuery(ctx context.Context, query string, args ...any) (array.RecordReader, error) {
+	var rr array.RecordReader
+	err := c.Raw(func(dc any) error {
+		a, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
+		if err != nil {
+			return err
+		}
+		rr, err = a.QueryContext(ctx, query, args...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("arrow query: %w", err)
+	}
+	return rr, nil
+}
+
+// RegisterArrow exposes record batches to SQL as a view called name on this connection.
+// release must be called once the view has been consumed.
+func (c *Conn) RegisterArrow(reader array.RecordReader, name string) (release func(), err error) {
+	err = c.Raw(func(dc any) error {
+		a, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
+		if err != nil {
+			return err
+		}
+		release, err = a.RegisterView(reader, name)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("register arrow view %s: %w", name, err)
+	}
+	return release, nil
+}
+
+// migrate applies, in order, each migrations/NNN_name.sql not yet recorded in schema_migrations,
+// each in its own transaction.
+func (w *Warehouse) migrate(ctx context.Context) error {
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate %s: %w", w.path, err)
+	}
+	var current int
+	if err := conn.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("migrate %s: read version: %w", w.path, err)
+	}
+	migrations, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	for _, m := range migrations {
+		if m.version <= current {
+			continue
+		}
+		err := conn.Tx(ctx, func(ctx context.Context) error {
+			if _, err := conn.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := conn.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (?, ?)`, m.version, m.name)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate %s to version %d (%s): %w", w.path, m.version, m.name, err)
+		}
+	}
+	return nil
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+	var out []migration
+	for _, e := range entries {
+		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration file %s: want NNN_name.sql", e.Name())
+		}
+		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		out = append(out, migration{version: version, name: name, sql: string(body)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	return out, nil
+}
+
+// Quote quotes an SQL string literal.
+func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
