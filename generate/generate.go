@@ -162,8 +162,19 @@ func Write(dir string, p Params) (Summary, error) {
 		first := p.Start.Add(time.Duration(birth * 7 * 24 * float64(time.Hour)))
 		var purchases []time.Time
 		for t := birth; t <= weeks; t += rng.ExpFloat64() / lambda {
-			purchases = append(purchases, p.Start.Add(time.Duration(t*7*24*float64(time.Hour))))
-			if rng.Float64() < drop {
+			ts := p.Start.Add(time.Duration(t * float64(week)))
+			if n := len(purchases); n > 0 && sameDay(ts, purchases[n-1], loc) {
+				// Models count purchase days, so a second purchase on one calendar day moves to the
+				// next day: merging it instead would undercount heavy buyers and bias the fitted α.
+				y, m, d := purchases[n-1].In(loc).Date()
+				ts = time.Date(y, m, d+1, 0, 0, 0, 0, loc).Add(time.Duration(rng.Float64() * float64(24*time.Hour)))
+				if t = float64(ts.Sub(p.Start)) / float64(week); t > weeks {
+					break
+				}
+			}
+			purchases = append(purchases, ts)
+			// BG/NBD: a customer may drop out after each repeat purchase, never right after the first.
+			if len(purchases) > 1 && rng.Float64() < drop {
 				break
 			}
 		}
@@ -373,6 +384,14 @@ func writeFeedback(w *bufio.Writer, rng *rand.Rand, seq *int, id string, key boo
 		}
 	}
 	return n
+}
+
+const week = 7 * 24 * time.Hour
+
+func sameDay(a, b time.Time, loc *time.Location) bool {
+	ya, ma, da := a.In(loc).Date()
+	yb, mb, db := b.In(loc).Date()
+	return ya == yb && ma == mb && da == db
 }
 
 func poisson(rng *rand.Rand, mean float64) int {

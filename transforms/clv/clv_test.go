@@ -15,9 +15,9 @@ import (
 // cdnowSummary reads the published CDNOW calibration summary (x, t_x, T in weeks, zbar).
 func cdnowSummary(t *testing.T) []Customer {
 	_, file, _, _ := runtime.Caller(0)
-	path := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data", "cdnow", "cdnow_customers_summary_with_transactions.csv")
+	path := filepath.Join(filepath.Dir(file), "..", "..", "examples", "cdnow", "cdnow_customers_summary_with_transactions.csv")
 	f, err := os.Open(path)
-	require.NoError(t, err, "CI runs with ../shared beside the repository")
+	require.NoError(t, err)
 	defer f.Close()
 	rows, err := csv.NewReader(f).ReadAll()
 	require.NoError(t, err)
