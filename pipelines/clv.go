@@ -65,6 +65,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	batches, release, err := arrowBatches(ctx, st.conn, CustomerSummarySQL(r.Config.Timezone, st.res.AsOf, unit,
 		r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current))
 	if err != nil {
@@ -75,6 +76,8 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.res.CLVStats.Summary = time.Since(start)
+	start = time.Now()
 	tuples := clv.Compress(customers)
 	st.log.Info("fitting CLV models", "customers", len(customers), "distinct_histories", len(tuples))
 
@@ -88,6 +91,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.res.CLVStats = CLVStats{Customers: len(customers), Tuples: len(tuples), Summary: st.res.CLVStats.Summary, Fit: time.Since(start)}
 	rec, err := clv.Score(batches, bgUse.BGNBD(), ggUse.GammaGamma(), p, memory.DefaultAllocator)
 	if err != nil {
 		return nil, err

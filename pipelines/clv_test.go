@@ -131,4 +131,3 @@ func TestFailedFitFallsBackToLastGoodFit(t *testing.T) {
 	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM customer_clv WHERE as_of = DATE '2024-01-14' AND clv > 0`).Scan(&scored))
 	require.Greater(t, scored, 10)
 }
-

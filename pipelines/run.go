@@ -49,11 +49,18 @@ type Result struct {
 	Customers int64            // customers scored
 	Segments  map[string]int64 // RFM segment → customers
 	Fits      []clv.Fit        // CLV model fits attempted in this run
+	CLVStats  CLVStats
 	Holdout   []clv.HoldoutGroup
 	TierStage map[[2]string]int64 // (value tier, lifecycle stage) → customers
 	Warnings  []string
 	RowsOut   int64
 	Elapsed   time.Duration
+}
+
+// CLVStats shows where CLV time goes: fitting works on distinct histories, not on orders.
+type CLVStats struct {
+	Customers, Tuples int
+	Summary, Fit      time.Duration
 }
 
 // Runner runs pipelines against one open warehouse.

@@ -50,6 +50,14 @@ func TestBGNBDReproducesPublishedCDNOWFit(t *testing.T) {
 	within(t, 2.4258881, fit.Param("b"), 0.005, "b")
 	require.InDelta(t, -9582.429, fit.LogLikelihood, 0.05)
 	require.Equal(t, 2357, fit.Customers)
+	// Standard errors published with the fit (Fader, Hardie & Lee 2005, table 1).
+	for name, se := range map[string]float64{"r": 0.0125, "alpha": 0.3781, "a": 0.1857, "b": 0.7052} {
+		for _, p := range fit.Params {
+			if p.Name == name {
+				within(t, se, p.StdError, 0.01, name+" standard error")
+			}
+		}
+	}
 	for _, p := range fit.Params {
 		require.Greater(t, p.StdError, 0.0, p.Name)
 		require.Less(t, p.StdError, p.Value, "%s: a standard error larger than the estimate would mean the fit is not identified", p.Name)

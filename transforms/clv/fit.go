@@ -6,7 +6,6 @@ import (
 	"math"
 	"sort"
 
-	"gonum.org/v1/gonum/diff/fd"
 	"gonum.org/v1/gonum/mat"
 	"gonum.org/v1/gonum/optimize"
 )
@@ -18,7 +17,8 @@ type Tuple struct {
 }
 
 // Compress merges identical summaries into weighted tuples, so fitting costs grow with the
-// number of distinct histories, not with customers or orders.
+// number of distinct histories, not with customers or orders. Each model compresses on the
+// fields its likelihood reads (BG/NBD ignores zbar), which FitBGNBD and FitGammaGamma do themselves.
 func Compress(cs []Customer) []Tuple {
 	idx := make(map[Customer]int, len(cs)/4)
 	var out []Tuple
@@ -43,6 +43,25 @@ func Compress(cs []Customer) []Tuple {
 		}
 		return a.Zbar < b.Zbar
 	})
+	return out
+}
+
+// recompress merges tuples after keep has cleared the fields a model does not read.
+func recompress(tuples []Tuple, keep func(Customer) (Customer, bool)) []Tuple {
+	idx := make(map[Customer]int, len(tuples))
+	var out []Tuple
+	for _, t := range tuples {
+		c, ok := keep(t.Customer)
+		if !ok {
+			continue
+		}
+		if i, seen := idx[c]; seen {
+			out[i].Weight += t.Weight
+			continue
+		}
+		idx[c] = len(out)
+		out = append(out, Tuple{Customer: c, Weight: t.Weight})
+	}
 	return out
 }
 
@@ -89,6 +108,7 @@ var ErrDegenerate = errors.New("degenerate input")
 
 // FitBGNBD fits r, α, a, b to all customers.
 func FitBGNBD(tuples []Tuple, minRepeat int) (Fit, error) {
+	tuples = recompress(tuples, func(c Customer) (Customer, bool) { c.Zbar = 0; return c, true })
 	n, repeat := 0.0, 0.0
 	meanT := 0.0
 	for _, t := range tuples {
@@ -104,31 +124,16 @@ func FitBGNBD(tuples []Tuple, minRepeat int) (Fit, error) {
 	}
 	meanT /= n
 	// Optimised in log space so every parameter stays positive.
-	natural := func(theta []float64) BGNBD {
-		return BGNBD{R: math.Exp(theta[0]), Alpha: math.Exp(theta[1]), A: math.Exp(theta[2]), B: math.Exp(theta[3])}
-	}
-	negLL := func(m BGNBD) float64 {
-		s := 0.0
-		for _, t := range tuples {
-			s += t.Weight * m.LogLikelihood(t.Customer)
-		}
-		return -s
-	}
-	start := []float64{0, math.Log(math.Max(meanT, 1e-3)), 0, 0}
-	theta, res, err := minimize(func(th []float64) float64 { return negLL(natural(th)) / n }, start)
+	obj := bgnbdObjective(tuples)
+	theta, res, err := minimize(obj, []float64{0, math.Log(math.Max(meanT, 1e-3)), 0, 0})
 	fit.Iterations = res.MajorIterations
 	if err != nil {
 		fit.Message = err.Error()
 	}
-	m := natural(theta)
-	fit.LogLikelihood = -negLL(m)
+	m := BGNBD{R: math.Exp(theta[0]), Alpha: math.Exp(theta[1]), A: math.Exp(theta[2]), B: math.Exp(theta[3])}
+	fit.LogLikelihood = -obj(theta, nil) * n
 	fit.Converged = err == nil && !math.IsNaN(fit.LogLikelihood)
-	se := standardErrors(func(p []float64) float64 {
-		if p[0] <= 0 || p[1] <= 0 || p[2] <= 0 || p[3] <= 0 {
-			return math.Inf(1)
-		}
-		return negLL(BGNBD{R: p[0], Alpha: p[1], A: p[2], B: p[3]})
-	}, []float64{m.R, m.Alpha, m.A, m.B})
+	se := standardErrors(obj, theta, n, []float64{m.R, m.Alpha, m.A, m.B})
 	fit.Params = []Estimate{{"r", m.R, se[0]}, {"alpha", m.Alpha, se[1]}, {"a", m.A, se[2]}, {"b", m.B, se[3]}}
 	return fit, nil
 }
@@ -136,61 +141,44 @@ func FitBGNBD(tuples []Tuple, minRepeat int) (Fit, error) {
 // FitGammaGamma fits p, q, γ to the repeat customers with positive average spend, keeping q > 1
 // so the expected spend exists.
 func FitGammaGamma(tuples []Tuple, minRepeat int) (Fit, error) {
-	var rep []Tuple
+	rep := recompress(tuples, func(c Customer) (Customer, bool) {
+		return Customer{X: c.X, Zbar: c.Zbar}, c.X > 0 && c.Zbar > 0
+	})
 	n := 0.0
-	for _, t := range tuples {
-		if t.X > 0 && t.Zbar > 0 {
-			rep = append(rep, t)
-			n += t.Weight
-		}
+	for _, t := range rep {
+		n += t.Weight
 	}
 	fit := Fit{Model: "gamma_gamma", Customers: int(n)}
 	if int(n) < minRepeat {
 		return fit, fmt.Errorf("%w: %d repeat customers with positive spend, at least %d needed to fit Gamma-Gamma", ErrDegenerate, int(n), minRepeat)
-	}
-	natural := func(theta []float64) GammaGamma {
-		return GammaGamma{P: math.Exp(theta[0]), Q: 1 + math.Exp(theta[1]), Gamma: math.Exp(theta[2])}
-	}
-	negLL := func(m GammaGamma) float64 {
-		s := 0.0
-		for _, t := range rep {
-			s += t.Weight * m.LogLikelihood(t.Customer)
-		}
-		return -s
 	}
 	meanZ := 0.0
 	for _, t := range rep {
 		meanZ += t.Weight * t.Zbar
 	}
 	meanZ /= n
-	// Start where the population mean spend p·γ/(q−1) equals the observed mean.
-	start := []float64{0, 0, math.Log(meanZ)}
-	theta, res, err := minimize(func(th []float64) float64 { return negLL(natural(th)) / n }, start)
+	// Optimised over (ln p, ln(q−1), ln γ): positive, with q > 1 so the expected spend exists.
+	// The start puts the population mean spend p·γ/(q−1) at the observed mean.
+	obj := gammaGammaObjective(rep)
+	theta, res, err := minimize(obj, []float64{0, 0, math.Log(meanZ)})
 	fit.Iterations = res.MajorIterations
 	if err != nil {
 		fit.Message = err.Error()
 	}
-	m := natural(theta)
-	fit.LogLikelihood = -negLL(m)
+	m := GammaGamma{P: math.Exp(theta[0]), Q: 1 + math.Exp(theta[1]), Gamma: math.Exp(theta[2])}
+	fit.LogLikelihood = -obj(theta, nil) * n
 	fit.Converged = err == nil && !math.IsNaN(fit.LogLikelihood)
-	se := standardErrors(func(p []float64) float64 {
-		if p[0] <= 0 || p[1] <= 1 || p[2] <= 0 {
-			return math.Inf(1)
-		}
-		return negLL(GammaGamma{P: p[0], Q: p[1], Gamma: p[2]})
-	}, []float64{m.P, m.Q, m.Gamma})
+	se := standardErrors(obj, theta, n, []float64{m.P, m.Q - 1, m.Gamma})
 	fit.Params = []Estimate{{"p", m.P, se[0]}, {"q", m.Q, se[1]}, {"gamma", m.Gamma, se[2]}}
 	return fit, nil
 }
 
-// minimize runs BFGS with central-difference gradients; the objective is a per-customer mean,
-// so its scale, and the convergence threshold, do not depend on the population size.
-func minimize(f func([]float64) float64, start []float64) ([]float64, *optimize.Result, error) {
+// minimize runs BFGS with the objective's analytic gradient. The objective is a per-customer
+// mean, so its scale, and the convergence threshold, do not depend on the population size.
+func minimize(obj objective, start []float64) ([]float64, *optimize.Result, error) {
 	p := optimize.Problem{
-		Func: f,
-		Grad: func(grad, x []float64) {
-			fd.Gradient(grad, f, x, &fd.Settings{Formula: fd.Central, Step: 1e-6})
-		},
+		Func: func(x []float64) float64 { return obj(x, nil) },
+		Grad: func(grad, x []float64) { obj(x, grad) },
 	}
 	settings := &optimize.Settings{GradientThreshold: 1e-7, MajorIterations: 500}
 	res, err := optimize.Minimize(p, start, settings, &optimize.BFGS{})
@@ -207,41 +195,47 @@ func minimize(f func([]float64) float64, start []float64) ([]float64, *optimize.
 	return res.X, res, fmt.Errorf("optimiser stopped without converging: %s after %d iterations", res.Status, res.MajorIterations)
 }
 
-// standardErrors are the square roots of the diagonal of the inverse Hessian of negLL at the
-// optimum, in natural parameters.
-func standardErrors(negLL func([]float64) float64, at []float64) []float64 {
-	k := len(at)
+// standardErrors are the square roots of the diagonal of the inverse Hessian of the negative
+// log-likelihood at the optimum, in natural parameters. The Hessian is taken in the optimiser's
+// log-parameters by central differences of the analytic gradient, then carried over by the delta
+// method (exact at the optimum, where the gradient vanishes): se_i = jac_i · √(H⁻¹)_ii with
+// jac_i = ∂φ_i/∂θ_i (φ_i itself for φ = e^θ, q − 1 for q = 1 + e^θ). n undoes the objective's mean.
+func standardErrors(obj objective, theta []float64, n float64, jac []float64) []float64 {
+	k := len(theta)
 	out := make([]float64, k)
-	h := mat.NewSymDense(k, nil)
-	steps := make([]float64, k)
-	for i, v := range at {
-		steps[i] = 1e-4 * math.Max(math.Abs(v), 1e-3)
+	for i := range out {
+		out[i] = math.NaN()
 	}
-	// Scale each coordinate so one finite-difference step size suits parameters of any magnitude.
-	scaled := func(u []float64) float64 {
-		p := make([]float64, k)
-		for i := range u {
-			p[i] = at[i] + u[i]*steps[i]
+	const h = 1e-4
+	h2 := mat.NewDense(k, k, nil)
+	plus, minus := make([]float64, k), make([]float64, k)
+	at := make([]float64, k)
+	for j := 0; j < k; j++ {
+		copy(at, theta)
+		at[j] = theta[j] + h
+		obj(at, plus)
+		at[j] = theta[j] - h
+		obj(at, minus)
+		for i := 0; i < k; i++ {
+			h2.Set(i, j, n*(plus[i]-minus[i])/(2*h))
 		}
-		return negLL(p)
 	}
-	fd.Hessian(h, scaled, make([]float64, k), &fd.Settings{Formula: fd.Central, Step: 1})
+	sym := mat.NewSymDense(k, nil)
+	for i := 0; i < k; i++ {
+		for j := i; j < k; j++ {
+			sym.SetSym(i, j, (h2.At(i, j)+h2.At(j, i))/2)
+		}
+	}
 	var chol mat.Cholesky
-	if !chol.Factorize(h) {
-		for i := range out {
-			out[i] = math.NaN()
-		}
-		return out
+	if !chol.Factorize(sym) {
+		return out // not positive definite: the fit is not at a proper maximum
 	}
 	var inv mat.SymDense
 	if err := chol.InverseTo(&inv); err != nil {
-		for i := range out {
-			out[i] = math.NaN()
-		}
 		return out
 	}
 	for i := range out {
-		out[i] = math.Sqrt(inv.At(i, i)) * steps[i]
+		out[i] = jac[i] * math.Sqrt(inv.At(i, i))
 	}
 	return out
 }

@@ -95,24 +95,38 @@ type Value struct {
 	PAlive, ExpectedPurchases, ExpectedAvgValue, CLV float64
 }
 
+// purchases is what BG/NBD predicts from a purchase history (x, t_x, T) alone.
+type purchases struct {
+	pAlive, expected float64
+	discounted       float64 // Σ months m of the purchases expected in month m / (1 + d)^m
+}
+
+func predictPurchases(c Customer, bg BGNBD, p Params) purchases {
+	unit, _ := p.UnitDays()
+	month := 30 / unit
+	out := purchases{pAlive: bg.PAlive(c)}
+	prev := 0.0
+	for m := 1; m <= p.HorizonMonths; m++ {
+		cum := bg.ExpectedPurchases(c, float64(m)*month)
+		out.discounted += (cum - prev) / math.Pow(1+p.MonthlyDiscount, float64(m))
+		prev = cum
+	}
+	out.expected = prev
+	return out
+}
+
 // Predict scores one customer: expected purchases over the horizon, and CLV as the sum over
 // months m = 1..H of the purchases expected in month m × expected value × margin rate,
 // discounted by (1 + d)^m, a month being 30 days (lifetimes' customer_lifetime_value).
 func Predict(c Customer, bg BGNBD, gg GammaGamma, p Params) Value {
-	unit, _ := p.UnitDays()
-	month := 30 / unit
-	v := Value{PAlive: bg.PAlive(c), ExpectedAvgValue: gg.ExpectedAverageValue(c)}
-	prev := 0.0
-	for m := 1; m <= p.HorizonMonths; m++ {
-		cum := bg.ExpectedPurchases(c, float64(m)*month)
-		v.CLV += (cum - prev) * v.ExpectedAvgValue * p.MarginRate / math.Pow(1+p.MonthlyDiscount, float64(m))
-		prev = cum
-	}
-	v.ExpectedPurchases = prev
+	pp := predictPurchases(c, bg, p)
+	v := Value{PAlive: pp.pAlive, ExpectedPurchases: pp.expected, ExpectedAvgValue: gg.ExpectedAverageValue(c)}
+	v.CLV = pp.discounted * v.ExpectedAvgValue * p.MarginRate
 	return v
 }
 
-// Score predicts every customer of the batches with the given models.
+// Score predicts every customer of the batches with the given models. The purchase predictions
+// (a dozen hypergeometric functions each) are computed once per distinct history, on all cores.
 func Score(batches []arrow.RecordBatch, bg BGNBD, gg GammaGamma, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
 	p = p.WithDefaults()
 	if _, err := p.UnitDays(); err != nil {
@@ -122,21 +136,33 @@ func Score(batches []arrow.RecordBatch, bg BGNBD, gg GammaGamma, p Params, mem m
 	if err != nil {
 		return nil, err
 	}
+	histories := recompress(Compress(cs), func(c Customer) (Customer, bool) { c.Zbar = 0; return c, true })
+	predicted := make([]purchases, len(histories))
+	parallelSum(len(histories), 0, func(lo, hi int, _ []float64) {
+		for i := lo; i < hi; i++ {
+			predicted[i] = predictPurchases(histories[i].Customer, bg, p)
+		}
+	})
+	byHistory := make(map[Customer]*purchases, len(histories))
+	for i := range histories {
+		byHistory[histories[i].Customer] = &predicted[i]
+	}
 	b := array.NewRecordBuilder(mem, OutputSchema)
 	defer b.Release()
 	b.Reserve(len(ids))
 	b.Field(0).(*array.StringBuilder).AppendValues(ids, nil)
 	f := func(i int) *array.Float64Builder { return b.Field(i).(*array.Float64Builder) }
 	for _, c := range cs {
-		v := Predict(c, bg, gg, p)
+		pp := byHistory[Customer{X: c.X, Tx: c.Tx, T: c.T}]
+		value := gg.ExpectedAverageValue(c)
 		f(1).Append(c.X)
 		f(2).Append(c.Tx)
 		f(3).Append(c.T)
 		f(4).Append(c.Zbar)
-		f(5).Append(v.PAlive)
-		f(6).Append(v.ExpectedPurchases)
-		f(7).Append(v.ExpectedAvgValue)
-		f(8).Append(v.CLV)
+		f(5).Append(pp.pAlive)
+		f(6).Append(pp.expected)
+		f(7).Append(value)
+		f(8).Append(pp.discounted * value * p.MarginRate)
 	}
 	return b.NewRecordBatch(), nil
 }
