@@ -46,5 +46,6 @@ func (a *app) benchCmd() *cobra.Command {
 	f.StringVar(&opts.MemoryLimit, "memory-limit", opts.MemoryLimit, "DuckDB memory_limit for the bench warehouse")
 	f.IntVar(&opts.Threads, "threads", 0, "DuckDB threads (0: all cores)")
 	f.IntVar(&opts.Repeat, "repeat", opts.Repeat, "repetitions; the fastest of each is reported")
+	f.Float64Var(&opts.Alpha, "alpha", 10, "BG/NBD α of the generated data: lower gives more orders per customer (data is generated once per --dir)")
 	return cmd
 }

@@ -25,6 +25,7 @@ type BenchOptions struct {
 	MemoryLimit string
 	Threads     int
 	Repeat      int
+	Alpha       float64 // BG/NBD α of the generated data; lower means more orders per customer (0: 10)
 	Log         *slog.Logger
 }
 
@@ -44,12 +45,15 @@ type BenchReport struct {
 	MemoryAllowed     int64
 }
 
-// BenchParams make about 15 orders per customer over three years.
-func BenchParams(customers int, seed uint64) generate.Params {
+// BenchParams make about 15 orders per customer over three years at alpha 10.
+func BenchParams(customers int, seed uint64, alpha float64) generate.Params {
+	if alpha == 0 {
+		alpha = 10
+	}
 	p := generate.Defaults()
 	p.Customers, p.Seed = customers, seed
 	p.Start, p.End = time.Date(2023, 7, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)
-	p.R, p.Alpha, p.A, p.B = 3, 10, 0.5, 8
+	p.R, p.Alpha, p.A, p.B = 3, alpha, 0.5, 8
 	return p
 }
 
@@ -87,7 +91,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	ordersFile := filepath.Join(dataDir, "orders.csv")
 	if _, err := os.Stat(ordersFile); err != nil {
 		o.Log.Info("generating bench data", "customers", o.Customers, "dir", dataDir)
-		if _, err := generate.Write(dataDir, BenchParams(o.Customers, o.Seed)); err != nil {
+		if _, err := generate.Write(dataDir, BenchParams(o.Customers, o.Seed, o.Alpha)); err != nil {
 			return nil, err
 		}
 	}

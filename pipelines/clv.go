@@ -66,34 +66,61 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	start := time.Now()
-	batches, release, err := arrowBatches(ctx, st.conn, CustomerSummarySQL(r.Config.Timezone, st.res.AsOf, unit,
-		r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current))
+	// The summary is materialised once; DuckDB then groups it into the distinct histories the
+	// fits and predictions work on, and numbers them so Go can index predictions without maps.
+	setup := []string{
+		"CREATE OR REPLACE TEMP TABLE clv_summary AS " + CustomerSummarySQL(r.Config.Timezone, st.res.AsOf, unit,
+			r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current),
+		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
+			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary GROUP BY x, t_x, t_cal`,
+	}
+	for _, q := range setup {
+		if _, err := st.conn.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("customer summary: %w", err)
+		}
+	}
+	defer st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.clv_summary; DROP TABLE IF EXISTS temp.clv_histories")
+	histories, err := queryTuples(ctx, st.conn, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
+	if err != nil {
+		return nil, err
+	}
+	spend, err := queryTuples(ctx, st.conn, `SELECT x, zbar, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary
+		WHERE x > 0 AND zbar > 0 GROUP BY x, zbar ORDER BY x, zbar`)
+	if err != nil {
+		return nil, err
+	}
+	batches, release, err := arrowBatches(ctx, st.conn, `SELECT s.*, h.history FROM clv_summary s JOIN clv_histories h USING (x, t_x, t_cal)`)
 	if err != nil {
 		return nil, fmt.Errorf("customer summary: %w", err)
 	}
 	st.clv = &clvState{summary: batches, release: release}
-	ids, customers, err := clv.ReadCustomers(batches)
-	if err != nil {
-		return nil, err
-	}
 	st.res.CLVStats.Summary = time.Since(start)
-	start = time.Now()
-	tuples := clv.Compress(customers)
-	st.log.Info("fitting CLV models", "customers", len(customers), "distinct_histories", len(tuples))
 
-	bgFit, bgErr := clv.FitBGNBD(tuples, p.MinRepeatCustomers)
+	start = time.Now()
+	st.log.Info("fitting CLV models", "histories", len(histories), "spend_tuples", len(spend))
+	bgFit, bgErr := clv.FitBGNBD(histories, p.MinRepeatCustomers)
 	bgUse, bgFit, err := r.usableFit(ctx, st, bgFit, bgErr)
 	if err != nil {
 		return nil, err
 	}
-	ggFit, ggErr := clv.FitGammaGamma(tuples, p.MinRepeatCustomers)
+	ggFit, ggErr := clv.FitGammaGamma(spend, p.MinRepeatCustomers)
 	ggUse, ggFit, err := r.usableFit(ctx, st, ggFit, ggErr)
 	if err != nil {
 		return nil, err
 	}
-	st.res.CLVStats = CLVStats{Customers: len(customers), Tuples: len(tuples), Summary: st.res.CLVStats.Summary, Fit: time.Since(start)}
-	rec, err := clv.Score(batches, bgUse.BGNBD(), ggUse.GammaGamma(), p, memory.DefaultAllocator)
+	st.res.CLVStats.Tuples, st.res.CLVStats.Fit = len(histories), time.Since(start)
+	byHistory := make([]clv.Customer, len(histories))
+	for i, h := range histories {
+		byHistory[i] = h.Customer
+	}
+	rec, err := clv.Score(batches, byHistory, bgUse.BGNBD(), ggUse.GammaGamma(), p, memory.DefaultAllocator)
 	if err != nil {
+		return nil, err
+	}
+	st.res.CLVStats.Customers = int(rec.NumRows())
+	ids, customers, err := clv.ReadCustomers(batches)
+	if err != nil {
+		rec.Release()
 		return nil, err
 	}
 	st.clv.clv = make(map[string]float64, len(ids))
@@ -120,6 +147,16 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		outs = append(outs, h)
 	}
 	return outs, nil
+}
+
+// queryTuples reads weighted tuples (see clv.ReadTuples) from a query.
+func queryTuples(ctx context.Context, conn *warehouse.Conn, query string) ([]clv.Tuple, error) {
+	batches, release, err := arrowBatches(ctx, conn, query)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return clv.ReadTuples(batches)
 }
 
 // usableFit returns the fit to score with — this run's when it converged, otherwise the

@@ -17,8 +17,8 @@ type Tuple struct {
 }
 
 // Compress merges identical summaries into weighted tuples, so fitting costs grow with the
-// number of distinct histories, not with customers or orders. Each model compresses on the
-// fields its likelihood reads (BG/NBD ignores zbar), which FitBGNBD and FitGammaGamma do themselves.
+// number of distinct histories, not with customers or orders. (The pipeline has DuckDB group
+// them instead; this is for summaries already in Go.)
 func Compress(cs []Customer) []Tuple {
 	idx := make(map[Customer]int, len(cs)/4)
 	var out []Tuple
@@ -43,25 +43,6 @@ func Compress(cs []Customer) []Tuple {
 		}
 		return a.Zbar < b.Zbar
 	})
-	return out
-}
-
-// recompress merges tuples after keep has cleared the fields a model does not read.
-func recompress(tuples []Tuple, keep func(Customer) (Customer, bool)) []Tuple {
-	idx := make(map[Customer]int, len(tuples))
-	var out []Tuple
-	for _, t := range tuples {
-		c, ok := keep(t.Customer)
-		if !ok {
-			continue
-		}
-		if i, seen := idx[c]; seen {
-			out[i].Weight += t.Weight
-			continue
-		}
-		idx[c] = len(out)
-		out = append(out, Tuple{Customer: c, Weight: t.Weight})
-	}
 	return out
 }
 
@@ -106,9 +87,8 @@ func (f Fit) GammaGamma() GammaGamma {
 // ErrDegenerate says the data cannot identify the model.
 var ErrDegenerate = errors.New("degenerate input")
 
-// FitBGNBD fits r, α, a, b to all customers.
+// FitBGNBD fits r, α, a, b to all customers, given as weighted (x, t_x, T) tuples (zbar is not read).
 func FitBGNBD(tuples []Tuple, minRepeat int) (Fit, error) {
-	tuples = recompress(tuples, func(c Customer) (Customer, bool) { c.Zbar = 0; return c, true })
 	n, repeat := 0.0, 0.0
 	meanT := 0.0
 	for _, t := range tuples {
@@ -138,15 +118,16 @@ func FitBGNBD(tuples []Tuple, minRepeat int) (Fit, error) {
 	return fit, nil
 }
 
-// FitGammaGamma fits p, q, γ to the repeat customers with positive average spend, keeping q > 1
-// so the expected spend exists.
+// FitGammaGamma fits p, q, γ to the repeat customers with positive average spend, given as
+// weighted (x, zbar) tuples (others are skipped), keeping q > 1 so the expected spend exists.
 func FitGammaGamma(tuples []Tuple, minRepeat int) (Fit, error) {
-	rep := recompress(tuples, func(c Customer) (Customer, bool) {
-		return Customer{X: c.X, Zbar: c.Zbar}, c.X > 0 && c.Zbar > 0
-	})
+	var rep []Tuple
 	n := 0.0
-	for _, t := range rep {
-		n += t.Weight
+	for _, t := range tuples {
+		if t.X > 0 && t.Zbar > 0 {
+			rep = append(rep, t)
+			n += t.Weight
+		}
 	}
 	fit := Fit{Model: "gamma_gamma", Customers: int(n)}
 	if int(n) < minRepeat {

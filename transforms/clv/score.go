@@ -55,26 +55,65 @@ func (p Params) UnitDays() (float64, error) {
 // ReadCustomers collects ids and summaries from batches with columns customer_id, x, t_x, t_cal, zbar.
 func ReadCustomers(batches []arrow.RecordBatch) ([]string, []Customer, error) {
 	var ids []string
-	var x, tx, T, z []float64
 	var err error
 	for _, b := range batches {
 		if ids, err = arrowutil.Strings(ids, b, "customer_id"); err != nil {
 			return nil, nil, err
 		}
-		for _, c := range []struct {
-			dst  *[]float64
-			name string
-		}{{&x, "x"}, {&tx, "t_x"}, {&T, "t_cal"}, {&z, "zbar"}} {
-			if *c.dst, err = arrowutil.Float64s(*c.dst, b, c.name); err != nil {
-				return nil, nil, err
-			}
-		}
+	}
+	cols, err := floatColumns(batches, "x", "t_x", "t_cal", "zbar")
+	if err != nil {
+		return nil, nil, err
 	}
 	cs := make([]Customer, len(ids))
 	for i := range cs {
-		cs[i] = Customer{X: x[i], Tx: tx[i], T: T[i], Zbar: z[i]}
+		cs[i] = Customer{X: cols[0][i], Tx: cols[1][i], T: cols[2][i], Zbar: cols[3][i]}
 	}
 	return ids, cs, nil
+}
+
+// ReadTuples collects weighted tuples from batches with a `weight` column and any of x, t_x,
+// t_cal, zbar (a missing one reads as 0).
+func ReadTuples(batches []arrow.RecordBatch) ([]Tuple, error) {
+	var names []string
+	for _, name := range []string{"x", "t_x", "t_cal", "zbar", "weight"} {
+		if len(batches) == 0 || len(batches[0].Schema().FieldIndices(name)) > 0 {
+			names = append(names, name)
+		}
+	}
+	cols, err := floatColumns(batches, names...)
+	if err != nil {
+		return nil, err
+	}
+	get := map[string][]float64{}
+	for i, name := range names {
+		get[name] = cols[i]
+	}
+	n := len(get["weight"])
+	at := func(name string, i int) float64 {
+		if c, ok := get[name]; ok {
+			return c[i]
+		}
+		return 0
+	}
+	out := make([]Tuple, n)
+	for i := range out {
+		out[i] = Tuple{Customer: Customer{X: at("x", i), Tx: at("t_x", i), T: at("t_cal", i), Zbar: at("zbar", i)}, Weight: get["weight"][i]}
+	}
+	return out, nil
+}
+
+func floatColumns(batches []arrow.RecordBatch, names ...string) ([][]float64, error) {
+	out := make([][]float64, len(names))
+	for _, b := range batches {
+		for i, name := range names {
+			var err error
+			if out[i], err = arrowutil.Float64s(out[i], b, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // OutputSchema is the schema of Score's result (customer_clv without as_of and run_id).
@@ -125,9 +164,10 @@ func Predict(c Customer, bg BGNBD, gg GammaGamma, p Params) Value {
 	return v
 }
 
-// Score predicts every customer of the batches with the given models. The purchase predictions
-// (a dozen hypergeometric functions each) are computed once per distinct history, on all cores.
-func Score(batches []arrow.RecordBatch, bg BGNBD, gg GammaGamma, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+// Score predicts every customer of the batches, whose `history` column indexes histories (the
+// distinct (x, t_x, T) values). The purchase predictions — a dozen hypergeometric functions
+// each — are computed once per history, on all cores.
+func Score(batches []arrow.RecordBatch, histories []Customer, bg BGNBD, gg GammaGamma, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
 	p = p.WithDefaults()
 	if _, err := p.UnitDays(); err != nil {
 		return nil, err
@@ -136,24 +176,28 @@ func Score(batches []arrow.RecordBatch, bg BGNBD, gg GammaGamma, p Params, mem m
 	if err != nil {
 		return nil, err
 	}
-	histories := recompress(Compress(cs), func(c Customer) (Customer, bool) { c.Zbar = 0; return c, true })
+	var history []int64
+	for _, b := range batches {
+		if history, err = arrowutil.Int64s(history, b, "history"); err != nil {
+			return nil, err
+		}
+	}
 	predicted := make([]purchases, len(histories))
 	parallelSum(len(histories), 0, func(lo, hi int, _ []float64) {
 		for i := lo; i < hi; i++ {
-			predicted[i] = predictPurchases(histories[i].Customer, bg, p)
+			predicted[i] = predictPurchases(histories[i], bg, p)
 		}
 	})
-	byHistory := make(map[Customer]*purchases, len(histories))
-	for i := range histories {
-		byHistory[histories[i].Customer] = &predicted[i]
-	}
 	b := array.NewRecordBuilder(mem, OutputSchema)
 	defer b.Release()
 	b.Reserve(len(ids))
 	b.Field(0).(*array.StringBuilder).AppendValues(ids, nil)
 	f := func(i int) *array.Float64Builder { return b.Field(i).(*array.Float64Builder) }
-	for _, c := range cs {
-		pp := byHistory[Customer{X: c.X, Tx: c.Tx, T: c.T}]
+	for i, c := range cs {
+		if history[i] < 0 || int(history[i]) >= len(predicted) {
+			return nil, fmt.Errorf("customer %s: history %d outside the %d histories", ids[i], history[i], len(predicted))
+		}
+		pp := predicted[history[i]]
 		value := gg.ExpectedAverageValue(c)
 		f(1).Append(c.X)
 		f(2).Append(c.Tx)
