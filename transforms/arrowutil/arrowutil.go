@@ -65,3 +65,38 @@ func Float64s(dst []float64, rec arrow.RecordBatch, name string) ([]float64, err
 	}
 	return append(dst, a.Float64Values()...), nil
 }
+
+// StringColumn reads one string column across batches.
+func StringColumn(batches []arrow.RecordBatch, name string) ([]string, error) {
+	var out []string
+	for _, b := range batches {
+		var err error
+		if out, err = Strings(out, b, name); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Float64Columns reads the named DOUBLE columns across batches, one slice per name.
+func Float64Columns(batches []arrow.RecordBatch, names ...string) ([][]float64, error) {
+	return columns(batches, names, Float64s)
+}
+
+// Int64Columns reads the named integer columns across batches, one slice per name.
+func Int64Columns(batches []arrow.RecordBatch, names ...string) ([][]int64, error) {
+	return columns(batches, names, Int64s)
+}
+
+func columns[T any](batches []arrow.RecordBatch, names []string, read func([]T, arrow.RecordBatch, string) ([]T, error)) ([][]T, error) {
+	out := make([][]T, len(names))
+	for _, b := range batches {
+		for i, name := range names {
+			var err error
+			if out[i], err = read(out[i], b, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}

@@ -54,14 +54,11 @@ func (p Params) UnitDays() (float64, error) {
 
 // ReadCustomers collects ids and summaries from batches with columns customer_id, x, t_x, t_cal, zbar.
 func ReadCustomers(batches []arrow.RecordBatch) ([]string, []Customer, error) {
-	var ids []string
-	var err error
-	for _, b := range batches {
-		if ids, err = arrowutil.Strings(ids, b, "customer_id"); err != nil {
-			return nil, nil, err
-		}
+	ids, err := arrowutil.StringColumn(batches, "customer_id")
+	if err != nil {
+		return nil, nil, err
 	}
-	cols, err := floatColumns(batches, "x", "t_x", "t_cal", "zbar")
+	cols, err := arrowutil.Float64Columns(batches, "x", "t_x", "t_cal", "zbar")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -81,7 +78,7 @@ func ReadTuples(batches []arrow.RecordBatch) ([]Tuple, error) {
 			names = append(names, name)
 		}
 	}
-	cols, err := floatColumns(batches, names...)
+	cols, err := arrowutil.Float64Columns(batches, names...)
 	if err != nil {
 		return nil, err
 	}
@@ -99,19 +96,6 @@ func ReadTuples(batches []arrow.RecordBatch) ([]Tuple, error) {
 	out := make([]Tuple, n)
 	for i := range out {
 		out[i] = Tuple{Customer: Customer{X: at("x", i), Tx: at("t_x", i), T: at("t_cal", i), Zbar: at("zbar", i)}, Weight: get["weight"][i]}
-	}
-	return out, nil
-}
-
-func floatColumns(batches []arrow.RecordBatch, names ...string) ([][]float64, error) {
-	out := make([][]float64, len(names))
-	for _, b := range batches {
-		for i, name := range names {
-			var err error
-			if out[i], err = arrowutil.Float64s(out[i], b, name); err != nil {
-				return nil, err
-			}
-		}
 	}
 	return out, nil
 }
@@ -176,12 +160,11 @@ func Score(batches []arrow.RecordBatch, histories []Customer, bg BGNBD, gg Gamma
 	if err != nil {
 		return nil, err
 	}
-	var history []int64
-	for _, b := range batches {
-		if history, err = arrowutil.Int64s(history, b, "history"); err != nil {
-			return nil, err
-		}
+	ints, err := arrowutil.Int64Columns(batches, "history")
+	if err != nil {
+		return nil, err
 	}
+	history := ints[0]
 	predicted := make([]purchases, len(histories))
 	parallelSum(len(histories), 0, func(lo, hi int, _ []float64) {
 		for i := lo; i < hi; i++ {

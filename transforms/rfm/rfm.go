@@ -94,23 +94,19 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	var rec, freq []int64
-	var mon []float64
-	for _, b := range batches {
-		if ids, err = arrowutil.Strings(ids, b, "customer_id"); err != nil {
-			return nil, err
-		}
-		if rec, err = arrowutil.Int64s(rec, b, "recency_days"); err != nil {
-			return nil, err
-		}
-		if freq, err = arrowutil.Int64s(freq, b, "frequency"); err != nil {
-			return nil, err
-		}
-		if mon, err = arrowutil.Float64s(mon, b, "monetary"); err != nil {
-			return nil, err
-		}
+	ids, err := arrowutil.StringColumn(batches, "customer_id")
+	if err != nil {
+		return nil, err
 	}
+	ints, err := arrowutil.Int64Columns(batches, "recency_days", "frequency")
+	if err != nil {
+		return nil, err
+	}
+	floats, err := arrowutil.Float64Columns(batches, "monetary")
+	if err != nil {
+		return nil, err
+	}
+	rec, freq, mon := ints[0], ints[1], floats[0]
 	negRec := make([]int64, len(rec))
 	for i, v := range rec {
 		negRec[i] = -v // descending recency: the smallest recency ranks last, i.e. highest

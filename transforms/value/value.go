@@ -157,31 +157,20 @@ func Score(batches []arrow.RecordBatch, potential, pAlive map[string]float64, p 
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	var ids []string
-	var current, recent, before []float64
-	var active, tenure, days []int64
-	var err error
-	for _, b := range batches {
-		if ids, err = arrowutil.Strings(ids, b, "customer_id"); err != nil {
-			return nil, err
-		}
-		for _, c := range []struct {
-			dst  *[]float64
-			name string
-		}{{&current, "current_value"}, {&recent, "recent_amount"}, {&before, "before_amount"}} {
-			if *c.dst, err = arrowutil.Float64s(*c.dst, b, c.name); err != nil {
-				return nil, err
-			}
-		}
-		for _, c := range []struct {
-			dst  *[]int64
-			name string
-		}{{&active, "active"}, {&tenure, "tenure_days"}, {&days, "purchase_days"}} {
-			if *c.dst, err = arrowutil.Int64s(*c.dst, b, c.name); err != nil {
-				return nil, err
-			}
-		}
+	ids, err := arrowutil.StringColumn(batches, "customer_id")
+	if err != nil {
+		return nil, err
 	}
+	floats, err := arrowutil.Float64Columns(batches, "current_value", "recent_amount", "before_amount")
+	if err != nil {
+		return nil, err
+	}
+	ints, err := arrowutil.Int64Columns(batches, "active", "tenure_days", "purchase_days")
+	if err != nil {
+		return nil, err
+	}
+	current, recent, before := floats[0], floats[1], floats[2]
+	active, tenure, days := ints[0], ints[1], ints[2]
 	cs := make([]Customer, len(ids))
 	var activeCur, activePot []float64
 	for i, id := range ids {
