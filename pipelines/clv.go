@@ -28,14 +28,14 @@ type clvState struct {
 // CustomerSummarySQL is the per-customer calibration summary for CLV and the inputs of value
 // tiers and lifecycle stages, in one pass over orders up to the end of as_of. Days are calendar
 // days in zone; a purchase day has a completed order; day amounts net in
-// same-day refunds. x = purchase days − 1; t_x and t_cal count from the first purchase day in
+// same-day refunds, summed exactly (see money). x = purchase days − 1; t_x and t_cal count from the first purchase day in
 // units of unitDays; zbar is the mean amount of the repeat purchase days (0 without any).
 func CustomerSummarySQL(zone string, asOf time.Time, unitDays float64, lookback, trendDays int, current string) string {
 	z := warehouse.Quote(zone)
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	return fmt.Sprintf(`WITH days AS (
-  SELECT customer_id, CAST(timezone(%[1]s, order_ts) AS DATE) AS d, sum(amount) AS amount,
-         sum(coalesce(margin, 0)) AS margin, bool_or(status = 'completed') AS purchase
+  SELECT customer_id, CAST(timezone(%[1]s, order_ts) AS DATE) AS d, sum(CAST(amount AS %[7]s)) AS amount,
+         sum(CAST(coalesce(margin, 0) AS %[7]s)) AS margin, bool_or(status = 'completed') AS purchase
   FROM orders
   WHERE (status = 'completed' OR (status = 'returned' AND amount < 0))
     AND order_ts < timezone(%[1]s, CAST(%[2]s + 1 AS TIMESTAMP))
@@ -45,16 +45,16 @@ SELECT customer_id,
   CAST(count(*) FILTER (purchase) - 1 AS DOUBLE) AS x,
   (max(d) FILTER (purchase) - min(d) FILTER (purchase)) / %[3]g AS t_x,
   (%[2]s - min(d) FILTER (purchase)) / %[3]g AS t_cal,
-  coalesce((sum(amount) FILTER (purchase) - arg_min(amount, d) FILTER (purchase)) / nullif(count(*) FILTER (purchase) - 1, 0), 0) AS zbar,
-  coalesce(sum(%[6]s) FILTER (d > %[2]s - %[4]d), 0) AS current_value,
+  CAST(coalesce((sum(amount) FILTER (purchase) - arg_min(amount, d) FILTER (purchase)) / nullif(count(*) FILTER (purchase) - 1, 0), 0) AS DOUBLE) AS zbar,
+  CAST(coalesce(sum(%[6]s) FILTER (d > %[2]s - %[4]d), 0) AS DOUBLE) AS current_value,
   CAST(coalesce(bool_or(purchase AND d > %[2]s - %[4]d), false) AS INTEGER) AS active,
   %[2]s - min(d) FILTER (purchase) AS tenure_days,
   count(*) FILTER (purchase) AS purchase_days,
-  coalesce(sum(amount) FILTER (d > %[2]s - %[5]d), 0) AS recent_amount,
-  coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS before_amount
+  CAST(coalesce(sum(amount) FILTER (d > %[2]s - %[5]d), 0) AS DOUBLE) AS recent_amount,
+  CAST(coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS DOUBLE) AS before_amount
 FROM days
 GROUP BY customer_id
-HAVING count(*) FILTER (purchase) > 0`, z, a, unitDays, lookback, trendDays, current)
+HAVING count(*) FILTER (purchase) > 0`, z, a, unitDays, lookback, trendDays, current, money)
 }
 
 func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {

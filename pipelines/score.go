@@ -130,6 +130,12 @@ func arrowBatches(ctx context.Context, conn *warehouse.Conn, query string, args 
 	return batches, release, nil
 }
 
+// money is the type amounts are summed in. DuckDB adds doubles in whatever order its threads
+// finish, so a double sum can differ in the last bit between runs (seen on a rerun: 283.73 vs
+// 283.72999999999996) and move a customer across a score tie; decimal sums are exact, so a
+// rerun gives identical results. Amounts are kept to 6 decimals.
+const money = "DECIMAL(38,6)"
+
 // RFMAggregateSQL is the per-customer aggregate RFM is scored from. Parameters: as_of (DATE),
 // lookback days. Only completed orders count, with negative-amount returns netted into monetary;
 // a purchase day is a day with a completed order, in the configured zone.
@@ -146,7 +152,7 @@ counted AS (
 SELECT customer_id,
        CAST(any_value(as_of) - max(d) FILTER (WHERE purchase) AS INTEGER) AS recency_days,
        CAST(count(DISTINCT d) FILTER (WHERE purchase) AS INTEGER) AS frequency,
-       CAST(sum(amount) AS DOUBLE) AS monetary
+       CAST(sum(CAST(amount AS ` + money + `)) AS DOUBLE) AS monetary
 FROM counted
 GROUP BY customer_id
 HAVING count(*) FILTER (WHERE purchase) > 0`

@@ -54,7 +54,7 @@ sources:
     file: {paths: ["data/orders-*.csv"]}
     mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: status}
 pipelines:
-  nightly: {transforms: [rfm]}
+  nightly: {transforms: [rfm, clv, value]}
 `
 
 // splitOrders writes the generated orders as two files; the second is added later.
@@ -89,7 +89,7 @@ func startKilled(t *testing.T, dir, asOf, step string) {
 }
 
 type outputState struct {
-	hash    string // of the as_of partition's scores, run ids left out
+	hash    string // of the as_of partition of every output, run ids left out
 	runID   string
 	rows    int
 	orders  int
@@ -105,8 +105,13 @@ func readState(t *testing.T, dir, asOf string) outputState {
 	var runIDs int
 	var hash sql.NullString
 	var runID sql.NullString
-	require.NoError(t, db.QueryRow(`SELECT md5(string_agg(concat_ws('|', customer_id, recency_days, frequency, monetary, rfm_cell, segment), ',' ORDER BY customer_id)),
-		count(*), count(DISTINCT run_id), any_value(run_id) FROM customer_rfm WHERE as_of = ?`, asOf).Scan(&hash, &s.rows, &runIDs, &runID))
+	// Every output of the as_of, at full precision, run ids left out.
+	require.NoError(t, db.QueryRow(`WITH parts AS (
+		SELECT 'rfm' AS t, customer_id AS k, run_id, concat_ws('|', recency_days, frequency, monetary::VARCHAR, rfm_cell, segment) AS v FROM customer_rfm WHERE as_of = $1
+		UNION ALL SELECT 'clv', customer_id, run_id, concat_ws('|', x, t_x, t_cal, avg_value::VARCHAR, p_alive::VARCHAR, expected_purchases::VARCHAR, clv::VARCHAR) FROM customer_clv WHERE as_of = $1
+		UNION ALL SELECT 'value', customer_id, run_id, concat_ws('|', current_value::VARCHAR, potential_value::VARCHAR, value_tier, lifecycle_stage) FROM customer_value WHERE as_of = $1
+		UNION ALL SELECT 'fit', model || parameter, run_id, concat_ws('|', estimate::VARCHAR, std_error::VARCHAR, log_likelihood::VARCHAR) FROM model_fits WHERE as_of = $1)
+		SELECT md5(string_agg(concat_ws('|', t, k, v), ',' ORDER BY t, k)), count(*), count(DISTINCT run_id), any_value(run_id) FROM parts`, asOf).Scan(&hash, &s.rows, &runIDs, &runID))
 	s.hash, s.runID = hash.String, runID.String
 	require.LessOrEqual(t, runIDs, 1, "an as_of partition holds one run's result, never a mix")
 	if s.rows > 0 {
