@@ -34,7 +34,7 @@ func (a *app) benchCmd() *cobra.Command {
 			tw.Flush()
 			fmt.Fprintf(a.stdout, "\nCLV: summary query %.2f s; both fits %.2f s on %d distinct (x, t_x, T) histories of %d customers (%.1f orders per history)\n",
 				rep.CLV.Summary.Seconds(), rep.CLV.Fit.Seconds(), rep.CLV.Tuples, rep.CLV.Customers, float64(rep.Orders)/float64(max(rep.CLV.Tuples, 1)))
-			fmt.Fprintf(a.stdout, "\npeak RSS %.2f GB (memory_limit %s + 1 GB = %.2f GB allowed)\n",
+			fmt.Fprintf(a.stdout, "\npeak RSS of the first repetition %.2f GB (memory_limit %s + 1 GB = %.2f GB allowed)\n",
 				float64(rep.PeakRSS)/1e9, opts.MemoryLimit, float64(rep.MemoryAllowed)/1e9)
 			return nil
 		},

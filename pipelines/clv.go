@@ -21,8 +21,8 @@ import (
 type clvState struct {
 	summary []arrow.RecordBatch // the per-customer summary, with value inputs
 	release func()
-	clv     map[string]float64
-	pAlive  map[string]float64
+	clv     []float64 // per summary row, in the summary's row order
+	pAlive  []float64
 }
 
 // CustomerSummarySQL is the per-customer calibration summary for CLV and the inputs of value
@@ -118,19 +118,9 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	st.res.CLVStats.Customers = int(rec.NumRows())
-	ids, customers, err := clv.ReadCustomers(batches)
-	if err != nil {
-		rec.Release()
-		return nil, err
-	}
-	st.clv.clv = make(map[string]float64, len(ids))
-	st.clv.pAlive = make(map[string]float64, len(ids))
-	clvCol := rec.Column(rec.Schema().FieldIndices("clv")[0]).(*array.Float64)
-	aliveCol := rec.Column(rec.Schema().FieldIndices("p_alive")[0]).(*array.Float64)
-	for i, id := range ids {
-		st.clv.clv[id] = clvCol.Value(i)
-		st.clv.pAlive[id] = aliveCol.Value(i)
-	}
+	// clv.Score keeps the summary's row order, so value can read these by row.
+	st.clv.clv = append([]float64(nil), rec.Column(rec.Schema().FieldIndices("clv")[0]).(*array.Float64).Float64Values()...)
+	st.clv.pAlive = append([]float64(nil), rec.Column(rec.Schema().FieldIndices("p_alive")[0]).(*array.Float64).Float64Values()...)
 	st.res.Fits = append(st.res.Fits, bgFit, ggFit)
 	outs := outputs{
 		arrowOutput("customer_clv", rec, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
@@ -139,6 +129,11 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		fitsOutput([]clv.Fit{bgFit, ggFit}),
 	}
 	if p.HoldoutEnd != "" {
+		ids, customers, err := clv.ReadCustomers(batches)
+		if err != nil {
+			outs.release()
+			return nil, err
+		}
 		h, err := r.holdout(ctx, st, customers, ids, bgUse.BGNBD(), unit)
 		if err != nil {
 			outs.release()

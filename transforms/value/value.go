@@ -150,9 +150,9 @@ var OutputSchema = arrow.NewSchema([]arrow.Field{
 }, nil)
 
 // Score takes batches with columns customer_id, current_value, active, tenure_days,
-// purchase_days, recent_amount, before_amount (from DuckDB) and the potential value and
-// p_alive per customer id (from CLV), and returns tiers and stages.
-func Score(batches []arrow.RecordBatch, potential, pAlive map[string]float64, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+// purchase_days, recent_amount, before_amount (from DuckDB) and each row's potential value and
+// p_alive (from CLV, in the same row order), and returns tiers and stages.
+func Score(batches []arrow.RecordBatch, potential, pAlive []float64, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
 	p = p.WithDefaults()
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -171,10 +171,13 @@ func Score(batches []arrow.RecordBatch, potential, pAlive map[string]float64, p 
 	}
 	current, recent, before := floats[0], floats[1], floats[2]
 	active, tenure, days := ints[0], ints[1], ints[2]
+	if len(potential) != len(ids) || len(pAlive) != len(ids) {
+		return nil, fmt.Errorf("%d customers but %d potential values and %d p_alive", len(ids), len(potential), len(pAlive))
+	}
 	cs := make([]Customer, len(ids))
 	var activeCur, activePot []float64
-	for i, id := range ids {
-		cs[i] = Customer{Current: current[i], Potential: potential[id], Active: active[i] == 1, PAlive: pAlive[id],
+	for i := range ids {
+		cs[i] = Customer{Current: current[i], Potential: potential[i], Active: active[i] == 1, PAlive: pAlive[i],
 			TenureDays: int(tenure[i]), PurchaseDays: int(days[i]), Recent: recent[i], Before: before[i]}
 		if cs[i].Active {
 			activeCur = append(activeCur, cs[i].Current)

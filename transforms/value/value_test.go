@@ -88,8 +88,8 @@ func TestScoreUsesActiveCustomersForThresholds(t *testing.T) {
 	b.Field(6).(*array.Float64Builder).AppendValues([]float64{10, 100, 50, 500}, nil)
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	potential := map[string]float64{"a": 300, "b": 100, "c": 200, "d": 5000}
-	pAlive := map[string]float64{"a": 0.9, "b": 0.9, "c": 0.9, "d": 0.9}
+	potential := []float64{300, 100, 200, 5000} // a, b, c, d
+	pAlive := []float64{0.9, 0.9, 0.9, 0.9}
 	out, err := Score([]arrow.RecordBatch{rec}, potential, pAlive, Params{}, mem)
 	require.NoError(t, err)
 	defer out.Release()
