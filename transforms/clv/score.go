@@ -113,12 +113,10 @@ var OutputSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "clv", Type: arrow.PrimitiveTypes.Float64},
 }, nil)
 
-// Value is what the models predict for one customer.
-type Value struct {
-	PAlive, ExpectedPurchases, ExpectedAvgValue, CLV float64
-}
-
-// purchases is what BG/NBD predicts from a purchase history (x, t_x, T) alone.
+// purchases is what BG/NBD predicts from a purchase history (x, t_x, T) alone. A customer's CLV
+// is the discounted purchases × expected average value × margin rate: the sum over months
+// m = 1..H of the purchases expected in month m × value × margin / (1 + d)^m, a month being
+// 30 days (lifetimes' customer_lifetime_value).
 type purchases struct {
 	pAlive, expected float64
 	discounted       float64 // Σ months m of the purchases expected in month m / (1 + d)^m
@@ -136,16 +134,6 @@ func predictPurchases(c Customer, bg BGNBD, p Params) purchases {
 	}
 	out.expected = prev
 	return out
-}
-
-// Predict scores one customer: expected purchases over the horizon, and CLV as the sum over
-// months m = 1..H of the purchases expected in month m × expected value × margin rate,
-// discounted by (1 + d)^m, a month being 30 days (lifetimes' customer_lifetime_value).
-func Predict(c Customer, bg BGNBD, gg GammaGamma, p Params) Value {
-	pp := predictPurchases(c, bg, p)
-	v := Value{PAlive: pp.pAlive, ExpectedPurchases: pp.expected, ExpectedAvgValue: gg.ExpectedAverageValue(c)}
-	v.CLV = pp.discounted * v.ExpectedAvgValue * p.MarginRate
-	return v
 }
 
 // Score predicts every customer of the batches, whose `history` column indexes histories (the
