@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -360,10 +361,10 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			}
 		}
 		for i, t := range p.Transforms {
-			if !contains(Transforms, t) {
+			if !slices.Contains(Transforms, t) {
 				add(fmt.Sprintf("%s.transforms[%d]", base, i), "unknown transform "+t, "one of "+strings.Join(Transforms, ", "))
 			}
-			if need, ok := transformNeeds[t]; ok && !contains(p.Transforms, need) {
+			if need, ok := transformNeeds[t]; ok && !slices.Contains(p.Transforms, need) {
 				add(fmt.Sprintf("%s.transforms[%d]", base, i), fmt.Sprintf("transform %s needs %s", t, need), "add "+need+" to the list")
 			}
 		}
@@ -394,15 +395,6 @@ func (c *Config) validate(lines map[string]int) []Problem {
 		add("scoring.rfm.segments", err.Error(), "patterns match the two-digit R,F score string, e.g. 5[4-5]")
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ErrProblems reports whether err lists config problems.

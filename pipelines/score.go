@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -92,7 +93,7 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 	}
 	var outs outputs
 	for _, name := range config.Transforms {
-		if !contains(p.Transforms, name) {
+		if !slices.Contains(p.Transforms, name) {
 			continue
 		}
 		o, err := stages[name](ctx, st)
@@ -178,13 +179,4 @@ func (r *Runner) scoreRFM(ctx context.Context, conn *warehouse.Conn, res *Result
 	return arrowOutput("customer_rfm", rec, `INSERT INTO customer_rfm
 		(as_of, customer_id, run_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment)
 		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM scored`), nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -245,3 +245,6 @@ func loadMigrations() ([]migration, error) {
 
 // Quote quotes an SQL string literal.
 func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// Ident quotes an SQL identifier.
+func Ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

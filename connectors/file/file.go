@@ -12,12 +12,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/zeebo/xxh3"
 
 	"github.com/ckm-dev/ckm/connectors"
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 func init() {
@@ -53,7 +55,7 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	if len(c.Paths) == 0 {
 		out = append(out, connectors.FieldProblem{Key: "paths", Msg: "no paths given", Hint: "paths: [data/orders*.csv.gz]"})
 	}
-	if c.Format != "" && !contains(formats, c.Format) {
+	if c.Format != "" && !slices.Contains(formats, c.Format) {
 		out = append(out, connectors.FieldProblem{Key: "format", Msg: "unknown format " + c.Format, Hint: "one of " + strings.Join(formats, ", ")})
 	}
 	for _, p := range c.Paths {
@@ -132,8 +134,8 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 	case "jsonl":
 		s.jsonlBatch(&b, path, name)
 	case "parquet":
-		b.Relation = fmt.Sprintf("(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _ordinal FROM read_parquet(%s, file_row_number=true))", quote(path))
-		b.Position = fmt.Sprintf("%s || ':row ' || _ordinal", quote(name))
+		b.Relation = fmt.Sprintf("(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _ordinal FROM read_parquet(%s, file_row_number=true))", warehouse.Quote(path))
+		b.Position = fmt.Sprintf("%s || ':row ' || _ordinal", warehouse.Quote(name))
 	default:
 		return fmt.Errorf("%s: unknown format %q", name, format)
 	}
@@ -156,25 +158,25 @@ const rejectsTable, rejectsScan = "ckm_csv_rejects", "ckm_csv_rejects_scan"
 // csvBatch reads every field as text (the mapping casts them) and has DuckDB keep the lines it
 // cannot parse (wrong column count, broken quoting, oversized) in a rejects table, with their line numbers.
 func (s *Source) csvBatch(b *connectors.Batch, path, name string) {
-	opts := []string{quote(path), "all_varchar=true", "store_rejects=true",
-		"rejects_table=" + quote(rejectsTable), "rejects_scan=" + quote(rejectsScan)}
+	opts := []string{warehouse.Quote(path), "all_varchar=true", "store_rejects=true",
+		"rejects_table=" + warehouse.Quote(rejectsTable), "rejects_scan=" + warehouse.Quote(rejectsScan)}
 	header := s.cfg.CSV.Header == nil || *s.cfg.CSV.Header
 	opts = append(opts, fmt.Sprintf("header=%t", header))
 	if s.cfg.CSV.Delimiter != "" {
-		opts = append(opts, "delim="+quote(s.cfg.CSV.Delimiter))
+		opts = append(opts, "delim="+warehouse.Quote(s.cfg.CSV.Delimiter))
 	}
 	if s.cfg.CSV.Quote != "" {
-		opts = append(opts, "quote="+quote(s.cfg.CSV.Quote))
+		opts = append(opts, "quote="+warehouse.Quote(s.cfg.CSV.Quote))
 	}
 	if s.cfg.CSV.Escape != "" {
-		opts = append(opts, "escape="+quote(s.cfg.CSV.Escape))
+		opts = append(opts, "escape="+warehouse.Quote(s.cfg.CSV.Escape))
 	}
 	headerLines := 0
 	if header {
 		headerLines = 1
 	}
 	b.Relation = withOrdinal("read_csv(" + strings.Join(opts, ", ") + ")")
-	b.Position = fmt.Sprintf("%s || ':' || (_ordinal + %d)", quote(name), headerLines)
+	b.Position = fmt.Sprintf("%s || ':' || (_ordinal + %d)", warehouse.Quote(name), headerLines)
 	b.AfterScan = s.harvestRejects(name, headerLines)
 }
 
@@ -182,9 +184,9 @@ func (s *Source) csvBatch(b *connectors.Batch, path, name string) {
 // a dead letter with its line number instead of failing the file.
 func (s *Source) jsonlBatch(b *connectors.Batch, path, name string) {
 	b.Relation = withOrdinal(fmt.Sprintf("read_csv(%s, columns={'payload': 'VARCHAR'}, header=false, delim=chr(30), quote='', escape='', "+
-		"auto_detect=false, store_rejects=true, rejects_table=%s, rejects_scan=%s)", quote(path), quote(rejectsTable), quote(rejectsScan)))
+		"auto_detect=false, store_rejects=true, rejects_table=%s, rejects_scan=%s)", warehouse.Quote(path), warehouse.Quote(rejectsTable), warehouse.Quote(rejectsScan)))
 	b.JSON = true
-	b.Position = fmt.Sprintf("%s || ':' || _ordinal", quote(name))
+	b.Position = fmt.Sprintf("%s || ':' || _ordinal", warehouse.Quote(name))
 	b.AfterScan = s.harvestRejects(name, 0)
 }
 
@@ -217,7 +219,7 @@ func (s *Source) harvestRejects(name string, headerLines int) func(ctx context.C
 			FROM (SELECT m._ordinal, count(r.line) AS skipped FROM %[1]s m
 			      JOIN (SELECT line - %[3]d - row_number() OVER (ORDER BY line) AS good_before, line FROM (SELECT DISTINCT line FROM %[4]s)) r
 			        ON r.good_before < m._ordinal GROUP BY m._ordinal) shift
-			WHERE %[1]s._ordinal = shift._ordinal`, mapped, quote(name), headerLines, rejectsTable))
+			WHERE %[1]s._ordinal = shift._ordinal`, mapped, warehouse.Quote(name), headerLines, rejectsTable))
 		if err != nil {
 			return 0, fmt.Errorf("correct line numbers: %w", err)
 		}
@@ -286,14 +288,3 @@ func fingerprint(path string) (int64, string, error) {
 	sum := h.Sum128().Bytes()
 	return n, "xxh3:" + hex.EncodeToString(sum[:]), nil
 }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

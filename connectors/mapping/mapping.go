@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // Field says where one canonical column comes from. Exactly one of From, Expr, Const or Hash is set;
@@ -121,7 +123,7 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 	if !s.JSON {
 		parts := make([]string, len(fields))
 		for i, f := range fields {
-			parts[i] = ident(f) + " := s." + ident(f)
+			parts[i] = warehouse.Ident(f) + " := s." + warehouse.Ident(f)
 		}
 		record = "struct_pack(" + strings.Join(parts, ", ") + ")"
 	}
@@ -182,7 +184,7 @@ FROM (SELECT s.*, %s, %s AS _position, %s AS _reason FROM (%s) s %s) s`,
 func (s Spec) rawExpr(f Field) string {
 	switch {
 	case f.Const != nil:
-		return quote(*f.Const)
+		return warehouse.Quote(*f.Const)
 	case f.Expr != "":
 		return "(" + f.Expr + ")"
 	case len(f.Hash) > 0:
@@ -198,7 +200,7 @@ func (s Spec) rawExpr(f Field) string {
 // ref reads one source field: a column, or a path into the JSON payload.
 func (s Spec) ref(field string) string {
 	if !s.JSON {
-		return "s." + ident(field)
+		return "s." + warehouse.Ident(field)
 	}
 	path := field
 	if !strings.HasPrefix(path, "$") {
@@ -208,7 +210,7 @@ func (s Spec) ref(field string) string {
 		}
 		path = "$." + strings.Join(parts, ".")
 	}
-	return "json_extract_string(s._doc, " + quote(path) + ")"
+	return "json_extract_string(s._doc, " + warehouse.Quote(path) + ")"
 }
 
 // convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
@@ -224,7 +226,7 @@ func (s Spec) convert(c Column, f Field, raw string) string {
 			"WHEN 'false' THEN false WHEN 'f' THEN false WHEN 'no' THEN false WHEN 'n' THEN false WHEN '0' THEN false END", text)
 	case Date:
 		if f.Format != "" {
-			return fmt.Sprintf("CAST(try_strptime(%s, %s) AS DATE)", text, quote(f.Format))
+			return fmt.Sprintf("CAST(try_strptime(%s, %s) AS DATE)", text, warehouse.Quote(f.Format))
 		}
 		return fmt.Sprintf("coalesce(TRY_CAST(%s AS DATE), CAST(TRY_CAST(%s AS TIMESTAMP) AS DATE))", text, text)
 	case Timestamp:
@@ -237,9 +239,9 @@ func (s Spec) convert(c Column, f Field, raw string) string {
 		}
 		if f.Format != "" {
 			if strings.Contains(f.Format, "%z") || strings.Contains(f.Format, "%Z") {
-				return fmt.Sprintf("CAST(try_strptime(%s, %s) AS TIMESTAMPTZ)", text, quote(f.Format))
+				return fmt.Sprintf("CAST(try_strptime(%s, %s) AS TIMESTAMPTZ)", text, warehouse.Quote(f.Format))
 			}
-			return fmt.Sprintf("timezone(%s, try_strptime(%s, %s))", quote(zone), text, quote(f.Format))
+			return fmt.Sprintf("timezone(%s, try_strptime(%s, %s))", warehouse.Quote(zone), text, warehouse.Quote(f.Format))
 		}
 		if f.Timezone == "" || f.Timezone == s.Timezone {
 			// An explicit offset or Z wins; a bare local time is read in the session time zone,
@@ -247,7 +249,7 @@ func (s Spec) convert(c Column, f Field, raw string) string {
 			return "TRY_CAST(" + text + " AS TIMESTAMPTZ)"
 		}
 		return fmt.Sprintf("CASE WHEN regexp_matches(%s, '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$') THEN TRY_CAST(%s AS TIMESTAMPTZ) "+
-			"ELSE timezone(%s, TRY_CAST(%s AS TIMESTAMP)) END", text, text, quote(zone), text)
+			"ELSE timezone(%s, TRY_CAST(%s AS TIMESTAMP)) END", text, text, warehouse.Quote(zone), text)
 	}
 	return "nullif(trim(" + text + "), '')"
 }
@@ -264,7 +266,7 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 		if f.From != "" {
 			what += " (field " + f.From + ")"
 		}
-		out = append(out, check{fmt.Sprintf("%s IS NULL AND (%s IS NULL OR trim(%s) = '')", val, raw, text), quote(what)})
+		out = append(out, check{fmt.Sprintf("%s IS NULL AND (%s IS NULL OR trim(%s) = '')", val, raw, text), warehouse.Quote(what)})
 	}
 	if mapped && c.Type != Text {
 		how := c.Type.word()
@@ -272,19 +274,19 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 			how += " in format " + f.Format
 		}
 		out = append(out, check{fmt.Sprintf("%s IS NULL AND trim(%s) <> ''", val, text),
-			fmt.Sprintf("%s || left(%s, 80) || %s", quote(c.Name+": cannot read '"), text, quote("' as "+how))})
+			fmt.Sprintf("%s || left(%s, 80) || %s", warehouse.Quote(c.Name+": cannot read '"), text, warehouse.Quote("' as "+how))})
 	}
 	if len(c.Allowed) > 0 {
 		list := make([]string, len(c.Allowed))
 		for i, a := range c.Allowed {
-			list[i] = quote(a)
+			list[i] = warehouse.Quote(a)
 		}
 		out = append(out, check{fmt.Sprintf("%s NOT IN (%s)", val, strings.Join(list, ", ")),
-			fmt.Sprintf("%s || left(%s, 80) || %s", quote(c.Name+": '"), val, quote("' is not one of "+strings.Join(c.Allowed, ", ")))})
+			fmt.Sprintf("%s || left(%s, 80) || %s", warehouse.Quote(c.Name+": '"), val, warehouse.Quote("' is not one of "+strings.Join(c.Allowed, ", ")))})
 	}
 	if c.Max > c.Min {
 		out = append(out, check{fmt.Sprintf("%s NOT BETWEEN %g AND %g", val, c.Min, c.Max),
-			fmt.Sprintf("%s || %s || %s", quote(c.Name+": "), val, quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max)))})
+			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": "), val, warehouse.Quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max)))})
 	}
 	return out
 }
@@ -303,6 +305,3 @@ func reasonExpr(checks []check) string {
 	}
 	return "CASE WHEN " + strings.Join(conds, " OR ") + " THEN concat_ws('; ', " + strings.Join(msgs, ", ") + ") END"
 }
-
-func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
