@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/transforms/knowledge"
 )
 
 func (a *app) runCmd() *cobra.Command {
@@ -124,6 +126,7 @@ func (a *app) printSummary(res *pipelines.Result) {
 	}
 	a.printFits(res)
 	a.printTierStage(res)
+	a.printKnowledge(res)
 	for _, w := range res.Warnings {
 		fmt.Fprintln(out, "warning: "+w)
 	}
@@ -147,16 +150,22 @@ func (a *app) printFits(res *pipelines.Result) {
 	}
 }
 
+// Report order of value tiers and lifecycle stages.
+var (
+	valueTiers      = []string{"IV", "III", "II", "I"}
+	lifecycleStages = []string{"exploration", "formation", "stability", "decline"}
+)
+
 // printTierStage prints customers by value tier (rows) and lifecycle stage (columns).
 func (a *app) printTierStage(res *pipelines.Result) {
 	if len(res.TierStage) == 0 {
 		return
 	}
-	stages := []string{"exploration", "formation", "stability", "decline"}
+	stages := lifecycleStages
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(a.stdout)
 	fmt.Fprintln(tw, "value tier\t"+strings.Join(stages, "\t")+"\ttotal\t")
-	for _, tier := range []string{"IV", "III", "II", "I"} {
+	for _, tier := range valueTiers {
 		var total int64
 		fmt.Fprint(tw, tier)
 		for _, st := range stages {
@@ -167,4 +176,58 @@ func (a *app) printTierStage(res *pipelines.Result) {
 		fmt.Fprintf(tw, "\t%d\t\n", total)
 	}
 	tw.Flush()
+}
+
+// printKnowledge prints the key sources, classes by value tier and lifecycle stage, and the top 10.
+func (a *app) printKnowledge(res *pipelines.Result) {
+	k := res.Knowledge
+	if k == nil {
+		return
+	}
+	out := a.stdout
+	fmt.Fprintf(out, "\nkey knowledge sources: %d of %d eligible customers (weights kv %.3f, w %.3f, ac %.3f; AHP CR %.3f)\n",
+		k.KeySources, k.Customers, k.Model.DimensionWeights[0], k.Model.DimensionWeights[1], k.Model.DimensionWeights[2], k.Model.ConsistencyRatio)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "class\tvalue tier\t"+strings.Join(lifecycleStages, "\t")+"\ttotal\t")
+	var insufficient int64
+	for key, n := range k.ClassTierStage {
+		if key[0] == knowledge.InsufficientEvidence {
+			insufficient += n
+		}
+	}
+	for _, class := range knowledge.Classes[:len(knowledge.Classes)-1] {
+		for _, tier := range append(slices.Clone(valueTiers), "") {
+			var total int64
+			row := class + "\t" + orDash(tier)
+			for _, stage := range append(slices.Clone(lifecycleStages), "") {
+				n := k.ClassTierStage[[3]string{class, tier, stage}]
+				total += n
+				if stage != "" {
+					row += fmt.Sprintf("\t%d", n)
+				}
+			}
+			if total > 0 {
+				fmt.Fprintf(tw, "%s\t%d\t\n", row, total)
+			}
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "%s (fewer than %d knowledge events in the lookback): %d\n", knowledge.InsufficientEvidence, k.MinEvents, insufficient)
+	if len(k.Top) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "rank\tcustomer\tkksi\tclass\ttop factors")
+	for _, s := range k.Top {
+		fmt.Fprintf(tw, "%d\t%s\t%.3f\t%s\t%s\n", s.Rank, s.CustomerID, s.KKSI, s.Class, s.TopFactors)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

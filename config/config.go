@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,6 +22,7 @@ import (
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
 	"github.com/ckm-dev/ckm/transforms/clv"
+	"github.com/ckm-dev/ckm/transforms/knowledge"
 	"github.com/ckm-dev/ckm/transforms/rfm"
 	"github.com/ckm-dev/ckm/transforms/value"
 )
@@ -69,17 +71,18 @@ type Pipeline struct {
 
 // Scoring holds the parameters of the transforms.
 type Scoring struct {
-	LookbackDays int          `yaml:"lookback_days"`
-	RFM          rfm.Params   `yaml:"rfm"`
-	CLV          clv.Params   `yaml:"clv"`
-	Value        value.Params `yaml:"value"`
+	LookbackDays int              `yaml:"lookback_days"`
+	RFM          rfm.Params       `yaml:"rfm"`
+	CLV          clv.Params       `yaml:"clv"`
+	Value        value.Params     `yaml:"value"`
+	Knowledge    knowledge.Params `yaml:"knowledge"`
 }
 
 // Transforms lists the transforms a pipeline may name, in the order they run.
-var Transforms = []string{"rfm", "clv", "value"}
+var Transforms = []string{"rfm", "clv", "value", "knowledge"}
 
 // transformNeeds lists what each transform reads from another.
-var transformNeeds = map[string]string{"value": "clv"}
+var transformNeeds = map[string]string{"value": "clv", "knowledge": "clv"}
 
 // BadRatio is the dead-letter ratio above which a source fails the run.
 func (c *Config) BadRatio(s *Source) float64 {
@@ -273,6 +276,7 @@ func (c *Config) applyDefaults() {
 	}
 	c.Scoring.CLV = c.Scoring.CLV.WithDefaults()
 	c.Scoring.Value = c.Scoring.Value.WithDefaults()
+	c.Scoring.Knowledge = c.Scoring.Knowledge.WithDefaults()
 	if len(c.Pipelines) == 0 {
 		c.Pipelines = map[string]*Pipeline{"nightly": {}}
 	}
@@ -390,6 +394,21 @@ func (c *Config) validate(lines map[string]int) []Problem {
 	}
 	if err := c.Scoring.Value.Validate(); err != nil {
 		add("scoring.value", err.Error(), "")
+	}
+	problems := c.Scoring.Knowledge.Validate()
+	feedback, _ := mapping.TableNamed("feedback")
+	kinds, _ := feedback.Column("kind")
+	for _, key := range slices.Sorted(maps.Keys(problems)) {
+		add("scoring.knowledge."+key, problems[key], "")
+	}
+	for _, kind := range slices.Sorted(maps.Keys(c.Scoring.Knowledge.KindWeights)) {
+		if !slices.Contains(kinds.Allowed, kind) {
+			hint := "one of " + strings.Join(kinds.Allowed, ", ")
+			if cl := closest(kind, kinds.Allowed); cl != "" {
+				hint = "did you mean " + cl + "?"
+			}
+			add("scoring.knowledge.kind_weights."+kind, "unknown feedback kind "+kind, hint)
+		}
 	}
 	if err := rfm.ValidateSegments(c.Scoring.RFM.Segments); err != nil {
 		add("scoring.rfm.segments", err.Error(), "patterns match the two-digit R,F score string, e.g. 5[4-5]")

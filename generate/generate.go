@@ -154,11 +154,16 @@ func Write(dir string, p Params) (Summary, error) {
 		key := rng.Float64() < p.KeyShare
 		lambda, drop, nu := lambdaDist.Rand(), dropDist.Rand(), nuDist.Rand()
 		if key {
-			// Key sources are valuable customers: frequent, loyal buyers.
-			lambda, drop = math.Max(lambda, 0.3+rng.Float64()*0.3), drop*0.2
+			// Key sources are established, valuable customers: frequent buyers who stay, and
+			// who joined in the first half of the period, so they are high on all three
+			// dimensions at its end by construction.
+			lambda, drop = math.Max(lambda, 0.3+rng.Float64()*0.3), 0
 		}
 		spend := distuv.Gamma{Alpha: p.P, Beta: nu, Src: rng}
 		birth := rng.Float64() * weeks * 0.9
+		if key {
+			birth *= 0.5 / 0.9
+		}
 		first := p.Start.Add(time.Duration(birth * 7 * 24 * float64(time.Hour)))
 		var purchases []time.Time
 		for t := birth; t <= weeks; t += rng.ExpFloat64() / lambda {
@@ -250,7 +255,7 @@ func Write(dir string, p Params) (Summary, error) {
 		"bgnbd":       map[string]float64{"r": p.R, "alpha": p.Alpha, "a": p.A, "b": p.B},
 		"gamma_gamma": map[string]float64{"p": p.P, "q": p.Q, "gamma": p.Gamma},
 		"customers":   p.Customers, "seed": p.Seed, "start": p.Start.Format(time.DateOnly), "end": p.End.Format(time.DateOnly),
-		"time_unit": "week", "zone": p.Zone, "key_share": p.KeyShare, "note": "key sources are drawn with raised purchase rates; set key_share 0 for an exact BG/NBD population",
+		"time_unit": "week", "zone": p.Zone, "key_share": p.KeyShare, "note": "key sources are drawn with raised purchase rates and never drop out; set key_share 0 for an exact BG/NBD population",
 	}, "", "  ")
 	paramsPath := filepath.Join(dir, "params.json")
 	if err := os.WriteFile(paramsPath, append(params, '\n'), 0o644); err != nil {

@@ -122,6 +122,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	st.clv.clv = append([]float64(nil), rec.Column(rec.Schema().FieldIndices("clv")[0]).(*array.Float64).Float64Values()...)
 	st.clv.pAlive = append([]float64(nil), rec.Column(rec.Schema().FieldIndices("p_alive")[0]).(*array.Float64).Float64Values()...)
 	st.res.Fits = append(st.res.Fits, bgFit, ggFit)
+	st.clvScores = rec
 	outs := outputs{
 		arrowOutput("customer_clv", rec, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
 			p_alive, expected_purchases, expected_avg_value, clv)
@@ -297,6 +298,7 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.valueScores = rec
 	tiers := rec.Column(3).(*array.String)
 	stages := rec.Column(4).(*array.String)
 	for i := 0; i < tiers.Len(); i++ {

@@ -52,6 +52,7 @@ type Result struct {
 	CLVStats  CLVStats
 	Holdout   []clv.HoldoutGroup
 	TierStage map[[2]string]int64 // (value tier, lifecycle stage) → customers
+	Knowledge *KnowledgeResult    // nil unless the knowledge transform ran
 	Warnings  []string
 	RowsOut   int64
 	Elapsed   time.Duration

@@ -36,9 +36,13 @@ func (o outputs) release() {
 // write replaces each output's as_of partition; the caller holds the transaction.
 func (o outputs) write(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
 	var total int64
+	cleared := map[string]bool{} // several outputs may share a table (model_fits)
 	for _, out := range o {
-		if _, err := conn.ExecContext(ctx, "DELETE FROM "+out.table+" WHERE as_of = ?", res.AsOf); err != nil {
-			return 0, fmt.Errorf("replace %s for %s: %w", out.table, res.AsOf.Format(time.DateOnly), err)
+		if !cleared[out.table] {
+			if _, err := conn.ExecContext(ctx, "DELETE FROM "+out.table+" WHERE as_of = ?", res.AsOf); err != nil {
+				return 0, fmt.Errorf("replace %s for %s: %w", out.table, res.AsOf.Format(time.DateOnly), err)
+			}
+			cleared[out.table] = true
 		}
 		n, err := out.write(ctx, conn, res)
 		if err != nil {
@@ -53,23 +57,34 @@ func (o outputs) write(ctx context.Context, conn *warehouse.Conn, res *Result) (
 // INSERT … SELECT from it that binds (as_of, run_id).
 func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
 	return output{table: table, release: rec.Release,
-		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
-			reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
-			if err != nil {
-				return 0, err
-			}
-			defer reader.Release()
-			release, err := conn.RegisterArrow(reader, "scored")
-			if err != nil {
-				return 0, err
-			}
-			defer release()
-			r, err := conn.ExecContext(ctx, insert, res.AsOf, res.RunID)
-			if err != nil {
-				return 0, err
-			}
-			return r.RowsAffected()
+		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (n int64, err error) {
+			err = withArrowView(conn, rec, "scored", func() error {
+				r, err := conn.ExecContext(ctx, insert, res.AsOf, res.RunID)
+				if err != nil {
+					return err
+				}
+				n, err = r.RowsAffected()
+				return err
+			})
+			return n, err
 		}}
+}
+
+// withArrowView exposes rec to SQL as the view name while fn runs. Queries must read every
+// column in schema order: DuckDB pushes a column projection into the exported stream, which
+// cannot project, and then reads the wrong columns (seen: a crash reading doubles as strings).
+func withArrowView(conn *warehouse.Conn, rec arrow.RecordBatch, name string, fn func() error) error {
+	reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
+	if err != nil {
+		return err
+	}
+	defer reader.Release()
+	release, err := conn.RegisterArrow(reader, name)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return fn()
 }
 
 // scoring carries what one transform hands to a later one within a run.
@@ -78,6 +93,8 @@ type scoring struct {
 	res  *Result
 	log  *slog.Logger
 	clv  *clvState
+	// Rows of customer_clv and customer_value, owned by their outputs, for knowledge to join.
+	clvScores, valueScores arrow.RecordBatch
 }
 
 // score runs the pipeline's transforms in their fixed order and returns their outputs, not yet written.
@@ -88,8 +105,9 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 			out, err := r.scoreRFM(ctx, st.conn, st.res)
 			return outputs{out}, err
 		},
-		"clv":   r.scoreCLV,
-		"value": r.scoreValue,
+		"clv":       r.scoreCLV,
+		"value":     r.scoreValue,
+		"knowledge": r.scoreKnowledge,
 	}
 	var outs outputs
 	for _, name := range config.Transforms {

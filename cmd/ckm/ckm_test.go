@@ -52,9 +52,16 @@ sources:
   shop_orders:
     table: orders
     file: {paths: ["data/orders-*.csv"]}
-    mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: status}
+    mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: status,
+              product_launch_date: product_launch_date}
+  feedback_events:
+    table: feedback
+    file: {paths: ["data/feedback.jsonl"]}
+    mapping: {event_id: event_id, customer_id: customer.id, event_ts: ts, direction: direction, kind: kind, channel: channel,
+              rating: rating, department: department, responded: responded, status: status,
+              acknowledged_at: acknowledged_at, converted_at: converted_at, implemented_at: implemented_at}
 pipelines:
-  nightly: {transforms: [rfm, clv, value]}
+  nightly: {transforms: [rfm, clv, value, knowledge]}
 `
 
 // splitOrders writes the generated orders as two files; the second is added later.
@@ -110,7 +117,9 @@ func readState(t *testing.T, dir, asOf string) outputState {
 		SELECT 'rfm' AS t, customer_id AS k, run_id, concat_ws('|', recency_days, frequency, monetary::VARCHAR, rfm_cell, segment) AS v FROM customer_rfm WHERE as_of = $1
 		UNION ALL SELECT 'clv', customer_id, run_id, concat_ws('|', x, t_x, t_cal, avg_value::VARCHAR, p_alive::VARCHAR, expected_purchases::VARCHAR, clv::VARCHAR) FROM customer_clv WHERE as_of = $1
 		UNION ALL SELECT 'value', customer_id, run_id, concat_ws('|', current_value::VARCHAR, potential_value::VARCHAR, value_tier, lifecycle_stage) FROM customer_value WHERE as_of = $1
-		UNION ALL SELECT 'fit', model || parameter, run_id, concat_ws('|', estimate::VARCHAR, std_error::VARCHAR, log_likelihood::VARCHAR) FROM model_fits WHERE as_of = $1)
+		UNION ALL SELECT 'fit', model || parameter, run_id, concat_ws('|', estimate::VARCHAR, std_error::VARCHAR, log_likelihood::VARCHAR) FROM model_fits WHERE as_of = $1
+		UNION ALL SELECT 'knowledge', customer_id, run_id, concat_ws('|', *COLUMNS(* EXCLUDE (run_id))) FROM customer_knowledge WHERE as_of = $1
+		UNION ALL SELECT 'mix', department || knowledge_type, run_id, concat_ws('|', events, customers) FROM knowledge_mix WHERE as_of = $1)
 		SELECT md5(string_agg(concat_ws('|', t, k, v), ',' ORDER BY t, k)), count(*), count(DISTINCT run_id), any_value(run_id) FROM parts`, asOf).Scan(&hash, &s.rows, &runIDs, &runID))
 	s.hash, s.runID = hash.String, runID.String
 	require.LessOrEqual(t, runIDs, 1, "an as_of partition holds one run's result, never a mix")
@@ -135,6 +144,9 @@ func TestKilledRunsLeavePreviousOutputsAndRerunsAreIdentical(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "data"), 0o755))
 	first, second := splitOrders(t, dir)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "orders-1.csv"), first, 0o644))
+	feedback, err := os.ReadFile(filepath.Join(dir, "gen", "feedback.jsonl"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "feedback.jsonl"), feedback, 0o644))
 	const asOf = "2026-06-30"
 	run := func() {
 		out, err := exec.Command(ckmBin, "run", "--config", filepath.Join(dir, "config.yaml"), "--as-of", asOf).CombinedOutput()
@@ -153,7 +165,7 @@ func TestKilledRunsLeavePreviousOutputsAndRerunsAreIdentical(t *testing.T) {
 		"a file is loaded whole or not at all")
 
 	// The next run dies while scoring: the load is done, the outputs are not replaced.
-	startKilled(t, dir, asOf, "score rfm")
+	startKilled(t, dir, asOf, "score knowledge")
 	afterScoreKill := readState(t, dir, asOf)
 	if afterScoreKill.runID == before.runID {
 		require.Equal(t, before.hash, afterScoreKill.hash, "previous outputs intact after a kill during scoring")

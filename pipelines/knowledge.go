@@ -1,0 +1,254 @@
+package pipelines
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ckm-dev/ckm/transforms/arrowutil"
+	"github.com/ckm-dev/ckm/transforms/clv"
+	"github.com/ckm-dev/ckm/transforms/knowledge"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// KnowledgeResult is what the knowledge transform reports to the run summary.
+type KnowledgeResult struct {
+	Customers      int64
+	KeySources     int64
+	ClassTierStage map[[3]string]int64 // (class, value tier, lifecycle stage) → customers; tier and stage "" without value
+	Top            []KeySource         // the best-ranked key sources, at most 10
+	Model          knowledge.Model
+	MinEvents      int
+}
+
+// KeySource is one top-ranked key knowledge source.
+type KeySource struct {
+	Rank       int64
+	CustomerID string
+	KKSI       float64
+	Class      string
+	TopFactors string
+}
+
+// KnowledgeInputSQL aggregates, per eligible customer (one with a CLV row in the Arrow view
+// clv_scores, or with feedback in the lookback window), the counts the knowledge index is
+// computed from. Windows end with as_of's day in zone. Sums that feed percentiles are exact
+// decimals so reruns tie customers identically (see money).
+func KnowledgeInputSQL(zone string, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
+	z := warehouse.Quote(zone)
+	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
+	var weight strings.Builder
+	weight.WriteString("CASE kind")
+	for _, kind := range slices.Sorted(maps.Keys(p.KindWeights)) {
+		fmt.Fprintf(&weight, " WHEN %s THEN %s", warehouse.Quote(kind), strconv.FormatFloat(p.KindWeights[kind], 'g', -1, 64))
+	}
+	weight.WriteString(" ELSE 0 END")
+	value := "'' AS value_tier, '' AS lifecycle_stage"
+	valueJoin := ""
+	if withValue {
+		value = "coalesce(v.value_tier, '') AS value_tier, coalesce(v.lifecycle_stage, '') AS lifecycle_stage"
+		valueJoin = "LEFT JOIN value_scores v ON v.customer_id = e.customer_id"
+	}
+	const exact = "DECIMAL(38,12)"
+	return fmt.Sprintf(`WITH bounds AS (
+  SELECT %[2]s AS as_of, timezone(%[1]s, CAST(%[2]s - %[3]d + 1 AS TIMESTAMP)) AS t0, timezone(%[1]s, CAST(%[2]s + 1 AS TIMESTAMP)) AS t1
+),
+events AS (
+  SELECT f.customer_id, f.direction = 'inbound' AS inbound, f.kind, f.channel, f.department, f.rating, f.responded,
+         f.knowledge_type, f.event_ts, f.acknowledged_at, f.converted_at, f.implemented_at, f.status, b.t1,
+         b.as_of - CAST(timezone(%[1]s, f.event_ts) AS DATE) AS age_days,
+         CASE WHEN f.direction = 'inbound' THEN %[4]s ELSE 0 END AS weight
+  FROM feedback_knowledge f, bounds b
+  WHERE f.event_ts >= b.t0 AND f.event_ts < b.t1
+),
+fb AS (
+  SELECT customer_id,
+    count(*) FILTER (weight > 0) AS knowledge_events,
+    CAST(coalesce(sum(CAST(weight * pow(0.5, age_days / %[5]g) AS %[9]s)) FILTER (weight > 0), 0) AS DOUBLE) AS innovation,
+    count(*) FILTER (inbound) AS inbound_events,
+    max(age_days) AS first_event_age,
+    count(*) FILTER (NOT inbound) AS invited,
+    count(*) FILTER (NOT inbound AND responded) AS accepted,
+    count(*) FILTER (inbound AND kind IN ('survey_response', 'review') AND rating IS NOT NULL) AS rated_n,
+    CAST(coalesce(sum((rating - 1) / 4.0) FILTER (inbound AND kind IN ('survey_response', 'review')), 0) AS DOUBLE) AS rated_sum,
+    count(*) FILTER (inbound AND kind <> 'complaint' AND coalesce(rating, 5) >= 3) AS non_negative,
+    count(DISTINCT channel) FILTER (weight > 0) AS channels,
+    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND acknowledged_at <= event_ts + INTERVAL %[7]d DAY) AS acknowledged,
+    count(*) FILTER (weight > 0 AND (converted_at < t1 OR (converted_at IS NULL AND status IN ('converted', 'implemented'))))
+      AS converted,
+    count(*) FILTER (weight > 0 AND (implemented_at < t1 OR (implemented_at IS NULL AND status = 'implemented'))) AS implemented,
+    count(DISTINCT department) FILTER (weight > 0) AS departments,
+    count(*) FILTER (knowledge_type = 'KAC') AS kac_events,
+    count(*) FILTER (knowledge_type = 'KForC') AS kforc_events,
+    count(*) FILTER (knowledge_type = 'KFC') AS kfc_events
+  FROM events
+  GROUP BY customer_id
+),
+lead AS (
+  SELECT customer_id,
+    CAST(sum(CAST(CASE WHEN d - product_launch_date <= %[6]d THEN 1 - greatest(d - product_launch_date, 0) / %[6]d ELSE 0 END AS %[9]s)) AS DOUBLE) AS lead_sum,
+    count(*) AS lead_n
+  FROM (SELECT o.customer_id, CAST(timezone(%[1]s, o.order_ts) AS DATE) AS d, o.product_launch_date
+        FROM orders o, bounds b
+        WHERE o.status = 'completed' AND o.product_launch_date IS NOT NULL AND o.order_ts >= b.t0 AND o.order_ts < b.t1)
+  GROUP BY customer_id
+),
+eligible AS (
+  SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[8]g) AS purchase_age, fb.*
+  FROM clv_scores s FULL JOIN fb ON fb.customer_id = s.customer_id
+)
+SELECT e.customer_id,
+  CAST(e.clv IS NOT NULL AS BIGINT) AS has_clv, coalesce(e.clv, 0) AS clv,
+  coalesce(e.knowledge_events, 0) AS knowledge_events, coalesce(e.innovation, 0) AS innovation,
+  coalesce(e.inbound_events, 0) AS inbound_events,
+  CAST(least(%[3]d, greatest(e.purchase_age, e.first_event_age, %[2]s - c.signup_date, 0)) AS BIGINT) AS tenure_days,
+  coalesce(l.lead_sum, 0) AS lead_sum, coalesce(l.lead_n, 0) AS lead_n,
+  coalesce(e.invited, 0) AS invited, coalesce(e.accepted, 0) AS accepted,
+  coalesce(e.rated_n, 0) AS rated_n, coalesce(e.rated_sum, 0) AS rated_sum,
+  CASE WHEN c.contact_consent IS NULL THEN -1 WHEN c.contact_consent THEN 1 ELSE 0 END AS consent,
+  coalesce(e.non_negative, 0) AS non_negative, coalesce(e.channels, 0) AS channels,
+  coalesce(e.acknowledged, 0) AS acknowledged, coalesce(e.converted, 0) AS converted,
+  coalesce(e.implemented, 0) AS implemented, coalesce(e.departments, 0) AS departments,
+  coalesce(e.kac_events, 0) AS kac_events, coalesce(e.kforc_events, 0) AS kforc_events, coalesce(e.kfc_events, 0) AS kfc_events,
+  %[10]s
+FROM eligible e
+LEFT JOIN lead l ON l.customer_id = e.customer_id
+LEFT JOIN customers c ON c.customer_id = e.customer_id
+%[11]s
+ORDER BY e.customer_id`, z, a, lookback, weight.String(), p.HalfLifeDays, p.LeadUserDays, p.AckDays, unitDays, exact, value, valueJoin)
+}
+
+func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
+	done := r.step("score knowledge")
+	defer done()
+	if st.clvScores == nil {
+		return nil, fmt.Errorf("needs the clv transform in the same pipeline")
+	}
+	unit, err := r.Config.Scoring.CLV.UnitDays()
+	if err != nil {
+		return nil, err
+	}
+	// The CLV and value rows go into temp tables the input query joins.
+	for table, rec := range map[string]arrow.RecordBatch{"clv_scores": st.clvScores, "value_scores": st.valueScores} {
+		if rec == nil {
+			continue
+		}
+		err := withArrowView(st.conn, rec, table+"_arrow", func() error {
+			_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+table+" AS SELECT * FROM "+table+"_arrow")
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("knowledge inputs: %w", err)
+		}
+		defer st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+table)
+	}
+	p := r.Config.Scoring.Knowledge
+	query := KnowledgeInputSQL(r.Config.Timezone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)
+	batches, release, err := arrowBatches(ctx, st.conn, query)
+	if err != nil {
+		return nil, fmt.Errorf("knowledge inputs: %w", err)
+	}
+	defer release()
+	rec, model, err := knowledge.Score(batches, p, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := summarizeKnowledge(batches, rec, model)
+	if err != nil {
+		rec.Release()
+		return nil, err
+	}
+	kr.MinEvents = p.MinEvents
+	st.res.Knowledge = kr
+	var names []string
+	for _, f := range rec.Schema().Fields() {
+		names = append(names, warehouse.Ident(f.Name))
+	}
+	columns := strings.Join(names, ", ")
+	window := `FROM feedback_knowledge WHERE event_ts >= timezone(` + warehouse.Quote(r.Config.Timezone) + `, CAST(CAST(? AS DATE) - ` +
+		strconv.Itoa(r.Config.Scoring.LookbackDays) + ` + 1 AS TIMESTAMP))
+		  AND event_ts < timezone(` + warehouse.Quote(r.Config.Timezone) + `, CAST(CAST(? AS DATE) + 1 AS TIMESTAMP))`
+	mix := output{table: "knowledge_mix", write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
+		r, err := conn.ExecContext(ctx, `INSERT INTO knowledge_mix (as_of, run_id, department, knowledge_type, events, customers)
+			SELECT CAST(? AS DATE), ?, department, knowledge_type, count(*), count(DISTINCT customer_id) `+window+`
+			GROUP BY department, knowledge_type ORDER BY department, knowledge_type`, res.AsOf, res.RunID, res.AsOf, res.AsOf)
+		if err != nil {
+			return 0, err
+		}
+		return r.RowsAffected()
+	}}
+	return outputs{
+		arrowOutput("customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
+			SELECT CAST(? AS DATE), ?, `+columns+` FROM scored`),
+		fitsOutput(knowledgeFits(model)),
+		mix,
+	}, nil
+}
+
+// knowledgeFits records the weights and priors a run used, as model_fits rows.
+func knowledgeFits(m knowledge.Model) []clv.Fit {
+	weights := clv.Fit{Model: "knowledge_weights", Customers: m.Customers, Converged: true}
+	add := func(f *clv.Fit, name string, v float64) {
+		f.Params = append(f.Params, clv.Estimate{Name: name, Value: v, StdError: math.NaN()})
+	}
+	for d, dim := range knowledge.Dimensions {
+		add(&weights, dim, m.DimensionWeights[d])
+	}
+	for d, dim := range knowledge.Dimensions {
+		add(&weights, "ahp."+dim, m.AHPWeights[d])
+	}
+	add(&weights, "ahp.consistency_ratio", m.ConsistencyRatio)
+	for d, dim := range m.EntropyWeights {
+		add(&weights, "entropy."+knowledge.Dimensions[d], dim)
+	}
+	for k, in := range knowledge.Indicators {
+		add(&weights, in.Column(), m.IndicatorWeights[k])
+	}
+	priors := clv.Fit{Model: "knowledge_priors", Customers: m.Customers, Converged: true}
+	for _, name := range slices.Sorted(maps.Keys(m.Priors)) {
+		add(&priors, name+".alpha", m.Priors[name].Alpha)
+		add(&priors, name+".beta", m.Priors[name].Beta)
+	}
+	return []clv.Fit{weights, priors}
+}
+
+// summarizeKnowledge counts key sources and classes by value tier and stage, and lists the top 10.
+func summarizeKnowledge(inputs []arrow.RecordBatch, rec arrow.RecordBatch, m knowledge.Model) (*KnowledgeResult, error) {
+	tiers, err := arrowutil.StringColumn(inputs, "value_tier")
+	if err != nil {
+		return nil, err
+	}
+	stages, err := arrowutil.StringColumn(inputs, "lifecycle_stage")
+	if err != nil {
+		return nil, err
+	}
+	col := func(name string) arrow.Array { return rec.Column(rec.Schema().FieldIndices(name)[0]) }
+	ids, classes := col("customer_id").(*array.String), col("class").(*array.String)
+	isKey, rank, kksi, factors := col("is_key_source").(*array.Boolean), col("rank").(*array.Int64), col("kksi").(*array.Float64), col("top_factors").(*array.String)
+	kr := &KnowledgeResult{Customers: rec.NumRows(), ClassTierStage: map[[3]string]int64{}, Model: m}
+	for i := 0; i < int(rec.NumRows()); i++ {
+		kr.ClassTierStage[[3]string{classes.Value(i), tiers[i], stages[i]}]++
+		if isKey.Value(i) {
+			kr.KeySources++
+			kr.Top = append(kr.Top, KeySource{Rank: rank.Value(i), CustomerID: ids.Value(i), KKSI: kksi.Value(i),
+				Class: classes.Value(i), TopFactors: factors.Value(i)})
+		}
+	}
+	slices.SortFunc(kr.Top, func(a, b KeySource) int {
+		if a.Rank != b.Rank {
+			return int(a.Rank - b.Rank)
+		}
+		return strings.Compare(a.CustomerID, b.CustomerID)
+	})
+	kr.Top = kr.Top[:min(10, len(kr.Top))]
+	return kr, nil
+}

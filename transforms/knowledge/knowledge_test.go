@@ -1,0 +1,308 @@
+package knowledge
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"gonum.org/v1/gonum/stat/distuv"
+)
+
+func near(t *testing.T, what string, got, want, tol float64) {
+	t.Helper()
+	if math.Abs(got-want) > tol || math.IsNaN(got) != math.IsNaN(want) {
+		t.Errorf("%s = %.6f, want %.6f (±%g)", what, got, want, tol)
+	}
+}
+
+func TestDefaultAHPWeights(t *testing.T) {
+	w, cr, err := Params{}.WithDefaults().DimensionWeights.Resolve(Dimensions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// DESIGN.md: KV:W = 2, KV:AC = 3, W:AC = 2 → 0.540, 0.297, 0.163, CR ≈ 0.008.
+	near(t, "w_kv", w[0], 0.540, 0.0005)
+	near(t, "w_w", w[1], 0.297, 0.0005)
+	near(t, "w_ac", w[2], 0.163, 0.0005)
+	// By hand: λmax = 3.00920, CI = 0.00460, RI(3) = 0.58.
+	near(t, "CR", cr, 0.0079, 0.0002)
+}
+
+func TestAHPConsistentMatrixRecoversWeights(t *testing.T) {
+	// A perfectly consistent matrix a_ij = w_i/w_j has CR 0 and the weights themselves.
+	want := []float64{0.5, 0.2, 0.2, 0.1}
+	m := make([][]float64, 4)
+	for i := range m {
+		m[i] = make([]float64, 4)
+		for j := range m[i] {
+			m[i][j] = want[i] / want[j]
+		}
+	}
+	w, cr := AHP(m)
+	for i := range want {
+		near(t, "w", w[i], want[i], 1e-9)
+	}
+	near(t, "CR", cr, 0, 1e-9)
+}
+
+func TestInconsistentMatrixFailsValidation(t *testing.T) {
+	p := Params{DimensionWeights: Weights{AHP: map[string]map[string]float64{"kv": {"w": 9, "ac": 1.0 / 9}, "w": {"ac": 9}}}}.WithDefaults()
+	problems := p.Validate()
+	msg := problems["dimension_weights.ahp"]
+	if !strings.Contains(msg, "consistency ratio") {
+		t.Fatalf("want a consistency problem, got %v", problems)
+	}
+	_, cr, _ := p.DimensionWeights.Resolve(Dimensions)
+	if cr < MaxConsistencyRatio || !strings.Contains(msg, fmt.Sprintf("%.3f", cr)) {
+		t.Errorf("CR %g: message %q should carry it", cr, msg)
+	}
+	missing := Params{DimensionWeights: Weights{AHP: map[string]map[string]float64{"kv": {"w": 2}}}}.Validate()
+	if !strings.Contains(missing["dimension_weights"], "not compared") {
+		t.Errorf("an incomplete matrix should be named: %v", missing)
+	}
+}
+
+func TestEntropyWeightsFavourTheDiscriminatingColumn(t *testing.T) {
+	rows := [][]float64{{0.1, 0.5, 0.5}, {0.9, 0.5, 0.5}, {0.5, 0.5, 0.5}}
+	w := EntropyWeights(rows, 3)
+	near(t, "varying column", w[0], 1, 1e-12)
+	near(t, "constant column", w[1], 0, 1e-12)
+}
+
+func TestMidRankPercentiles(t *testing.T) {
+	got := MidRankPercentiles([]float64{3, 1, 2, 2, math.NaN()})
+	// Four values: 1 → 0.5/4, both 2s → (1 + 1)/4, 3 → (3 + 0.5)/4.
+	want := []float64{0.875, 0.125, 0.5, 0.5, math.NaN()}
+	for i := range want {
+		near(t, "pct", got[i], want[i], 1e-12)
+	}
+}
+
+func TestComposite(t *testing.T) {
+	// 0.81^0.5 · 0.16^0.25 · max(0.0001, 0.01)^0.25 = 0.9 · 0.632456 · 0.316228 = 0.18.
+	near(t, "kksi", Composite([]float64{0.81, 0.16, 0.0001}, []float64{0.5, 0.25, 0.25}, 0.01), 0.18, 1e-12)
+	if !math.IsNaN(Composite([]float64{0.5, math.NaN(), 0.5}, []float64{0.5, 0.25, 0.25}, 0.01)) {
+		t.Error("a missing dimension must leave kksi NULL")
+	}
+}
+
+func TestClassBoundaries(t *testing.T) {
+	p := Params{}.WithDefaults()
+	cases := []struct {
+		kv, w, ac float64
+		events    int64
+		want      string
+	}{
+		{0.6, 0.6, 0.6, 3, KeySource},
+		{0.6, 0.6, 0.5999, 3, KeySourceCapabilityGap},
+		{0.6, 0.5999, 0.9, 3, Incentivise},
+		{0.5999, 0.6, 0.9, 3, Nurture},
+		{0.5999, 0.5999, 0.9, 3, NotASource},
+		{0.9, 0.9, 0.9, 2, InsufficientEvidence},
+		{0.9, math.NaN(), 0.9, 10, InsufficientEvidence},
+	}
+	for _, c := range cases {
+		if got := Class(c.kv, c.w, c.ac, c.events, p); got != c.want {
+			t.Errorf("Class(%g, %g, %g, %d) = %s, want %s", c.kv, c.w, c.ac, c.events, got, c.want)
+		}
+	}
+}
+
+func TestPriorByHand(t *testing.T) {
+	// Rates 1/2 and 3/4 (the customer without trials does not count): mean 0.625; strength 2.
+	pr := EstimatePrior([]float64{1, 0, 3}, []float64{2, 0, 4}, 2)
+	near(t, "alpha", pr.Alpha, 1.25, 1e-12)
+	near(t, "beta", pr.Beta, 0.75, 1e-12)
+	near(t, "smoothed 1/2", pr.Smooth(1, 2), 2.25/4, 1e-12)
+	near(t, "imputed", pr.Mean(), 0.625, 1e-12)
+}
+
+func TestPriorRecoversBetaBinomial(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	beta := distuv.Beta{Alpha: 2, Beta: 6, Src: rng}
+	s, n := make([]float64, 40000), make([]float64, 40000)
+	for i := range s {
+		n[i] = float64(1 + rng.IntN(20))
+		q := beta.Rand()
+		for range int(n[i]) {
+			if rng.Float64() < q {
+				s[i]++
+			}
+		}
+	}
+	pr := EstimatePrior(s, n, 0)
+	near(t, "prior mean", pr.Mean(), 0.25, 0.01)
+	near(t, "prior strength", pr.Alpha+pr.Beta, 8, 0.8)
+}
+
+// testRow is one customer's aggregated inputs.
+type testRow struct {
+	id                                               string
+	clv                                              float64 // NaN: no CLV
+	events, inbound, tenure, leadN                   int64
+	invited, accepted, ratedN, consent, nonNeg, chan_ int64
+	acked, converted, implemented, departments       int64
+	innovation, leadSum, ratedSum                    float64
+}
+
+func batch(rows []testRow) arrow.RecordBatch {
+	fields := []arrow.Field{{Name: "customer_id", Type: arrow.BinaryTypes.String}}
+	for _, c := range InputColumns[1:] {
+		typ := arrow.DataType(arrow.PrimitiveTypes.Int64)
+		if c == "clv" || c == "innovation" || c == "lead_sum" || c == "rated_sum" {
+			typ = arrow.PrimitiveTypes.Float64
+		}
+		fields = append(fields, arrow.Field{Name: c, Type: typ})
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(fields, nil))
+	defer b.Release()
+	for _, r := range rows {
+		hasCLV, clv := int64(1), r.clv
+		if math.IsNaN(clv) {
+			hasCLV, clv = 0, 0
+		}
+		vals := map[string]any{"customer_id": r.id, "has_clv": hasCLV, "clv": clv, "knowledge_events": r.events,
+			"innovation": r.innovation, "inbound_events": r.inbound, "tenure_days": r.tenure, "lead_sum": r.leadSum,
+			"lead_n": r.leadN, "invited": r.invited, "accepted": r.accepted, "rated_n": r.ratedN, "rated_sum": r.ratedSum,
+			"consent": r.consent, "non_negative": r.nonNeg, "channels": r.chan_, "acknowledged": r.acked,
+			"converted": r.converted, "implemented": r.implemented, "departments": r.departments,
+			"kac_events": int64(0), "kforc_events": int64(0), "kfc_events": r.events}
+		for i, c := range InputColumns {
+			switch v := vals[c].(type) {
+			case string:
+				b.Field(i).(*array.StringBuilder).Append(v)
+			case int64:
+				b.Field(i).(*array.Int64Builder).Append(v)
+			case float64:
+				b.Field(i).(*array.Float64Builder).Append(v)
+			}
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+// Three customers worked by hand with prior strength 2.
+var handRows = []testRow{
+	// a: 4 knowledge events over 2 channels and 2 departments, 3 acknowledged in time, 2 converted,
+	// 1 implemented; 6 inbound events over 90 days; 2 of 4 invites accepted; ratings summing
+	// (r−1)/4 to 1.5 over 2; consent; 5 of 6 inbound non-negative; 2 launch purchases worth 1.2.
+	{id: "a", clv: 300, events: 4, inbound: 6, tenure: 90, leadN: 2, leadSum: 1.2, invited: 4, accepted: 2, ratedN: 2, ratedSum: 1.5,
+		consent: 1, nonNeg: 5, chan_: 2, acked: 3, converted: 2, implemented: 1, departments: 2, innovation: 5.5},
+	// b: one inbound question (no knowledge event), never invited, no consent, a 10-day customer.
+	{id: "b", clv: 100, inbound: 1, tenure: 10, consent: 0, nonNeg: 1},
+	// c: no purchases (no CLV); 2 knowledge events, consent unknown.
+	{id: "c", clv: math.NaN(), events: 2, inbound: 2, tenure: 365, consent: -1, nonNeg: 1, chan_: 1, acked: 0, converted: 0,
+		departments: 1, innovation: 1, invited: 1, accepted: 1, ratedN: 1, ratedSum: 0.25},
+}
+
+func TestRawIndicatorsByHand(t *testing.T) {
+	rec := batch(handRows)
+	defer rec.Release()
+	in, err := readInputs([]arrow.RecordBatch{rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Params{PriorStrength: 2}.WithDefaults()
+	raw, imputed, priors := rawIndicators(in, p)
+	get := func(name string, i int) (float64, bool) {
+		k := indicatorIndex(dimOf(name), name)
+		return raw[k][i], imputed[k][i]
+	}
+	check := func(name string, i int, want float64, wantImputed bool) {
+		t.Helper()
+		got, imp := get(name, i)
+		near(t, name+"("+handRows[i].id+")", got, want, 1e-12)
+		if imp != wantImputed {
+			t.Errorf("%s(%s) imputed = %v, want %v", name, handRows[i].id, imp, wantImputed)
+		}
+	}
+	// Priors (strength 2): acceptance rates 2/4 and 1/1 → mean 0.75 → Beta(1.5, 0.5).
+	near(t, "acceptance prior mean", priors["acceptance"].Mean(), 0.75, 1e-12)
+	check("clv", 0, 300, false)
+	check("clv", 2, math.NaN(), false)
+	check("innovation", 0, 5.5, false)
+	// lead user: only a has launch purchases, rate 0.6 → Beta(1.2, 0.8); a = (1.2+1.2)/(2+2).
+	check("lead_user", 0, 2.4/4, false)
+	check("lead_user", 1, 0.6, true)
+	// active contact: inbound per 30-day month of tenure, at least one month.
+	check("active_contact", 0, 6/3.0, false)
+	check("active_contact", 1, 1, false)
+	check("active_contact", 2, 2/(365/30.0), false)
+	check("acceptance", 0, (2+1.5)/(4+2), false)
+	check("acceptance", 1, 0.75, true)
+	// benefit: rates 0.75 and 0.25 → mean 0.5 → Beta(1, 1).
+	check("benefit", 0, (1.5+1)/(2+2), false)
+	check("benefit", 1, 0.5, true)
+	// trust: non-negative shares 5/6, 1/1, 1/2 → mean 7/9; consent a 1, b 0, c unknown → mean of known 0.5.
+	m := (5.0/6 + 1 + 0.5) / 3
+	check("trust", 0, 0.5*1+0.5*(5+2*m)/(6+2), false)
+	check("trust", 1, 0.5*0+0.5*(1+2*m)/(1+2), false)
+	check("trust", 2, 0.5*0.5+0.5*(1+2*m)/(2+2), false)
+	// acquire: distinct channels / 8; b has no knowledge events → mean of a (2/8) and c (1/8).
+	check("acquire", 0, 2.0/8, false)
+	check("acquire", 1, 1.5/8, true)
+	// assimilate: acknowledged within SLA 3/4 and 0/2 → mean 0.375 → Beta(0.75, 1.25).
+	check("assimilate", 0, (3+0.75)/(4+2), false)
+	check("assimilate", 2, (0+0.75)/(2+2), false)
+	check("assimilate", 1, 0.375, true)
+	// transform: ½ converted (2/4, 0/2 → mean 0.25 → Beta(0.5, 1.5)) + ½ departments / 4.
+	check("transform", 0, 0.5*(2+0.5)/(4+2)+0.5*2.0/4, false)
+	check("transform", 1, 0.5*0.25+0.5*(2.0/4+1.0/4)/2, true)
+	// exploit: implemented 1/4 and 0/2 → mean 0.125 → Beta(0.25, 1.75).
+	check("exploit", 0, (1+0.25)/(4+2), false)
+}
+
+func dimOf(name string) string {
+	for _, in := range Indicators {
+		if in.Name == name {
+			return in.Dimension
+		}
+	}
+	return ""
+}
+
+func TestScoreCoverageRanksAndFactors(t *testing.T) {
+	rec := batch(handRows)
+	defer rec.Release()
+	out, model, err := Score([]arrow.RecordBatch{rec}, Params{PriorStrength: 2}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	col := func(name string) arrow.Array { return out.Column(out.Schema().FieldIndices(name)[0]) }
+	ac := col("ac").(*array.Float64)
+	// b has no knowledge events: all of AC is imputed, so AC is NULL; W keeps active contact (¼
+	// of its weight observed) plus trust (observed: b has inbound feedback) = ½ → present.
+	if !ac.IsNull(1) || ac.IsNull(0) {
+		t.Errorf("AC NULL for b only, got a null=%v b null=%v", ac.IsNull(0), ac.IsNull(1))
+	}
+	if col("w").IsNull(1) {
+		t.Error("W of b has half its weight observed and must be present")
+	}
+	// KV of c: CLV missing, innovation observed, lead user imputed → ½ of the remaining weight
+	// observed but only ⅓ of the dimension's: below 50%, NULL.
+	if !col("kv").IsNull(2) {
+		t.Error("KV of c has only a third of its weight observed")
+	}
+	classes := col("class").(*array.String)
+	for i, want := range []string{"", InsufficientEvidence, InsufficientEvidence} {
+		if want != "" && classes.Value(i) != want {
+			t.Errorf("class of %s = %s, want %s", handRows[i].id, classes.Value(i), want)
+		}
+	}
+	if r := col("rank").(*array.Int64); r.IsNull(0) || r.Value(0) != 1 || !r.IsNull(1) {
+		t.Errorf("a ranks 1 and b is unranked, got %v", r)
+	}
+	// a: KV indicators (weight 0.540/3 each) at the top percentile dominate.
+	pct := col("kv_clv").(*array.Float64).Value(0)
+	near(t, "a's CLV percentile", pct, (1+0.5)/2, 1e-12)
+	if f := col("top_factors").(*array.String).Value(0); !strings.Contains(f, "high lifetime value") {
+		t.Errorf("a's top factors %q should name its lifetime value", f)
+	}
+	near(t, "kv weight", model.DimensionWeights[0], 0.540, 0.0005)
+}

@@ -1,0 +1,498 @@
+package knowledge
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ckm-dev/ckm/transforms/arrowutil"
+)
+
+// Classes of customers as knowledge sources.
+const (
+	KeySource              = "key_source"                // KV, W and AC high
+	KeySourceCapabilityGap = "key_source_capability_gap" // KV and W high, AC low: the firm fails to absorb
+	Incentivise            = "incentivise"               // KV high, W low
+	Nurture                = "nurture"                   // KV low, W high
+	NotASource             = "not_a_source"
+	InsufficientEvidence   = "insufficient_evidence" // too few knowledge events to judge
+)
+
+// Classes lists the classes in report order.
+var Classes = []string{KeySource, KeySourceCapabilityGap, Incentivise, Nurture, NotASource, InsufficientEvidence}
+
+// Class places a customer by its dimension scores.
+func Class(kv, w, ac float64, events int64, p Params) string {
+	if events < int64(p.MinEvents) || math.IsNaN(kv) || math.IsNaN(w) || math.IsNaN(ac) {
+		return InsufficientEvidence
+	}
+	hkv, hw, hac := kv >= p.High, w >= p.High, ac >= p.High
+	switch {
+	case hkv && hw && hac:
+		return KeySource
+	case hkv && hw:
+		return KeySourceCapabilityGap
+	case hkv:
+		return Incentivise
+	case hw:
+		return Nurture
+	}
+	return NotASource
+}
+
+// Composite is kksi = Π max(S_d, floor)^w_d: a weighted geometric mean, so a dimension near
+// zero cannot be made up for by the others. NaN when a dimension is missing.
+func Composite(scores, weights []float64, floor float64) float64 {
+	logSum := 0.0
+	for d, s := range scores {
+		if math.IsNaN(s) {
+			return math.NaN()
+		}
+		logSum += weights[d] * math.Log(math.Max(s, floor))
+	}
+	return math.Exp(logSum)
+}
+
+// MidRankPercentiles normalises values to (count below + half the count equal) / n over the
+// non-NaN values; NaN stays NaN. Ties share one percentile.
+func MidRankPercentiles(values []float64) []float64 {
+	out := make([]float64, len(values))
+	order := make([]int32, 0, len(values))
+	for i, v := range values {
+		if math.IsNaN(v) {
+			out[i] = math.NaN()
+		} else {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int { return compareFloat(values[a], values[b]) })
+	n := float64(len(order))
+	for lo := 0; lo < len(order); {
+		hi := lo
+		for hi < len(order) && values[order[hi]] == values[order[lo]] {
+			hi++
+		}
+		pct := (float64(lo) + 0.5*float64(hi-lo)) / n
+		for _, i := range order[lo:hi] {
+			out[i] = pct
+		}
+		lo = hi
+	}
+	return out
+}
+
+func compareFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Model is what the run used to score: the weights (written to model_fits every run) and the
+// population priors of the smoothed rates.
+type Model struct {
+	DimensionWeights []float64 // final, by Dimensions
+	AHPWeights       []float64 // from the pairwise matrix (or fixed)
+	ConsistencyRatio float64
+	EntropyWeights   []float64 // nil unless entropy_blend > 0
+	IndicatorWeights []float64 // within their dimension, by Indicators
+	Priors           map[string]Prior
+	Customers        int
+}
+
+// inputs are the per-customer counts the pipeline aggregates in DuckDB.
+type inputs struct {
+	ids                                                         []string
+	hasCLV, knowledgeEvents, inboundEvents, tenureDays, leadN   []int64
+	invited, accepted, ratedN, consent, nonNegative, channels   []int64
+	acked, converted, implemented, departments, kac, kforc, kfc []int64
+	clv, innovation, leadSum, ratedSum                          []float64
+}
+
+// InputColumns are the columns Score reads, all per eligible customer.
+var InputColumns = []string{"customer_id", "has_clv", "clv", "knowledge_events", "innovation", "inbound_events", "tenure_days",
+	"lead_sum", "lead_n", "invited", "accepted", "rated_n", "rated_sum", "consent", "non_negative", "channels",
+	"acknowledged", "converted", "implemented", "departments", "kac_events", "kforc_events", "kfc_events"}
+
+func readInputs(batches []arrow.RecordBatch) (*inputs, error) {
+	in := &inputs{}
+	var err error
+	if in.ids, err = arrowutil.StringColumn(batches, "customer_id"); err != nil {
+		return nil, err
+	}
+	ints, err := arrowutil.Int64Columns(batches, "has_clv", "knowledge_events", "inbound_events", "tenure_days", "lead_n",
+		"invited", "accepted", "rated_n", "consent", "non_negative", "channels", "acknowledged", "converted", "implemented",
+		"departments", "kac_events", "kforc_events", "kfc_events")
+	if err != nil {
+		return nil, err
+	}
+	in.hasCLV, in.knowledgeEvents, in.inboundEvents, in.tenureDays, in.leadN = ints[0], ints[1], ints[2], ints[3], ints[4]
+	in.invited, in.accepted, in.ratedN, in.consent, in.nonNegative, in.channels = ints[5], ints[6], ints[7], ints[8], ints[9], ints[10]
+	in.acked, in.converted, in.implemented, in.departments = ints[11], ints[12], ints[13], ints[14]
+	in.kac, in.kforc, in.kfc = ints[15], ints[16], ints[17]
+	floats, err := arrowutil.Float64Columns(batches, "clv", "innovation", "lead_sum", "rated_sum")
+	if err != nil {
+		return nil, err
+	}
+	in.clv, in.innovation, in.leadSum, in.ratedSum = floats[0], floats[1], floats[2], floats[3]
+	return in, nil
+}
+
+// Score computes every eligible customer's knowledge scores from the columns in InputColumns
+// (consent is 1, 0, or −1 for unknown) and returns customer_knowledge's rows (without as_of
+// and run_id) and the model used.
+func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.RecordBatch, Model, error) {
+	p = p.WithDefaults()
+	if problems := p.Validate(); len(problems) > 0 {
+		keys := slices.Sorted(maps.Keys(problems))
+		return nil, Model{}, fmt.Errorf("knowledge parameters: %s: %s", keys[0], problems[keys[0]])
+	}
+	in, err := readInputs(batches)
+	if err != nil {
+		return nil, Model{}, err
+	}
+	model, err := resolveWeights(p)
+	if err != nil {
+		return nil, Model{}, err
+	}
+	model.Customers = len(in.ids)
+	raw, imputed, priors := rawIndicators(in, p)
+	model.Priors = priors
+
+	// Percentiles sort each indicator independently: spread them over the cores.
+	scores := make([][]float64, len(Indicators))
+	var wg sync.WaitGroup
+	for k := range Indicators {
+		wg.Go(func() {
+			scores[k] = MidRankPercentiles(raw[k])
+			if Indicators[k].LowerIsBetter {
+				for i, v := range scores[k] {
+					scores[k][i] = 1 - v
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	n := len(in.ids)
+	dims := make([][]float64, len(Dimensions))
+	for d, dim := range Dimensions {
+		dims[d] = make([]float64, n)
+		for i := range n {
+			dims[d][i] = dimensionScore(dim, i, scores, imputed, model.IndicatorWeights, p.MinWeightPresent)
+		}
+	}
+	if p.EntropyBlend > 0 {
+		var rows [][]float64
+		for i := range n {
+			if !math.IsNaN(dims[0][i]) && !math.IsNaN(dims[1][i]) && !math.IsNaN(dims[2][i]) {
+				rows = append(rows, []float64{dims[0][i], dims[1][i], dims[2][i]})
+			}
+		}
+		model.EntropyWeights = EntropyWeights(rows, len(Dimensions))
+		for d := range model.DimensionWeights {
+			model.DimensionWeights[d] = (1-p.EntropyBlend)*model.AHPWeights[d] + p.EntropyBlend*model.EntropyWeights[d]
+		}
+	}
+
+	kksi := make([]float64, n)
+	class := make([]string, n)
+	for i := range n {
+		s := []float64{dims[0][i], dims[1][i], dims[2][i]}
+		kksi[i] = Composite(s, model.DimensionWeights, p.Floor)
+		class[i] = Class(s[0], s[1], s[2], in.knowledgeEvents[i], p)
+	}
+	rank := ranks(kksi, class)
+	rec := build(mem, in, scores, imputed, dims, kksi, class, rank, model)
+	return rec, model, nil
+}
+
+// resolveWeights turns the configured weights into numbers; indicator weights are normalised
+// within each dimension.
+func resolveWeights(p Params) (Model, error) {
+	var m Model
+	w, cr, err := p.DimensionWeights.Resolve(Dimensions)
+	if err != nil {
+		return m, fmt.Errorf("dimension_weights: %w", err)
+	}
+	m.AHPWeights, m.ConsistencyRatio, m.DimensionWeights = w, cr, slices.Clone(w)
+	m.IndicatorWeights = make([]float64, len(Indicators))
+	for _, dim := range Dimensions {
+		names := indicatorsOf(dim)
+		w, _, err := p.IndicatorWeights[dim].Resolve(names)
+		if err != nil {
+			return m, fmt.Errorf("indicator_weights.%s: %w", dim, err)
+		}
+		for j, name := range names {
+			m.IndicatorWeights[indicatorIndex(dim, name)] = w[j]
+		}
+	}
+	return m, nil
+}
+
+func indicatorIndex(dim, name string) int {
+	return slices.IndexFunc(Indicators, func(in Indicator) bool { return in.Dimension == dim && in.Name == name })
+}
+
+// rawIndicators computes each indicator's raw value per customer (NaN = missing) and which
+// values were imputed; rates are smoothed towards their population prior.
+func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prior) {
+	n := len(in.ids)
+	raw := make([][]float64, len(Indicators))
+	imputed := make([][]bool, len(Indicators))
+	for k := range Indicators {
+		raw[k] = make([]float64, n)
+		imputed[k] = make([]bool, n)
+	}
+	f := func(v []int64) []float64 {
+		out := make([]float64, len(v))
+		for i, x := range v {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	events, inbound := f(in.knowledgeEvents), f(in.inboundEvents)
+	priors := map[string]Prior{
+		"lead_user":  EstimatePrior(in.leadSum, f(in.leadN), p.PriorStrength),
+		"acceptance": EstimatePrior(f(in.accepted), f(in.invited), p.PriorStrength),
+		"benefit":    EstimatePrior(in.ratedSum, f(in.ratedN), p.PriorStrength),
+		"trust":      EstimatePrior(f(in.nonNegative), inbound, p.PriorStrength),
+		"assimilate": EstimatePrior(f(in.acked), events, p.PriorStrength),
+		"transform":  EstimatePrior(f(in.converted), events, p.PriorStrength),
+		"exploit":    EstimatePrior(f(in.implemented), events, p.PriorStrength),
+	}
+	// Population means of the parts that are not rates, for customers who lack them.
+	consentMean, acquireMean, departmentsMean := meanWhere(in.consent, func(v int64) bool { return v >= 0 }),
+		0.0, 0.0
+	var withEvents int
+	for i := range n {
+		if in.knowledgeEvents[i] > 0 {
+			withEvents++
+			acquireMean += float64(in.channels[i]) / float64(p.Channels)
+			departmentsMean += float64(in.departments[i]) / float64(p.Departments)
+		}
+	}
+	if withEvents > 0 {
+		acquireMean /= float64(withEvents)
+		departmentsMean /= float64(withEvents)
+	}
+	rate := func(k int, name string, s, trials float64, i int) {
+		pr := priors[name]
+		raw[k][i] = pr.Smooth(s, trials)
+		imputed[k][i] = trials == 0
+	}
+	idx := func(name string) int {
+		return slices.IndexFunc(Indicators, func(in Indicator) bool { return in.Name == name })
+	}
+	kCLV, kInnovation, kLead, kContact := idx("clv"), idx("innovation"), idx("lead_user"), idx("active_contact")
+	kAccept, kBenefit, kTrust, kAcquire := idx("acceptance"), idx("benefit"), idx("trust"), idx("acquire")
+	kAssimilate, kTransform, kExploit := idx("assimilate"), idx("transform"), idx("exploit")
+	for i := range n {
+		raw[kCLV][i] = math.NaN()
+		if in.hasCLV[i] == 1 {
+			raw[kCLV][i] = in.clv[i]
+		}
+		raw[kInnovation][i] = in.innovation[i]
+		rate(kLead, "lead_user", in.leadSum[i], float64(in.leadN[i]), i)
+		raw[kContact][i] = inbound[i] / math.Max(1, float64(in.tenureDays[i])/30)
+		rate(kAccept, "acceptance", float64(in.accepted[i]), float64(in.invited[i]), i)
+		rate(kBenefit, "benefit", in.ratedSum[i], float64(in.ratedN[i]), i)
+		rate(kTrust, "trust", float64(in.nonNegative[i]), inbound[i], i)
+		consent := consentMean
+		if in.consent[i] >= 0 {
+			consent = float64(in.consent[i])
+		}
+		raw[kTrust][i] = 0.5*consent + 0.5*raw[kTrust][i]
+		rate(kAssimilate, "assimilate", float64(in.acked[i]), events[i], i)
+		rate(kExploit, "exploit", float64(in.implemented[i]), events[i], i)
+		rate(kTransform, "transform", float64(in.converted[i]), events[i], i)
+		if events[i] > 0 {
+			raw[kAcquire][i] = float64(in.channels[i]) / float64(p.Channels)
+			raw[kTransform][i] = 0.5*raw[kTransform][i] + 0.5*float64(in.departments[i])/float64(p.Departments)
+		} else {
+			raw[kAcquire][i], imputed[kAcquire][i] = acquireMean, true
+			raw[kTransform][i] = 0.5*raw[kTransform][i] + 0.5*departmentsMean
+		}
+	}
+	return raw, imputed, priors
+}
+
+func meanWhere(v []int64, keep func(int64) bool) float64 {
+	var sum float64
+	var n int
+	for _, x := range v {
+		if keep(x) {
+			sum += float64(x)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+// dimensionScore is the weighted mean of the dimension's available indicator scores, or NaN
+// when less than minPresent of its weight was observed (imputed values fill in but do not count).
+func dimensionScore(dim string, i int, scores [][]float64, imputed [][]bool, weights []float64, minPresent float64) float64 {
+	var sum, total, present float64
+	for k, in := range Indicators {
+		if in.Dimension != dim || math.IsNaN(scores[k][i]) {
+			continue
+		}
+		sum += weights[k] * scores[k][i]
+		total += weights[k]
+		if !imputed[k][i] {
+			present += weights[k]
+		}
+	}
+	if total == 0 || present < minPresent-1e-12 {
+		return math.NaN()
+	}
+	return sum / total
+}
+
+// ranks numbers customers with enough evidence by kksi, highest first; ties share a rank
+// and rank 0 means unranked.
+func ranks(kksi []float64, class []string) []int64 {
+	var order []int
+	for i := range kksi {
+		if class[i] != InsufficientEvidence && !math.IsNaN(kksi[i]) {
+			order = append(order, i)
+		}
+	}
+	sort.SliceStable(order, func(a, b int) bool { return kksi[order[a]] > kksi[order[b]] })
+	out := make([]int64, len(kksi))
+	for pos, i := range order {
+		if pos > 0 && kksi[i] == kksi[order[pos-1]] {
+			out[i] = out[order[pos-1]]
+		} else {
+			out[i] = int64(pos + 1)
+		}
+	}
+	return out
+}
+
+// TopFactors names the two observed indicators that add most to the index: an indicator
+// adds its dimension's weight × its weight within the dimension × its score.
+func TopFactors(i int, scores [][]float64, imputed [][]bool, m Model) string {
+	type factor struct {
+		k    int
+		gain float64
+	}
+	var fs []factor
+	for k, in := range Indicators {
+		if math.IsNaN(scores[k][i]) || imputed[k][i] {
+			continue
+		}
+		d := slices.Index(Dimensions, in.Dimension)
+		fs = append(fs, factor{k, m.DimensionWeights[d] * m.IndicatorWeights[k] * scores[k][i]})
+	}
+	sort.SliceStable(fs, func(a, b int) bool { return fs[a].gain > fs[b].gain })
+	var words []string
+	for _, f := range fs[:min(2, len(fs))] {
+		words = append(words, Indicators[f.k].Phrase)
+	}
+	return strings.Join(words, "; ")
+}
+
+// OutputSchema is customer_knowledge without as_of and run_id.
+func OutputSchema() *arrow.Schema {
+	f64, i64 := arrow.PrimitiveTypes.Float64, arrow.PrimitiveTypes.Int64
+	fields := []arrow.Field{{Name: "customer_id", Type: arrow.BinaryTypes.String}}
+	for _, d := range Dimensions {
+		fields = append(fields, arrow.Field{Name: d, Type: f64, Nullable: true})
+	}
+	for _, in := range Indicators {
+		fields = append(fields, arrow.Field{Name: in.Column(), Type: f64, Nullable: true})
+	}
+	for _, in := range Indicators {
+		if in.Imputable {
+			fields = append(fields, arrow.Field{Name: in.Column() + "_imputed", Type: arrow.FixedWidthTypes.Boolean})
+		}
+	}
+	return arrow.NewSchema(append(fields,
+		arrow.Field{Name: "knowledge_events", Type: i64},
+		arrow.Field{Name: "kksi", Type: f64, Nullable: true},
+		arrow.Field{Name: "class", Type: arrow.BinaryTypes.String},
+		arrow.Field{Name: "is_key_source", Type: arrow.FixedWidthTypes.Boolean},
+		arrow.Field{Name: "rank", Type: i64, Nullable: true},
+		arrow.Field{Name: "top_factors", Type: arrow.BinaryTypes.String, Nullable: true},
+		arrow.Field{Name: "kac_events", Type: i64},
+		arrow.Field{Name: "kforc_events", Type: i64},
+		arrow.Field{Name: "kfc_events", Type: i64},
+	), nil)
+}
+
+func build(mem memory.Allocator, in *inputs, scores [][]float64, imputed [][]bool, dims [][]float64,
+	kksi []float64, class []string, rank []int64, m Model) arrow.RecordBatch {
+	b := array.NewRecordBuilder(mem, OutputSchema())
+	defer b.Release()
+	n := len(in.ids)
+	b.Reserve(n)
+	col := 0
+	next := func() array.Builder { c := b.Field(col); col++; return c }
+	floats := func(v []float64) {
+		fb := next().(*array.Float64Builder)
+		for _, x := range v {
+			if math.IsNaN(x) {
+				fb.AppendNull()
+			} else {
+				fb.UnsafeAppend(x)
+			}
+		}
+	}
+	ints := func(v []int64) { next().(*array.Int64Builder).AppendValues(v, nil) }
+	bools := func(v []bool) { next().(*array.BooleanBuilder).AppendValues(v, nil) }
+	next().(*array.StringBuilder).AppendValues(in.ids, nil)
+	for d := range Dimensions {
+		floats(dims[d])
+	}
+	for k := range Indicators {
+		floats(scores[k])
+	}
+	for k, ind := range Indicators {
+		if ind.Imputable {
+			bools(imputed[k])
+		}
+	}
+	ints(in.knowledgeEvents)
+	floats(kksi)
+	next().(*array.StringBuilder).AppendValues(class, nil)
+	isKey := make([]bool, n)
+	for i, c := range class {
+		isKey[i] = c == KeySource || c == KeySourceCapabilityGap
+	}
+	bools(isKey)
+	rb := next().(*array.Int64Builder)
+	for _, r := range rank {
+		if r == 0 {
+			rb.AppendNull()
+		} else {
+			rb.Append(r)
+		}
+	}
+	tb := next().(*array.StringBuilder)
+	for i := range n {
+		if f := TopFactors(i, scores, imputed, m); f != "" {
+			tb.Append(f)
+		} else {
+			tb.AppendNull()
+		}
+	}
+	ints(in.kac)
+	ints(in.kforc)
+	ints(in.kfc)
+	return b.NewRecordBatch()
+}
