@@ -1,0 +1,204 @@
+package pipelines_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/generate"
+	"github.com/ckm-dev/ckm/internal/testutil"
+	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/transforms/knowledge"
+)
+
+const knowledgeConfig = `warehouse: {path: ckm.duckdb}
+timezone: Europe/Berlin
+sources:
+  crm:
+    table: customers
+    file: {paths: [customers.csv]}
+    mapping: {customer_id: customer_id, signup_date: signup_date, contact_consent: contact_consent, updated_at: updated_at}
+  shop:
+    table: orders
+    file: {paths: [orders.csv]}
+    mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: status,
+              product_launch_date: product_launch_date}
+  events:
+    table: feedback
+    file: {paths: [feedback.jsonl]}
+    mapping: {event_id: id, customer_id: customer, event_ts: ts, direction: direction, kind: kind, channel: channel,
+              rating: rating, department: department, responded: responded, status: status,
+              acknowledged_at: acknowledged_at, converted_at: converted_at, implemented_at: implemented_at}
+pipelines:
+  p: {transforms: [clv, knowledge]}
+`
+
+// Customers A, B and C below, worked by hand for as_of 2026-06-30 in Europe/Berlin (window
+// 2025-07-01 … 2026-06-30).
+const handFeedback = `{"id":"e1","customer":"A","ts":"2026-06-30T10:00:00+02:00","direction":"inbound","kind":"co_design","channel":"web","department":"rnd","status":"implemented","acknowledged_at":"2026-06-30T11:00:00+02:00","converted_at":"2026-06-30T12:00:00+02:00","implemented_at":"2026-06-30T13:00:00+02:00"}
+{"id":"e2","customer":"A","ts":"2026-01-01T12:00:00+01:00","direction":"inbound","kind":"suggestion","channel":"email","department":"sales","status":"acknowledged","acknowledged_at":"2026-01-10T12:00:00+01:00"}
+{"id":"e3","customer":"A","ts":"2026-03-01T12:00:00+01:00","direction":"inbound","kind":"complaint","channel":"web","department":"service","rating":2,"status":"new"}
+{"id":"e4","customer":"A","ts":"2026-06-29T12:00:00+02:00","direction":"inbound","kind":"review","channel":"review_site","department":"marketing","rating":5,"status":"converted","acknowledged_at":"2026-06-30T09:00:00+02:00"}
+{"id":"e5","customer":"A","ts":"2026-05-01T12:00:00+02:00","direction":"inbound","kind":"praise","channel":"app","department":"service","status":"new"}
+{"id":"e6","customer":"A","ts":"2026-05-03T12:00:00+02:00","direction":"inbound","kind":"survey_response","channel":"survey","department":"marketing","rating":4,"status":"acknowledged"}
+{"id":"e7","customer":"A","ts":"2026-05-01T09:00:00+02:00","direction":"outbound","kind":"survey_invite","channel":"email","department":"marketing","responded":true,"status":"new"}
+{"id":"e8","customer":"A","ts":"2026-04-01T09:00:00+02:00","direction":"outbound","kind":"survey_invite","channel":"email","department":"marketing","responded":false,"status":"new"}
+{"id":"e9","customer":"A","ts":"2025-06-30T23:30:00+02:00","direction":"inbound","kind":"suggestion","channel":"web","department":"rnd","status":"new"}
+{"id":"e10","customer":"A","ts":"2026-02-01T12:00:00+01:00","direction":"inbound","kind":"question","channel":"phone","department":"service","status":"new"}
+{"id":"e11","customer":"B","ts":"2026-06-01T12:00:00+02:00","direction":"outbound","kind":"survey_invite","channel":"email","department":"marketing","responded":false,"status":"new"}
+{"id":"e12","customer":"B","ts":"2026-06-15T12:00:00+02:00","direction":"inbound","kind":"complaint","channel":"phone","department":"service","rating":1,"status":"new"}
+{"id":"e13","customer":"C","ts":"2026-06-10T12:00:00+02:00","direction":"inbound","kind":"suggestion","channel":"community","department":"rnd","status":"acknowledged","acknowledged_at":"2026-06-12T12:00:00+02:00"}
+{"id":"e14","customer":"A","ts":"2026-07-01T00:30:00+02:00","direction":"inbound","kind":"co_design","channel":"visit","department":"rnd","status":"new"}
+`
+
+func writeHandData(t *testing.T, dir string) {
+	customers := "customer_id,signup_date,contact_consent,updated_at\nA,2026-01-01,true,2026-01-01T00:00:00Z\nB,2025-01-01,false,2025-01-01T00:00:00Z\n"
+	// Generated customers who only buy, so that the CLV models have a population to fit.
+	p := generate.Defaults()
+	p.Customers, p.Seed, p.KeyShare = 300, 2, 0
+	_, err := generate.Write(filepath.Join(dir, "gen"), p)
+	require.NoError(t, err)
+	generated, err := os.ReadFile(filepath.Join(dir, "gen", "orders.csv"))
+	require.NoError(t, err)
+	// Columns: order_id,customer_id,order_ts,amount,margin,quantity,unit_price,product_id,category,product_launch_date,status.
+	// A: launched 30 days before (1 − 30/90), launched long ago (0), launch unknown (not counted).
+	// B: before the window (not counted), then on launch day (1).
+	orders := string(generated) + `a1,A,2026-06-01 10:00:00,50,,1,50,P1,audio,2026-05-02,completed
+a2,A,2026-06-20 10:00:00,40,,1,40,P2,audio,2025-01-01,completed
+a3,A,2026-06-25 10:00:00,30,,1,30,P3,audio,,completed
+b1,B,2025-03-01 10:00:00,20,,1,20,P4,audio,2025-02-27,completed
+b2,B,2026-03-01 10:00:00,25,,1,25,P5,audio,2026-03-01,completed
+`
+	for name, body := range map[string]string{"customers.csv": customers, "orders.csv": orders, "feedback.jsonl": handFeedback, "config.yaml": knowledgeConfig} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+	}
+}
+
+// Every aggregate a sub-indicator is computed from, checked against the events above by hand.
+func TestKnowledgeInputsByHand(t *testing.T) {
+	dir := t.TempDir()
+	writeHandData(t, dir)
+	env := testutil.Open(t, filepath.Join(dir, "config.yaml"))
+	res := env.Run(t, "p", "2026-06-30")
+	require.NotNil(t, res.Knowledge)
+
+	ctx := context.Background()
+	conn, err := env.Warehouse.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, `CREATE TEMP TABLE clv_scores AS SELECT * FROM customer_clv WHERE as_of = DATE '2026-06-30'`)
+	require.NoError(t, err)
+	p := env.Config.Scoring.Knowledge
+	asOf := time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)
+	rows, err := conn.QueryContext(ctx, `SELECT * FROM (`+pipelines.KnowledgeInputSQL("Europe/Berlin", asOf, 365, 7, p, false)+`) WHERE customer_id IN ('A', 'B', 'C')`)
+	require.NoError(t, err)
+	defer rows.Close()
+	cols, err := rows.Columns()
+	require.NoError(t, err)
+	got := map[string]map[string]float64{}
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		require.NoError(t, rows.Scan(ptrs...))
+		row := map[string]float64{}
+		for i, c := range cols {
+			switch v := vals[i].(type) {
+			case int64:
+				row[c] = float64(v)
+			case int32:
+				row[c] = float64(v)
+			case float64:
+				row[c] = v
+			}
+		}
+		got[vals[0].(string)] = row
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, got, 3, "A and B bought, C only gave feedback: all eligible")
+
+	decay := func(days float64) float64 { return math.Pow(0.5, days/180) }
+	want := map[string]map[string]float64{
+		// e1–e4 are knowledge events (e9 is a day before the window, e14 a day after as_of);
+		// innovation: co_design 3 today, suggestion 2 at 180 days, complaint 1 at 121, review ½ at 1.
+		"A": {"has_clv": 1, "knowledge_events": 4, "innovation": 3 + 2*0.5 + decay(121) + 0.5*decay(1),
+			"inbound_events": 7, "invited": 2, "accepted": 1, "rated_n": 2, "rated_sum": 1 + 0.75, "non_negative": 6,
+			"channels": 3, "acknowledged": 2, "converted": 2, "implemented": 1, "departments": 4,
+			"lead_sum": 2.0 / 3, "lead_n": 2, "consent": 1, "tenure_days": 180,
+			"kac_events": 2, "kforc_events": 3, "kfc_events": 4},
+		"B": {"has_clv": 1, "knowledge_events": 1, "innovation": decay(15), "inbound_events": 1, "invited": 1, "accepted": 0,
+			"rated_n": 0, "non_negative": 0, "channels": 1, "acknowledged": 0, "converted": 0, "implemented": 0,
+			"departments": 1, "lead_sum": 1, "lead_n": 1, "consent": 0, "tenure_days": 365,
+			"kac_events": 0, "kforc_events": 1, "kfc_events": 1},
+		"C": {"has_clv": 0, "clv": 0, "knowledge_events": 1, "innovation": 2 * decay(20), "inbound_events": 1, "channels": 1,
+			"acknowledged": 1, "departments": 1, "lead_n": 0, "consent": -1, "tenure_days": 20, "kfc_events": 1},
+	}
+	for id, cols := range want {
+		for col, v := range cols {
+			require.InDelta(t, v, got[id][col], 1e-9, "%s of %s", col, id)
+		}
+	}
+	var clvA float64
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT clv FROM customer_clv WHERE customer_id = 'A'`).Scan(&clvA))
+	require.InDelta(t, clvA, got["A"]["clv"], 1e-12)
+
+	// Types per department, from the same events (e9 and e14 outside the window).
+	var mix string
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT string_agg(department || ':' || knowledge_type || '=' || events, ' '
+		ORDER BY department, knowledge_type) FROM knowledge_mix`).Scan(&mix))
+	require.Equal(t, "marketing:KAC=1 marketing:KFC=1 marketing:KForC=3 rnd:KFC=2 sales:KFC=1 service:KAC=1 service:KFC=2 service:KForC=1", mix)
+}
+
+// The index finds the key sources ckm generate planted among 100,000 customers.
+func TestKnowledgeFindsPlantedKeySources(t *testing.T) {
+	dir := t.TempDir()
+	p := generate.Defaults()
+	p.Customers, p.Seed = 100_000, 3
+	_, err := generate.Write(filepath.Join(dir, "gen"), p)
+	require.NoError(t, err)
+	cfg, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	require.NoError(t, err)
+	replaced := strings.NewReplacer("data/sample/customers.csv.gz", "gen/customers.csv", "data/sample/orders*.csv.gz", "gen/orders.csv",
+		"data/sample/feedback*.jsonl.gz", "gen/feedback.jsonl").Replace(string(cfg))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(replaced), 0o644))
+	env := testutil.Open(t, filepath.Join(dir, "config.yaml"))
+	res := env.Run(t, "nightly", p.End.Format(time.DateOnly))
+
+	var planted, found, hits int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`WITH truth AS (SELECT customer_id, planted_key_source FROM read_csv(?, header = true))
+		SELECT count(*) FILTER (planted_key_source), count(*) FILTER (k.is_key_source), count(*) FILTER (planted_key_source AND k.is_key_source)
+		FROM truth LEFT JOIN customer_knowledge k USING (customer_id)`, filepath.Join(dir, "gen", "truth.csv")).Scan(&planted, &found, &hits))
+	recall, precision := float64(hits)/float64(planted), float64(hits)/float64(found)
+	t.Logf("planted %d, found %d, both %d: recall %.3f, precision %.3f", planted, found, hits, recall, precision)
+	require.GreaterOrEqual(t, recall, 0.9)
+	require.GreaterOrEqual(t, precision, 0.8)
+	require.EqualValues(t, found, res.Knowledge.KeySources)
+	require.Len(t, res.Knowledge.Top, 10)
+	require.EqualValues(t, 1, res.Knowledge.Top[0].Rank)
+
+	// The weights in use are recorded with the run.
+	var kv, cr float64
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT max(estimate) FILTER (parameter = 'kv'), max(estimate) FILTER (parameter = 'ahp.consistency_ratio')
+		FROM model_fits WHERE model = 'knowledge_weights' AND run_id = ?`, res.RunID).Scan(&kv, &cr))
+	require.InDelta(t, 0.540, kv, 0.0005)
+	require.InDelta(t, 0.008, cr, 0.0005)
+
+	// customer_scores has one row per scored customer, joining all four outputs.
+	var rows, distinct, withAll int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*), count(DISTINCT customer_id),
+		count(*) FILTER (rfm_segment IS NOT NULL AND clv IS NOT NULL AND value_tier IS NOT NULL AND knowledge_class IS NOT NULL)
+		FROM customer_scores`).Scan(&rows, &distinct, &withAll))
+	require.Equal(t, rows, distinct)
+	require.Greater(t, withAll, 50_000)
+	var classes int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(DISTINCT class) FROM customer_knowledge`).Scan(&classes))
+	require.Equal(t, len(knowledge.Classes), classes, "every class occurs in a population this size")
+}
