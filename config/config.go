@@ -50,12 +50,13 @@ type Warehouse struct {
 // Source is one configured input. Besides the keys below it has exactly one connector
 // block named after its kind (file: {...}, kafka: {...}).
 type Source struct {
-	Table       string                   `yaml:"table"`
-	Timezone    string                   `yaml:"timezone"` // zone of timestamps without an offset; default: the global timezone
-	Mapping     map[string]mapping.Field `yaml:"mapping"`
-	Filter      string                   `yaml:"filter"`
-	MaxBadRatio *float64                 `yaml:"max_bad_ratio"`
-	RollupLines bool                     `yaml:"rollup_lines"` // records sharing an order_id in one batch are lines of one order
+	Table       string                    `yaml:"table"`
+	Timezone    string                    `yaml:"timezone"` // zone of timestamps without an offset; default: the global timezone
+	Mapping     map[string]mapping.Field  `yaml:"mapping"`
+	Filter      string                    `yaml:"filter"`
+	MaxBadRatio *float64                  `yaml:"max_bad_ratio"`
+	RollupLines bool                      `yaml:"rollup_lines"` // records sharing an order_id in one batch are lines of one order
+	Lookups     map[string]mapping.Lookup `yaml:"lookups"`      // fields from other files, by key (see mapping.Lookup)
 
 	Kind    string `yaml:"-"` // the connector kind, from its block's key
 	Options any    `yaml:"-"` // the decoded connector block
@@ -112,7 +113,7 @@ func (c *Config) MappingSpec(name string, json bool) mapping.Spec {
 	if zone == "" {
 		zone = c.Timezone
 	}
-	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter, RollupLines: s.RollupLines}
+	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter, RollupLines: s.RollupLines, Lookups: s.Lookups}
 }
 
 // SourceNames lists sources in load order: by canonical table, then by name.
@@ -277,6 +278,14 @@ func (c *Config) applyDefaults() {
 	c.Scoring.CLV = c.Scoring.CLV.WithDefaults()
 	c.Scoring.Value = c.Scoring.Value.WithDefaults()
 	c.Scoring.Knowledge = c.Scoring.Knowledge.WithDefaults()
+	for _, s := range c.Sources {
+		for name, l := range s.Lookups {
+			if l.File != "" && !filepath.IsAbs(l.File) {
+				l.File = filepath.Join(c.BaseDir, l.File)
+				s.Lookups[name] = l
+			}
+		}
+	}
 	if len(c.Pipelines) == 0 {
 		c.Pipelines = map[string]*Pipeline{"nightly": {}}
 	}
@@ -341,6 +350,15 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			for _, col := range cols {
 				add(base+".mapping."+col, problems[col], "")
 			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(s.Lookups)) {
+			problems := mapping.ValidateLookup(s.Lookups[name])
+			for _, key := range slices.Sorted(maps.Keys(problems)) {
+				add(base+".lookups."+name+"."+key, problems[key], "")
+			}
+		}
+		if _, err := mapping.OrderLookups(s.Lookups); err != nil {
+			add(base+".lookups", err.Error(), "a lookup may match on an earlier lookup's column, not on its own")
 		}
 		if v, ok := s.Options.(connectors.ConfigValidator); ok {
 			for _, p := range v.Validate(c.BaseDir) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,7 +52,14 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 	if _, err := w.conn.ExecContext(ctx, "SET TimeZone = "+warehouse.Quote(spec.SessionZone())); err != nil {
 		return st, fmt.Errorf("set time zone %s: %w", spec.SessionZone(), err)
 	}
-	fields, err := w.fields(ctx, b.Relation)
+	relation := b.Relation
+	if len(spec.Lookups) > 0 {
+		var err error
+		if relation, err = w.withLookups(ctx, b, spec.Lookups); err != nil {
+			return st, fmt.Errorf("read %s: %w", b.Label, err)
+		}
+	}
+	fields, err := w.fields(ctx, relation)
 	if err != nil {
 		return st, fmt.Errorf("read %s: %w", b.Label, err)
 	}
@@ -59,7 +67,7 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 		return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s)",
 			b.Label, strings.Join(missing, ", "), strings.Join(fields, ", "))
 	}
-	if _, err := w.exec(ctx, "map", "CREATE OR REPLACE TEMP TABLE mapped AS "+spec.Compile(b.Relation, b.Position, fields)); err != nil {
+	if _, err := w.exec(ctx, "map", "CREATE OR REPLACE TEMP TABLE mapped AS "+spec.Compile(relation, b.Position, fields)); err != nil {
 		return st, fmt.Errorf("read %s: %w", b.Label, err)
 	}
 	defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.mapped")
@@ -120,6 +128,39 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 	w.total.DeadLettered += st.DeadLettered
 	w.log.Debug("batch committed", "source", w.source, "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered)
 	return st, nil
+}
+
+// withLookups joins the source's lookup files onto a batch of tabular records. A lookup key
+// that is not unique would double records, so it fails the batch, naming the key.
+func (w *batchWriter) withLookups(ctx context.Context, b connectors.Batch, lookups map[string]mapping.Lookup) (string, error) {
+	if b.JSON {
+		return "", fmt.Errorf("lookups need tabular records (CSV, Parquet); these are JSON documents")
+	}
+	order, err := mapping.OrderLookups(lookups)
+	if err != nil {
+		return "", err
+	}
+	columns := map[string][]string{}
+	for _, name := range order {
+		l := lookups[name]
+		if columns[name], err = w.fields(ctx, l.Relation()); err != nil {
+			return "", fmt.Errorf("lookup %s: %w", name, err)
+		}
+		if !slices.Contains(columns[name], l.Key) {
+			return "", fmt.Errorf("lookup %s: %s has no column %s (it has %s)", name, l.File, l.Key, strings.Join(columns[name], ", "))
+		}
+		var dup sql.NullString
+		var n int64
+		err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT any_value(k), count(*) FROM (SELECT %[1]s AS k FROM %[2]s
+			GROUP BY %[1]s HAVING count(*) > 1)`, warehouse.Ident(l.Key), l.Relation())).Scan(&dup, &n)
+		if err != nil {
+			return "", fmt.Errorf("lookup %s: %w", name, err)
+		}
+		if n > 0 {
+			return "", fmt.Errorf("lookup %s: key %s is not unique in %s (%d keys repeat, e.g. %q)", name, l.Key, l.File, n, dup.String)
+		}
+	}
+	return mapping.WithLookups(b.Relation, lookups, order, columns), nil
 }
 
 // fields lists the source fields of a batch relation (all but _ordinal). For files DuckDB

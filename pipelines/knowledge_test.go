@@ -202,3 +202,42 @@ func TestKnowledgeFindsPlantedKeySources(t *testing.T) {
 	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(DISTINCT class) FROM customer_knowledge`).Scan(&classes))
 	require.Equal(t, len(knowledge.Classes), classes, "every class occurs in a population this size")
 }
+
+// The Olist sample runs end to end through config only, and no review goes missing: each is in
+// feedback (once per review id: Olist repeats some across orders) or in dead_letters with a
+// reason, and lands on the person a direct join of the three files names.
+func TestOlistReviewsAsFeedback(t *testing.T) {
+	t.Setenv("CKM_SHARED_DATA", testutil.SharedData(t, ""))
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "examples", "olist", "config.yaml"))
+	res := env.Run(t, "olist", "2018-08-31")
+	require.NotNil(t, res.Knowledge)
+	dir := testutil.SharedData(t, "olist_sample")
+	file := func(name string) string { return "read_csv('" + filepath.Join(dir, name) + "', all_varchar = true)" }
+	db := env.Warehouse.DB()
+
+	var reviews, inFeedback, deadLetters, unaccounted int
+	require.NoError(t, db.QueryRow(`WITH r AS (SELECT DISTINCT review_id FROM `+file("olist_order_reviews_dataset.csv")+`)
+		SELECT (SELECT count(*) FROM r),
+		       (SELECT count(*) FROM feedback WHERE _source = 'olist_reviews'),
+		       (SELECT count(*) FROM dead_letters WHERE source = 'olist_reviews' AND reason IS NOT NULL),
+		       (SELECT count(*) FROM r WHERE review_id NOT IN (SELECT event_id FROM feedback)
+		          AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.source = 'olist_reviews' AND contains(d.payload, r.review_id)))`).
+		Scan(&reviews, &inFeedback, &deadLetters, &unaccounted))
+	t.Logf("%d distinct reviews: %d in feedback, %d dead letters", reviews, inFeedback, deadLetters)
+	require.Zero(t, unaccounted)
+	require.Equal(t, reviews, inFeedback+deadLetters)
+
+	var wrongPerson, orders int
+	var amount, want float64
+	require.NoError(t, db.QueryRow(`WITH ref AS (
+		  SELECT r.review_id, c.customer_unique_id FROM `+file("olist_order_reviews_dataset.csv")+` r
+		  JOIN `+file("olist_orders_dataset.csv")+` o USING (order_id) JOIN `+file("olist_customers_dataset.csv")+` c USING (customer_id))
+		SELECT count(*) FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM ref WHERE ref.review_id = f.event_id AND ref.customer_unique_id = f.customer_id)`).
+		Scan(&wrongPerson))
+	require.Zero(t, wrongPerson, "every review lands on the person the files name")
+	// Orders are the items rolled up: the amounts equal a direct sum of price + freight.
+	require.NoError(t, db.QueryRow(`SELECT count(*), sum(amount), (SELECT sum(CAST(price AS DOUBLE) + CAST(freight_value AS DOUBLE))
+		FROM `+file("olist_order_items_dataset.csv")+`) FROM orders`).Scan(&orders, &amount, &want))
+	require.InDelta(t, want, amount, 1e-6*want)
+	require.Greater(t, orders, 7000)
+}

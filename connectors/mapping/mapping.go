@@ -43,6 +43,7 @@ type Spec struct {
 	// RollupLines treats records sharing a key within a batch as lines of one record: additive
 	// columns are summed, the others come from the first line.
 	RollupLines bool
+	Lookups     map[string]Lookup // enrich tabular records from other files before mapping
 }
 
 // MissingFields lists the source fields the mapping reads that a columnar source does not have.
