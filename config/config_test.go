@@ -148,3 +148,29 @@ func TestBadYAMLAndEmptyFile(t *testing.T) {
 	_, err = Load(filepath.Join(t.TempDir(), "absent.yaml"))
 	require.ErrorContains(t, err, "read config")
 }
+
+func TestKnowledgeWeightsAreValidated(t *testing.T) {
+	body := valid + `scoring:
+  knowledge:
+    kind_weights: {sugestion: 2}
+    dimension_weights:
+      ahp:
+        kv: {w: 9, ac: 0.2}
+        w: {ac: 5}
+    indicator_weights:
+      w: {fixed: {trust: 2, acceptence: 1}}
+`
+	_, err := Load(write(t, body))
+	problems, ok := ErrProblems(err)
+	require.True(t, ok, "%v", err)
+	text := problems.Error()
+	require.Contains(t, text, "scoring.knowledge.dimension_weights.ahp: pairwise comparisons are inconsistent: consistency ratio")
+	require.Contains(t, text, "≥ 0.10")
+	require.Contains(t, text, "did you mean suggestion?")
+	require.Contains(t, text, `scoring.knowledge.indicator_weights.w: unknown name "acceptence"`)
+
+	cfg, err := Load(write(t, valid))
+	require.NoError(t, err)
+	require.Equal(t, 0.6, cfg.Scoring.Knowledge.High, "DESIGN.md's default")
+	require.Equal(t, 3.0, cfg.Scoring.Knowledge.KindWeights["co_design"])
+}

@@ -40,6 +40,9 @@ type BenchReport struct {
 	RFM               time.Duration
 	CLVValue          time.Duration // summary, fits, scoring, tiers and stages, written
 	CLV               CLVStats
+	Knowledge         time.Duration // knowledge inputs from feedback, orders and CLV, index, classes, written
+	FeedbackEvents    int64
+	KeySources        int64
 	Aggregate         time.Duration // bare per-customer GROUP BY over the same orders
 	PeakRSS           int64         // resident-set high-water mark after the first repetition
 	MemoryAllowed     int64
@@ -78,8 +81,18 @@ sources:
       category: category
       product_launch_date: product_launch_date
       status: status
+  customers:
+    table: customers
+    file: {paths: [data/customers.csv]}
+    mapping: {customer_id: customer_id, signup_date: signup_date, contact_consent: contact_consent, updated_at: updated_at}
+  feedback:
+    table: feedback
+    file: {paths: [data/feedback.jsonl]}
+    mapping: {event_id: event_id, customer_id: customer.id, event_ts: ts, direction: direction, kind: kind, channel: channel,
+              rating: rating, department: department, responded: responded, status: status,
+              acknowledged_at: acknowledged_at, converted_at: converted_at, implemented_at: implemented_at}
 pipelines:
-  bench: {transforms: [rfm, clv, value]}
+  bench: {transforms: [rfm, clv, value, knowledge]}
 `
 
 // Bench generates data once (reused on later calls) and times ingest and RFM against DuckDB's own equivalents.
@@ -108,9 +121,9 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		return nil, err
 	}
 	rep := &BenchReport{OrdersFile: ordersFile, OrdersBytes: st.Size()}
-	var bestRead, bestIngest, bestAgg, bestRFM, bestCLV time.Duration
+	var bestRead, bestIngest, bestAgg, bestRFM, bestCLV, bestKnowledge time.Duration
 	for i := 0; i < o.Repeat; i++ {
-		read, ingest, agg, rfmT, clvT, err := benchOnce(ctx, cfg, o.Log, rep)
+		read, ingest, agg, rfmT, clvT, knowT, err := benchOnce(ctx, cfg, o.Log, rep)
 		if err != nil {
 			return nil, err
 		}
@@ -121,6 +134,9 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		}
 		if i == 0 || clvT < bestCLV {
 			bestCLV = clvT
+		}
+		if i == 0 || knowT < bestKnowledge {
+			bestKnowledge = knowT
 		}
 		if i == 0 || read < bestRead {
 			bestRead = read
@@ -137,12 +153,12 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	}
 	rep.ReadCSVRate = float64(rep.Orders) / bestRead.Seconds()
 	rep.IngestRate = float64(rep.Orders) / bestIngest.Seconds()
-	rep.Aggregate, rep.RFM, rep.CLVValue = bestAgg, bestRFM, bestCLV
+	rep.Aggregate, rep.RFM, rep.CLVValue, rep.Knowledge = bestAgg, bestRFM, bestCLV, bestKnowledge
 	rep.MemoryAllowed = parseBytes(o.MemoryLimit) + 1e9
 	return rep, nil
 }
 
-func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *BenchReport) (read, ingest, agg, rfmT, clvT time.Duration, err error) {
+func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *BenchReport) (read, ingest, agg, rfmT, clvT, knowT time.Duration, err error) {
 	for _, suffix := range []string{"", ".wal"} {
 		os.Remove(cfg.Warehouse.Path + suffix)
 	}
@@ -180,6 +196,14 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 	if err = conn.QueryRowContext(ctx, `SELECT count(*), count(DISTINCT customer_id) FROM orders`).Scan(&rep.Orders, &rep.Customers); err != nil {
 		return
 	}
+	for _, source := range []string{"customers", "feedback"} {
+		if _, err = r.ingest(ctx, conn, source, res.RunID, log); err != nil {
+			return
+		}
+	}
+	if err = conn.QueryRowContext(ctx, `SELECT count(*) FROM feedback`).Scan(&rep.FeedbackEvents); err != nil {
+		return
+	}
 	if err = conn.QueryRowContext(ctx, `SELECT current_setting('threads')`).Scan(&rep.Threads); err != nil {
 		return
 	}
@@ -198,19 +222,32 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 	if err != nil {
 		return
 	}
+	st := &scoring{conn: conn, res: res, log: log}
+	var outs outputs
+	defer func() { outs.release() }()
 	err = timed(&clvT, func() error {
-		st := &scoring{conn: conn, res: res, log: log}
-		outs, err := r.scoreCLV(ctx, st)
-		if err != nil {
+		var err error
+		if outs, err = r.scoreCLV(ctx, st); err != nil {
 			return err
 		}
-		defer outs.release()
 		vouts, err := r.scoreValue(ctx, st)
+		outs = append(outs, vouts...)
 		if err != nil {
 			return err
 		}
-		defer vouts.release()
-		return conn.Tx(ctx, func(ctx context.Context) error { _, err := append(outs, vouts...).write(ctx, conn, res); return err })
+		return conn.Tx(ctx, func(ctx context.Context) error { _, err := outs.write(ctx, conn, res); return err })
+	})
+	if err != nil {
+		return
+	}
+	err = timed(&knowT, func() error {
+		kouts, err := r.scoreKnowledge(ctx, st)
+		if err != nil {
+			return err
+		}
+		defer kouts.release()
+		rep.KeySources = res.Knowledge.KeySources
+		return conn.Tx(ctx, func(ctx context.Context) error { _, err := kouts.write(ctx, conn, res); return err })
 	})
 	rep.CLV = res.CLVStats
 	return

@@ -31,14 +31,13 @@ type clvState struct {
 // same-day refunds, summed exactly (see money). x = purchase days − 1; t_x and t_cal count from the first purchase day in
 // units of unitDays; zbar is the mean amount of the repeat purchase days (0 without any).
 func CustomerSummarySQL(zone string, asOf time.Time, unitDays float64, lookback, trendDays int, current string) string {
-	z := warehouse.Quote(zone)
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	return fmt.Sprintf(`WITH days AS (
-  SELECT customer_id, CAST(timezone(%[1]s, order_ts) AS DATE) AS d, sum(CAST(amount AS %[7]s)) AS amount,
+  SELECT customer_id, %[1]s AS d, sum(CAST(amount AS %[7]s)) AS amount,
          sum(CAST(coalesce(margin, 0) AS %[7]s)) AS margin, bool_or(status = 'completed') AS purchase
   FROM orders
   WHERE (status = 'completed' OR (status = 'returned' AND amount < 0))
-    AND order_ts < timezone(%[1]s, CAST(%[2]s + 1 AS TIMESTAMP))
+    AND order_ts < %[8]s
   GROUP BY ALL
 )
 SELECT customer_id,
@@ -54,7 +53,7 @@ SELECT customer_id,
   CAST(coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS DOUBLE) AS before_amount
 FROM days
 GROUP BY customer_id
-HAVING count(*) FILTER (purchase) > 0`, z, a, unitDays, lookback, trendDays, current, money)
+HAVING count(*) FILTER (purchase) > 0`, localDate(zone, "order_ts"), a, unitDays, lookback, trendDays, current, money, dayStart(zone, a+" + 1"))
 }
 
 func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
@@ -246,11 +245,11 @@ func nullString(s string) any {
 // holdout compares predicted repeat purchases over (as_of, holdout_end] with what happened.
 func (r *Runner) holdout(ctx context.Context, st *scoring, customers []clv.Customer, ids []string, bg clv.BGNBD, unit float64) (output, error) {
 	end, _ := time.Parse(time.DateOnly, r.Config.Scoring.CLV.HoldoutEnd)
-	z := warehouse.Quote(r.Config.Timezone)
-	rows, err := st.conn.QueryContext(ctx, `SELECT customer_id, count(DISTINCT CAST(timezone(`+z+`, order_ts) AS DATE))
+	z := r.Config.Timezone
+	rows, err := st.conn.QueryContext(ctx, `SELECT customer_id, count(DISTINCT `+localDate(z, "order_ts")+`)
 		FROM orders WHERE status = 'completed'
-		  AND order_ts >= timezone(`+z+`, CAST(CAST(? AS DATE) + 1 AS TIMESTAMP))
-		  AND order_ts <  timezone(`+z+`, CAST(CAST(? AS DATE) + 1 AS TIMESTAMP))
+		  AND order_ts >= `+dayStart(z, "CAST(? AS DATE) + 1")+`
+		  AND order_ts <  `+dayStart(z, "CAST(? AS DATE) + 1")+`
 		GROUP BY customer_id`, st.res.AsOf, end)
 	if err != nil {
 		return output{}, err

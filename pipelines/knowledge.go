@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/ckm-dev/ckm/connectors/mapping"
 	"github.com/ckm-dev/ckm/transforms/arrowutil"
 	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/transforms/knowledge"
@@ -39,10 +40,23 @@ type KeySource struct {
 	TopFactors string
 }
 
-// KnowledgeInputSQL aggregates, per eligible customer (one with a CLV row in the Arrow view
+// bitOf maps a column of a closed vocabulary to one bit per value, so that bit_count(bit_or(…))
+// counts distinct values without the hash sets count(DISTINCT …) builds per group.
+func bitOf(t mapping.Table, column string) string {
+	c, _ := t.Column(column)
+	var b strings.Builder
+	b.WriteString("CASE " + column)
+	for i, v := range c.Allowed {
+		fmt.Fprintf(&b, " WHEN %s THEN %d", warehouse.Quote(v), uint64(1)<<i)
+	}
+	b.WriteString(" END")
+	return b.String()
+}
+
+// KnowledgeInputSQL aggregates, per eligible customer (one with a CLV row in the temp table
 // clv_scores, or with feedback in the lookback window), the counts the knowledge index is
-// computed from. Windows end with as_of's day in zone. Sums that feed percentiles are exact
-// decimals so reruns tie customers identically (see money).
+// computed from. Windows end with as_of's day in zone; an event's age is the time from it to the end of
+// as_of, in days.
 func KnowledgeInputSQL(zone string, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
 	z := warehouse.Quote(zone)
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
@@ -58,14 +72,17 @@ func KnowledgeInputSQL(zone string, asOf time.Time, lookback int, unitDays float
 		value = "coalesce(v.value_tier, '') AS value_tier, coalesce(v.lifecycle_stage, '') AS lifecycle_stage"
 		valueJoin = "LEFT JOIN value_scores v ON v.customer_id = e.customer_id"
 	}
-	const exact = "DECIMAL(38,12)"
+	// Sums that feed percentiles add integers (units of 1e-9) so that a rerun, whatever order
+	// DuckDB's threads add in, ties customers identically (see money).
+	const exact = "1e9"
+	feedback, _ := mapping.TableNamed("feedback")
 	return fmt.Sprintf(`WITH bounds AS (
-  SELECT %[2]s AS as_of, timezone(%[1]s, CAST(%[2]s - %[3]d + 1 AS TIMESTAMP)) AS t0, timezone(%[1]s, CAST(%[2]s + 1 AS TIMESTAMP)) AS t1
+  SELECT %[2]s AS as_of, %[11]s AS t0, %[12]s AS t1
 ),
 events AS (
   SELECT f.customer_id, f.direction = 'inbound' AS inbound, f.kind, f.channel, f.department, f.rating, f.responded,
          f.knowledge_type, f.event_ts, f.acknowledged_at, f.converted_at, f.implemented_at, f.status, b.t1,
-         b.as_of - CAST(timezone(%[1]s, f.event_ts) AS DATE) AS age_days,
+         (epoch(b.t1) - epoch(f.event_ts)) / 86400 AS age_days,
          CASE WHEN f.direction = 'inbound' THEN %[4]s ELSE 0 END AS weight
   FROM feedback_knowledge f, bounds b
   WHERE f.event_ts >= b.t0 AND f.event_ts < b.t1
@@ -73,20 +90,20 @@ events AS (
 fb AS (
   SELECT customer_id,
     count(*) FILTER (weight > 0) AS knowledge_events,
-    CAST(coalesce(sum(CAST(weight * pow(0.5, age_days / %[5]g) AS %[9]s)) FILTER (weight > 0), 0) AS DOUBLE) AS innovation,
+    coalesce(sum(CAST(round(weight * pow(0.5, age_days / %[5]g) * %[8]s) AS BIGINT)) FILTER (weight > 0), 0) / %[8]s AS innovation,
     count(*) FILTER (inbound) AS inbound_events,
-    max(age_days) AS first_event_age,
+    CAST(floor(max(age_days)) AS BIGINT) AS first_event_age,
     count(*) FILTER (NOT inbound) AS invited,
     count(*) FILTER (NOT inbound AND responded) AS accepted,
     count(*) FILTER (inbound AND kind IN ('survey_response', 'review') AND rating IS NOT NULL) AS rated_n,
     CAST(coalesce(sum((rating - 1) / 4.0) FILTER (inbound AND kind IN ('survey_response', 'review')), 0) AS DOUBLE) AS rated_sum,
     count(*) FILTER (inbound AND kind <> 'complaint' AND coalesce(rating, 5) >= 3) AS non_negative,
-    count(DISTINCT channel) FILTER (weight > 0) AS channels,
-    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND acknowledged_at <= event_ts + INTERVAL %[7]d DAY) AS acknowledged,
+    CAST(bit_count(coalesce(bit_or(%[13]s) FILTER (weight > 0), 0)) AS BIGINT) AS channels,
+    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND acknowledged_at <= event_ts + INTERVAL %[6]d DAY) AS acknowledged,
     count(*) FILTER (weight > 0 AND (converted_at < t1 OR (converted_at IS NULL AND status IN ('converted', 'implemented'))))
       AS converted,
     count(*) FILTER (weight > 0 AND (implemented_at < t1 OR (implemented_at IS NULL AND status = 'implemented'))) AS implemented,
-    count(DISTINCT department) FILTER (weight > 0) AS departments,
+    CAST(bit_count(coalesce(bit_or(%[14]s) FILTER (weight > 0), 0)) AS BIGINT) AS departments,
     count(*) FILTER (knowledge_type = 'KAC') AS kac_events,
     count(*) FILTER (knowledge_type = 'KForC') AS kforc_events,
     count(*) FILTER (knowledge_type = 'KFC') AS kfc_events
@@ -94,16 +111,18 @@ fb AS (
   GROUP BY customer_id
 ),
 lead AS (
+  -- The local date of an order line costs a time-zone conversion, the slowest step here, so it
+  -- is computed only for lines near their launch, found by a zone-free test with a day's margin.
   SELECT customer_id,
-    CAST(sum(CAST(CASE WHEN d - product_launch_date <= %[6]d THEN 1 - greatest(d - product_launch_date, 0) / %[6]d ELSE 0 END AS %[9]s)) AS DOUBLE) AS lead_sum,
+    sum(CASE WHEN (epoch(order_ts) - epoch(CAST(product_launch_date AS TIMESTAMP))) / 86400 < %[15]d + 2
+      THEN CAST(round(greatest(0, 1 - greatest(%[16]s - product_launch_date, 0) / %[15]d) * %[8]s) AS BIGINT) ELSE 0 END) / %[8]s AS lead_sum,
     count(*) AS lead_n
-  FROM (SELECT o.customer_id, CAST(timezone(%[1]s, o.order_ts) AS DATE) AS d, o.product_launch_date
-        FROM orders o, bounds b
-        WHERE o.status = 'completed' AND o.product_launch_date IS NOT NULL AND o.order_ts >= b.t0 AND o.order_ts < b.t1)
+  FROM orders o, bounds b
+  WHERE o.status = 'completed' AND o.product_launch_date IS NOT NULL AND o.order_ts >= b.t0 AND o.order_ts < b.t1
   GROUP BY customer_id
 ),
 eligible AS (
-  SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[8]g) AS purchase_age, fb.*
+  SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[7]g) AS purchase_age, fb.*
   FROM clv_scores s FULL JOIN fb ON fb.customer_id = s.customer_id
 )
 SELECT e.customer_id,
@@ -119,12 +138,14 @@ SELECT e.customer_id,
   coalesce(e.acknowledged, 0) AS acknowledged, coalesce(e.converted, 0) AS converted,
   coalesce(e.implemented, 0) AS implemented, coalesce(e.departments, 0) AS departments,
   coalesce(e.kac_events, 0) AS kac_events, coalesce(e.kforc_events, 0) AS kforc_events, coalesce(e.kfc_events, 0) AS kfc_events,
-  %[10]s
+  %[9]s
 FROM eligible e
 LEFT JOIN lead l ON l.customer_id = e.customer_id
 LEFT JOIN customers c ON c.customer_id = e.customer_id
-%[11]s
-ORDER BY e.customer_id`, z, a, lookback, weight.String(), p.HalfLifeDays, p.LeadUserDays, p.AckDays, unitDays, exact, value, valueJoin)
+%[10]s
+ORDER BY e.customer_id`, z, a, lookback, weight.String(), p.HalfLifeDays, p.AckDays, unitDays, exact, value, valueJoin,
+		dayStart(zone, fmt.Sprintf("%s - %d + 1", a, lookback)), dayStart(zone, a+" + 1"), bitOf(feedback, "channel"), bitOf(feedback, "department"),
+		p.LeadUserDays, localDate(zone, "o.order_ts"))
 }
 
 func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
@@ -137,6 +158,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	if err != nil {
 		return nil, err
 	}
+	copyStart := time.Now()
 	// The CLV and value rows go into temp tables the input query joins.
 	for table, rec := range map[string]arrow.RecordBatch{"clv_scores": st.clvScores, "value_scores": st.valueScores} {
 		if rec == nil {
@@ -151,17 +173,21 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		}
 		defer st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+table)
 	}
+	copies := time.Since(copyStart)
 	p := r.Config.Scoring.Knowledge
 	query := KnowledgeInputSQL(r.Config.Timezone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)
+	start := time.Now()
 	batches, release, err := arrowBatches(ctx, st.conn, query)
 	if err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	defer release()
+	inputs := time.Since(start)
 	rec, model, err := knowledge.Score(batches, p, memory.DefaultAllocator)
 	if err != nil {
 		return nil, err
 	}
+	st.log.Debug("knowledge scored", "copies", copies.Round(time.Millisecond).String(), "inputs", inputs.Round(time.Millisecond).String(), "index", (time.Since(start) - inputs).Round(time.Millisecond).String())
 	kr, err := summarizeKnowledge(batches, rec, model)
 	if err != nil {
 		rec.Release()
@@ -174,9 +200,8 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		names = append(names, warehouse.Ident(f.Name))
 	}
 	columns := strings.Join(names, ", ")
-	window := `FROM feedback_knowledge WHERE event_ts >= timezone(` + warehouse.Quote(r.Config.Timezone) + `, CAST(CAST(? AS DATE) - ` +
-		strconv.Itoa(r.Config.Scoring.LookbackDays) + ` + 1 AS TIMESTAMP))
-		  AND event_ts < timezone(` + warehouse.Quote(r.Config.Timezone) + `, CAST(CAST(? AS DATE) + 1 AS TIMESTAMP))`
+	window := "FROM feedback_knowledge WHERE event_ts >= " + dayStart(r.Config.Timezone, "CAST(? AS DATE) - "+strconv.Itoa(r.Config.Scoring.LookbackDays)+" + 1") +
+		" AND event_ts < " + dayStart(r.Config.Timezone, "CAST(? AS DATE) + 1")
 	mix := output{table: "knowledge_mix", write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
 		r, err := conn.ExecContext(ctx, `INSERT INTO knowledge_mix (as_of, run_id, department, knowledge_type, events, customers)
 			SELECT CAST(? AS DATE), ?, department, knowledge_type, count(*), count(DISTINCT customer_id) `+window+`

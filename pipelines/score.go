@@ -74,7 +74,16 @@ func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
 // column in schema order: DuckDB pushes a column projection into the exported stream, which
 // cannot project, and then reads the wrong columns (seen: a crash reading doubles as strings).
 func withArrowView(conn *warehouse.Conn, rec arrow.RecordBatch, name string, fn func() error) error {
-	reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
+	// Slices of DuckDB's vector-friendly row-group size let its threads share the scan; one big
+	// batch is read by one thread.
+	const chunk = 122_880
+	var chunks []arrow.RecordBatch
+	for lo := int64(0); lo < rec.NumRows() || lo == 0; lo += chunk {
+		c := rec.NewSlice(lo, min(lo+chunk, rec.NumRows()))
+		defer c.Release()
+		chunks = append(chunks, c)
+	}
+	reader, err := array.NewRecordReader(rec.Schema(), chunks)
 	if err != nil {
 		return err
 	}
@@ -149,6 +158,16 @@ func arrowBatches(ctx context.Context, conn *warehouse.Conn, query string, args 
 	return batches, release, nil
 }
 
+// dayStart is the instant the calendar day date (a DATE expression) starts in zone.
+func dayStart(zone, date string) string {
+	return "timezone(" + warehouse.Quote(zone) + ", CAST(" + date + " AS TIMESTAMP))"
+}
+
+// localDate is the calendar day in zone of ts (a TIMESTAMPTZ expression).
+func localDate(zone, ts string) string {
+	return "CAST(timezone(" + warehouse.Quote(zone) + ", " + ts + ") AS DATE)"
+}
+
 // money is the type amounts are summed in. DuckDB adds doubles in whatever order its threads
 // finish, so a double sum can differ in the last bit between runs (seen on a rerun: 283.73 vs
 // 283.72999999999996) and move a customer across a score tie; decimal sums are exact, so a
@@ -159,14 +178,13 @@ const money = "DECIMAL(38,6)"
 // lookback days. Only completed orders count, with negative-amount returns netted into monetary;
 // a purchase day is a day with a completed order, in the configured zone.
 func RFMAggregateSQL(zone string) string {
-	z := warehouse.Quote(zone)
 	return `WITH params AS (SELECT CAST(?::DATE AS DATE) AS as_of, CAST(? AS INTEGER) AS lookback),
 counted AS (
-  SELECT o.customer_id, CAST(timezone(` + z + `, o.order_ts) AS DATE) AS d, o.amount, o.status = 'completed' AS purchase, p.as_of
+  SELECT o.customer_id, ` + localDate(zone, "o.order_ts") + ` AS d, o.amount, o.status = 'completed' AS purchase, p.as_of
   FROM orders o, params p
   WHERE (o.status = 'completed' OR (o.status = 'returned' AND o.amount < 0))
-    AND o.order_ts >= timezone(` + z + `, CAST(p.as_of - p.lookback + 1 AS TIMESTAMP))
-    AND o.order_ts <  timezone(` + z + `, CAST(p.as_of + 1 AS TIMESTAMP))
+    AND o.order_ts >= ` + dayStart(zone, "p.as_of - p.lookback + 1") + `
+    AND o.order_ts <  ` + dayStart(zone, "p.as_of + 1") + `
 )
 SELECT customer_id,
        CAST(any_value(as_of) - max(d) FILTER (WHERE purchase) AS INTEGER) AS recency_days,

@@ -204,6 +204,8 @@ func TestQuickstartOnShippedSample(t *testing.T) {
 	require.Contains(t, out, "succeeded")
 	require.Contains(t, out, "customers scored:")
 	require.Contains(t, out, "Champions")
+	require.Contains(t, out, "key knowledge sources:")
+	require.Regexp(t, `(?m)^1 +C\d{7} +0\.\d{3} +key_source`, out, "the top key sources are listed with their rank")
 
 	code, out, stderr = ckm("sql", "--config", cfg, "--format", "csv",
 		"SELECT (SELECT count(*) FROM customers) > 0 AND (SELECT count(*) FROM orders) > 0 AND (SELECT count(*) FROM feedback) > 0 AND (SELECT count(*) FROM customer_rfm) > 0 AS all_loaded, (SELECT status FROM pipeline_runs) AS status")

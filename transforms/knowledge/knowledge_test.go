@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
 	"gonum.org/v1/gonum/stat/distuv"
 )
 
@@ -142,12 +143,12 @@ func TestPriorRecoversBetaBinomial(t *testing.T) {
 
 // testRow is one customer's aggregated inputs.
 type testRow struct {
-	id                                               string
-	clv                                              float64 // NaN: no CLV
-	events, inbound, tenure, leadN                   int64
+	id                                                string
+	clv                                               float64 // NaN: no CLV
+	events, inbound, tenure, leadN                    int64
 	invited, accepted, ratedN, consent, nonNeg, chan_ int64
-	acked, converted, implemented, departments       int64
-	innovation, leadSum, ratedSum                    float64
+	acked, converted, implemented, departments        int64
+	innovation, leadSum, ratedSum                     float64
 }
 
 func batch(rows []testRow) arrow.RecordBatch {
@@ -305,4 +306,66 @@ func TestScoreCoverageRanksAndFactors(t *testing.T) {
 		t.Errorf("a's top factors %q should name its lifetime value", f)
 	}
 	near(t, "kv weight", model.DimensionWeights[0], 0.540, 0.0005)
+}
+
+func TestEntropyBlend(t *testing.T) {
+	rows := make([]testRow, 0, 40)
+	for i := range 40 {
+		r := handRows[0]
+		r.id = fmt.Sprintf("c%02d", i)
+		r.clv, r.innovation, r.inbound, r.acked = float64(10*i), float64(i%7), int64(1+i%5), int64(i%4)
+		rows = append(rows, r)
+	}
+	rec := batch(rows)
+	defer rec.Release()
+	out, m, err := Score([]arrow.RecordBatch{rec}, Params{EntropyBlend: 0.5}, memory.DefaultAllocator)
+	require.NoError(t, err)
+	defer out.Release()
+	require.Len(t, m.EntropyWeights, 3)
+	total := 0.0
+	for d := range Dimensions {
+		near(t, "blended weight", m.DimensionWeights[d], 0.5*m.AHPWeights[d]+0.5*m.EntropyWeights[d], 1e-12)
+		total += m.DimensionWeights[d]
+	}
+	near(t, "weights sum", total, 1, 1e-12)
+	require.NotEqual(t, m.AHPWeights, m.DimensionWeights, "the data moved the weights")
+}
+
+// Both ways of computing percentiles (counting few distinct values, sorting many) agree with
+// the definition computed naively.
+func TestMidRankPercentilesAgainstDefinition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, distinct := range []int{5, 100_000} {
+		values := make([]float64, 3000)
+		for i := range values {
+			values[i] = float64(rng.IntN(distinct)) / 7
+			if i%100 == 0 {
+				values[i] = math.NaN()
+			}
+		}
+		_, few := fewDistinctPercentiles(values)
+		require.Equal(t, distinct == 5, few, "the path taken for %d distinct values", distinct)
+		got := MidRankPercentiles(values)
+		n := 0.0
+		for _, v := range values {
+			if !math.IsNaN(v) {
+				n++
+			}
+		}
+		for i, v := range values {
+			if math.IsNaN(v) {
+				require.True(t, math.IsNaN(got[i]))
+				continue
+			}
+			var below, equal float64
+			for _, w := range values {
+				if w < v {
+					below++
+				} else if w == v {
+					equal++
+				}
+			}
+			require.InDelta(t, (below+0.5*equal)/n, got[i], 1e-12)
+		}
+	}
 }

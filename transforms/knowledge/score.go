@@ -1,12 +1,12 @@
 package knowledge
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -64,39 +64,78 @@ func Composite(scores, weights []float64, floor float64) float64 {
 // MidRankPercentiles normalises values to (count below + half the count equal) / n over the
 // non-NaN values; NaN stays NaN. Ties share one percentile.
 func MidRankPercentiles(values []float64) []float64 {
+	if out, ok := fewDistinctPercentiles(values); ok {
+		return out
+	}
+	type entry struct {
+		v float64
+		i int32
+	}
+	// Sorting (value, index) pairs keeps each comparison in cache, unlike sorting indices.
+	sorted := make([]entry, 0, len(values))
 	out := make([]float64, len(values))
-	order := make([]int32, 0, len(values))
 	for i, v := range values {
 		if math.IsNaN(v) {
 			out[i] = math.NaN()
 		} else {
-			order = append(order, int32(i))
+			sorted = append(sorted, entry{v, int32(i)})
 		}
 	}
-	slices.SortFunc(order, func(a, b int32) int { return compareFloat(values[a], values[b]) })
-	n := float64(len(order))
-	for lo := 0; lo < len(order); {
-		hi := lo
-		for hi < len(order) && values[order[hi]] == values[order[lo]] {
+	slices.SortFunc(sorted, func(a, b entry) int {
+		switch {
+		case a.v < b.v:
+			return -1
+		case a.v > b.v:
+			return 1
+		}
+		return 0
+	})
+	n := float64(len(sorted))
+	for lo := 0; lo < len(sorted); {
+		hi := lo + 1
+		for hi < len(sorted) && sorted[hi].v == sorted[lo].v {
 			hi++
 		}
 		pct := (float64(lo) + 0.5*float64(hi-lo)) / n
-		for _, i := range order[lo:hi] {
-			out[i] = pct
+		for _, e := range sorted[lo:hi] {
+			out[e.i] = pct
 		}
 		lo = hi
 	}
 	return out
 }
 
-func compareFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// fewDistinctPercentiles is MidRankPercentiles by counting, for the many indicators with few
+// distinct values (smoothed rates of small counts, shares of a handful): much cheaper than
+// sorting every customer. It gives up when values are mostly distinct.
+func fewDistinctPercentiles(values []float64) ([]float64, bool) {
+	counts := map[float64]int{}
+	n := 0
+	for _, v := range values {
+		if math.IsNaN(v) {
+			continue
+		}
+		counts[v]++
+		n++
+		if len(counts) > len(values)/16+16 {
+			return nil, false
+		}
 	}
-	return 0
+	pct := make(map[float64]float64, len(counts))
+	below := 0
+	for _, v := range slices.Sorted(maps.Keys(counts)) {
+		pct[v] = (float64(below) + 0.5*float64(counts[v])) / float64(n)
+		below += counts[v]
+	}
+	out := make([]float64, len(values))
+	for i, v := range values {
+		if math.IsNaN(v) {
+			out[i] = v
+		} else {
+			out[i] = pct[v]
+		}
+	}
+	return out, true
 }
 
 // Model is what the run used to score: the weights (written to model_fits every run) and the
@@ -187,12 +226,16 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 
 	n := len(in.ids)
 	dims := make([][]float64, len(Dimensions))
-	for d, dim := range Dimensions {
+	for d := range Dimensions {
 		dims[d] = make([]float64, n)
-		for i := range n {
-			dims[d][i] = dimensionScore(dim, i, scores, imputed, model.IndicatorWeights, p.MinWeightPresent)
-		}
 	}
+	inParallel(n, func(lo, hi int) {
+		for d, dim := range Dimensions {
+			for i := lo; i < hi; i++ {
+				dims[d][i] = dimensionScore(dim, i, scores, imputed, model.IndicatorWeights, p.MinWeightPresent)
+			}
+		}
+	})
 	if p.EntropyBlend > 0 {
 		var rows [][]float64
 		for i := range n {
@@ -208,14 +251,29 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 
 	kksi := make([]float64, n)
 	class := make([]string, n)
-	for i := range n {
-		s := []float64{dims[0][i], dims[1][i], dims[2][i]}
-		kksi[i] = Composite(s, model.DimensionWeights, p.Floor)
-		class[i] = Class(s[0], s[1], s[2], in.knowledgeEvents[i], p)
-	}
+	factors := make([]string, n)
+	namer := newFactorNamer(model)
+	inParallel(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			s := []float64{dims[0][i], dims[1][i], dims[2][i]}
+			kksi[i] = Composite(s, model.DimensionWeights, p.Floor)
+			class[i] = Class(s[0], s[1], s[2], in.knowledgeEvents[i], p)
+			factors[i] = namer.name(i, scores, imputed)
+		}
+	})
 	rank := ranks(kksi, class)
-	rec := build(mem, in, scores, imputed, dims, kksi, class, rank, model)
+	rec := build(mem, in, scores, imputed, dims, kksi, class, rank, factors)
 	return rec, model, nil
+}
+
+// inParallel runs fn over [0, n) in one contiguous chunk per core.
+func inParallel(n int, fn func(lo, hi int)) {
+	chunks := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	for c := range chunks {
+		wg.Go(func() { fn(c*n/chunks, (c+1)*n/chunks) })
+	}
+	wg.Wait()
 }
 
 // resolveWeights turns the configured weights into numbers; indicator weights are normalised
@@ -366,13 +424,13 @@ func dimensionScore(dim string, i int, scores [][]float64, imputed [][]bool, wei
 // ranks numbers customers with enough evidence by kksi, highest first; ties share a rank
 // and rank 0 means unranked.
 func ranks(kksi []float64, class []string) []int64 {
-	var order []int
+	var order []int32
 	for i := range kksi {
 		if class[i] != InsufficientEvidence && !math.IsNaN(kksi[i]) {
-			order = append(order, i)
+			order = append(order, int32(i))
 		}
 	}
-	sort.SliceStable(order, func(a, b int) bool { return kksi[order[a]] > kksi[order[b]] })
+	slices.SortStableFunc(order, func(a, b int32) int { return cmp.Compare(kksi[b], kksi[a]) })
 	out := make([]int64, len(kksi))
 	for pos, i := range order {
 		if pos > 0 && kksi[i] == kksi[order[pos-1]] {
@@ -384,27 +442,49 @@ func ranks(kksi []float64, class []string) []int64 {
 	return out
 }
 
-// TopFactors names the two observed indicators that add most to the index: an indicator
-// adds its dimension's weight × its weight within the dimension × its score.
-func TopFactors(i int, scores [][]float64, imputed [][]bool, m Model) string {
-	type factor struct {
-		k    int
-		gain float64
-	}
-	var fs []factor
+// factorNamer names a customer's top factors: the two observed indicators that add most to the
+// index, an indicator adding its dimension's weight × its weight within the dimension × its
+// score. The phrases of every pair are joined once, not per customer.
+type factorNamer struct {
+	weight []float64  // global weight of each indicator
+	pairs  [][]string // pairs[first][second]; pairs[k][k] is k's phrase alone
+}
+
+func newFactorNamer(m Model) factorNamer {
+	f := factorNamer{weight: make([]float64, len(Indicators)), pairs: make([][]string, len(Indicators))}
 	for k, in := range Indicators {
+		f.weight[k] = m.DimensionWeights[slices.Index(Dimensions, in.Dimension)] * m.IndicatorWeights[k]
+		f.pairs[k] = make([]string, len(Indicators))
+		for j, other := range Indicators {
+			f.pairs[k][j] = in.Phrase + "; " + other.Phrase
+		}
+		f.pairs[k][k] = in.Phrase
+	}
+	return f
+}
+
+// name returns customer i's top factors, "" when nothing about the customer was observed.
+func (f factorNamer) name(i int, scores [][]float64, imputed [][]bool) string {
+	first, second := -1, -1
+	var g1, g2 float64
+	for k := range Indicators {
 		if math.IsNaN(scores[k][i]) || imputed[k][i] {
 			continue
 		}
-		d := slices.Index(Dimensions, in.Dimension)
-		fs = append(fs, factor{k, m.DimensionWeights[d] * m.IndicatorWeights[k] * scores[k][i]})
+		switch g := f.weight[k] * scores[k][i]; {
+		case first < 0 || g > g1:
+			first, g1, second, g2 = k, g, first, g1
+		case second < 0 || g > g2:
+			second, g2 = k, g
+		}
 	}
-	sort.SliceStable(fs, func(a, b int) bool { return fs[a].gain > fs[b].gain })
-	var words []string
-	for _, f := range fs[:min(2, len(fs))] {
-		words = append(words, Indicators[f.k].Phrase)
+	switch {
+	case first < 0:
+		return ""
+	case second < 0:
+		return f.pairs[first][first]
 	}
-	return strings.Join(words, "; ")
+	return f.pairs[first][second]
 }
 
 // OutputSchema is customer_knowledge without as_of and run_id.
@@ -436,7 +516,7 @@ func OutputSchema() *arrow.Schema {
 }
 
 func build(mem memory.Allocator, in *inputs, scores [][]float64, imputed [][]bool, dims [][]float64,
-	kksi []float64, class []string, rank []int64, m Model) arrow.RecordBatch {
+	kksi []float64, class []string, rank []int64, factors []string) arrow.RecordBatch {
 	b := array.NewRecordBuilder(mem, OutputSchema())
 	defer b.Release()
 	n := len(in.ids)
@@ -484,8 +564,8 @@ func build(mem memory.Allocator, in *inputs, scores [][]float64, imputed [][]boo
 		}
 	}
 	tb := next().(*array.StringBuilder)
-	for i := range n {
-		if f := TopFactors(i, scores, imputed, m); f != "" {
+	for _, f := range factors {
+		if f != "" {
 			tb.Append(f)
 		} else {
 			tb.AppendNull()
