@@ -211,8 +211,13 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 		count(DISTINCT CAST(order_ts AS DATE)) AS days, sum(amount) AS amount FROM orders GROUP BY customer_id`)); err != nil {
 		return
 	}
+	zone, err := CheckedZone(ctx, conn, cfg.Timezone)
+	if err != nil {
+		return
+	}
+	st := &scoring{conn: conn, res: res, log: log, zone: zone}
 	err = timed(&rfmT, func() error {
-		out, err := r.scoreRFM(ctx, conn, res)
+		out, err := r.scoreRFM(ctx, st)
 		if err != nil {
 			return err
 		}
@@ -222,7 +227,6 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 	if err != nil {
 		return
 	}
-	st := &scoring{conn: conn, res: res, log: log}
 	var outs outputs
 	defer func() { outs.release() }()
 	err = timed(&clvT, func() error {

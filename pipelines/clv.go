@@ -30,7 +30,7 @@ type clvState struct {
 // days in zone; a purchase day has a completed order; day amounts net in
 // same-day refunds, summed exactly (see money). x = purchase days − 1; t_x and t_cal count from the first purchase day in
 // units of unitDays; zbar is the mean amount of the repeat purchase days (0 without any).
-func CustomerSummarySQL(zone string, asOf time.Time, unitDays float64, lookback, trendDays int, current string) string {
+func CustomerSummarySQL(zone Zone, asOf time.Time, unitDays float64, lookback, trendDays int, current string) string {
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	return fmt.Sprintf(`WITH days AS (
   SELECT customer_id, %[1]s AS d, sum(CAST(amount AS %[7]s)) AS amount,
@@ -53,7 +53,7 @@ SELECT customer_id,
   CAST(coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS DOUBLE) AS before_amount
 FROM days
 GROUP BY customer_id
-HAVING count(*) FILTER (purchase) > 0`, localDate(zone, "order_ts"), a, unitDays, lookback, trendDays, current, money, dayStart(zone, a+" + 1"))
+HAVING count(*) FILTER (purchase) > 0`, zone.LocalDate("order_ts"), a, unitDays, lookback, trendDays, current, money, zone.DayStart(a+" + 1"))
 }
 
 func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
@@ -68,7 +68,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	// The summary is materialised once; DuckDB then groups it into the distinct histories the
 	// fits and predictions work on, and numbers them so Go can index predictions without maps.
 	setup := []string{
-		"CREATE OR REPLACE TEMP TABLE clv_summary AS " + CustomerSummarySQL(r.Config.Timezone, st.res.AsOf, unit,
+		"CREATE OR REPLACE TEMP TABLE clv_summary AS " + CustomerSummarySQL(st.zone, st.res.AsOf, unit,
 			r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current),
 		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
 			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary GROUP BY x, t_x, t_cal`,
@@ -245,11 +245,11 @@ func nullString(s string) any {
 // holdout compares predicted repeat purchases over (as_of, holdout_end] with what happened.
 func (r *Runner) holdout(ctx context.Context, st *scoring, customers []clv.Customer, ids []string, bg clv.BGNBD, unit float64) (output, error) {
 	end, _ := time.Parse(time.DateOnly, r.Config.Scoring.CLV.HoldoutEnd)
-	z := r.Config.Timezone
-	rows, err := st.conn.QueryContext(ctx, `SELECT customer_id, count(DISTINCT `+localDate(z, "order_ts")+`)
+	z := st.zone
+	rows, err := st.conn.QueryContext(ctx, `SELECT customer_id, count(DISTINCT `+z.LocalDate("order_ts")+`)
 		FROM orders WHERE status = 'completed'
-		  AND order_ts >= `+dayStart(z, "CAST(? AS DATE) + 1")+`
-		  AND order_ts <  `+dayStart(z, "CAST(? AS DATE) + 1")+`
+		  AND order_ts >= `+z.DayStart("CAST(? AS DATE) + 1")+`
+		  AND order_ts <  `+z.DayStart("CAST(? AS DATE) + 1")+`
 		GROUP BY customer_id`, st.res.AsOf, end)
 	if err != nil {
 		return output{}, err

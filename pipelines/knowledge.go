@@ -57,8 +57,7 @@ func bitOf(t mapping.Table, column string) string {
 // clv_scores, or with feedback in the lookback window), the counts the knowledge index is
 // computed from. Windows end with as_of's day in zone; an event's age is the time from it to the end of
 // as_of, in days.
-func KnowledgeInputSQL(zone string, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
-	z := warehouse.Quote(zone)
+func KnowledgeInputSQL(zone Zone, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	var weight strings.Builder
 	weight.WriteString("CASE kind")
@@ -77,20 +76,20 @@ func KnowledgeInputSQL(zone string, asOf time.Time, lookback int, unitDays float
 	const exact = "1e9"
 	feedback, _ := mapping.TableNamed("feedback")
 	return fmt.Sprintf(`WITH bounds AS (
-  SELECT %[2]s AS as_of, %[11]s AS t0, %[12]s AS t1
+  SELECT %[1]s AS as_of, %[10]s AS t0, %[11]s AS t1
 ),
 events AS (
   SELECT f.customer_id, f.direction = 'inbound' AS inbound, f.kind, f.channel, f.department, f.rating, f.responded,
          f.knowledge_type, f.event_ts, f.acknowledged_at, f.converted_at, f.implemented_at, f.status, b.t1,
          (epoch(b.t1) - epoch(f.event_ts)) / 86400 AS age_days,
-         CASE WHEN f.direction = 'inbound' THEN %[4]s ELSE 0 END AS weight
+         CASE WHEN f.direction = 'inbound' THEN %[3]s ELSE 0 END AS weight
   FROM feedback_knowledge f, bounds b
   WHERE f.event_ts >= b.t0 AND f.event_ts < b.t1
 ),
 fb AS (
   SELECT customer_id,
     count(*) FILTER (weight > 0) AS knowledge_events,
-    coalesce(sum(CAST(round(weight * pow(0.5, age_days / %[5]g) * %[8]s) AS BIGINT)) FILTER (weight > 0), 0) / %[8]s AS innovation,
+    coalesce(sum(CAST(round(weight * pow(0.5, age_days / %[4]g) * %[7]s) AS BIGINT)) FILTER (weight > 0), 0) / %[7]s AS innovation,
     count(*) FILTER (inbound) AS inbound_events,
     CAST(floor(max(age_days)) AS BIGINT) AS first_event_age,
     count(*) FILTER (NOT inbound) AS invited,
@@ -98,12 +97,12 @@ fb AS (
     count(*) FILTER (inbound AND kind IN ('survey_response', 'review') AND rating IS NOT NULL) AS rated_n,
     CAST(coalesce(sum((rating - 1) / 4.0) FILTER (inbound AND kind IN ('survey_response', 'review')), 0) AS DOUBLE) AS rated_sum,
     count(*) FILTER (inbound AND kind <> 'complaint' AND coalesce(rating, 5) >= 3) AS non_negative,
-    CAST(bit_count(coalesce(bit_or(%[13]s) FILTER (weight > 0), 0)) AS BIGINT) AS channels,
-    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND acknowledged_at <= event_ts + INTERVAL %[6]d DAY) AS acknowledged,
+    CAST(bit_count(coalesce(bit_or(%[12]s) FILTER (weight > 0), 0)) AS BIGINT) AS channels,
+    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND acknowledged_at <= event_ts + INTERVAL %[5]d DAY) AS acknowledged,
     count(*) FILTER (weight > 0 AND (converted_at < t1 OR (converted_at IS NULL AND status IN ('converted', 'implemented'))))
       AS converted,
     count(*) FILTER (weight > 0 AND (implemented_at < t1 OR (implemented_at IS NULL AND status = 'implemented'))) AS implemented,
-    CAST(bit_count(coalesce(bit_or(%[14]s) FILTER (weight > 0), 0)) AS BIGINT) AS departments,
+    CAST(bit_count(coalesce(bit_or(%[13]s) FILTER (weight > 0), 0)) AS BIGINT) AS departments,
     count(*) FILTER (knowledge_type = 'KAC') AS kac_events,
     count(*) FILTER (knowledge_type = 'KForC') AS kforc_events,
     count(*) FILTER (knowledge_type = 'KFC') AS kfc_events
@@ -111,25 +110,25 @@ fb AS (
   GROUP BY customer_id
 ),
 lead AS (
-  -- The local date of an order line costs a time-zone conversion, the slowest step here, so it
-  -- is computed only for lines near their launch, found by a zone-free test with a day's margin.
+  -- Most lines are far from their launch: a zone-free test (with a day's margin) spares them
+  -- the local date, the costliest expression here.
   SELECT customer_id,
-    sum(CASE WHEN (epoch(order_ts) - epoch(CAST(product_launch_date AS TIMESTAMP))) / 86400 < %[15]d + 2
-      THEN CAST(round(greatest(0, 1 - greatest(%[16]s - product_launch_date, 0) / %[15]d) * %[8]s) AS BIGINT) ELSE 0 END) / %[8]s AS lead_sum,
+    sum(CASE WHEN (epoch(order_ts) - epoch(CAST(product_launch_date AS TIMESTAMP))) / 86400 < %[14]d + 2
+      THEN CAST(round(greatest(0, 1 - greatest(%[15]s - product_launch_date, 0) / %[14]d) * %[7]s) AS BIGINT) ELSE 0 END) / %[7]s AS lead_sum,
     count(*) AS lead_n
   FROM orders o, bounds b
   WHERE o.status = 'completed' AND o.product_launch_date IS NOT NULL AND o.order_ts >= b.t0 AND o.order_ts < b.t1
   GROUP BY customer_id
 ),
 eligible AS (
-  SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[7]g) AS purchase_age, fb.*
+  SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[6]g) AS purchase_age, fb.*
   FROM clv_scores s FULL JOIN fb ON fb.customer_id = s.customer_id
 )
 SELECT e.customer_id,
   CAST(e.clv IS NOT NULL AS BIGINT) AS has_clv, coalesce(e.clv, 0) AS clv,
   coalesce(e.knowledge_events, 0) AS knowledge_events, coalesce(e.innovation, 0) AS innovation,
   coalesce(e.inbound_events, 0) AS inbound_events,
-  CAST(least(%[3]d, greatest(e.purchase_age, e.first_event_age, %[2]s - c.signup_date, 0)) AS BIGINT) AS tenure_days,
+  CAST(least(%[2]d, greatest(e.purchase_age, e.first_event_age, %[1]s - c.signup_date, 0)) AS BIGINT) AS tenure_days,
   coalesce(l.lead_sum, 0) AS lead_sum, coalesce(l.lead_n, 0) AS lead_n,
   coalesce(e.invited, 0) AS invited, coalesce(e.accepted, 0) AS accepted,
   coalesce(e.rated_n, 0) AS rated_n, coalesce(e.rated_sum, 0) AS rated_sum,
@@ -138,14 +137,14 @@ SELECT e.customer_id,
   coalesce(e.acknowledged, 0) AS acknowledged, coalesce(e.converted, 0) AS converted,
   coalesce(e.implemented, 0) AS implemented, coalesce(e.departments, 0) AS departments,
   coalesce(e.kac_events, 0) AS kac_events, coalesce(e.kforc_events, 0) AS kforc_events, coalesce(e.kfc_events, 0) AS kfc_events,
-  %[9]s
+  %[8]s
 FROM eligible e
 LEFT JOIN lead l ON l.customer_id = e.customer_id
 LEFT JOIN customers c ON c.customer_id = e.customer_id
-%[10]s
-ORDER BY e.customer_id`, z, a, lookback, weight.String(), p.HalfLifeDays, p.AckDays, unitDays, exact, value, valueJoin,
-		dayStart(zone, fmt.Sprintf("%s - %d + 1", a, lookback)), dayStart(zone, a+" + 1"), bitOf(feedback, "channel"), bitOf(feedback, "department"),
-		p.LeadUserDays, localDate(zone, "o.order_ts"))
+%[9]s
+ORDER BY e.customer_id`, a, lookback, weight.String(), p.HalfLifeDays, p.AckDays, unitDays, exact, value, valueJoin,
+		zone.DayStart(fmt.Sprintf("%s - %d + 1", a, lookback)), zone.DayStart(a+" + 1"), bitOf(feedback, "channel"), bitOf(feedback, "department"),
+		p.LeadUserDays, zone.LocalDate("o.order_ts"))
 }
 
 func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
@@ -175,7 +174,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	}
 	copies := time.Since(copyStart)
 	p := r.Config.Scoring.Knowledge
-	query := KnowledgeInputSQL(r.Config.Timezone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)
+	query := KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)
 	start := time.Now()
 	batches, release, err := arrowBatches(ctx, st.conn, query)
 	if err != nil {
@@ -200,8 +199,8 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		names = append(names, warehouse.Ident(f.Name))
 	}
 	columns := strings.Join(names, ", ")
-	window := "FROM feedback_knowledge WHERE event_ts >= " + dayStart(r.Config.Timezone, "CAST(? AS DATE) - "+strconv.Itoa(r.Config.Scoring.LookbackDays)+" + 1") +
-		" AND event_ts < " + dayStart(r.Config.Timezone, "CAST(? AS DATE) + 1")
+	window := "FROM feedback_knowledge WHERE event_ts >= " + st.zone.DayStart("CAST(? AS DATE) - "+strconv.Itoa(r.Config.Scoring.LookbackDays)+" + 1") +
+		" AND event_ts < " + st.zone.DayStart("CAST(? AS DATE) + 1")
 	mix := output{table: "knowledge_mix", write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
 		r, err := conn.ExecContext(ctx, `INSERT INTO knowledge_mix (as_of, run_id, department, knowledge_type, events, customers)
 			SELECT CAST(? AS DATE), ?, department, knowledge_type, count(*), count(DISTINCT customer_id) `+window+`

@@ -96,7 +96,10 @@ func TestKnowledgeInputsByHand(t *testing.T) {
 	require.NoError(t, err)
 	p := env.Config.Scoring.Knowledge
 	asOf := time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)
-	rows, err := conn.QueryContext(ctx, `SELECT * FROM (`+pipelines.KnowledgeInputSQL("Europe/Berlin", asOf, 365, 7, p, false)+`) WHERE customer_id IN ('A', 'B', 'C')`)
+	zone, err := pipelines.CheckedZone(ctx, conn, "Europe/Berlin")
+	require.NoError(t, err)
+	require.True(t, zone.Fast())
+	rows, err := conn.QueryContext(ctx, `SELECT * FROM (`+pipelines.KnowledgeInputSQL(zone, asOf, 365, 7, p, false)+`) WHERE customer_id IN ('A', 'B', 'C')`)
 	require.NoError(t, err)
 	defer rows.Close()
 	cols, err := rows.Columns()

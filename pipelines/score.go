@@ -104,14 +104,22 @@ type scoring struct {
 	clv  *clvState
 	// Rows of customer_clv and customer_value, owned by their outputs, for knowledge to join.
 	clvScores, valueScores arrow.RecordBatch
+	zone                   Zone // calendar days
 }
 
 // score runs the pipeline's transforms in their fixed order and returns their outputs, not yet written.
 func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipeline, res *Result, log *slog.Logger) (outputs, error) {
-	st := &scoring{conn: conn, res: res, log: log}
+	zone, err := CheckedZone(ctx, conn, r.Config.Timezone)
+	if err != nil {
+		return nil, err
+	}
+	if !zone.Fast() {
+		log.Warn("Go's and DuckDB's time zone databases disagree on this zone; converting every timestamp with ICU (slower)", "zone", r.Config.Timezone)
+	}
+	st := &scoring{conn: conn, res: res, log: log, zone: zone}
 	stages := map[string]func(context.Context, *scoring) (outputs, error){
 		"rfm": func(ctx context.Context, st *scoring) (outputs, error) {
-			out, err := r.scoreRFM(ctx, st.conn, st.res)
+			out, err := r.scoreRFM(ctx, st)
 			return outputs{out}, err
 		},
 		"clv":       r.scoreCLV,
@@ -158,16 +166,6 @@ func arrowBatches(ctx context.Context, conn *warehouse.Conn, query string, args 
 	return batches, release, nil
 }
 
-// dayStart is the instant the calendar day date (a DATE expression) starts in zone.
-func dayStart(zone, date string) string {
-	return "timezone(" + warehouse.Quote(zone) + ", CAST(" + date + " AS TIMESTAMP))"
-}
-
-// localDate is the calendar day in zone of ts (a TIMESTAMPTZ expression).
-func localDate(zone, ts string) string {
-	return "CAST(timezone(" + warehouse.Quote(zone) + ", " + ts + ") AS DATE)"
-}
-
 // money is the type amounts are summed in. DuckDB adds doubles in whatever order its threads
 // finish, so a double sum can differ in the last bit between runs (seen on a rerun: 283.73 vs
 // 283.72999999999996) and move a customer across a score tie; decimal sums are exact, so a
@@ -177,14 +175,14 @@ const money = "DECIMAL(38,6)"
 // RFMAggregateSQL is the per-customer aggregate RFM is scored from. Parameters: as_of (DATE),
 // lookback days. Only completed orders count, with negative-amount returns netted into monetary;
 // a purchase day is a day with a completed order, in the configured zone.
-func RFMAggregateSQL(zone string) string {
+func RFMAggregateSQL(zone Zone) string {
 	return `WITH params AS (SELECT CAST(?::DATE AS DATE) AS as_of, CAST(? AS INTEGER) AS lookback),
 counted AS (
-  SELECT o.customer_id, ` + localDate(zone, "o.order_ts") + ` AS d, o.amount, o.status = 'completed' AS purchase, p.as_of
+  SELECT o.customer_id, ` + zone.LocalDate("o.order_ts") + ` AS d, o.amount, o.status = 'completed' AS purchase, p.as_of
   FROM orders o, params p
   WHERE (o.status = 'completed' OR (o.status = 'returned' AND o.amount < 0))
-    AND o.order_ts >= ` + dayStart(zone, "p.as_of - p.lookback + 1") + `
-    AND o.order_ts <  ` + dayStart(zone, "p.as_of + 1") + `
+    AND o.order_ts >= ` + zone.DayStart("p.as_of - p.lookback + 1") + `
+    AND o.order_ts <  ` + zone.DayStart("p.as_of + 1") + `
 )
 SELECT customer_id,
        CAST(any_value(as_of) - max(d) FILTER (WHERE purchase) AS INTEGER) AS recency_days,
@@ -195,10 +193,11 @@ GROUP BY customer_id
 HAVING count(*) FILTER (WHERE purchase) > 0`
 }
 
-func (r *Runner) scoreRFM(ctx context.Context, conn *warehouse.Conn, res *Result) (output, error) {
+func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
+	conn, res := st.conn, st.res
 	done := r.step("score rfm")
 	defer done()
-	batches, release, err := arrowBatches(ctx, conn, RFMAggregateSQL(r.Config.Timezone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
+	batches, release, err := arrowBatches(ctx, conn, RFMAggregateSQL(st.zone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
 	if err != nil {
 		return output{}, err
 	}
