@@ -3,6 +3,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -260,18 +261,12 @@ func quotePathKey(k string) string {
 }
 
 func (c *Config) applyDefaults() {
-	if c.Timezone == "" {
-		c.Timezone = "UTC"
-	}
-	if c.Warehouse.Path == "" {
-		c.Warehouse.Path = "data/ckm.duckdb"
-	}
+	c.Timezone = cmp.Or(c.Timezone, "UTC")
+	c.Warehouse.Path = cmp.Or(c.Warehouse.Path, "data/ckm.duckdb")
 	if !filepath.IsAbs(c.Warehouse.Path) {
 		c.Warehouse.Path = filepath.Join(c.BaseDir, c.Warehouse.Path)
 	}
-	if c.Scoring.LookbackDays == 0 {
-		c.Scoring.LookbackDays = 365
-	}
+	c.Scoring.LookbackDays = cmp.Or(c.Scoring.LookbackDays, 365)
 	if len(c.Scoring.RFM.Segments) == 0 {
 		c.Scoring.RFM.Segments = rfm.DefaultSegments()
 	}

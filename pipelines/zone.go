@@ -30,8 +30,8 @@ type offsetSpan struct {
 // localSpan is the period the offset table covers; instants outside it go through ICU.
 var localSpan = [2]time.Time{time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)}
 
-// ICUZone converts with DuckDB's ICU only.
-func ICUZone(name string) Zone { return Zone{name: name} }
+// icuZone converts with DuckDB's ICU only.
+func icuZone(name string) Zone { return Zone{name: name} }
 
 // CheckedZone builds the offset table for name and checks it against ICU at every change (a
 // second before and at the instant) and between changes.
@@ -61,7 +61,7 @@ func CheckedZone(ctx context.Context, conn *warehouse.Conn, name string) (Zone, 
 		return Zone{}, fmt.Errorf("check time zone %s against ICU: %w", name, err)
 	}
 	if disagree > 0 {
-		return ICUZone(name), nil
+		return icuZone(name), nil
 	}
 	return Zone{name: name, offsets: offsets}, nil
 }

@@ -1,6 +1,7 @@
 package clv
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 
@@ -23,21 +24,11 @@ type Params struct {
 
 // WithDefaults fills unset parameters.
 func (p Params) WithDefaults() Params {
-	if p.TimeUnit == "" {
-		p.TimeUnit = "week"
-	}
-	if p.HorizonMonths == 0 {
-		p.HorizonMonths = 12
-	}
-	if p.MonthlyDiscount == 0 {
-		p.MonthlyDiscount = 0.01
-	}
-	if p.MarginRate == 0 {
-		p.MarginRate = 1
-	}
-	if p.MinRepeatCustomers == 0 {
-		p.MinRepeatCustomers = 20
-	}
+	p.TimeUnit = cmp.Or(p.TimeUnit, "week")
+	p.HorizonMonths = cmp.Or(p.HorizonMonths, 12)
+	p.MonthlyDiscount = cmp.Or(p.MonthlyDiscount, 0.01)
+	p.MarginRate = cmp.Or(p.MarginRate, 1)
+	p.MinRepeatCustomers = cmp.Or(p.MinRepeatCustomers, 20)
 	return p
 }
 

@@ -4,6 +4,7 @@
 package knowledge
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -88,30 +89,15 @@ func DefaultKindWeights() map[string]float64 {
 
 // WithDefaults fills unset parameters with DESIGN.md's values.
 func (p Params) WithDefaults() Params {
-	def := func(v *float64, d float64) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&p.High, 0.6)
-	def(&p.HalfLifeDays, 180)
-	def(&p.MinWeightPresent, 0.5)
-	def(&p.Floor, 0.01)
-	if p.MinEvents == 0 {
-		p.MinEvents = 3
-	}
-	if p.LeadUserDays == 0 {
-		p.LeadUserDays = 90
-	}
-	if p.AckDays == 0 {
-		p.AckDays = 7
-	}
-	if p.Channels == 0 {
-		p.Channels = 8
-	}
-	if p.Departments == 0 {
-		p.Departments = 4
-	}
+	p.High = cmp.Or(p.High, 0.6)
+	p.HalfLifeDays = cmp.Or(p.HalfLifeDays, 180)
+	p.MinWeightPresent = cmp.Or(p.MinWeightPresent, 0.5)
+	p.Floor = cmp.Or(p.Floor, 0.01)
+	p.MinEvents = cmp.Or(p.MinEvents, 3)
+	p.LeadUserDays = cmp.Or(p.LeadUserDays, 90)
+	p.AckDays = cmp.Or(p.AckDays, 7)
+	p.Channels = cmp.Or(p.Channels, 8)
+	p.Departments = cmp.Or(p.Departments, 4)
 	if len(p.KindWeights) == 0 {
 		p.KindWeights = DefaultKindWeights()
 	}

@@ -3,6 +3,7 @@
 package value
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -29,30 +30,15 @@ type Params struct {
 
 // WithDefaults fills unset parameters with DESIGN.md's values.
 func (p Params) WithDefaults() Params {
-	def := func(v *float64, d float64) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	if p.Split == "" {
-		p.Split = "median"
-	}
-	if p.Current == "" {
-		p.Current = "amount"
-	}
-	if p.ExplorationDays == 0 {
-		p.ExplorationDays = 180
-	}
-	if p.ExplorationPurchases == 0 {
-		p.ExplorationPurchases = 2
-	}
-	if p.TrendDays == 0 {
-		p.TrendDays = 180
-	}
-	def(&p.ParetoShare, 0.8)
-	def(&p.DeclinePAlive, 0.5)
-	def(&p.DeclineTrend, 0.7)
-	def(&p.FormationTrend, 1.2)
+	p.Split = cmp.Or(p.Split, "median")
+	p.Current = cmp.Or(p.Current, "amount")
+	p.ExplorationDays = cmp.Or(p.ExplorationDays, 180)
+	p.ExplorationPurchases = cmp.Or(p.ExplorationPurchases, 2)
+	p.TrendDays = cmp.Or(p.TrendDays, 180)
+	p.ParetoShare = cmp.Or(p.ParetoShare, 0.8)
+	p.DeclinePAlive = cmp.Or(p.DeclinePAlive, 0.5)
+	p.DeclineTrend = cmp.Or(p.DeclineTrend, 0.7)
+	p.FormationTrend = cmp.Or(p.FormationTrend, 1.2)
 	return p
 }
 
