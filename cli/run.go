@@ -189,12 +189,6 @@ func (a *app) printKnowledge(res *pipelines.Result) {
 		k.KeySources, k.Customers, k.Model.DimensionWeights[0], k.Model.DimensionWeights[1], k.Model.DimensionWeights[2], k.Model.ConsistencyRatio)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "class\tvalue tier\t"+strings.Join(lifecycleStages, "\t")+"\ttotal\t")
-	var insufficient int64
-	for key, n := range k.ClassTierStage {
-		if key[0] == knowledge.InsufficientEvidence {
-			insufficient += n
-		}
-	}
 	for _, class := range knowledge.Classes[:len(knowledge.Classes)-1] {
 		for _, tier := range append(slices.Clone(valueTiers), "") {
 			var total int64
@@ -212,7 +206,7 @@ func (a *app) printKnowledge(res *pipelines.Result) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "%s (fewer than %d knowledge events in the lookback): %d\n", knowledge.InsufficientEvidence, k.MinEvents, insufficient)
+	fmt.Fprintf(out, "%s (fewer than %d knowledge events in the lookback): %d\n", knowledge.InsufficientEvidence, k.MinEvents, k.Count(knowledge.InsufficientEvidence))
 	if len(k.Top) == 0 {
 		return
 	}

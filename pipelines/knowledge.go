@@ -31,6 +31,17 @@ type KnowledgeResult struct {
 	MinEvents      int
 }
 
+// Count is the number of customers in class.
+func (k *KnowledgeResult) Count(class string) int64 {
+	var n int64
+	for key, c := range k.ClassTierStage {
+		if key[0] == class {
+			n += c
+		}
+	}
+	return n
+}
+
 // KeySource is one top-ranked key knowledge source.
 type KeySource struct {
 	Rank       int64
@@ -194,6 +205,9 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	}
 	kr.MinEvents = p.MinEvents
 	st.res.Knowledge = kr
+	if classed := kr.Customers - kr.Count(knowledge.InsufficientEvidence); kr.Customers > 0 && classed == 0 {
+		st.res.Warnings = append(st.res.Warnings, fmt.Sprintf("knowledge: no customer has %d or more knowledge events in the lookback window, so none is classed (is a feedback source loaded?)", p.MinEvents))
+	}
 	var names []string
 	for _, f := range rec.Schema().Fields() {
 		names = append(names, warehouse.Ident(f.Name))

@@ -246,3 +246,14 @@ func TestOlistReviewsAsFeedback(t *testing.T) {
 	require.InDelta(t, want, amount, 1e-6*want)
 	require.Greater(t, orders, 7000)
 }
+
+// Without any feedback nobody can be classed: the run says so instead of failing.
+func TestKnowledgeWithoutFeedbackWarns(t *testing.T) {
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "examples", "cdnow", "config.yaml"))
+	env.Config.Pipelines["cdnow"].Transforms = append(env.Config.Pipelines["cdnow"].Transforms, "knowledge")
+	res := env.Run(t, "cdnow", "1997-09-30")
+	require.EqualValues(t, 2357, res.Knowledge.Customers)
+	require.EqualValues(t, 2357, res.Knowledge.Count(knowledge.InsufficientEvidence))
+	require.Zero(t, res.Knowledge.KeySources)
+	require.Contains(t, strings.Join(res.Warnings, "\n"), "no customer has 3 or more knowledge events")
+}
