@@ -39,6 +39,9 @@ type batchWriter struct {
 	maxBadRatio float64
 	log         *slog.Logger
 	total       connectors.BatchStats
+	// The lookup files' join order and columns, read and checked once per run, not per batch.
+	lookupOrder   []string
+	lookupColumns map[string][]string
 }
 
 func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
@@ -136,31 +139,42 @@ func (w *batchWriter) withLookups(ctx context.Context, b connectors.Batch, looku
 	if b.JSON {
 		return "", fmt.Errorf("lookups need tabular records (CSV, Parquet); these are JSON documents")
 	}
+	if w.lookupColumns == nil {
+		if err := w.resolveLookups(ctx, lookups); err != nil {
+			return "", err
+		}
+	}
+	return mapping.WithLookups(b.Relation, lookups, w.lookupOrder, w.lookupColumns), nil
+}
+
+// resolveLookups orders the lookups and reads each file's columns, checking its key is unique.
+func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]mapping.Lookup) error {
 	order, err := mapping.OrderLookups(lookups)
 	if err != nil {
-		return "", err
+		return err
 	}
 	columns := map[string][]string{}
 	for _, name := range order {
 		l := lookups[name]
 		if columns[name], err = w.fields(ctx, l.Relation()); err != nil {
-			return "", fmt.Errorf("lookup %s: %w", name, err)
+			return fmt.Errorf("lookup %s: %w", name, err)
 		}
 		if !slices.Contains(columns[name], l.Key) {
-			return "", fmt.Errorf("lookup %s: %s has no column %s (it has %s)", name, l.File, l.Key, strings.Join(columns[name], ", "))
+			return fmt.Errorf("lookup %s: %s has no column %s (it has %s)", name, l.File, l.Key, strings.Join(columns[name], ", "))
 		}
 		var dup sql.NullString
 		var n int64
 		err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT any_value(k), count(*) FROM (SELECT %[1]s AS k FROM %[2]s
 			GROUP BY %[1]s HAVING count(*) > 1)`, warehouse.Ident(l.Key), l.Relation())).Scan(&dup, &n)
 		if err != nil {
-			return "", fmt.Errorf("lookup %s: %w", name, err)
+			return fmt.Errorf("lookup %s: %w", name, err)
 		}
 		if n > 0 {
-			return "", fmt.Errorf("lookup %s: key %s is not unique in %s (%d keys repeat, e.g. %q)", name, l.Key, l.File, n, dup.String)
+			return fmt.Errorf("lookup %s: key %s is not unique in %s (%d keys repeat, e.g. %q)", name, l.Key, l.File, n, dup.String)
 		}
 	}
-	return mapping.WithLookups(b.Relation, lookups, order, columns), nil
+	w.lookupOrder, w.lookupColumns = order, columns
+	return nil
 }
 
 // fields lists the source fields of a batch relation (all but _ordinal). For files DuckDB
