@@ -58,6 +58,8 @@ type Source struct {
 	MaxBadRatio *float64                  `yaml:"max_bad_ratio"`
 	RollupLines bool                      `yaml:"rollup_lines"` // records sharing an order_id in one batch are lines of one order
 	Lookups     map[string]mapping.Lookup `yaml:"lookups"`      // fields from other files, by key (see mapping.Lookup)
+	// UnknownFields: fields the mapping does not read are ignored, kept in _extra, or fail the record.
+	UnknownFields string `yaml:"unknown_fields"`
 
 	Kind    string `yaml:"-"` // the connector kind, from its block's key
 	Options any    `yaml:"-"` // the decoded connector block
@@ -114,7 +116,8 @@ func (c *Config) MappingSpec(name string, json bool) mapping.Spec {
 	if zone == "" {
 		zone = c.Timezone
 	}
-	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter, RollupLines: s.RollupLines, Lookups: s.Lookups}
+	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter, RollupLines: s.RollupLines, Lookups: s.Lookups,
+		UnknownFields: s.UnknownFields}
 }
 
 // SourceNames lists sources in load order: by canonical table, then by name.
@@ -328,6 +331,9 @@ func (c *Config) validate(lines map[string]int) []Problem {
 		}
 		if ok && s.RollupLines && !t.Additive() {
 			add(base+".rollup_lines", "table "+t.Name+" has no columns that lines add up in", "rollup_lines is for order lines (orders)")
+		}
+		if s.UnknownFields != "" && !slices.Contains(mapping.UnknownFieldPolicies, s.UnknownFields) {
+			add(base+".unknown_fields", "unknown policy "+s.UnknownFields, "one of "+strings.Join(mapping.UnknownFieldPolicies, ", "))
 		}
 		if s.Timezone != "" {
 			if _, err := time.LoadLocation(s.Timezone); err != nil {

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
 )
 
 // Querier runs SQL on the warehouse connection; inside Batch hooks it is bound to the batch's transaction.
@@ -27,6 +29,9 @@ type Env struct {
 	RunID   string
 	DB      Querier // the warehouse, to read the connector's own checkpoint state
 	Log     *slog.Logger
+	// Follow asks a streaming source to keep reading new records in micro-batches until its
+	// context ends (continuous ingest) instead of stopping once caught up.
+	Follow bool
 }
 
 // Source reads what is new in one configured source.
@@ -50,6 +55,9 @@ type Batch struct {
 	// column) plus `_ordinal`, the record's 1-based number within the batch, in source order.
 	Relation string
 	JSON     bool
+	// Records, when set, are rows the connector already holds in memory (a Kafka fetch): the
+	// writer exposes them to SQL as the view RecordsView while it reads Relation.
+	Records arrow.RecordBatch
 	// Position is an SQL expression over the relation's columns (including `_ordinal`) that
 	// yields the record's _position, e.g. file:line.
 	Position string
@@ -64,6 +72,9 @@ type Batch struct {
 	// Checkpoint records the connector's progress in the same transaction as the rows.
 	Checkpoint func(ctx context.Context, tx Querier, stats BatchStats) error
 }
+
+// RecordsView is the name under which a batch's in-memory Records are visible to its Relation.
+const RecordsView = "ckm_batch_records"
 
 // BatchStats counts what one batch did.
 type BatchStats struct {

@@ -174,7 +174,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		if rec == nil {
 			continue
 		}
-		err := withArrowView(st.conn, rec, table+"_arrow", func() error {
+		err := st.conn.WithArrowView(rec, table+"_arrow", func() error {
 			_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+table+" AS SELECT * FROM "+table+"_arrow")
 			return err
 		})

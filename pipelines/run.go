@@ -3,6 +3,7 @@ package pipelines
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -193,7 +194,35 @@ func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pi
 	})
 }
 
+// Ingest loads what is new in one source without scoring: each batch commits with its
+// checkpoint as in a run. With follow, a streaming source keeps loading micro-batches until
+// ctx ends, which then ends the ingest without error.
+func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (SourceResult, error) {
+	if _, ok := r.Config.Sources[source]; !ok {
+		return SourceResult{Name: source}, fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
+	}
+	conn, err := r.Warehouse.Conn(ctx)
+	if err != nil {
+		return SourceResult{Name: source}, err
+	}
+	defer conn.Close()
+	id, err := uuid.NewV7()
+	if err != nil {
+		return SourceResult{Name: source}, fmt.Errorf("new run id: %w", err)
+	}
+	runID := "ingest-" + id.String()
+	sr, err := r.ingestWith(ctx, conn, source, runID, r.Log.With("run_id", runID), follow)
+	if follow && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return sr, nil
+	}
+	return sr, err
+}
+
 func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger) (SourceResult, error) {
+	return r.ingestWith(ctx, conn, name, runID, log, false)
+}
+
+func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger, follow bool) (SourceResult, error) {
 	s := r.Config.Sources[name]
 	sr := SourceResult{Name: name, Table: s.Table}
 	kind, ok := connectors.Lookup(s.Kind)
@@ -203,14 +232,12 @@ func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID s
 	done := r.step("load " + name)
 	defer done()
 	env := connectors.Env{Source: name, Table: s.Table, BaseDir: r.Config.BaseDir, RunID: runID, DB: conn,
-		Log: log.With("source", name)}
+		Log: log.With("source", name), Follow: follow}
 	src, err := kind.Open(ctx, env, s.Options)
 	if err != nil {
 		return sr, fmt.Errorf("source %s: open: %w", name, err)
 	}
-	w := &batchWriter{conn: conn, source: name, runID: runID, log: env.Log,
-		spec: r.Config.MappingSpec(name, false), maxBadRatio: r.Config.BadRatio(s)}
-	w.jsonSpec = r.Config.MappingSpec(name, true)
+	w := newBatchWriter(conn, r.Config, name, runID, env.Log)
 	err = src.Read(ctx, w)
 	sr.BatchStats = w.total
 	if err != nil {

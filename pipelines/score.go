@@ -58,7 +58,7 @@ func (o outputs) write(ctx context.Context, conn *warehouse.Conn, res *Result) (
 func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
 	return output{table: table, release: rec.Release,
 		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (n int64, err error) {
-			err = withArrowView(conn, rec, "scored", func() error {
+			err = conn.WithArrowView(rec, "scored", func() error {
 				r, err := conn.ExecContext(ctx, insert, res.AsOf, res.RunID)
 				if err != nil {
 					return err
@@ -68,32 +68,6 @@ func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
 			})
 			return n, err
 		}}
-}
-
-// withArrowView exposes rec to SQL as the view name while fn runs. Queries must read every
-// column in schema order: DuckDB pushes a column projection into the exported stream, which
-// cannot project, and then reads the wrong columns (seen: a crash reading doubles as strings).
-func withArrowView(conn *warehouse.Conn, rec arrow.RecordBatch, name string, fn func() error) error {
-	// Slices of DuckDB's vector-friendly row-group size let its threads share the scan; one big
-	// batch is read by one thread.
-	const chunk = 122_880
-	var chunks []arrow.RecordBatch
-	for lo := int64(0); lo < rec.NumRows() || lo == 0; lo += chunk {
-		c := rec.NewSlice(lo, min(lo+chunk, rec.NumRows()))
-		defer c.Release()
-		chunks = append(chunks, c)
-	}
-	reader, err := array.NewRecordReader(rec.Schema(), chunks)
-	if err != nil {
-		return err
-	}
-	defer reader.Release()
-	release, err := conn.RegisterArrow(reader, name)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return fn()
 }
 
 // scoring carries what one transform hands to a later one within a run.

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	duckdb "github.com/duckdb/duckdb-go/v2"
 )
@@ -175,6 +176,32 @@ func (c *Conn) RegisterArrow(reader array.RecordReader, name string) (release fu
 		return nil, fmt.Errorf("register arrow view %s: %w", name, err)
 	}
 	return release, nil
+}
+
+// WithArrowView exposes rec to SQL as the view name while fn runs. Queries must read every
+// column in schema order: DuckDB pushes a column projection into the exported stream, which
+// cannot project, and then reads the wrong columns (seen: a crash reading doubles as strings).
+func (c *Conn) WithArrowView(rec arrow.RecordBatch, name string, fn func() error) error {
+	// Slices of DuckDB's vector-friendly row-group size let its threads share the scan; one big
+	// batch is read by one thread.
+	const chunk = 122_880
+	var chunks []arrow.RecordBatch
+	for lo := int64(0); lo < rec.NumRows() || lo == 0; lo += chunk {
+		c := rec.NewSlice(lo, min(lo+chunk, rec.NumRows()))
+		defer c.Release()
+		chunks = append(chunks, c)
+	}
+	reader, err := array.NewRecordReader(rec.Schema(), chunks)
+	if err != nil {
+		return err
+	}
+	defer reader.Release()
+	release, err := c.RegisterArrow(reader, name)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return fn()
 }
 
 // migrate applies, in order, each migrations/NNN_name.sql not yet recorded in schema_migrations,

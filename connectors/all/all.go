@@ -2,5 +2,6 @@
 package all
 
 import (
-	_ "github.com/ckm-dev/ckm/connectors/file" // file: CSV, JSON Lines, Parquet
+	_ "github.com/ckm-dev/ckm/connectors/file"  // file: CSV, JSON Lines, Parquet
+	_ "github.com/ckm-dev/ckm/connectors/kafka" // kafka: JSON messages from topics
 )

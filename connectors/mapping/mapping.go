@@ -2,6 +2,9 @@ package mapping
 
 import (
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,7 +47,20 @@ type Spec struct {
 	// columns are summed, the others come from the first line.
 	RollupLines bool
 	Lookups     map[string]Lookup // enrich tabular records from other files before mapping
+	// UnknownFields is what happens to source fields the mapping does not read: a JSON
+	// document's top-level keys, a file's columns. See UnknownFieldPolicies.
+	UnknownFields string
 }
+
+// The policies for fields the mapping does not read, for sources whose records drift.
+const (
+	UnknownIgnore = "ignore" // drop them (the default)
+	UnknownKeep   = "keep"   // keep them as a JSON object in the table's _extra column
+	UnknownFail   = "fail"   // dead-letter the record, naming them
+)
+
+// UnknownFieldPolicies lists the values unknown_fields accepts.
+var UnknownFieldPolicies = []string{UnknownIgnore, UnknownKeep, UnknownFail}
 
 // MissingFields lists the source fields the mapping reads that a columnar source does not have.
 // (JSON documents are free-form: a missing path is a missing value, reported per record.)
@@ -144,10 +160,18 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 		sel = append(sel, rawExpr+" AS "+raw, s.convert(c, f, raw)+" AS "+val)
 		checks = append(checks, s.checks(c, f, mapped, raw, val)...)
 	}
-	out := make([]string, 0, len(s.Table.Columns))
+	out := make([]string, 0, len(s.Table.Columns)+1)
 	for _, c := range s.Table.Columns {
 		out = append(out, "v_"+c.Name+" AS "+c.Name)
 	}
+	unknown, extra := s.unknownFields(fields)
+	if unknown != "" {
+		sel = append(sel, unknown+" AS _unknown")
+		if s.UnknownFields == UnknownFail {
+			checks = append(checks, check{"len(_unknown) > 0", "'unknown fields: ' || array_to_string(_unknown, ', ')"})
+		}
+	}
+	out = append(out, extra+" AS _extra")
 	payload := record
 	if !s.JSON {
 		payload = "to_json(" + record + ")"
@@ -179,6 +203,89 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 	return fmt.Sprintf(`SELECT %s, _position, _ordinal, _reason, CASE WHEN _reason IS NOT NULL THEN %s END AS _payload
 FROM (SELECT s.*, %s, %s AS _position, %s AS _reason FROM (%s) s %s) s`,
 		strings.Join(out, ", "), payload, strings.Join(sel, ", "), position, reason, inner, where)
+}
+
+// unknownFields returns an SQL list of the record's fields the mapping does not read ("" when the
+// policy ignores them) and the _extra column's expression: those fields as a JSON object under
+// the keep policy, NULL otherwise. A JSON document's unknown fields differ per record; a
+// file's are its columns, the same for every row.
+func (s Spec) unknownFields(fields []string) (list, extra string) {
+	if s.UnknownFields == "" || s.UnknownFields == UnknownIgnore {
+		return "", "NULL::JSON"
+	}
+	known := s.knownFields()
+	if s.JSON {
+		lits := make([]string, 0, len(known))
+		for _, k := range slices.Sorted(maps.Keys(known)) {
+			lits = append(lits, warehouse.Quote(k))
+		}
+		list = "CASE WHEN json_type(_doc) = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains([" +
+			strings.Join(lits, ", ") + "]::VARCHAR[], k)) END"
+		extra = `CASE WHEN len(_unknown) > 0 THEN to_json(map_from_entries(list_transform(_unknown,
+			k -> {'key': k, 'value': json_extract(_doc, '$."' || replace(k, '"', '\"') || '"')}))) END`
+	} else {
+		var names, pack []string
+		for _, f := range fields {
+			if known[f] || s.fromLookup(f) {
+				continue
+			}
+			names = append(names, warehouse.Quote(f))
+			pack = append(pack, warehouse.Ident(f)+" := s."+warehouse.Ident(f))
+		}
+		if len(names) == 0 {
+			return "[]::VARCHAR[]", "NULL::JSON"
+		}
+		list = "[" + strings.Join(names, ", ") + "]"
+		extra = "to_json(struct_pack(" + strings.Join(pack, ", ") + "))"
+	}
+	if s.UnknownFields != UnknownKeep {
+		extra = "NULL::JSON"
+	}
+	return list, extra
+}
+
+// exprField finds the source fields an SQL expression names: quoted identifiers, bare words
+// and the first key of JSON paths ('$.key...').
+var exprField = regexp.MustCompile(`\$\.?"?([A-Za-z_][A-Za-z0-9_ -]*)|"([^"]+)"|\b([A-Za-z_][A-Za-z0-9_]*)\b`)
+
+// knownFields are the fields the mapping reads: for JSON, the first key of each path.
+func (s Spec) knownFields() map[string]bool {
+	known := map[string]bool{}
+	add := func(ref string) {
+		if s.JSON {
+			ref = strings.TrimPrefix(strings.TrimPrefix(ref, "$"), ".")
+			if i := strings.IndexAny(ref, ".["); i >= 0 {
+				ref = ref[:i]
+			}
+			ref = strings.Trim(ref, `"`)
+		}
+		known[ref] = true
+	}
+	for _, f := range s.Fields {
+		if f.From != "" {
+			add(f.From)
+		}
+		for _, h := range f.Hash {
+			add(h)
+		}
+		for _, m := range exprField.FindAllStringSubmatch(f.Expr, -1) {
+			known[m[1]+m[2]+m[3]] = true
+		}
+	}
+	for _, m := range exprField.FindAllStringSubmatch(s.Filter, -1) {
+		known[m[1]+m[2]+m[3]] = true
+	}
+	return known
+}
+
+// fromLookup tells whether a field was joined from a lookup file (named lookup.column).
+func (s Spec) fromLookup(field string) bool {
+	for name := range s.Lookups {
+		if strings.HasPrefix(field, name+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // rawExpr is the value before conversion to the column type.

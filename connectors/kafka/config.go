@@ -1,0 +1,248 @@
+package kafka
+
+import (
+	"cmp"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+// Config is a Kafka source's block in config.yaml.
+type Config struct {
+	Brokers []string `yaml:"brokers"` // host:port of one or more brokers
+	Topics  []string `yaml:"topics"`  // every topic holds JSON messages for this source's table
+	Group   string   `yaml:"group"`   // consumer group id; default ckm-<source>
+	// Start is where a partition this source has never read starts: earliest (default),
+	// latest (what arrives after the first run), or an RFC 3339 time.
+	Start string `yaml:"start"`
+
+	BatchSize       int    `yaml:"batch_size"`        // messages per DuckDB transaction; default 100000
+	BatchBytes      string `yaml:"batch_bytes"`       // or this much payload, whichever comes first; default 64MiB
+	FlushInterval   string `yaml:"flush_interval"`    // continuous ingest commits at least this often; default 5s
+	MaxMessageBytes string `yaml:"max_message_bytes"` // larger messages are dead-lettered; default 1MiB
+
+	SessionTimeout string `yaml:"session_timeout"` // group membership; a crashed reader's partitions wait this long; default 30s
+	ConnectTimeout string `yaml:"connect_timeout"` // how long unreachable brokers are retried before the run fails; default 30s
+
+	TLS  TLS  `yaml:"tls"`
+	SASL SASL `yaml:"sasl"`
+}
+
+// TLS configures encrypted connections to the brokers.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`   // PEM; default: the system's roots
+	CertFile           string `yaml:"cert_file"` // client certificate (mutual TLS), PEM
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// SASL authenticates to the brokers. The password is never written in config: it is read
+// from the environment variable PasswordEnv when the source opens, and never logged.
+type SASL struct {
+	Mechanism   string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	Username    string `yaml:"username"`
+	PasswordEnv string `yaml:"password_env"`
+}
+
+var mechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+
+// settings are the parsed, defaulted values of a Config.
+type settings struct {
+	group                                  string
+	start                                  string
+	startTime                              time.Time
+	batchSize                              int
+	batchBytes, maxMessageBytes            int
+	flushInterval, sessionTimeout, connect time.Duration
+}
+
+// Validate checks every key it can without contacting the brokers.
+func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
+	var out []connectors.FieldProblem
+	add := func(key, msg, hint string) {
+		out = append(out, connectors.FieldProblem{Key: key, Msg: msg, Hint: hint})
+	}
+	if len(c.Brokers) == 0 {
+		add("brokers", "no brokers given", "brokers: [localhost:9092]")
+	}
+	if len(c.Topics) == 0 {
+		add("topics", "no topics given", "topics: [orders]")
+	}
+	if _, err := c.settings("source"); err != nil {
+		add(err.key, err.msg, err.hint)
+	}
+	if c.SASL.Mechanism != "" {
+		if !slices.Contains(mechanisms, strings.ToUpper(c.SASL.Mechanism)) {
+			add("sasl.mechanism", "unknown mechanism "+c.SASL.Mechanism, "one of "+strings.Join(mechanisms, ", "))
+		}
+		if c.SASL.Username == "" || c.SASL.PasswordEnv == "" {
+			add("sasl", "a SASL mechanism needs username and password_env", "password_env names the environment variable holding the password")
+		}
+	}
+	for key, f := range map[string]string{"tls.ca_file": c.TLS.CAFile, "tls.cert_file": c.TLS.CertFile, "tls.key_file": c.TLS.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(resolve(baseDir, f)); err != nil {
+			add(key, err.Error(), "paths are relative to the config file's directory")
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		add("tls", "cert_file and key_file go together", "")
+	}
+	return out
+}
+
+type settingError struct{ key, msg, hint string }
+
+// settings parses the config's values, applying defaults.
+func (c *Config) settings(source string) (settings, *settingError) {
+	s := settings{group: cmp.Or(c.Group, "ckm-"+source), start: cmp.Or(strings.ToLower(c.Start), "earliest"),
+		batchSize: cmp.Or(c.BatchSize, 100_000)}
+	if s.start != "earliest" && s.start != "latest" {
+		t, err := time.Parse(time.RFC3339, c.Start)
+		if err != nil {
+			return s, &settingError{"start", fmt.Sprintf("cannot read %q", c.Start), "earliest, latest or an RFC 3339 time such as 2026-01-01T00:00:00Z"}
+		}
+		s.start, s.startTime = "time", t
+	}
+	if c.BatchSize < 0 {
+		return s, &settingError{"batch_size", "must be positive", ""}
+	}
+	for _, d := range []struct {
+		key, value string
+		def        time.Duration
+		into       *time.Duration
+	}{
+		{"flush_interval", c.FlushInterval, 5 * time.Second, &s.flushInterval},
+		{"session_timeout", c.SessionTimeout, 30 * time.Second, &s.sessionTimeout},
+		{"connect_timeout", c.ConnectTimeout, 30 * time.Second, &s.connect},
+	} {
+		*d.into = d.def
+		if d.value == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.value)
+		if err != nil || v <= 0 {
+			return s, &settingError{d.key, fmt.Sprintf("cannot read %q as a duration", d.value), "e.g. 500ms, 10s, 2m"}
+		}
+		*d.into = v
+	}
+	for _, b := range []struct {
+		key, value string
+		def        int
+		into       *int
+	}{
+		{"batch_bytes", c.BatchBytes, 64 << 20, &s.batchBytes},
+		{"max_message_bytes", c.MaxMessageBytes, 1 << 20, &s.maxMessageBytes},
+	} {
+		*b.into = b.def
+		if b.value == "" {
+			continue
+		}
+		v, err := parseBytes(b.value)
+		if err != nil {
+			return s, &settingError{b.key, err.Error(), "e.g. 512KiB, 1MiB, 64MiB"}
+		}
+		*b.into = v
+	}
+	return s, nil
+}
+
+// parseBytes reads sizes such as 1048576, 512KiB, 1MiB, 2MB.
+func parseBytes(v string) (int, error) {
+	units := []struct {
+		suffix string
+		factor int
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1000}, {"mb", 1000_000}, {"gb", 1000_000_000}, {"b", 1}}
+	s := strings.ToLower(strings.TrimSpace(v))
+	factor := 1
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, factor = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.factor
+			break
+		}
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("cannot read %q as a size", v)
+	}
+	return n * factor, nil
+}
+
+// security builds the TLS config and SASL mechanism the brokers need (nil when they need none).
+func (c *Config) security(baseDir string) (*tls.Config, sasl.Mechanism, error) {
+	var tc *tls.Config
+	if c.TLS.Enabled || c.TLS.CAFile != "" || c.TLS.CertFile != "" {
+		tc = &tls.Config{ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		if c.TLS.CAFile != "" {
+			pem, err := os.ReadFile(resolve(baseDir, c.TLS.CAFile))
+			if err != nil {
+				return nil, nil, fmt.Errorf("tls.ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("tls.ca_file %s holds no PEM certificate", c.TLS.CAFile)
+			}
+		}
+		if c.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(resolve(baseDir, c.TLS.CertFile), resolve(baseDir, c.TLS.KeyFile))
+			if err != nil {
+				return nil, nil, fmt.Errorf("tls client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+	}
+	if c.SASL.Mechanism == "" {
+		return tc, nil, nil
+	}
+	password, ok := os.LookupEnv(c.SASL.PasswordEnv)
+	if !ok {
+		return nil, nil, fmt.Errorf("sasl.password_env: environment variable %s is not set", c.SASL.PasswordEnv)
+	}
+	var mech sasl.Mechanism
+	var err error
+	switch strings.ToUpper(c.SASL.Mechanism) {
+	case "PLAIN":
+		mech = plain.Mechanism{Username: c.SASL.Username, Password: password}
+	case "SCRAM-SHA-256":
+		mech, err = scram.Mechanism(scram.SHA256, c.SASL.Username, password)
+	case "SCRAM-SHA-512":
+		mech, err = scram.Mechanism(scram.SHA512, c.SASL.Username, password)
+	default:
+		err = fmt.Errorf("unknown mechanism %s", c.SASL.Mechanism)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("sasl: %w", err)
+	}
+	return tc, mech, nil
+}
+
+func resolve(baseDir, path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(baseDir, path)
+}
+
+// clients builds the transport for requests and the dialer for the consumer group, both with
+// the brokers' TLS and SASL settings.
+func clients(tc *tls.Config, mech sasl.Mechanism, timeout time.Duration) (*kafka.Transport, *kafka.Dialer) {
+	tr := &kafka.Transport{TLS: tc, SASL: mech, DialTimeout: min(timeout, 10*time.Second), ClientID: "ckm", MetadataTTL: 10 * time.Second}
+	d := &kafka.Dialer{TLS: tc, SASLMechanism: mech, Timeout: min(timeout, 10*time.Second), ClientID: "ckm", DualStack: true}
+	return tr, d
+}

@@ -1,0 +1,300 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+// schema is what a batch of messages looks like to SQL: the payload the mapping reads, the
+// message's coordinates and metadata (mapping expressions may use them), and _ordinal.
+var schema = arrow.NewSchema([]arrow.Field{
+	{Name: "payload", Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: "kafka_topic", Type: arrow.BinaryTypes.String},
+	{Name: "kafka_partition", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "kafka_offset", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "kafka_key", Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: "kafka_timestamp", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	{Name: "_ordinal", Type: arrow.PrimitiveTypes.Int64},
+}, nil)
+
+// span is the offsets one batch covers in one partition: it read from `from` up to `to` (next).
+type span struct{ from, to int64 }
+
+// oversized is a message too large to map, dead-lettered by the connector itself.
+type oversized struct {
+	position string
+	size     int
+	prefix   string
+}
+
+// pending is one filled batch on its way to the warehouse.
+type pending struct {
+	rec       arrow.RecordBatch
+	spans     map[partition]span
+	oversized []oversized
+	maxBytes  int
+}
+
+func (b *pending) release() { b.rec.Release() }
+
+// batch is the pending messages as a connector batch over RecordsView.
+func (b *pending) batch(env connectors.Env) connectors.Batch {
+	var labels []string
+	for p, sp := range b.spans {
+		labels = append(labels, fmt.Sprintf("%s@%d..%d", p, sp.from, sp.to))
+	}
+	out := connectors.Batch{
+		Label:    strings.Join(labels, " "),
+		Relation: "(SELECT * FROM " + connectors.RecordsView + ")",
+		Records:  b.rec,
+		JSON:     true,
+		Position: "kafka_topic || '/' || kafka_partition || '@' || kafka_offset",
+	}
+	if len(b.oversized) > 0 {
+		out.AfterScan = func(ctx context.Context, tx connectors.Querier, _ string) (int64, error) {
+			for _, o := range b.oversized {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at)
+					VALUES (?, ?, ?, ?, ?, now())`, env.RunID, env.Source, o.position,
+					fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d (payload holds its first %d bytes)", o.size, b.maxBytes, len(o.prefix)),
+					o.prefix); err != nil {
+					return 0, fmt.Errorf("dead-letter oversized message %s: %w", o.position, err)
+				}
+			}
+			return int64(len(b.oversized)), nil
+		}
+	}
+	return out
+}
+
+// fetcher reads the assigned partitions into batches of batch_size messages or batch_bytes of
+// payload, whichever fills first, while the previous batch is being written.
+type fetcher struct {
+	src    *Source
+	from   map[partition]int64 // where each partition's reading starts
+	ends   map[partition]int64 // bounded reads stop here
+	follow bool
+	pin    []partition // partitions first read now: their start offset is stored even if nothing is read
+
+	b      *array.RecordBuilder
+	spans  map[partition]span
+	over   []oversized
+	bytes  int
+	opened time.Time
+}
+
+// fetchBytes bounds one fetch response; a larger single message still arrives whole.
+const fetchBytes = 16 << 20
+
+func (f *fetcher) run(ctx context.Context, parts []partition, out chan<- *pending) error {
+	defer close(out)
+	f.b = array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer f.b.Release()
+	f.reset()
+	for _, p := range f.pin {
+		f.spans[p] = span{f.from[p], f.from[p]}
+	}
+	pos := f.from
+	for {
+		progressed := false
+		for _, p := range parts {
+			if !f.follow && pos[p] >= f.ends[p] {
+				continue
+			}
+			n, err := f.fetch(ctx, p, pos)
+			if err != nil {
+				return err
+			}
+			progressed = progressed || n > 0
+			if f.full() {
+				if err := f.flush(ctx, out); err != nil {
+					return err
+				}
+			}
+		}
+		caughtUp := true
+		for _, p := range parts {
+			caughtUp = caughtUp && pos[p] >= f.ends[p]
+		}
+		switch {
+		case !f.follow && caughtUp:
+			if len(f.spans) > 0 {
+				return f.flush(ctx, out)
+			}
+			return nil
+		case f.follow && len(f.spans) > 0 && (!progressed || time.Since(f.opened) >= f.src.set.flushInterval):
+			if err := f.flush(ctx, out); err != nil {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// fetch reads one response's worth of messages of p from pos[p], retrying a lost broker for
+// connect_timeout. It returns how many messages it appended.
+func (f *fetcher) fetch(ctx context.Context, p partition, pos map[partition]int64) (int, error) {
+	var res *kafka.FetchResponse
+	var err error
+	wait, start := 250*time.Millisecond, time.Now()
+	maxWait := 50 * time.Millisecond
+	if f.follow {
+		maxWait = 500 * time.Millisecond
+	}
+	for {
+		res, err = f.src.client.Fetch(ctx, &kafka.FetchRequest{Topic: p.topic, Partition: p.id, Offset: pos[p],
+			MinBytes: 1, MaxBytes: fetchBytes, MaxWait: maxWait})
+		if err == nil && res.Error != nil {
+			err = res.Error
+		}
+		if err == nil {
+			break
+		}
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			return 0, f.skipLost(ctx, p, pos)
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if time.Since(start)+wait > f.src.set.connect {
+			return 0, fmt.Errorf("fetch %s at offset %d from %s: %w", p, pos[p], strings.Join(f.src.cfg.Brokers, ","), err)
+		}
+		f.src.logger().Warn("kafka fetch failed, retrying", "partition", p.String(), "offset", pos[p], "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+	n := 0
+	for {
+		r, err := res.Records.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return n, fmt.Errorf("decode %s at offset %d: %w", p, pos[p], err)
+		}
+		if r.Offset < pos[p] {
+			continue // a compressed batch can start before the requested offset
+		}
+		if !f.follow && r.Offset >= f.ends[p] {
+			break
+		}
+		if err := f.append(p, r, pos[p]); err != nil {
+			return n, err
+		}
+		pos[p] = r.Offset + 1
+		n++
+		if f.full() {
+			break // the next fetch resumes here
+		}
+	}
+	if n == 0 && !f.follow && res.HighWatermark <= pos[p] {
+		// The log ends before the watermark seen at start (truncated): nothing more to read.
+		f.ends[p] = pos[p]
+	}
+	return n, nil
+}
+
+// skipLost moves a partition whose next offset retention has already deleted to the oldest
+// one left, loudly: those messages are gone from Kafka before ckm could read them.
+func (f *fetcher) skipLost(ctx context.Context, p partition, pos map[partition]int64) error {
+	offs, err := f.src.listOffsets(ctx, []partition{p}, func(id int) kafka.OffsetRequest { return kafka.FirstOffsetOf(id) })
+	if err != nil {
+		return err
+	}
+	first := offs[p].FirstOffset
+	if first <= pos[p] {
+		return fmt.Errorf("fetch %s at offset %d: %w", p, pos[p], kafka.OffsetOutOfRange)
+	}
+	f.src.logger().Error("messages deleted by retention before they were read; continuing at the oldest kept",
+		"partition", p.String(), "stored_offset", pos[p], "first_kept", first, "lost", first-pos[p])
+	sp, ok := f.spans[p]
+	if !ok {
+		sp.from = pos[p]
+	}
+	pos[p], sp.to = first, first
+	f.spans[p] = sp
+	return nil
+}
+
+// append adds one message of p to the batch; from is where p's reading stood before it.
+func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
+	sp, ok := f.spans[p]
+	if !ok {
+		sp.from = from
+	}
+	sp.to = r.Offset + 1
+	f.spans[p] = sp
+	payload := f.b.Field(0).(*array.StringBuilder)
+	switch {
+	case r.Value == nil:
+		payload.AppendNull() // a tombstone: the mapping skips empty payloads
+	case r.Value.Len() > f.src.set.maxMessageBytes:
+		size := r.Value.Len()
+		head := make([]byte, min(size, 4096))
+		if _, err := io.ReadFull(r.Value, head); err != nil {
+			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
+		}
+		f.over = append(f.over, oversized{position: fmt.Sprintf("%s@%d", p, r.Offset), size: size, prefix: strings.ToValidUTF8(string(head), "?")})
+		f.src.logger().Debug("oversized message", "partition", p.String(), "offset", r.Offset, "bytes", size)
+		return nil
+	default:
+		v := make([]byte, r.Value.Len())
+		if _, err := io.ReadFull(r.Value, v); err != nil {
+			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
+		}
+		payload.BinaryBuilder.Append(v)
+		f.bytes += len(v)
+	}
+	f.b.Field(1).(*array.StringBuilder).Append(p.topic)
+	f.b.Field(2).(*array.Int32Builder).Append(int32(p.id))
+	f.b.Field(3).(*array.Int64Builder).Append(r.Offset)
+	key := f.b.Field(4).(*array.StringBuilder)
+	if r.Key == nil {
+		key.AppendNull()
+	} else {
+		k := make([]byte, r.Key.Len())
+		if _, err := io.ReadFull(r.Key, k); err != nil {
+			return fmt.Errorf("read key of %s at offset %d: %w", p, r.Offset, err)
+		}
+		key.BinaryBuilder.Append(k)
+	}
+	f.b.Field(5).(*array.TimestampBuilder).Append(arrow.Timestamp(r.Time.UnixMicro()))
+	f.b.Field(6).(*array.Int64Builder).Append(int64(f.b.Field(6).Len() + 1))
+	return nil
+}
+
+func (f *fetcher) full() bool {
+	return f.b.Field(6).Len() >= f.src.set.batchSize || f.bytes >= f.src.set.batchBytes
+}
+
+func (f *fetcher) flush(ctx context.Context, out chan<- *pending) error {
+	b := &pending{rec: f.b.NewRecordBatch(), spans: f.spans, oversized: f.over, maxBytes: f.src.set.maxMessageBytes}
+	f.reset()
+	select {
+	case out <- b:
+		return nil
+	case <-ctx.Done():
+		b.release()
+		return ctx.Err()
+	}
+}
+
+func (f *fetcher) reset() {
+	f.spans, f.over, f.bytes, f.opened = map[partition]span{}, nil, 0, time.Now()
+}

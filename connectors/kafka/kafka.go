@@ -1,0 +1,430 @@
+// Package kafka is the Kafka connector: JSON messages from topics, read with segmentio/kafka-go
+// as a member of a consumer group.
+//
+// Each batch's rows and the next offset of every partition it read are committed in one DuckDB
+// transaction (ingest_offsets), and a reader always resumes from those stored offsets. The
+// group's committed offsets are written only afterwards, as a lag hint for monitoring tools.
+// A batch whose partitions another reader advanced meanwhile (a rebalance) fails its offset
+// check and rolls back, so nothing is doubled; the canonical key absorbs what still could be.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+func init() {
+	connectors.Register("kafka", connectors.Kind{
+		NewConfig: func() any { return &Config{} },
+		Open: func(ctx context.Context, env connectors.Env, cfg any) (connectors.Source, error) {
+			return Open(env, *cfg.(*Config))
+		},
+	})
+}
+
+// Source reads one configured set of topics.
+type Source struct {
+	env    connectors.Env
+	cfg    Config
+	set    settings
+	tr     *kafka.Transport
+	dialer *kafka.Dialer
+	client *kafka.Client
+
+	// afterCommit runs after each batch's DuckDB commit and before the group commit; tests
+	// use it to stop a reader at exactly that point.
+	afterCommit func() error
+}
+
+// Open prepares a source; it contacts no broker until Read.
+func Open(env connectors.Env, cfg Config) (*Source, error) {
+	set, serr := cfg.settings(env.Source)
+	if serr != nil {
+		return nil, fmt.Errorf("%s: %s", serr.key, serr.msg)
+	}
+	tc, mech, err := cfg.security(env.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	tr, dialer := clients(tc, mech, set.connect)
+	return &Source{env: env, cfg: cfg, set: set, tr: tr, dialer: dialer,
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: set.connect}}, nil
+}
+
+// partition names one topic partition.
+type partition struct {
+	topic string
+	id    int
+}
+
+func (p partition) String() string { return fmt.Sprintf("%s/%d", p.topic, p.id) }
+
+// Read consumes the partitions the group assigns to this reader up to the high watermarks seen
+// when it started, committing a batch at a time, and returns once they are caught up. With
+// env.Follow it keeps reading new messages until ctx ends.
+func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
+	defer s.tr.CloseIdleConnections()
+	ends, err := s.watermarks(ctx)
+	if err != nil {
+		return err
+	}
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: s.set.group, Brokers: s.cfg.Brokers, Dialer: s.dialer, Topics: s.cfg.Topics,
+		SessionTimeout: s.set.sessionTimeout, RebalanceTimeout: s.set.sessionTimeout,
+		HeartbeatInterval: s.set.sessionTimeout / 10, JoinGroupBackoff: time.Second,
+		Timeout: min(s.set.connect, 10*time.Second), StartOffset: kafka.FirstOffset,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			s.env.Log.Debug("kafka group: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", s.set.group, err)
+	}
+	defer group.Close()
+	var failingSince time.Time
+	for {
+		gen, err := group.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// Joins fail during rebalances and while brokers restart: retry for connect_timeout.
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) > s.set.connect {
+				return fmt.Errorf("join consumer group %s at %s: %w", s.set.group, strings.Join(s.cfg.Brokers, ","), err)
+			}
+			s.env.Log.Debug("consumer group join failed, retrying", "group", s.set.group, "err", err)
+			continue
+		}
+		failingSince = time.Time{}
+		done, err := s.consume(ctx, gen, ends, w)
+		if err != nil || done {
+			return err
+		}
+		s.env.Log.Info("consumer group rebalanced", "group", s.set.group, "generation", gen.ID)
+	}
+}
+
+// watermarks returns each partition's high watermark now: a bounded run reads up to these.
+func (s *Source) watermarks(ctx context.Context) (map[partition]int64, error) {
+	parts, err := s.partitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	offsets, err := s.listOffsets(ctx, parts, func(id int) kafka.OffsetRequest { return kafka.LastOffsetOf(id) })
+	if err != nil {
+		return nil, err
+	}
+	ends := map[partition]int64{}
+	for p, o := range offsets {
+		ends[p] = o.LastOffset
+	}
+	return ends, nil
+}
+
+// partitions lists the partitions of the source's topics, retrying unreachable brokers with
+// backoff for connect_timeout.
+func (s *Source) partitions(ctx context.Context) ([]partition, error) {
+	start, wait, attempts := time.Now(), 250*time.Millisecond, 0
+	for {
+		attempts++
+		attemptCtx, cancel := context.WithTimeout(ctx, min(s.set.connect, 10*time.Second))
+		md, err := s.client.Metadata(attemptCtx, &kafka.MetadataRequest{Topics: s.cfg.Topics})
+		cancel()
+		if err == nil {
+			var out []partition
+			for _, t := range md.Topics {
+				if t.Error != nil {
+					return nil, fmt.Errorf("topic %s at %s: %w", t.Name, strings.Join(s.cfg.Brokers, ","), t.Error)
+				}
+				for _, p := range t.Partitions {
+					out = append(out, partition{t.Name, p.ID})
+				}
+			}
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Since(start)+wait > s.set.connect {
+			return nil, fmt.Errorf("kafka brokers %s unreachable: %d attempts over %s (connect_timeout %s): %w",
+				strings.Join(s.cfg.Brokers, ","), attempts, time.Since(start).Round(time.Millisecond), s.set.connect, err)
+		}
+		s.env.Log.Warn("kafka brokers unreachable, retrying", "brokers", strings.Join(s.cfg.Brokers, ","), "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func (s *Source) listOffsets(ctx context.Context, parts []partition, req func(id int) kafka.OffsetRequest) (map[partition]kafka.PartitionOffsets, error) {
+	topics := map[string][]kafka.OffsetRequest{}
+	for _, p := range parts {
+		topics[p.topic] = append(topics[p.topic], req(p.id))
+	}
+	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets at %s: %w", strings.Join(s.cfg.Brokers, ","), err)
+	}
+	out := map[partition]kafka.PartitionOffsets{}
+	for topic, ps := range res.Topics {
+		for _, o := range ps {
+			if o.Error != nil {
+				return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, o.Partition, o.Error)
+			}
+			out[partition{topic, o.Partition}] = o
+		}
+	}
+	return out, nil
+}
+
+// errMoved means another reader advanced a partition of the batch since this one read its
+// offset: the batch rolled back and the reader starts again from the stored offsets.
+var errMoved = errors.New("partition advanced by another reader")
+
+// consume reads the partitions of one group generation. It returns done once they are caught
+// up, and not done when the generation ended (a rebalance) first.
+func (s *Source) consume(ctx context.Context, gen *kafka.Generation, ends map[partition]int64, w connectors.Writer) (done bool, err error) {
+	genCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The generation ends when the group rebalances: stop reading, roll back what is in flight.
+	gen.Start(func(g context.Context) {
+		select {
+		case <-g.Done():
+			cancel()
+		case <-genCtx.Done():
+		}
+	})
+	var assigned []partition
+	for topic, ps := range gen.Assignments {
+		for _, p := range ps {
+			assigned = append(assigned, partition{topic, p.ID})
+		}
+	}
+	slices.SortFunc(assigned, func(a, b partition) int { return strings.Compare(a.String(), b.String()) })
+	s.env.Log.Debug("partitions assigned", "generation", gen.ID, "partitions", fmt.Sprint(assigned))
+	for {
+		err := s.readAssigned(genCtx, gen, assigned, ends, w)
+		switch {
+		case err == nil:
+			return true, nil
+		case ctx.Err() != nil:
+			return false, ctx.Err()
+		case genCtx.Err() != nil:
+			return false, nil // rebalanced: whatever was in flight rolled back
+		case errors.Is(err, errMoved):
+			s.env.Log.Info("another reader advanced a partition; rereading stored offsets", "err", err)
+			continue
+		}
+		return false, err
+	}
+}
+
+// readAssigned reads the assigned partitions from their stored offsets, writing batches as the
+// fetcher fills them.
+func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assigned []partition, ends map[partition]int64, w connectors.Writer) error {
+	if len(assigned) == 0 {
+		return nil
+	}
+	stored, err := s.storedOffsets(ctx, assigned)
+	if err != nil {
+		return err
+	}
+	from := maps.Clone(stored)
+	var fresh []partition
+	for _, p := range assigned {
+		if _, ok := stored[p]; !ok {
+			fresh = append(fresh, p)
+		}
+	}
+	if len(fresh) > 0 {
+		starts, err := s.startOffsets(ctx, fresh, ends)
+		if err != nil {
+			return err
+		}
+		maps.Copy(from, starts)
+	}
+	f := &fetcher{src: s, from: from, ends: ends, follow: s.env.Follow, pin: fresh}
+	batches := make(chan *pending, 1)
+	fetchCtx, stopFetching := context.WithCancel(ctx)
+	defer stopFetching()
+	fetchErr := make(chan error, 1)
+	go func() { fetchErr <- f.run(fetchCtx, assigned, batches) }()
+	for b := range batches {
+		err := s.write(ctx, gen, b, stored, w)
+		b.release()
+		if err != nil {
+			stopFetching()
+			for b := range batches {
+				b.release()
+			}
+			<-fetchErr
+			return err
+		}
+	}
+	return <-fetchErr
+}
+
+// write commits one batch with its offsets, then commits the group offsets as a hint.
+func (s *Source) write(ctx context.Context, gen *kafka.Generation, b *pending, stored map[partition]int64, w connectors.Writer) error {
+	batch := b.batch(s.env)
+	batch.Checkpoint = func(ctx context.Context, tx connectors.Querier, _ connectors.BatchStats) error {
+		return s.checkpoint(ctx, tx, b.spans, stored)
+	}
+	if _, err := w.Write(ctx, batch); err != nil {
+		if !errors.Is(err, errMoved) && isConflict(err) {
+			return fmt.Errorf("%w: %v", errMoved, err)
+		}
+		return err
+	}
+	for p, sp := range b.spans {
+		stored[p] = sp.to
+	}
+	if s.afterCommit != nil {
+		if err := s.afterCommit(); err != nil {
+			return err
+		}
+	}
+	s.commitGroup(ctx, gen, b.spans)
+	return nil
+}
+
+// checkpoint advances each partition's stored offset in the batch's transaction, only from the
+// offset the batch started at: a partition another reader moved fails the batch.
+func (s *Source) checkpoint(ctx context.Context, tx connectors.Querier, spans map[partition]span, stored map[partition]int64) error {
+	for _, p := range slices.SortedFunc(maps.Keys(spans), func(a, b partition) int { return strings.Compare(a.String(), b.String()) }) {
+		sp := spans[p]
+		var query string
+		args := []any{sp.to, s.env.RunID, s.env.Source, p.topic, p.id}
+		if _, known := stored[p]; known {
+			query = `UPDATE ingest_offsets SET next_offset = ?, updated_at = now(), run_id = ?
+				WHERE source = ? AND topic = ? AND "partition" = ? AND next_offset = ?`
+			args = append(args, sp.from)
+		} else {
+			query = `INSERT INTO ingest_offsets (next_offset, updated_at, run_id, source, topic, "partition")
+				SELECT ?, now(), ?, ?, ?, ? WHERE NOT EXISTS (
+					SELECT 1 FROM ingest_offsets WHERE source = ? AND topic = ? AND "partition" = ?)`
+			args = append(args, s.env.Source, p.topic, p.id)
+		}
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			if isConflict(err) {
+				return fmt.Errorf("%w: %s: %v", errMoved, p, err)
+			}
+			return fmt.Errorf("store offset of %s: %w", p, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("%w: %s no longer at offset %d", errMoved, p, sp.from)
+		}
+	}
+	return nil
+}
+
+// commitGroup records the group's offsets after the DuckDB commit, for lag monitoring only. It
+// has a deadline and its failure is logged, never fatal: the stored offsets are the truth.
+func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, spans map[partition]span) {
+	topics := map[string][]kafka.OffsetCommit{}
+	for p, sp := range spans {
+		topics[p.topic] = append(topics[p.topic], kafka.OffsetCommit{Partition: p.id, Offset: sp.to})
+	}
+	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	res, err := s.client.OffsetCommit(commitCtx, &kafka.OffsetCommitRequest{GroupID: s.set.group,
+		GenerationID: int(gen.ID), MemberID: gen.MemberID, Topics: topics})
+	if err == nil {
+		for _, ps := range res.Topics {
+			for _, p := range ps {
+				err = cmpErr(err, p.Error)
+			}
+		}
+	}
+	if err != nil {
+		s.env.Log.Warn("group offset commit failed (only the lag hint; the warehouse holds the offsets)", "group", s.set.group, "err", err)
+	}
+}
+
+// isConflict tells DuckDB's errors for concurrent writers of the same rows: a transaction
+// conflict, or a duplicate offset row inserted by both.
+func isConflict(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "onflict") || strings.Contains(msg, "uplicate key")
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// storedOffsets reads the next offsets this source stored for the partitions.
+func (s *Source) storedOffsets(ctx context.Context, parts []partition) (map[partition]int64, error) {
+	rows, err := s.env.DB.QueryContext(ctx, `SELECT topic, "partition", next_offset FROM ingest_offsets WHERE source = ?`, s.env.Source)
+	if err != nil {
+		return nil, fmt.Errorf("read stored offsets: %w", err)
+	}
+	defer rows.Close()
+	out := map[partition]int64{}
+	for rows.Next() {
+		var p partition
+		var next int64
+		if err := rows.Scan(&p.topic, &p.id, &next); err != nil {
+			return nil, err
+		}
+		if slices.Contains(parts, p) {
+			out[p] = next
+		}
+	}
+	return out, rows.Err()
+}
+
+// startOffsets is where partitions never read before start, per the start setting.
+func (s *Source) startOffsets(ctx context.Context, parts []partition, ends map[partition]int64) (map[partition]int64, error) {
+	out := map[partition]int64{}
+	switch s.set.start {
+	case "latest":
+		for _, p := range parts {
+			out[p] = ends[p]
+		}
+	case "earliest":
+		offs, err := s.listOffsets(ctx, parts, func(id int) kafka.OffsetRequest { return kafka.FirstOffsetOf(id) })
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			out[p] = max(offs[p].FirstOffset, 0)
+		}
+	default:
+		offs, err := s.listOffsets(ctx, parts, func(id int) kafka.OffsetRequest { return kafka.TimeOffsetOf(id, s.set.startTime) })
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			out[p] = ends[p] // nothing at or after the time yet
+			for o := range offs[p].Offsets {
+				if o >= 0 {
+					out[p] = min(out[p], o)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// logger is the source's log, for the fetcher.
+func (s *Source) logger() *slog.Logger { return s.env.Log }
