@@ -50,7 +50,7 @@ func (h *harness) Append(t *testing.T, orders []conformance.Order) {
 func (h *harness) AppendBad(t *testing.T, n int) {
 	bad := []string{`{"id": "B1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1`, // cut off
 		`{"id": "B2", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": "lots"}`, // wrong type
-		`{"id": "B3", "ts": "2026-01-02T00:00:00Z", "amt": 3}`,                     // no customer
+		`{"id": "B3", "ts": "2026-01-02T00:00:00Z", "amt": 3}`,                    // no customer
 		`[1, 2, 3]`}
 	msgs := make([]devkafka.Message, n)
 	for i := range msgs {
