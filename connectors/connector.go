@@ -55,8 +55,8 @@ type Batch struct {
 	// column) plus `_ordinal`, the record's 1-based number within the batch, in source order.
 	Relation string
 	JSON     bool
-	// Records, when set, are rows the connector already holds in memory (a Kafka fetch): the
-	// writer exposes them to SQL as the view RecordsView while it reads Relation.
+	// Records, when set, are the batch's rows, already in memory (a Kafka fetch): the writer
+	// exposes them to SQL and reads them in place of Relation.
 	Records arrow.RecordBatch
 	// Position is an SQL expression over the relation's columns (including `_ordinal`) that
 	// yields the record's _position, e.g. file:line.
@@ -72,9 +72,6 @@ type Batch struct {
 	// Checkpoint records the connector's progress in the same transaction as the rows.
 	Checkpoint func(ctx context.Context, tx Querier, stats BatchStats) error
 }
-
-// RecordsView is the name under which a batch's in-memory Records are visible to its Relation.
-const RecordsView = "ckm_batch_records"
 
 // BatchStats counts what one batch did.
 type BatchStats struct {

@@ -125,7 +125,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	outs := outputs{
 		arrowOutput("customer_clv", rec, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
 			p_alive, expected_purchases, expected_avg_value, clv)
-			SELECT CAST(? AS DATE), customer_id, ?, x, t_x, t_cal, avg_value, p_alive, expected_purchases, expected_avg_value, clv FROM scored`),
+			SELECT CAST(? AS DATE), customer_id, ?, x, t_x, t_cal, avg_value, p_alive, expected_purchases, expected_avg_value, clv FROM `+scored),
 		fitsOutput([]clv.Fit{bgFit, ggFit}),
 	}
 	if p.HoldoutEnd != "" {
@@ -305,5 +305,5 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 	}
 	return outputs{arrowOutput("customer_value", rec, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
 		potential_value, value_tier, lifecycle_stage, trend)
-		SELECT CAST(? AS DATE), customer_id, ?, current_value, potential_value, value_tier, lifecycle_stage, trend FROM scored`)}, nil
+		SELECT CAST(? AS DATE), customer_id, ?, current_value, potential_value, value_tier, lifecycle_stage, trend FROM `+scored)}, nil
 }

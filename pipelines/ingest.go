@@ -65,8 +65,9 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 		return w.write(ctx, b, spec)
 	}
 	var st connectors.BatchStats
-	err := w.conn.WithArrowView(b.Records, connectors.RecordsView, func() error {
+	err := w.conn.WithArrowView(b.Records, func(view string) error {
 		var err error
+		b.Relation = "(SELECT * FROM " + view + ")"
 		st, err = w.write(ctx, b, spec)
 		return err
 	})

@@ -174,8 +174,8 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		if rec == nil {
 			continue
 		}
-		err := st.conn.WithArrowView(rec, table+"_arrow", func() error {
-			_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+table+" AS SELECT * FROM "+table+"_arrow")
+		err := st.conn.WithArrowView(rec, func(view string) error {
+			_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+table+" AS SELECT * FROM "+view)
 			return err
 		})
 		if err != nil {
@@ -226,7 +226,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	}}
 	return outputs{
 		arrowOutput("customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
-			SELECT CAST(? AS DATE), ?, `+columns+` FROM scored`),
+			SELECT CAST(? AS DATE), ?, `+columns+` FROM `+scored),
 		fitsOutput(knowledgeFits(model)),
 		mix,
 	}, nil

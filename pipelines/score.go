@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -53,13 +54,16 @@ func (o outputs) write(ctx context.Context, conn *warehouse.Conn, res *Result) (
 	return total, nil
 }
 
-// arrowOutput writes a record batch through an Arrow view named `scored`; insert is an
-// INSERT … SELECT from it that binds (as_of, run_id).
+// scored stands for the Arrow view of an output's rows in its INSERT statement.
+const scored = "{scored}"
+
+// arrowOutput writes a record batch through an Arrow view; insert is an INSERT … SELECT …
+// FROM {scored} that binds (as_of, run_id).
 func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
 	return output{table: table, release: rec.Release,
 		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (n int64, err error) {
-			err = conn.WithArrowView(rec, "scored", func() error {
-				r, err := conn.ExecContext(ctx, insert, res.AsOf, res.RunID)
+			err = conn.WithArrowView(rec, func(view string) error {
+				r, err := conn.ExecContext(ctx, strings.ReplaceAll(insert, scored, view), res.AsOf, res.RunID)
 				if err != nil {
 					return err
 				}
@@ -187,5 +191,5 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 	}
 	return arrowOutput("customer_rfm", rec, `INSERT INTO customer_rfm
 		(as_of, customer_id, run_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment)
-		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM scored`), nil
+		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM `+scored), nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	duckdb "github.com/duckdb/duckdb-go/v2"
+	"github.com/google/uuid"
 )
 
 // Options configure how the warehouse file is opened.
@@ -137,7 +138,9 @@ func (c *Conn) Tx(ctx context.Context, fn func(ctx context.Context) error) (err 
 	if err = fn(ctx); err != nil {
 		return err
 	}
-	if _, err = c.ExecContext(ctx, "COMMIT"); err != nil {
+	// Once fn has succeeded the commit runs to the end even if ctx ends meanwhile, so the caller
+	// learns truthfully whether the transaction landed.
+	if _, err = c.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
@@ -178,10 +181,12 @@ func (c *Conn) RegisterArrow(reader array.RecordReader, name string) (release fu
 	return release, nil
 }
 
-// WithArrowView exposes rec to SQL as the view name while fn runs. Queries must read every
-// column in schema order: DuckDB pushes a column projection into the exported stream, which
-// cannot project, and then reads the wrong columns (seen: a crash reading doubles as strings).
-func (c *Conn) WithArrowView(rec arrow.RecordBatch, name string, fn func() error) error {
+// WithArrowView exposes rec to SQL as a view while fn runs; fn gets the view's name, unique to
+// this call (DuckDB's Arrow views are visible across connections, so a fixed name would let
+// two concurrent writers read each other's rows). Queries must read every column in schema
+// order: DuckDB pushes a column projection into the exported stream, which cannot project, and
+// then reads the wrong columns (seen: a crash reading doubles as strings).
+func (c *Conn) WithArrowView(rec arrow.RecordBatch, fn func(view string) error) error {
 	// Slices of DuckDB's vector-friendly row-group size let its threads share the scan; one big
 	// batch is read by one thread.
 	const chunk = 122_880
@@ -196,12 +201,13 @@ func (c *Conn) WithArrowView(rec arrow.RecordBatch, name string, fn func() error
 		return err
 	}
 	defer reader.Release()
-	release, err := c.RegisterArrow(reader, name)
+	view := "arrow_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	release, err := c.RegisterArrow(reader, view)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return fn()
+	return fn(view)
 }
 
 // migrate applies, in order, each migrations/NNN_name.sql not yet recorded in schema_migrations,

@@ -56,7 +56,6 @@ func (b *pending) batch(env connectors.Env) connectors.Batch {
 	}
 	out := connectors.Batch{
 		Label:    strings.Join(labels, " "),
-		Relation: "(SELECT * FROM " + connectors.RecordsView + ")",
 		Records:  b.rec,
 		JSON:     true,
 		Position: "kafka_topic || '/' || kafka_partition || '@' || kafka_offset",

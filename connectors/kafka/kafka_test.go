@@ -1,0 +1,352 @@
+package kafka
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/connectors"
+	"github.com/ckm-dev/ckm/internal/devkafka"
+	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// stage is a broker with a topic of orders and a warehouse with a Kafka source reading it.
+type stage struct {
+	broker *devkafka.Broker
+	cfg    *config.Config
+	w      *warehouse.Warehouse
+	log    *slog.Logger
+}
+
+const ordersMapping = `mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`
+
+func newStage(t *testing.T, partitions int32, kafkaOpts, sourceExtra string) *stage {
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": partitions}})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return newStageOn(t, b, kafkaOpts, sourceExtra)
+}
+
+func newStageOn(t *testing.T, b *devkafka.Broker, kafkaOpts, sourceExtra string) *stage {
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`warehouse: {path: ckm.duckdb, threads: 2}
+max_bad_ratio: 0.9
+sources:
+  orders:
+    table: orders
+    kafka: {brokers: ["%s"], topics: [orders], session_timeout: 1s, connect_timeout: 2s%s}
+    %s
+%s
+pipelines:
+  p: {transforms: [rfm]}
+`, b.Addr, kafkaOpts, ordersMapping, sourceExtra)
+	path := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err, yaml)
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, Threads: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	return &stage{broker: b, cfg: cfg, w: w, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func order(i int) []byte {
+	v, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("O%07d", i), "cust": fmt.Sprintf("C%04d", i%997),
+		"ts": time.Date(2026, 1, 1+i%28, i%24, 0, 0, 0, time.UTC).Format(time.RFC3339), "amt": float64(i%100) + 0.5})
+	return v
+}
+
+// produceOrders produces orders from..to-1, keyed by id.
+func (s *stage) produceOrders(t *testing.T, from, to int) {
+	msgs := make([]devkafka.Message, 0, to-from)
+	for i := from; i < to; i++ {
+		msgs = append(msgs, devkafka.Message{Key: fmt.Appendf(nil, "O%07d", i), Value: order(i)})
+	}
+	p := devkafka.NewProducer(s.broker.Addr)
+	defer p.Close()
+	require.NoError(t, p.Produce(context.Background(), "orders", msgs))
+}
+
+// countingWriter is the pipeline's writer, counting the rows its committed batches merged.
+type countingWriter struct {
+	connectors.Writer
+	loaded *atomic.Int64
+}
+
+func (c countingWriter) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
+	st, err := c.Writer.Write(ctx, b)
+	if err == nil {
+		c.loaded.Add(st.Loaded)
+	}
+	return st, err
+}
+
+// reader opens the source as a run would, on its own warehouse connection.
+func (s *stage) reader(t *testing.T, runID string) (*Source, connectors.Writer, func()) {
+	conn, err := s.w.Conn(context.Background())
+	require.NoError(t, err)
+	src := s.cfg.Sources["orders"]
+	env := connectors.Env{Source: "orders", Table: "orders", BaseDir: s.cfg.BaseDir, RunID: runID, DB: conn, Log: s.log}
+	k, err := Open(env, *src.Options.(*Config))
+	require.NoError(t, err)
+	return k, pipelines.NewSourceWriter(conn, s.cfg, "orders", runID, s.log), func() { conn.Close() }
+}
+
+var errCrash = errors.New("simulated crash")
+
+// requireExactlyOnce checks that orders 0..n-1 are each in the table once, with their amount,
+// that the committed batches merged n rows in all (none twice), and that the stored offsets
+// are the partitions' ends.
+func (s *stage) requireExactlyOnce(t *testing.T, n int, loaded int64) {
+	var rows, distinct int
+	var total float64
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*), count(DISTINCT order_id), sum(amount) FROM orders`).Scan(&rows, &distinct, &total))
+	want := 0.0
+	for i := range n {
+		want += float64(i%100) + 0.5
+	}
+	require.Equal(t, n, rows, "every message once")
+	require.Equal(t, n, distinct)
+	require.InDelta(t, want, total, 1e-6)
+	require.EqualValues(t, n, loaded, "committed batches merged each message exactly once (no redelivery absorbed)")
+	var stored int64
+	require.NoError(t, s.w.DB().QueryRow(`SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
+	require.EqualValues(t, n, stored, "stored offsets are the ends of the partitions")
+	var badPositions int
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders WHERE NOT regexp_matches(_position, '^orders/[0-9]+@[0-9]+$')`).Scan(&badPositions))
+	require.Zero(t, badPositions, "each row names its topic/partition@offset")
+}
+
+func TestStoppedAtRandomPointsEveryMessageLandsExactlyOnce(t *testing.T) {
+	const n = 120_000
+	s := newStage(t, 6, ", batch_size: 4000", "")
+	s.produceOrders(t, 0, n)
+	rng := rand.New(rand.NewPCG(7, 11))
+	var loaded atomic.Int64
+	var crashes, stops int
+	for attempt := 0; ; attempt++ {
+		require.Less(t, attempt, 60, "the reader never finished")
+		src, w, closeConn := s.reader(t, fmt.Sprintf("run-%d", attempt))
+		chaos := attempt < 12
+		if chaos && attempt%2 == 0 {
+			// Stop right after a DuckDB commit, before the group commit.
+			after := rng.IntN(4)
+			src.afterCommit = func() error {
+				if after == 0 {
+					return errCrash
+				}
+				after--
+				return nil
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if chaos && attempt%2 == 1 {
+			// Stop at an arbitrary moment: mid-fetch, mid-write, between batches.
+			time.AfterFunc(time.Duration(50+rng.IntN(400))*time.Millisecond, cancel)
+		}
+		err := src.Read(ctx, countingWriter{w, &loaded})
+		cancel()
+		closeConn()
+		if err == nil {
+			break
+		}
+		switch {
+		case errors.Is(err, errCrash):
+			crashes++
+		case errors.Is(err, context.Canceled):
+			stops++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	t.Logf("%d crashes after the DuckDB commit, %d stops at random times", crashes, stops)
+	require.Positive(t, crashes)
+	require.Positive(t, stops)
+	s.requireExactlyOnce(t, n, loaded.Load())
+}
+
+func TestRebalanceWithASecondReaderNeitherDropsNorDoubles(t *testing.T) {
+	const n = 100_000
+	s := newStage(t, 6, ", batch_size: 2000", "")
+	s.produceOrders(t, 0, n)
+	var loadedA, loadedB atomic.Int64
+	a, wa, closeA := s.reader(t, "run-a")
+	defer closeA()
+	b, wb, closeB := s.reader(t, "run-b")
+	defer closeB()
+	firstCommit := make(chan struct{})
+	var once sync.Once
+	a.afterCommit = func() error {
+		once.Do(func() { close(firstCommit) })
+		time.Sleep(5 * time.Millisecond) // leave the second reader time to join mid-read
+		return nil
+	}
+	var wg sync.WaitGroup
+	var errA, errB error
+	wg.Go(func() { errA = a.Read(context.Background(), countingWriter{wa, &loadedA}) })
+	<-firstCommit
+	wg.Go(func() { errB = b.Read(context.Background(), countingWriter{wb, &loadedB}) })
+	wg.Wait()
+	require.NoError(t, errA)
+	require.NoError(t, errB)
+	t.Logf("reader A merged %d, reader B %d", loadedA.Load(), loadedB.Load())
+	require.Positive(t, loadedB.Load(), "the second reader was given partitions")
+	s.requireExactlyOnce(t, n, loadedA.Load()+loadedB.Load())
+}
+
+func TestBrokerLostMidRunFailsCleanlyAndTheNextRunResumes(t *testing.T) {
+	const n = 50_000
+	s := newStage(t, 4, ", batch_size: 2500", "")
+	s.produceOrders(t, 0, n)
+	var loaded atomic.Int64
+	src, w, closeConn := s.reader(t, "run-1")
+	commits := 0
+	var restore func()
+	src.afterCommit = func() error {
+		if commits++; commits == 3 {
+			restore = s.broker.Outage()
+		}
+		return nil
+	}
+	err := src.Read(context.Background(), countingWriter{w, &loaded})
+	closeConn()
+	require.Error(t, err)
+	require.Contains(t, err.Error(), s.broker.Addr, "the error names the broker")
+	var rows, stored int64
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*), (SELECT sum(next_offset) FROM ingest_offsets) FROM orders`).Scan(&rows, &stored))
+	require.Equal(t, rows, stored, "rows and offsets committed together: nothing half-written")
+	require.Equal(t, loaded.Load(), rows)
+	require.Less(t, rows, int64(n))
+	restore()
+
+	src, w, closeConn = s.reader(t, "run-2")
+	defer closeConn()
+	require.NoError(t, src.Read(context.Background(), countingWriter{w, &loaded}))
+	s.requireExactlyOnce(t, n, loaded.Load())
+}
+
+func TestUnreachableBrokersFailWithTheirAddresses(t *testing.T) {
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 1}})
+	require.NoError(t, err)
+	addr := b.Addr
+	b.Close() // nothing listens there now
+	s := newStageOn(t, &devkafka.Broker{Addr: addr}, "", "")
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	_, err = r.Ingest(context.Background(), "orders", false)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "kafka brokers "+addr+" unreachable")
+	require.Contains(t, err.Error(), "attempts")
+}
+
+func TestBadMessagesAreDeadLetteredWithTheirCoordinatesAndPayload(t *testing.T) {
+	s := newStage(t, 2, `, max_message_bytes: 2KiB`, "")
+	big := fmt.Sprintf(`{"id": "BIG", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1, "note": "%s"}`, strings.Repeat("x", 3000))
+	msgs := []devkafka.Message{
+		{Value: order(1)},
+		{Value: []byte(`{"id": "B1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1`)},       // malformed
+		{Value: []byte(`{"id": "B2", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": "many"}`)}, // wrong type
+		{Value: []byte(`{"id": "B3", "cust": "C1", "amt": 3}`)},                                    // no timestamp
+		{Value: []byte(`"just a string"`)},
+		{Value: []byte(big)},
+		{Value: order(2)},
+		{Key: []byte("tombstone")}, // no value: skipped, not a dead letter
+	}
+	p := devkafka.NewProducer(s.broker.Addr)
+	defer p.Close()
+	require.NoError(t, p.Produce(context.Background(), "orders", msgs))
+
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	res, err := r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, res.Loaded)
+	require.EqualValues(t, 5, res.DeadLettered)
+
+	rows, err := s.w.DB().Query(`SELECT position, reason, payload FROM dead_letters ORDER BY position`)
+	require.NoError(t, err)
+	defer rows.Close()
+	reasons := map[string]string{}
+	client := &kafka.Client{Addr: kafka.TCP(s.broker.Addr), Transport: &kafka.Transport{}}
+	for rows.Next() {
+		var pos, reason, payload string
+		require.NoError(t, rows.Scan(&pos, &reason, &payload))
+		var p, off int
+		_, err := fmt.Sscanf(pos, "orders/%d@%d", &p, &off)
+		require.NoError(t, err, "position %q names topic/partition@offset", pos)
+		// The dead letter's payload is what sits at that position in Kafka.
+		res, err := client.Fetch(context.Background(), &kafka.FetchRequest{Topic: "orders", Partition: p, Offset: int64(off), MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
+		require.NoError(t, err)
+		var raw []byte
+		for {
+			rec, err := res.Records.ReadRecord()
+			require.NoError(t, err)
+			if rec.Offset == int64(off) {
+				raw, err = io.ReadAll(rec.Value)
+				require.NoError(t, err)
+				break
+			}
+		}
+		require.True(t, strings.HasPrefix(string(raw), payload), "payload at %s", pos)
+		reasons[string(raw[:min(len(raw), 13)])] = reason
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, "not valid JSON", reasons[`{"id": "B1", `])
+	require.Contains(t, reasons[`{"id": "B2", `], "amount: cannot read 'many' as a number")
+	require.Contains(t, reasons[`{"id": "B3", `], "missing order_ts (field ts)")
+	require.Equal(t, "not a JSON object", reasons[`"just a strin`])
+	require.Contains(t, reasons[`{"id": "BIG",`], "exceeds max_message_bytes 2048")
+}
+
+func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
+	for _, tc := range []struct {
+		policy       string
+		loaded, dead int64
+		extra        string
+	}{
+		{"ignore", 2, 0, ""},
+		{"keep", 2, 0, `{"coupon":"WINTER","meta":{"src":"app"}}`},
+		{"fail", 1, 1, ""},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			s := newStage(t, 1, "", "    unknown_fields: "+tc.policy)
+			p := devkafka.NewProducer(s.broker.Addr)
+			defer p.Close()
+			require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(1)},
+				{Value: []byte(`{"id": "X", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "coupon": "WINTER", "meta": {"src": "app"}}`)}}))
+			r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+			res, err := r.Ingest(context.Background(), "orders", false)
+			require.NoError(t, err)
+			require.Equal(t, tc.loaded, res.Loaded)
+			require.Equal(t, tc.dead, res.DeadLettered)
+			var extra *string
+			err = s.w.DB().QueryRow(`SELECT CAST(_extra AS VARCHAR) FROM orders WHERE order_id = 'X'`).Scan(&extra)
+			if tc.policy == "fail" {
+				var reason string
+				require.NoError(t, s.w.DB().QueryRow(`SELECT reason FROM dead_letters`).Scan(&reason))
+				require.Equal(t, "unknown fields: coupon, meta", reason)
+				return
+			}
+			require.NoError(t, err)
+			if tc.extra == "" {
+				require.Nil(t, extra)
+			} else {
+				require.JSONEq(t, tc.extra, *extra)
+			}
+		})
+	}
+}
