@@ -76,7 +76,8 @@ type Producer struct {
 // NewProducer connects a producer to addr.
 func NewProducer(addr string) *Producer {
 	return &Producer{w: &kafka.Writer{Addr: kafka.TCP(addr), RequiredAcks: kafka.RequireAll, Transport: &kafka.Transport{},
-		Balancer: &kafka.Hash{}, BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: 5 * time.Millisecond,
+		// Record batches stay under the broker's default 1 MB message limit.
+		Balancer: &kafka.Hash{}, BatchSize: 10_000, BatchBytes: 900_000, BatchTimeout: 5 * time.Millisecond,
 		AllowAutoTopicCreation: true}}
 }
 
@@ -90,6 +91,14 @@ func (p *Producer) Produce(ctx context.Context, topic string, msgs []Message) er
 	for len(out) > 0 {
 		n := min(len(out), 50_000)
 		if err := p.w.WriteMessages(ctx, out[:n]...); err != nil {
+			var each kafka.WriteErrors
+			if errors.As(err, &each) {
+				for _, e := range each {
+					if e != nil {
+						return fmt.Errorf("produce to %s: %d of %d messages failed, first: %w", topic, each.Count(), n, e)
+					}
+				}
+			}
 			return fmt.Errorf("produce to %s: %w", topic, err)
 		}
 		out = out[n:]
@@ -101,7 +110,7 @@ func (p *Producer) Produce(ctx context.Context, topic string, msgs []Message) er
 func (p *Producer) Close() error { return p.w.Close() }
 
 // FileMessages reads a CSV or JSON Lines file (optionally gzip-compressed) as JSON messages:
-// a JSON line as it is, a CSV row as an object of its header's fields. keyField, when set,
+// a JSON line as it is (malformed too), a CSV row as an object of its header's fields. keyField, when set,
 // names the field whose value becomes the message key.
 func FileMessages(path, keyField string) ([]Message, error) {
 	f, err := os.Open(path)
@@ -128,6 +137,7 @@ func FileMessages(path, keyField string) ([]Message, error) {
 	}
 	if strings.HasSuffix(name, ".csv") {
 		cr := csv.NewReader(r)
+		cr.FieldsPerRecord = -1 // a short or long row is produced with the fields it has
 		header, err := cr.Read()
 		if err != nil {
 			return nil, fmt.Errorf("%s: header: %w", path, err)
@@ -141,7 +151,7 @@ func FileMessages(path, keyField string) ([]Message, error) {
 				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 			}
 			doc := make(map[string]any, len(header))
-			for i, h := range header {
+			for i, h := range header[:min(len(header), len(rec))] {
 				doc[h] = rec[i]
 			}
 			v, err := json.Marshal(doc)
@@ -153,11 +163,9 @@ func FileMessages(path, keyField string) ([]Message, error) {
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for line := 1; sc.Scan(); line++ {
+	for sc.Scan() {
 		var doc map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &doc); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
+		_ = json.Unmarshal(sc.Bytes(), &doc) // a malformed line is produced as it is: ckm dead-letters it
 		out = append(out, Message{Key: key(doc), Value: append([]byte(nil), sc.Bytes()...)})
 	}
 	return out, sc.Err()
