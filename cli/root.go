@@ -43,7 +43,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "config.yaml", "config file")
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(a.runCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(), a.generateCmd(), a.benchCmd())
+	root.AddCommand(a.runCmd(), a.ingestCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(), a.generateCmd(), a.benchCmd())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -350,3 +350,35 @@ func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 		})
 	}
 }
+
+func TestFollowLoadsNewMessagesInMicroBatchesUntilStopped(t *testing.T) {
+	s := newStage(t, 3, ", flush_interval: 200ms", "")
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var res pipelines.SourceResult
+	go func() {
+		var err error
+		res, err = r.Ingest(ctx, "orders", true)
+		done <- err
+	}()
+	waitForOrders := func(n int) {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var got int
+			require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&got))
+			if got == n {
+				return
+			}
+			require.True(t, time.Now().Before(deadline), "%d of %d orders loaded", got, n)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	s.produceOrders(t, 0, 1000)
+	waitForOrders(1000)
+	s.produceOrders(t, 1000, 1500)
+	waitForOrders(1500)
+	stop()
+	require.NoError(t, <-done, "an interrupt ends continuous ingest cleanly")
+	s.requireExactlyOnce(t, 1500, res.Loaded)
+}

@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ckm-dev/ckm/pipelines"
+)
+
+func (a *app) ingestCmd() *cobra.Command {
+	var sources []string
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "ingest",
+		Short: "Load new source data into the warehouse without scoring; --follow keeps streaming sources loading",
+		Long: `Load what is new in the sources (default: all) into the canonical tables, batch by batch,
+each batch committed with its checkpoint. With --follow, streaming sources (kafka) keep loading
+micro-batches (batch_size / batch_bytes / flush_interval) until interrupted; an interrupt lets the
+batch in flight commit or roll back, so nothing is lost or doubled.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			w, err := a.openWarehouse(cmd.Context(), cfg, false)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			for _, s := range sources {
+				if _, ok := cfg.Sources[s]; !ok {
+					return fmt.Errorf("unknown source %q (configured: %s)", s, strings.Join(cfg.SourceNames(nil), ", "))
+				}
+			}
+			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
+			names := cfg.SourceNames(sources)
+			results := make([]pipelines.SourceResult, len(names))
+			errs := make([]error, len(names))
+			var wg sync.WaitGroup
+			for i, name := range names {
+				wg.Go(func() {
+					results[i], errs[i] = r.Ingest(cmd.Context(), name, follow)
+					if errs[i] != nil {
+						errs[i] = fmt.Errorf("ingest %s: %w", name, errs[i])
+					}
+				})
+			}
+			wg.Wait()
+			for _, res := range results {
+				fmt.Fprintf(a.stdout, "%-20s read %d, loaded %d, dead letters %d\n", res.Name, res.Read, res.Loaded, res.DeadLettered)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.Flags().StringSliceVarP(&sources, "source", "s", nil, "sources to load (default: all)")
+	cmd.Flags().BoolVar(&follow, "follow", false, "keep loading streaming sources until interrupted")
+	return cmd
+}
