@@ -180,9 +180,11 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 	var conds []string
 	if s.JSON {
 		// A record that is not a JSON object gets that one reason, not a reason per column.
-		reason = "CASE WHEN NOT coalesce(json_valid(payload), false) THEN 'not valid JSON' " +
-			"WHEN json_type(payload) <> 'OBJECT' THEN 'not a JSON object' ELSE " + reason + " END"
-		conds = append(conds, "nullif(trim(payload), '') IS NOT NULL")
+		reason = "CASE WHEN _doc IS NULL THEN 'not valid JSON' " +
+			"WHEN _type <> 'OBJECT' THEN 'not a JSON object' ELSE " + reason + " END"
+		// Blank records are skipped. Only a record starting with a blank is trimmed: trimming
+		// every whole document cost more than parsing it.
+		conds = append(conds, "payload IS NOT NULL AND (ascii(payload) > 32 OR trim(payload) <> '')")
 	}
 	if s.Filter != "" {
 		conds = append(conds, "("+s.Filter+")")
@@ -194,7 +196,16 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 	doc := ""
 	if s.JSON {
 		// Fields are read only from valid documents: DuckDB's JSON functions abort on malformed input.
-		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc"
+		// Each document is parsed three times, not once per field: to validate it, for its
+		// type, and once for all the paths the mapping reads (a list-valued extract).
+		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc, json_type(_doc) AS _type"
+		if paths := s.jsonPaths(); len(paths) > 0 {
+			lits := make([]string, len(paths))
+			for i, p := range paths {
+				lits[i] = warehouse.Quote(p)
+			}
+			doc += ", json_extract_string(_doc, [" + strings.Join(lits, ", ") + "]) AS _fields"
+		}
 	}
 	inner := fmt.Sprintf("SELECT s.*%s FROM %s s", doc, relation)
 	if _, hasKey := s.Fields[s.Table.Key]; !hasKey {
@@ -219,7 +230,7 @@ func (s Spec) unknownFields(fields []string) (list, extra string) {
 		for _, k := range slices.Sorted(maps.Keys(known)) {
 			lits = append(lits, warehouse.Quote(k))
 		}
-		list = "CASE WHEN json_type(_doc) = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains([" +
+		list = "CASE WHEN _type = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains([" +
 			strings.Join(lits, ", ") + "]::VARCHAR[], k)) END"
 		extra = `CASE WHEN len(_unknown) > 0 THEN to_json(map_from_entries(list_transform(_unknown,
 			k -> {'key': k, 'value': json_extract(_doc, '$."' || replace(k, '"', '\"') || '"')}))) END`
@@ -305,20 +316,40 @@ func (s Spec) rawExpr(f Field) string {
 	return s.ref(f.From)
 }
 
-// ref reads one source field: a column, or a path into the JSON payload.
+// ref reads one source field: a column, or a path into the JSON payload (an element of the
+// _fields list Compile extracts).
 func (s Spec) ref(field string) string {
 	if !s.JSON {
 		return "s." + warehouse.Ident(field)
 	}
-	path := field
-	if !strings.HasPrefix(path, "$") {
-		parts := strings.Split(field, ".")
-		for i, p := range parts {
-			parts[i] = `"` + strings.ReplaceAll(p, `"`, `\"`) + `"`
+	i, _ := slices.BinarySearch(s.jsonPaths(), jsonPath(field))
+	return fmt.Sprintf("s._fields[%d]", i+1)
+}
+
+// jsonPaths lists, sorted, the JSON paths of every field the mapping reads.
+func (s Spec) jsonPaths() []string {
+	var paths []string
+	for _, f := range s.Fields {
+		for _, ref := range append([]string{f.From}, f.Hash...) {
+			if ref != "" {
+				paths = append(paths, jsonPath(ref))
+			}
 		}
-		path = "$." + strings.Join(parts, ".")
 	}
-	return "json_extract_string(s._doc, " + warehouse.Quote(path) + ")"
+	slices.Sort(paths)
+	return slices.Compact(paths)
+}
+
+// jsonPath turns a dotted field (a.b.c) into a JSONPath; a JSONPath ($.a[0].b) stays as it is.
+func jsonPath(field string) string {
+	if strings.HasPrefix(field, "$") {
+		return field
+	}
+	parts := strings.Split(field, ".")
+	for i, p := range parts {
+		parts[i] = `"` + strings.ReplaceAll(p, `"`, `\"`) + `"`
+	}
+	return "$." + strings.Join(parts, ".")
 }
 
 // convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
