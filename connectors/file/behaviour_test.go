@@ -187,3 +187,22 @@ func TestOrderLinesRollUpIntoOrders(t *testing.T) {
 	require.Equal(t, "returned", status)
 	require.Equal(t, -4.0, amount)
 }
+
+func TestUnknownColumnsAreIgnoredKeptOrRejected(t *testing.T) {
+	const csv = "id,cust,ts,amt,coupon\nO1,C1,2026-01-05 10:00:00,5.5,WINTER\nO2,C2,2026-01-06 11:00:00,7,\n"
+	for _, tc := range []struct{ policy, extra string }{{"ignore", ""}, {"keep", `{"coupon":"WINTER"}`}, {"fail", ""}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			e := setupRatio(t, ordersSource+"\n    unknown_fields: "+tc.policy, map[string]string{"orders.csv": csv}, 1)
+			res := e.run(t)
+			if tc.policy == "fail" {
+				require.EqualValues(t, 0, res.Sources[0].Loaded)
+				require.Equal(t, map[string]string{"orders.csv:2": "unknown fields: coupon", "orders.csv:3": "unknown fields: coupon"},
+					e.pairs(t, `SELECT position, reason FROM dead_letters`))
+				return
+			}
+			require.EqualValues(t, 2, res.Sources[0].Loaded)
+			got := e.pairs(t, `SELECT order_id, coalesce(CAST(_extra AS VARCHAR), '') FROM orders`)
+			require.Equal(t, tc.extra, got["O1"])
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -159,8 +160,12 @@ func (s *Source) partitions(ctx context.Context) ([]partition, error) {
 			return nil, ctx.Err()
 		}
 		if time.Since(start)+wait > s.set.connect {
-			return nil, fmt.Errorf("kafka brokers %s unreachable: %d attempts over %s (connect_timeout %s): %w",
-				strings.Join(s.cfg.Brokers, ","), attempts, time.Since(start).Round(time.Millisecond), s.set.connect, err)
+			hint := ""
+			if s.cfg.SASL.Mechanism != "" && errors.Is(err, io.ErrUnexpectedEOF) {
+				hint = " (the broker closed the connection: with SASL that usually means it rejected the credentials)"
+			}
+			return nil, fmt.Errorf("cannot connect to kafka brokers %s: %d attempts over %s (connect_timeout %s): %w%s",
+				strings.Join(s.cfg.Brokers, ","), attempts, time.Since(start).Round(time.Millisecond), s.set.connect, err, hint)
 		}
 		s.env.Log.Warn("kafka brokers unreachable, retrying", "brokers", strings.Join(s.cfg.Brokers, ","), "in", wait, "err", err)
 		select {

@@ -45,12 +45,15 @@ func newStage(t *testing.T, partitions int32, kafkaOpts, sourceExtra string) *st
 
 func newStageOn(t *testing.T, b *devkafka.Broker, kafkaOpts, sourceExtra string) *stage {
 	dir := t.TempDir()
+	if !strings.Contains(kafkaOpts, "connect_timeout") {
+		kafkaOpts += ", connect_timeout: 2s"
+	}
 	yaml := fmt.Sprintf(`warehouse: {path: ckm.duckdb, threads: 2}
 max_bad_ratio: 0.9
 sources:
   orders:
     table: orders
-    kafka: {brokers: ["%s"], topics: [orders], session_timeout: 1s, connect_timeout: 2s%s}
+    kafka: {brokers: ["%s"], topics: [orders], session_timeout: 1s%s}
     %s
 %s
 pipelines:
@@ -250,7 +253,7 @@ func TestUnreachableBrokersFailWithTheirAddresses(t *testing.T) {
 	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
 	_, err = r.Ingest(context.Background(), "orders", false)
 	require.Error(t, err)
-	require.Contains(t, err.Error(), "kafka brokers "+addr+" unreachable")
+	require.Contains(t, err.Error(), "cannot connect to kafka brokers "+addr)
 	require.Contains(t, err.Error(), "attempts")
 }
 
@@ -381,4 +384,107 @@ func TestFollowLoadsNewMessagesInMicroBatchesUntilStopped(t *testing.T) {
 	stop()
 	require.NoError(t, <-done, "an interrupt ends continuous ingest cleanly")
 	s.requireExactlyOnce(t, 1500, res.Loaded)
+}
+
+func TestSASLMechanismsAuthenticateAndAWrongPasswordFailsClearly(t *testing.T) {
+	users := map[string]map[string]string{"PLAIN": {"plainuser": "p1"}, "SCRAM-SHA-256": {"scram256": "p2"}, "SCRAM-SHA-512": {"scram512": "p3"}}
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 2}, Users: users})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	p := &kafka.Writer{Addr: kafka.TCP(b.Addr), Topic: "orders", RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
+		Transport: &kafka.Transport{SASL: plainMechanism("plainuser", "p1")}}
+	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: order(1)}, kafka.Message{Value: order(2)}))
+	require.NoError(t, p.Close())
+	for mech, u := range map[string][2]string{"PLAIN": {"plainuser", "p1"}, "SCRAM-SHA-256": {"scram256", "p2"}, "SCRAM-SHA-512": {"scram512", "p3"}} {
+		t.Run(mech, func(t *testing.T) {
+			t.Setenv("CKM_TEST_KAFKA_PASSWORD", u[1])
+			s := newStageOn(t, b, fmt.Sprintf(", sasl: {mechanism: %s, username: %s, password_env: CKM_TEST_KAFKA_PASSWORD}", mech, u[0]), "")
+			r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+			res, err := r.Ingest(context.Background(), "orders", false)
+			require.NoError(t, err)
+			require.EqualValues(t, 2, res.Loaded)
+
+			t.Setenv("CKM_TEST_KAFKA_PASSWORD", "wrong")
+			s = newStageOn(t, b, fmt.Sprintf(", sasl: {mechanism: %s, username: %s, password_env: CKM_TEST_KAFKA_PASSWORD}, connect_timeout: 500ms", mech, u[0]), "")
+			r = &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+			_, err = r.Ingest(context.Background(), "orders", false)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), b.Addr)
+			require.NotContains(t, err.Error(), "wrong", "the password never appears in errors")
+			require.Contains(t, err.Error(), "rejected the credentials")
+			t.Logf("wrong password: %v", err)
+		})
+	}
+}
+
+func TestTLSWithAPrivateCA(t *testing.T) {
+	dir := t.TempDir()
+	serverTLS, clientTLS := writeCA(t, dir)
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 1}, TLS: serverTLS})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	s := newStageOn(t, b, fmt.Sprintf(", tls: {enabled: true, ca_file: %q, server_name: localhost}", filepath.Join(dir, "ca.pem")), "")
+	p := &kafka.Writer{Addr: kafka.TCP(b.Addr), Topic: "orders", RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
+		Transport: &kafka.Transport{TLS: clientTLS}}
+	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: order(1)}))
+	require.NoError(t, p.Close())
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	res, err := r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Loaded)
+
+	// Without the CA the broker's certificate is not trusted: a clear failure, not a hang.
+	s = newStageOn(t, b, ", tls: {enabled: true}, connect_timeout: 500ms", "")
+	r = &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	_, err = r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, "certificate")
+	t.Logf("untrusted broker: %v", err)
+}
+
+func TestAFilterRoutesOneMixedTopicToTwoSources(t *testing.T) {
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"events": 2}})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	p := devkafka.NewProducer(b.Addr)
+	defer p.Close()
+	require.NoError(t, p.Produce(context.Background(), "events", []devkafka.Message{
+		{Value: []byte(`{"type": "order", "id": "O1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 5}`)},
+		{Value: []byte(`{"type": "feedback", "id": "E1", "cust": "C1", "ts": "2026-01-03T00:00:00Z", "kind": "praise"}`)},
+		{Value: []byte(`{"type": "order", "id": "O2", "cust": "C2", "ts": "2026-01-04T00:00:00Z", "amt": 7}`)},
+		{Value: []byte(`{"type": "order", broken`)},
+	}))
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`warehouse: {path: ckm.duckdb}
+max_bad_ratio: 0.5
+sources:
+  orders:
+    table: orders
+    filter: "json_extract_string(_doc, '$.type') = 'order'"
+    kafka: {brokers: ["%[1]s"], topics: [events]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
+  feedback:
+    table: feedback
+    filter: "json_extract_string(_doc, '$.type') = 'feedback'"
+    kafka: {brokers: ["%[1]s"], topics: [events]}
+    mapping: {event_id: id, customer_id: cust, event_ts: ts, kind: kind, direction: {const: inbound}}
+`, b.Addr)
+	path := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path})
+	require.NoError(t, err)
+	defer w.Close()
+	r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	orders, err := r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	feedback, err := r.Ingest(context.Background(), "feedback", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, orders.Loaded)
+	require.EqualValues(t, 1, feedback.Loaded)
+	require.EqualValues(t, 1, orders.DeadLettered, "a message no filter can read is each source's dead letter")
+	require.EqualValues(t, 1, feedback.DeadLettered)
+	var stored int64
+	require.NoError(t, w.DB().QueryRow(`SELECT sum(next_offset) FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
+	require.EqualValues(t, 4, stored, "skipped messages are read past, not reread")
 }

@@ -186,7 +186,11 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 		// every whole document cost more than parsing it.
 		conds = append(conds, "payload IS NOT NULL AND (ascii(payload) > 32 OR trim(payload) <> '')")
 	}
-	if s.Filter != "" {
+	switch {
+	case s.Filter != "" && s.JSON:
+		// A document that is not valid JSON cannot be told apart by a filter: it stays, to be dead-lettered.
+		conds = append(conds, "(_doc IS NULL OR ("+s.Filter+"))")
+	case s.Filter != "":
 		conds = append(conds, "("+s.Filter+")")
 	}
 	where := ""

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,7 @@ type Options struct {
 	// Users adds SASL users (mechanism "PLAIN", "SCRAM-SHA-256" or "SCRAM-SHA-512" → user → password);
 	// with any set, clients must authenticate.
 	Users map[string]map[string]string
+	TLS   *tls.Config // when set, clients must connect with TLS
 }
 
 // Start starts a broker. Close it when done.
@@ -52,6 +54,9 @@ func Start(o Options) (*Broker, error) {
 				opts = append(opts, kfake.Superuser(mech, user, pass))
 			}
 		}
+	}
+	if o.TLS != nil {
+		opts = append(opts, kfake.TLS(o.TLS))
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
