@@ -36,7 +36,7 @@ func BenchmarkIngestVersusRawConsume(b *testing.B) {
 	for i := range msgs {
 		v, _ := json.Marshal(map[string]any{"order_id": fmt.Sprintf("O%09d", i), "customer_id": fmt.Sprintf("C%07d", i%50_000),
 			"order_ts": time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute).Format(time.RFC3339),
-			"amount": float64(i%500) + 0.99, "quantity": 1 + i%3, "product_id": fmt.Sprintf("P%04d", i%2000), "category": "books", "status": "completed"})
+			"amount":   float64(i%500) + 0.99, "quantity": 1 + i%3, "product_id": fmt.Sprintf("P%04d", i%2000), "category": "books", "status": "completed"})
 		msgs[i] = devkafka.Message{Key: []byte(fmt.Sprintf("C%07d", i%50_000)), Value: v}
 	}
 	p := devkafka.NewProducer(broker.Addr)
