@@ -82,8 +82,10 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	if len(c.Topics) == 0 {
 		add("topics", "no topics given", "topics: [orders]")
 	}
-	if _, err := c.settings("source"); err != nil {
-		add(err.key, err.msg, err.hint)
+	if _, errs := c.settings("source"); len(errs) > 0 {
+		for _, e := range errs {
+			add(e.key, e.msg, e.hint)
+		}
 	}
 	if c.SASL.Mechanism != "" {
 		if !slices.Contains(mechanisms, strings.ToUpper(c.SASL.Mechanism)) {
@@ -109,19 +111,20 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 
 type settingError struct{ key, msg, hint string }
 
-// settings parses the config's values, applying defaults.
-func (c *Config) settings(source string) (settings, *settingError) {
+// settings parses the config's values, applying defaults, and lists every value it cannot read.
+func (c *Config) settings(source string) (settings, []settingError) {
+	var errs []settingError
 	s := settings{group: cmp.Or(c.Group, "ckm-"+source), start: cmp.Or(strings.ToLower(c.Start), "earliest"),
 		batchSize: cmp.Or(c.BatchSize, 100_000)}
 	if s.start != "earliest" && s.start != "latest" {
 		t, err := time.Parse(time.RFC3339, c.Start)
 		if err != nil {
-			return s, &settingError{"start", fmt.Sprintf("cannot read %q", c.Start), "earliest, latest or an RFC 3339 time such as 2026-01-01T00:00:00Z"}
+			errs = append(errs, settingError{"start", fmt.Sprintf("cannot read %q", c.Start), "earliest, latest or an RFC 3339 time such as 2026-01-01T00:00:00Z"})
 		}
 		s.start, s.startTime = "time", t
 	}
 	if c.BatchSize < 0 {
-		return s, &settingError{"batch_size", "must be positive", ""}
+		errs = append(errs, settingError{"batch_size", "must be positive", ""})
 	}
 	for _, d := range []struct {
 		key, value string
@@ -138,7 +141,8 @@ func (c *Config) settings(source string) (settings, *settingError) {
 		}
 		v, err := time.ParseDuration(d.value)
 		if err != nil || v <= 0 {
-			return s, &settingError{d.key, fmt.Sprintf("cannot read %q as a duration", d.value), "e.g. 500ms, 10s, 2m"}
+			errs = append(errs, settingError{d.key, fmt.Sprintf("cannot read %q as a duration", d.value), "e.g. 500ms, 10s, 2m"})
+			continue
 		}
 		*d.into = v
 	}
@@ -156,11 +160,12 @@ func (c *Config) settings(source string) (settings, *settingError) {
 		}
 		v, err := parseBytes(b.value)
 		if err != nil {
-			return s, &settingError{b.key, err.Error(), "e.g. 512KiB, 1MiB, 64MiB"}
+			errs = append(errs, settingError{b.key, err.Error(), "e.g. 512KiB, 1MiB, 64MiB"})
+			continue
 		}
 		*b.into = v
 	}
-	return s, nil
+	return s, errs
 }
 
 // parseBytes reads sizes such as 1048576, 512KiB, 1MiB, 2MB.

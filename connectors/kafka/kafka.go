@@ -49,9 +49,9 @@ type Source struct {
 
 // Open prepares a source; it contacts no broker until Read.
 func Open(env connectors.Env, cfg Config) (*Source, error) {
-	set, serr := cfg.settings(env.Source)
-	if serr != nil {
-		return nil, fmt.Errorf("%s: %s", serr.key, serr.msg)
+	set, errs := cfg.settings(env.Source)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %s", errs[0].key, errs[0].msg)
 	}
 	tc, mech, err := cfg.security(env.BaseDir)
 	if err != nil {
