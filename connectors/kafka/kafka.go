@@ -250,6 +250,8 @@ func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assign
 	if err != nil {
 		return err
 	}
+	// A reader stopped between its DuckDB commit and its group commit left the hint behind.
+	s.commitGroup(ctx, gen, stored)
 	from := maps.Clone(stored)
 	var fresh []partition
 	for _, p := range assigned {
@@ -305,7 +307,11 @@ func (s *Source) write(ctx context.Context, gen *kafka.Generation, b *pending, s
 			return err
 		}
 	}
-	s.commitGroup(ctx, gen, b.spans)
+	next := make(map[partition]int64, len(b.spans))
+	for p, sp := range b.spans {
+		next[p] = sp.to
+	}
+	s.commitGroup(ctx, gen, next)
 	return nil
 }
 
@@ -342,10 +348,13 @@ func (s *Source) checkpoint(ctx context.Context, tx connectors.Querier, spans ma
 
 // commitGroup records the group's offsets after the DuckDB commit, for lag monitoring only. It
 // has a deadline and its failure is logged, never fatal: the stored offsets are the truth.
-func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, spans map[partition]span) {
+func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, next map[partition]int64) {
+	if len(next) == 0 {
+		return
+	}
 	topics := map[string][]kafka.OffsetCommit{}
-	for p, sp := range spans {
-		topics[p.topic] = append(topics[p.topic], kafka.OffsetCommit{Partition: p.id, Offset: sp.to})
+	for p, offset := range next {
+		topics[p.topic] = append(topics[p.topic], kafka.OffsetCommit{Partition: p.id, Offset: offset})
 	}
 	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

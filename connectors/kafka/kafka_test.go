@@ -136,6 +136,24 @@ func (s *stage) requireExactlyOnce(t *testing.T, n int, loaded int64) {
 	require.Zero(t, badPositions, "each row names its topic/partition@offset")
 }
 
+// requireGroupCaughtUp checks the consumer group's committed offsets (the lag hint) reached the
+// partitions' ends.
+func (s *stage) requireGroupCaughtUp(t *testing.T, partitions, n int) {
+	client := &kafka.Client{Addr: kafka.TCP(s.broker.Addr), Transport: &kafka.Transport{}}
+	ids := make([]int, partitions)
+	for i := range ids {
+		ids[i] = i
+	}
+	res, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: "ckm-orders", Topics: map[string][]int{"orders": ids}})
+	require.NoError(t, err)
+	var committed int64
+	for _, p := range res.Topics["orders"] {
+		require.NoError(t, p.Error)
+		committed += p.CommittedOffset
+	}
+	require.EqualValues(t, n, committed, "the group's committed offsets show no lag")
+}
+
 func TestStoppedAtRandomPointsEveryMessageLandsExactlyOnce(t *testing.T) {
 	const n = 120_000
 	s := newStage(t, 6, ", batch_size: 4000", "")
@@ -182,6 +200,7 @@ func TestStoppedAtRandomPointsEveryMessageLandsExactlyOnce(t *testing.T) {
 	require.Positive(t, crashes)
 	require.Positive(t, stops)
 	s.requireExactlyOnce(t, n, loaded.Load())
+	s.requireGroupCaughtUp(t, 6, n)
 }
 
 func TestRebalanceWithASecondReaderNeitherDropsNorDoubles(t *testing.T) {
