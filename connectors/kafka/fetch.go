@@ -80,7 +80,7 @@ func (b *pending) batch(env connectors.Env) connectors.Batch {
 // payload, whichever fills first, while the previous batch is being written.
 type fetcher struct {
 	src    *Source
-	from   map[partition]int64 // where each partition's reading starts
+	pos    map[partition]int64 // where each partition's reading stands: its next offset
 	ends   map[partition]int64 // bounded reads stop here
 	follow bool
 	pin    []partition // partitions first read now: their start offset is stored even if nothing is read
@@ -101,16 +101,15 @@ func (f *fetcher) run(ctx context.Context, parts []partition, out chan<- *pendin
 	defer f.b.Release()
 	f.reset()
 	for _, p := range f.pin {
-		f.spans[p] = span{f.from[p], f.from[p]}
+		f.spans[p] = span{f.pos[p], f.pos[p]}
 	}
-	pos := f.from
 	for {
 		progressed := false
 		for _, p := range parts {
-			if !f.follow && pos[p] >= f.ends[p] {
+			if !f.follow && f.pos[p] >= f.ends[p] {
 				continue
 			}
-			n, err := f.fetch(ctx, p, pos)
+			n, err := f.fetch(ctx, p)
 			if err != nil {
 				return err
 			}
@@ -123,7 +122,7 @@ func (f *fetcher) run(ctx context.Context, parts []partition, out chan<- *pendin
 		}
 		caughtUp := true
 		for _, p := range parts {
-			caughtUp = caughtUp && pos[p] >= f.ends[p]
+			caughtUp = caughtUp && f.pos[p] >= f.ends[p]
 		}
 		switch {
 		case !f.follow && caughtUp:
@@ -142,9 +141,10 @@ func (f *fetcher) run(ctx context.Context, parts []partition, out chan<- *pendin
 	}
 }
 
-// fetch reads one response's worth of messages of p from pos[p], retrying a lost broker for
-// connect_timeout. It returns how many messages it appended.
-func (f *fetcher) fetch(ctx context.Context, p partition, pos map[partition]int64) (int, error) {
+// fetch reads one response's worth of messages of p from its position, retrying a lost broker
+// for connect_timeout. It returns how many messages it appended.
+func (f *fetcher) fetch(ctx context.Context, p partition) (int, error) {
+	pos := f.pos
 	var res *kafka.FetchResponse
 	var err error
 	wait, start := 250*time.Millisecond, time.Now()
@@ -162,7 +162,7 @@ func (f *fetcher) fetch(ctx context.Context, p partition, pos map[partition]int6
 			break
 		}
 		if errors.Is(err, kafka.OffsetOutOfRange) {
-			return 0, f.skipLost(ctx, p, pos)
+			return 0, f.skipLost(ctx, p)
 		}
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
@@ -170,7 +170,7 @@ func (f *fetcher) fetch(ctx context.Context, p partition, pos map[partition]int6
 		if time.Since(start)+wait > f.src.set.connect {
 			return 0, fmt.Errorf("fetch %s at offset %d from %s: %w", p, pos[p], strings.Join(f.src.cfg.Brokers, ","), err)
 		}
-		f.src.logger().Warn("kafka fetch failed, retrying", "partition", p.String(), "offset", pos[p], "in", wait, "err", err)
+		f.src.env.Log.Warn("kafka fetch failed, retrying", "partition", p.String(), "offset", pos[p], "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
@@ -211,7 +211,8 @@ func (f *fetcher) fetch(ctx context.Context, p partition, pos map[partition]int6
 
 // skipLost moves a partition whose next offset retention has already deleted to the oldest
 // one left, loudly: those messages are gone from Kafka before ckm could read them.
-func (f *fetcher) skipLost(ctx context.Context, p partition, pos map[partition]int64) error {
+func (f *fetcher) skipLost(ctx context.Context, p partition) error {
+	pos := f.pos
 	offs, err := f.src.listOffsets(ctx, []partition{p}, func(id int) kafka.OffsetRequest { return kafka.FirstOffsetOf(id) })
 	if err != nil {
 		return err
@@ -220,7 +221,7 @@ func (f *fetcher) skipLost(ctx context.Context, p partition, pos map[partition]i
 	if first <= pos[p] {
 		return fmt.Errorf("fetch %s at offset %d: %w", p, pos[p], kafka.OffsetOutOfRange)
 	}
-	f.src.logger().Error("messages deleted by retention before they were read; continuing at the oldest kept",
+	f.src.env.Log.Error("messages deleted by retention before they were read; continuing at the oldest kept",
 		"partition", p.String(), "stored_offset", pos[p], "first_kept", first, "lost", first-pos[p])
 	sp, ok := f.spans[p]
 	if !ok {
@@ -250,7 +251,7 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
 		}
 		f.over = append(f.over, oversized{position: fmt.Sprintf("%s@%d", p, r.Offset), size: size, prefix: strings.ToValidUTF8(string(head), "?")})
-		f.src.logger().Debug("oversized message", "partition", p.String(), "offset", r.Offset, "bytes", size)
+		f.src.env.Log.Debug("oversized message", "partition", p.String(), "offset", r.Offset, "bytes", size)
 		return nil
 	default:
 		v := make([]byte, r.Value.Len())

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -252,11 +251,15 @@ func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assign
 	}
 	// A reader stopped between its DuckDB commit and its group commit left the hint behind.
 	s.commitGroup(ctx, gen, stored)
-	from := maps.Clone(stored)
+	pos := maps.Clone(stored)
 	var fresh []partition
 	for _, p := range assigned {
-		if _, ok := stored[p]; !ok {
+		next, ok := stored[p]
+		if !ok {
 			fresh = append(fresh, p)
+		} else if next > ends[p] {
+			s.env.Log.Warn("stored offset is past the partition's end: was the topic recreated? Delete its ingest_offsets rows to read it again",
+				"partition", p.String(), "stored_offset", next, "end", ends[p])
 		}
 	}
 	if len(fresh) > 0 {
@@ -264,9 +267,9 @@ func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assign
 		if err != nil {
 			return err
 		}
-		maps.Copy(from, starts)
+		maps.Copy(pos, starts)
 	}
-	f := &fetcher{src: s, from: from, ends: ends, follow: s.env.Follow, pin: fresh}
+	f := &fetcher{src: s, pos: pos, ends: ends, follow: s.env.Follow, pin: fresh}
 	batches := make(chan *pending, 1)
 	fetchCtx, stopFetching := context.WithCancel(ctx)
 	defer stopFetching()
@@ -361,11 +364,13 @@ func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, next ma
 	res, err := s.client.OffsetCommit(commitCtx, &kafka.OffsetCommitRequest{GroupID: s.set.group,
 		GenerationID: int(gen.ID), MemberID: gen.MemberID, Topics: topics})
 	if err == nil {
+		var each []error
 		for _, ps := range res.Topics {
 			for _, p := range ps {
-				err = cmpErr(err, p.Error)
+				each = append(each, p.Error)
 			}
 		}
+		err = errors.Join(each...)
 	}
 	if err != nil {
 		s.env.Log.Warn("group offset commit failed (only the lag hint; the warehouse holds the offsets)", "group", s.set.group, "err", err)
@@ -377,13 +382,6 @@ func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, next ma
 func isConflict(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "onflict") || strings.Contains(msg, "uplicate key")
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // storedOffsets reads the next offsets this source stored for the partitions.
@@ -439,6 +437,3 @@ func (s *Source) startOffsets(ctx context.Context, parts []partition, ends map[p
 	}
 	return out, nil
 }
-
-// logger is the source's log, for the fetcher.
-func (s *Source) logger() *slog.Logger { return s.env.Log }

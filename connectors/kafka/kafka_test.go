@@ -507,3 +507,32 @@ sources:
 	require.NoError(t, w.DB().QueryRow(`SELECT sum(next_offset) FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
 	require.EqualValues(t, 4, stored, "skipped messages are read past, not reread")
 }
+
+func TestMessagesDeletedByRetentionBeforeTheyWereReadAreSkippedLoudly(t *testing.T) {
+	s := newStage(t, 1, ", batch_size: 100", "")
+	p := devkafka.NewProducer(s.broker.Addr)
+	defer p.Close()
+	for i := range 40 { // one record batch per produce call, so retention can drop some of them
+		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(2 * i)}, {Value: order(2*i + 1)}}))
+	}
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	res, err := r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 80, res.Loaded)
+	for i := 40; i < 80; i++ {
+		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(2 * i)}, {Value: order(2*i + 1)}}))
+	}
+	require.NoError(t, s.broker.ApplyRetention(context.Background(), "orders", 2000))
+	client := &kafka.Client{Addr: kafka.TCP(s.broker.Addr), Transport: &kafka.Transport{}}
+	offs, err := client.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{"orders": {kafka.FirstOffsetOf(0)}}})
+	require.NoError(t, err)
+	first := offs.Topics["orders"][0].FirstOffset
+	require.Greater(t, first, int64(80), "retention deleted messages the reader had not read yet")
+
+	res, err = r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 160-first, res.Loaded, "everything still kept is read")
+	var stored int64
+	require.NoError(t, s.w.DB().QueryRow(`SELECT next_offset FROM ingest_offsets`).Scan(&stored))
+	require.EqualValues(t, 160, stored)
+}

@@ -190,3 +190,22 @@ func (b *Broker) Outage() (restore func()) {
 	})
 	return func() { down.Store(false) }
 }
+
+// ApplyRetention sets a topic's retention.bytes and has the broker enforce it now, deleting
+// the oldest record batches beyond it, as a broker's retention would over time.
+func (b *Broker) ApplyRetention(ctx context.Context, topic string, bytes int) error {
+	client := &kafka.Client{Addr: kafka.TCP(b.Addr), Transport: &kafka.Transport{}}
+	res, err := client.AlterConfigs(ctx, &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+		Configs: []kafka.AlterConfigRequestConfig{{Name: "retention.bytes", Value: fmt.Sprint(bytes)}}}}})
+	if err != nil {
+		return fmt.Errorf("set retention of %s: %w", topic, err)
+	}
+	for _, e := range res.Errors {
+		if e != nil {
+			return fmt.Errorf("set retention of %s: %w", topic, e)
+		}
+	}
+	b.cluster.ApplyRetention()
+	return nil
+}
