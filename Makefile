@@ -2,7 +2,7 @@
 GOFLAGS_CKM := -tags=duckdb_arrow
 export CGO_ENABLED := 1
 
-.PHONY: build test bench sample clean
+.PHONY: build test bench bench-kafka sample clean
 
 build:
 	go build $(GOFLAGS_CKM) -o bin/ckm ./cmd/ckm
@@ -14,10 +14,14 @@ test:
 bench: build
 	bin/ckm bench --customers 1000000 --dir bench-data
 
+# Kafka → DuckDB ingest against kafka-go's raw consume rate, same broker and process.
+bench-kafka:
+	go test $(GOFLAGS_CKM) -run '^$$' -bench IngestVersusRawConsume -benchtime 3x ./connectors/kafka
+
 # Regenerate the shipped sample data.
 sample: build
 	bin/ckm generate --customers 2000 --seed 42 --dirty 0.002 --gzip --out data/sample
 	rm -f data/sample/truth.csv.gz
 
 clean:
-	rm -rf bin bench-data data/*.duckdb data/*.duckdb.wal data/.duckdb_extensions data/.duckdb_tmp
+	rm -rf bin bench-data data/*.duckdb data/*.duckdb.wal data/.duckdb_extensions data/.duckdb_tmp examples/kafka/data
