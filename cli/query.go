@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"database/sql"
 	"encoding/csv"
 	"encoding/json"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ckm-dev/ckm/pipelines"
 )
 
 func (a *app) sqlCmd() *cobra.Command {
@@ -41,16 +44,26 @@ func (a *app) sqlCmd() *cobra.Command {
 
 func (a *app) statusCmd() *cobra.Command {
 	var n int
+	var lag bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "List recent pipeline runs",
+		Short: "List recent pipeline runs; --lag also asks streaming sources how much waits to be read",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, err := a.openReadOnly(cmd.Context())
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			w, err := a.openWarehouse(cmd.Context(), cfg, true)
 			if err != nil {
 				return err
 			}
 			defer w.Close()
+			if lag {
+				if err := a.printBacklog(cmd.Context(), &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}); err != nil {
+					return err
+				}
+			}
 			rows, err := w.DB().QueryContext(cmd.Context(), `SELECT run_id, pipeline, as_of, trigger, status,
 				strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started,
 				round(epoch(finished_at - started_at), 1) AS seconds, rows_in, rows_out, dead_letters, error
@@ -63,7 +76,32 @@ func (a *app) statusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVarP(&n, "last", "n", 20, "how many runs")
+	cmd.Flags().BoolVar(&lag, "lag", false, "contact Kafka brokers: per partition the stored offset, the end now and what waits")
 	return cmd
+}
+
+// printBacklog prints, for each streaming source, where each stream resumes and what waits.
+func (a *app) printBacklog(ctx context.Context, r *pipelines.Runner) error {
+	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "source\tstream\tnext offset\tend\twaiting\t")
+	for _, name := range r.Config.SourceNames(nil) {
+		backlog, err := r.Backlog(ctx, name)
+		if err != nil {
+			return err
+		}
+		for _, b := range backlog {
+			next := "never read"
+			if b.Next >= 0 {
+				next = fmt.Sprint(b.Next)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\n", name, b.Stream, next, b.End, b.Waiting)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout)
+	return nil
 }
 
 func printRows(out io.Writer, rows *sql.Rows, format string, limit int) error {

@@ -80,6 +80,19 @@ type BatchStats struct {
 	DeadLettered int64
 }
 
+// Backlogger is implemented by streaming sources that can tell how much waits to be read.
+type Backlogger interface {
+	Backlog(ctx context.Context) ([]Backlog, error)
+}
+
+// Backlog is one stream's position (a Kafka partition): the next record a run will read and the
+// end of the stream now. Next is -1 for a stream the source has never read.
+type Backlog struct {
+	Stream    string
+	Next, End int64
+	Waiting   int64 // records between Next (or the stream's start) and End
+}
+
 // ConfigValidator is implemented by connector configs to check themselves; each problem names the key it is about.
 type ConfigValidator interface {
 	Validate(baseDir string) []FieldProblem

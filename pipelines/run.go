@@ -218,6 +218,33 @@ func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (Source
 	return sr, err
 }
 
+// Backlog asks a streaming source how much waits to be read (nil for sources that cannot tell,
+// such as files). It only reads the warehouse, so the warehouse may be open read-only.
+func (r *Runner) Backlog(ctx context.Context, source string) ([]connectors.Backlog, error) {
+	s, ok := r.Config.Sources[source]
+	if !ok {
+		return nil, fmt.Errorf("unknown source %q", source)
+	}
+	kind, ok := connectors.Lookup(s.Kind)
+	if !ok {
+		return nil, fmt.Errorf("source %s: connector kind %q is not registered", source, s.Kind)
+	}
+	env := connectors.Env{Source: source, Table: s.Table, BaseDir: r.Config.BaseDir, DB: r.Warehouse.DB(), Log: r.Log.With("source", source)}
+	src, err := kind.Open(ctx, env, s.Options)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: open: %w", source, err)
+	}
+	b, ok := src.(connectors.Backlogger)
+	if !ok {
+		return nil, nil
+	}
+	out, err := b.Backlog(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", source, err)
+	}
+	return out, nil
+}
+
 func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger) (SourceResult, error) {
 	return r.ingestWith(ctx, conn, name, runID, log, false)
 }

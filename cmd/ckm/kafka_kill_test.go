@@ -79,6 +79,11 @@ pipelines:
 	code, out, errOut := ckm("ingest", "--config", filepath.Join(dir, "config.yaml"))
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "orders")
+	code, out, errOut = ckm("status", "--lag", "--config", filepath.Join(dir, "config.yaml"))
+	require.Equal(t, 0, code, errOut)
+	for p := range partitions {
+		require.Regexp(t, fmt.Sprintf(`orders/%d\s+(\d+)\s+\d+\s+0\n`, p), out, "nothing waits on partition %d", p)
+	}
 
 	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true})
 	require.NoError(t, err)

@@ -197,6 +197,36 @@ func (s *Source) listOffsets(ctx context.Context, parts []partition, req func(id
 	return out, nil
 }
 
+// Backlog reports, per partition, the stored next offset, the high watermark now and the
+// messages between them (from the partition's start for a partition never read).
+func (s *Source) Backlog(ctx context.Context) ([]connectors.Backlog, error) {
+	defer s.tr.CloseIdleConnections()
+	ends, err := s.watermarks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	parts := slices.SortedFunc(maps.Keys(ends), func(a, b partition) int { return strings.Compare(a.String(), b.String()) })
+	stored, err := s.storedOffsets(ctx, parts)
+	if err != nil {
+		return nil, err
+	}
+	firsts, err := s.listOffsets(ctx, parts, func(id int) kafka.OffsetRequest { return kafka.FirstOffsetOf(id) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]connectors.Backlog, 0, len(parts))
+	for _, p := range parts {
+		b := connectors.Backlog{Stream: p.String(), Next: -1, End: ends[p]}
+		from := max(firsts[p].FirstOffset, 0)
+		if next, ok := stored[p]; ok {
+			b.Next, from = next, max(next, from)
+		}
+		b.Waiting = max(b.End-from, 0)
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 // errMoved means another reader advanced a partition of the batch since this one read its
 // offset: the batch rolled back and the reader starts again from the stored offsets.
 var errMoved = errors.New("partition advanced by another reader")

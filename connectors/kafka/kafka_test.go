@@ -536,3 +536,34 @@ func TestMessagesDeletedByRetentionBeforeTheyWereReadAreSkippedLoudly(t *testing
 	require.NoError(t, s.w.DB().QueryRow(`SELECT next_offset FROM ingest_offsets`).Scan(&stored))
 	require.EqualValues(t, 160, stored)
 }
+
+func TestBacklogReportsWhatWaitsPerPartition(t *testing.T) {
+	s := newStage(t, 2, ", batch_size: 300", "")
+	s.produceOrders(t, 0, 1000)
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	before, err := r.Backlog(context.Background(), "orders")
+	require.NoError(t, err)
+	require.Len(t, before, 2)
+	var waiting int64
+	for _, b := range before {
+		require.EqualValues(t, -1, b.Next, "never read")
+		waiting += b.Waiting
+	}
+	require.EqualValues(t, 1000, waiting)
+
+	src, w, closeConn := s.reader(t, "run-1")
+	defer closeConn()
+	src.afterCommit = func() error { return errCrash } // stop after the first batch
+	require.ErrorIs(t, src.Read(context.Background(), w), errCrash)
+	var loaded int64
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
+	after, err := r.Backlog(context.Background(), "orders")
+	require.NoError(t, err)
+	waiting = 0
+	for _, b := range after {
+		require.Equal(t, b.End-max(b.Next, 0), b.Waiting, b.Stream)
+		waiting += b.Waiting
+	}
+	require.Equal(t, 1000-loaded, waiting)
+	require.Positive(t, loaded)
+}
