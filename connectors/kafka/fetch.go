@@ -150,7 +150,8 @@ func (f *fetcher) fetch(ctx context.Context, p partition) (int, error) {
 	wait, start := 250*time.Millisecond, time.Now()
 	maxWait := 50 * time.Millisecond
 	if f.follow {
-		maxWait = 500 * time.Millisecond
+		// Idle partitions are waited on in turn: a round of them stays within flush_interval.
+		maxWait = min(500*time.Millisecond, max(10*time.Millisecond, f.src.set.flushInterval/time.Duration(2*len(f.pos))))
 	}
 	for {
 		res, err = f.src.client.Fetch(ctx, &kafka.FetchRequest{Topic: p.topic, Partition: p.id, Offset: pos[p],

@@ -83,6 +83,8 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 		SessionTimeout: s.set.sessionTimeout, RebalanceTimeout: s.set.sessionTimeout,
 		HeartbeatInterval: s.set.sessionTimeout / 10, JoinGroupBackoff: time.Second,
 		Timeout: min(s.set.connect, 10*time.Second), StartOffset: kafka.FirstOffset,
+		// Following, partitions added to a topic join by a rebalance.
+		WatchPartitionChanges: s.env.Follow, PartitionWatchInterval: 30 * time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			s.env.Log.Debug("kafka group: " + fmt.Sprintf(msg, args...))
 		}),
