@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,12 +49,14 @@ type pending struct {
 
 func (b *pending) release() { b.rec.Release() }
 
-// batch is the pending messages as a connector batch over RecordsView.
+// batch is the pending messages as a connector batch of in-memory records, labelled with the
+// offsets it covers.
 func (b *pending) batch(env connectors.Env) connectors.Batch {
 	var labels []string
 	for p, sp := range b.spans {
 		labels = append(labels, fmt.Sprintf("%s@%d..%d", p, sp.from, sp.to))
 	}
+	slices.Sort(labels)
 	out := connectors.Batch{
 		Label:    strings.Join(labels, " "),
 		Records:  b.rec,
