@@ -567,3 +567,14 @@ func TestBacklogReportsWhatWaitsPerPartition(t *testing.T) {
 	require.Equal(t, 1000-loaded, waiting)
 	require.Positive(t, loaded)
 }
+
+func TestAMissingTopicFailsNamingIt(t *testing.T) {
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"other": 1}})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	s := newStageOn(t, b, "", "")
+	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	_, err = r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, "topic orders at "+b.Addr)
+	t.Log(err)
+}
