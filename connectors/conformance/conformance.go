@@ -8,18 +8,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
-	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // Order is one test record, written by the harness in its connector's own format.
@@ -117,29 +112,20 @@ func Run(t *testing.T, newHarness func() Harness) {
 type suite struct {
 	h   Harness
 	dir string
-	cfg *config.Config
-	w   *warehouse.Warehouse
+	env *testutil.Env
 }
 
 func start(t *testing.T, h Harness) *suite {
 	dir := t.TempDir()
 	h.Setup(t, dir)
 	yaml := fmt.Sprintf("warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: UTC\nmax_bad_ratio: 0.1\nsources:\n  orders:\n%s\npipelines:\n  p: {transforms: [rfm]}\n", h.SourceYAML())
-	path := filepath.Join(dir, "config.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
-	cfg, err := config.Load(path)
-	require.NoError(t, err, yaml)
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, Threads: 2})
-	require.NoError(t, err)
-	t.Cleanup(func() { w.Close() })
-	return &suite{h: h, dir: dir, cfg: cfg, w: w}
+	return &suite{h: h, dir: dir, env: testutil.OpenYAML(t, dir, yaml)}
 }
 
-func (s *suite) db() *sql.DB { return s.w.DB() }
+func (s *suite) db() *sql.DB { return s.env.Warehouse.DB() }
 
 func (s *suite) runErr(t *testing.T) (pipelines.SourceResult, error) {
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	res, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 1, 31, 0, 0, 0, 0, time.UTC)})
+	res, err := s.env.Runner().Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 1, 31, 0, 0, 0, 0, time.UTC)})
 	if res == nil || len(res.Sources) == 0 {
 		return pipelines.SourceResult{}, err
 	}

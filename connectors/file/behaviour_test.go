@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
 	"github.com/ckm-dev/ckm/warehouse"
 )
@@ -33,14 +34,8 @@ func setupRatio(t *testing.T, sources string, files map[string]string, maxBad fl
 	for name, body := range files {
 		writeFile(t, filepath.Join(dir, name), body)
 	}
-	path := filepath.Join(dir, "config.yaml")
-	writeFile(t, path, fmt.Sprintf("warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: Europe/Berlin\nmax_bad_ratio: %g\nsources:\n", maxBad)+sources+"\npipelines:\n  p: {transforms: [rfm]}\n")
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, Threads: 2})
-	require.NoError(t, err)
-	t.Cleanup(func() { w.Close() })
-	return &env{dir: dir, cfg: cfg, w: w}
+	te := testutil.OpenYAML(t, dir, fmt.Sprintf("warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: Europe/Berlin\nmax_bad_ratio: %g\nsources:\n", maxBad)+sources+"\npipelines:\n  p: {transforms: [rfm]}\n")
+	return &env{dir: dir, cfg: te.Config, w: te.Warehouse}
 }
 
 func writeFile(t *testing.T, path, body string) {

@@ -5,19 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/internal/devkafka"
-	"github.com/ckm-dev/ckm/pipelines"
-	"github.com/ckm-dev/ckm/warehouse"
+	"github.com/ckm-dev/ckm/internal/testutil"
 )
 
 // BenchmarkIngestVersusRawConsume measures Kafka → DuckDB ingest against the physical limit on
@@ -116,25 +111,16 @@ func readAll(b *testing.B, addr string, partitions int) int {
 // ingestAll loads every message into a fresh warehouse through the Kafka source and returns
 // how long the ingest took (opening the warehouse is not part of it).
 func ingestAll(b *testing.B, addr string, messages int) time.Duration {
-	dir := b.TempDir()
-	yaml := fmt.Sprintf(`warehouse: {path: ckm.duckdb}
+	env := testutil.OpenYAML(b, b.TempDir(), fmt.Sprintf(`warehouse: {path: ckm.duckdb}
 sources:
   orders:
     table: orders
     kafka: {brokers: ["%s"], topics: [orders], group: bench-%d}
     mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, quantity: quantity,
               product_id: product_id, category: category, status: status}
-`, addr, time.Now().UnixNano())
-	path := filepath.Join(dir, "config.yaml")
-	require.NoError(b, os.WriteFile(path, []byte(yaml), 0o644))
-	cfg, err := config.Load(path)
-	require.NoError(b, err)
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path})
-	require.NoError(b, err)
-	defer w.Close()
-	r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+`, addr, time.Now().UnixNano()))
 	start := time.Now()
-	res, err := r.Ingest(context.Background(), "orders", false)
+	res, err := env.Runner().Ingest(context.Background(), "orders", false)
 	elapsed := time.Since(start)
 	require.NoError(b, err)
 	require.EqualValues(b, messages, res.Loaded)

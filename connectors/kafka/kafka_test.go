@@ -44,11 +44,10 @@ func newStage(t *testing.T, partitions int32, kafkaOpts, sourceExtra string) *st
 }
 
 func newStageOn(t *testing.T, b *devkafka.Broker, kafkaOpts, sourceExtra string) *stage {
-	dir := t.TempDir()
 	if !strings.Contains(kafkaOpts, "connect_timeout") {
 		kafkaOpts += ", connect_timeout: 2s"
 	}
-	yaml := fmt.Sprintf(`warehouse: {path: ckm.duckdb, threads: 2}
+	return openStage(t, b, fmt.Sprintf(`warehouse: {path: ckm.duckdb, threads: 2}
 max_bad_ratio: 0.9
 sources:
   orders:
@@ -58,8 +57,12 @@ sources:
 %s
 pipelines:
   p: {transforms: [rfm]}
-`, b.Addr, kafkaOpts, ordersMapping, sourceExtra)
-	path := filepath.Join(dir, "config.yaml")
+`, b.Addr, kafkaOpts, ordersMapping, sourceExtra))
+}
+
+// openStage writes yaml as the config of a fresh warehouse reading from b.
+func openStage(t *testing.T, b *devkafka.Broker, yaml string) *stage {
+	path := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
 	cfg, err := config.Load(path)
 	require.NoError(t, err, yaml)
@@ -67,6 +70,10 @@ pipelines:
 	require.NoError(t, err)
 	t.Cleanup(func() { w.Close() })
 	return &stage{broker: b, cfg: cfg, w: w, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func (s *stage) runner() *pipelines.Runner {
+	return &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
 }
 
 func order(i int) []byte {
@@ -269,7 +276,7 @@ func TestUnreachableBrokersFailWithTheirAddresses(t *testing.T) {
 	addr := b.Addr
 	b.Close() // nothing listens there now
 	s := newStageOn(t, &devkafka.Broker{Addr: addr}, "", "")
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	_, err = r.Ingest(context.Background(), "orders", false)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "cannot connect to kafka brokers "+addr)
@@ -293,7 +300,7 @@ func TestBadMessagesAreDeadLetteredWithTheirCoordinatesAndPayload(t *testing.T) 
 	defer p.Close()
 	require.NoError(t, p.Produce(context.Background(), "orders", msgs))
 
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	res, err := r.Ingest(context.Background(), "orders", false)
 	require.NoError(t, err)
 	require.EqualValues(t, 2, res.Loaded)
@@ -350,7 +357,7 @@ func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 			defer p.Close()
 			require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(1)},
 				{Value: []byte(`{"id": "X", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "coupon": "WINTER", "meta": {"src": "app"}}`)}}))
-			r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+			r := s.runner()
 			res, err := r.Ingest(context.Background(), "orders", false)
 			require.NoError(t, err)
 			require.Equal(t, tc.loaded, res.Loaded)
@@ -375,7 +382,7 @@ func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 
 func TestFollowLoadsNewMessagesInMicroBatchesUntilStopped(t *testing.T) {
 	s := newStage(t, 3, ", flush_interval: 200ms", "")
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var res pipelines.SourceResult
@@ -418,14 +425,14 @@ func TestSASLMechanismsAuthenticateAndAWrongPasswordFailsClearly(t *testing.T) {
 		t.Run(mech, func(t *testing.T) {
 			t.Setenv("CKM_TEST_KAFKA_PASSWORD", u[1])
 			s := newStageOn(t, b, fmt.Sprintf(", sasl: {mechanism: %s, username: %s, password_env: CKM_TEST_KAFKA_PASSWORD}", mech, u[0]), "")
-			r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+			r := s.runner()
 			res, err := r.Ingest(context.Background(), "orders", false)
 			require.NoError(t, err)
 			require.EqualValues(t, 2, res.Loaded)
 
 			t.Setenv("CKM_TEST_KAFKA_PASSWORD", "wrong")
 			s = newStageOn(t, b, fmt.Sprintf(", sasl: {mechanism: %s, username: %s, password_env: CKM_TEST_KAFKA_PASSWORD}, connect_timeout: 500ms", mech, u[0]), "")
-			r = &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+			r = s.runner()
 			_, err = r.Ingest(context.Background(), "orders", false)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), b.Addr)
@@ -447,14 +454,14 @@ func TestTLSWithAPrivateCA(t *testing.T) {
 		Transport: &kafka.Transport{TLS: clientTLS}}
 	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: order(1)}))
 	require.NoError(t, p.Close())
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	res, err := r.Ingest(context.Background(), "orders", false)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Loaded)
 
 	// Without the CA the broker's certificate is not trusted: a clear failure, not a hang.
 	s = newStageOn(t, b, ", tls: {enabled: true}, connect_timeout: 500ms", "")
-	r = &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r = s.runner()
 	_, err = r.Ingest(context.Background(), "orders", false)
 	require.ErrorContains(t, err, "certificate")
 	t.Logf("untrusted broker: %v", err)
@@ -472,8 +479,7 @@ func TestAFilterRoutesOneMixedTopicToTwoSources(t *testing.T) {
 		{Value: []byte(`{"type": "order", "id": "O2", "cust": "C2", "ts": "2026-01-04T00:00:00Z", "amt": 7}`)},
 		{Value: []byte(`{"type": "order", broken`)},
 	}))
-	dir := t.TempDir()
-	yaml := fmt.Sprintf(`warehouse: {path: ckm.duckdb}
+	s := openStage(t, b, fmt.Sprintf(`warehouse: {path: ckm.duckdb}
 max_bad_ratio: 0.5
 sources:
   orders:
@@ -486,15 +492,8 @@ sources:
     filter: "json_extract_string(_doc, '$.type') = 'feedback'"
     kafka: {brokers: ["%[1]s"], topics: [events]}
     mapping: {event_id: id, customer_id: cust, event_ts: ts, kind: kind, direction: {const: inbound}}
-`, b.Addr)
-	path := filepath.Join(dir, "config.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path})
-	require.NoError(t, err)
-	defer w.Close()
-	r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+`, b.Addr))
+	r := s.runner()
 	orders, err := r.Ingest(context.Background(), "orders", false)
 	require.NoError(t, err)
 	feedback, err := r.Ingest(context.Background(), "feedback", false)
@@ -504,7 +503,7 @@ sources:
 	require.EqualValues(t, 1, orders.DeadLettered, "a message no filter can read is each source's dead letter")
 	require.EqualValues(t, 1, feedback.DeadLettered)
 	var stored int64
-	require.NoError(t, w.DB().QueryRow(`SELECT sum(next_offset) FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
+	require.NoError(t, s.w.DB().QueryRow(`SELECT sum(next_offset) FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
 	require.EqualValues(t, 4, stored, "skipped messages are read past, not reread")
 }
 
@@ -515,7 +514,7 @@ func TestMessagesDeletedByRetentionBeforeTheyWereReadAreSkippedLoudly(t *testing
 	for i := range 40 { // one record batch per produce call, so retention can drop some of them
 		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(2 * i)}, {Value: order(2*i + 1)}}))
 	}
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	res, err := r.Ingest(context.Background(), "orders", false)
 	require.NoError(t, err)
 	require.EqualValues(t, 80, res.Loaded)
@@ -540,7 +539,7 @@ func TestMessagesDeletedByRetentionBeforeTheyWereReadAreSkippedLoudly(t *testing
 func TestBacklogReportsWhatWaitsPerPartition(t *testing.T) {
 	s := newStage(t, 2, ", batch_size: 300", "")
 	s.produceOrders(t, 0, 1000)
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	before, err := r.Backlog(context.Background(), "orders")
 	require.NoError(t, err)
 	require.Len(t, before, 2)
@@ -573,7 +572,7 @@ func TestAMissingTopicFailsNamingIt(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	s := newStageOn(t, b, "", "")
-	r := &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
+	r := s.runner()
 	_, err = r.Ingest(context.Background(), "orders", false)
 	require.ErrorContains(t, err, "topic orders at "+b.Addr)
 	t.Log(err)

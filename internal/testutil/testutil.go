@@ -54,12 +54,29 @@ func Open(t testing.TB, configPath string) *Env {
 	return &Env{Config: cfg, Warehouse: w}
 }
 
+// OpenYAML writes a config into dir, loads it and opens its warehouse (paths in the config
+// resolve against dir).
+func OpenYAML(t testing.TB, dir, yaml string) *Env {
+	path := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err, yaml)
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads})
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	return &Env{Config: cfg, Warehouse: w}
+}
+
+// Runner is a runner over the env that logs nowhere.
+func (e *Env) Runner() *pipelines.Runner {
+	return &pipelines.Runner{Config: e.Config, Warehouse: e.Warehouse, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
 // Run runs a pipeline for an as_of date and fails the test on error.
 func (e *Env) Run(t testing.TB, pipeline, asOf string) *pipelines.Result {
 	date, err := time.Parse(time.DateOnly, asOf)
 	require.NoError(t, err)
-	r := &pipelines.Runner{Config: e.Config, Warehouse: e.Warehouse, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	res, err := r.Run(context.Background(), pipelines.Request{Pipeline: pipeline, AsOf: date})
+	res, err := e.Runner().Run(context.Background(), pipelines.Request{Pipeline: pipeline, AsOf: date})
 	require.NoError(t, err)
 	return res
 }
