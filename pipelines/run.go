@@ -221,18 +221,12 @@ func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (Source
 // Backlog asks a streaming source how much waits to be read (nil for sources that cannot tell,
 // such as files). It only reads the warehouse, so the warehouse may be open read-only.
 func (r *Runner) Backlog(ctx context.Context, source string) ([]connectors.Backlog, error) {
-	s, ok := r.Config.Sources[source]
-	if !ok {
+	if _, ok := r.Config.Sources[source]; !ok {
 		return nil, fmt.Errorf("unknown source %q", source)
 	}
-	kind, ok := connectors.Lookup(s.Kind)
-	if !ok {
-		return nil, fmt.Errorf("source %s: connector kind %q is not registered", source, s.Kind)
-	}
-	env := connectors.Env{Source: source, Table: s.Table, BaseDir: r.Config.BaseDir, DB: r.Warehouse.DB(), Log: r.Log.With("source", source)}
-	src, err := kind.Open(ctx, env, s.Options)
+	src, err := r.openSource(ctx, connectors.Env{Source: source, DB: r.Warehouse.DB(), Log: r.Log.With("source", source)})
 	if err != nil {
-		return nil, fmt.Errorf("source %s: open: %w", source, err)
+		return nil, err
 	}
 	b, ok := src.(connectors.Backlogger)
 	if !ok {
@@ -245,24 +239,33 @@ func (r *Runner) Backlog(ctx context.Context, source string) ([]connectors.Backl
 	return out, nil
 }
 
+// openSource opens the connector of env.Source, filling in what config says of the source.
+func (r *Runner) openSource(ctx context.Context, env connectors.Env) (connectors.Source, error) {
+	s := r.Config.Sources[env.Source]
+	kind, ok := connectors.Lookup(s.Kind)
+	if !ok {
+		return nil, fmt.Errorf("source %s: connector kind %q is not registered", env.Source, s.Kind)
+	}
+	env.Table, env.BaseDir = s.Table, r.Config.BaseDir
+	src, err := kind.Open(ctx, env, s.Options)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: open: %w", env.Source, err)
+	}
+	return src, nil
+}
+
 func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger) (SourceResult, error) {
 	return r.ingestWith(ctx, conn, name, runID, log, false)
 }
 
 func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger, follow bool) (SourceResult, error) {
-	s := r.Config.Sources[name]
-	sr := SourceResult{Name: name, Table: s.Table}
-	kind, ok := connectors.Lookup(s.Kind)
-	if !ok {
-		return sr, fmt.Errorf("source %s: connector kind %q is not registered", name, s.Kind)
-	}
+	sr := SourceResult{Name: name, Table: r.Config.Sources[name].Table}
 	done := r.step("load " + name)
 	defer done()
-	env := connectors.Env{Source: name, Table: s.Table, BaseDir: r.Config.BaseDir, RunID: runID, DB: conn,
-		Log: log.With("source", name), Follow: follow}
-	src, err := kind.Open(ctx, env, s.Options)
+	env := connectors.Env{Source: name, RunID: runID, DB: conn, Log: log.With("source", name), Follow: follow}
+	src, err := r.openSource(ctx, env)
 	if err != nil {
-		return sr, fmt.Errorf("source %s: open: %w", name, err)
+		return sr, err
 	}
 	w := newBatchWriter(conn, r.Config, name, runID, env.Log)
 	err = src.Read(ctx, w)
