@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -27,14 +25,8 @@ func TestKilledKafkaIngestResumesExactlyOnce(t *testing.T) {
 	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": partitions}})
 	require.NoError(t, err)
 	defer b.Close()
-	msgs := make([]devkafka.Message, n)
-	for i := range msgs {
-		v, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("O%07d", i), "cust": fmt.Sprintf("C%05d", i%3000),
-			"ts": time.Date(2026, 1, 1+i%28, 12, 0, 0, 0, time.UTC).Format(time.RFC3339), "amt": 1 + i%90})
-		msgs[i] = devkafka.Message{Key: []byte(fmt.Sprintf("C%05d", i%3000)), Value: v}
-	}
 	p := devkafka.NewProducer(b.Addr)
-	require.NoError(t, p.Produce(context.Background(), "orders", msgs))
+	require.NoError(t, p.Produce(context.Background(), "orders", devkafka.Orders(0, n)))
 	require.NoError(t, p.Close())
 
 	dir := t.TempDir()

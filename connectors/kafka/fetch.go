@@ -65,15 +65,19 @@ func (b *pending) batch(env connectors.Env) connectors.Batch {
 	}
 	if len(b.oversized) > 0 {
 		out.AfterScan = func(ctx context.Context, tx connectors.Querier, _ string) (int64, error) {
-			for _, o := range b.oversized {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at)
-					VALUES (?, ?, ?, ?, ?, now())`, env.RunID, env.Source, o.position,
+			rows := make([]string, len(b.oversized))
+			var args []any
+			for i, o := range b.oversized {
+				rows[i] = "(?, ?, ?, ?, ?, now())"
+				args = append(args, env.RunID, env.Source, o.position,
 					fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d (payload holds its first %d bytes)", o.size, b.maxBytes, len(o.prefix)),
-					o.prefix); err != nil {
-					return 0, fmt.Errorf("dead-letter oversized message %s: %w", o.position, err)
-				}
+					o.prefix)
 			}
-			return int64(len(b.oversized)), nil
+			if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at) VALUES `+
+				strings.Join(rows, ", "), args...); err != nil {
+				return 0, fmt.Errorf("dead-letter %d oversized messages: %w", len(rows), err)
+			}
+			return int64(len(rows)), nil
 		}
 	}
 	return out
@@ -148,39 +152,35 @@ func (f *fetcher) run(ctx context.Context, parts []partition, out chan<- *pendin
 // for connect_timeout. It returns how many messages it appended.
 func (f *fetcher) fetch(ctx context.Context, p partition) (int, error) {
 	pos := f.pos
-	var res *kafka.FetchResponse
-	var err error
-	wait, start := 250*time.Millisecond, time.Now()
 	maxWait := 50 * time.Millisecond
 	if f.follow {
 		// Idle partitions are waited on in turn: a round of them stays within flush_interval.
 		maxWait = min(500*time.Millisecond, max(10*time.Millisecond, f.src.set.flushInterval/time.Duration(2*len(f.pos))))
 	}
-	for {
+	var res *kafka.FetchResponse
+	_, _, err := f.src.retry(ctx, func() error {
+		var err error
 		res, err = f.src.client.Fetch(ctx, &kafka.FetchRequest{Topic: p.topic, Partition: p.id, Offset: pos[p],
 			MinBytes: 1, MaxBytes: fetchBytes, MaxWait: maxWait})
-		if err == nil && res.Error != nil {
+		if err == nil {
 			err = res.Error
 		}
-		if err == nil {
-			break
+		switch {
+		case err == nil:
+		case errors.Is(err, kafka.OffsetOutOfRange), ctx.Err() != nil:
+			return permanent{err}
+		default:
+			f.src.env.Log.Warn("kafka fetch failed, retrying", "partition", p.String(), "offset", pos[p], "err", err)
 		}
-		if errors.Is(err, kafka.OffsetOutOfRange) {
-			return 0, f.skipLost(ctx, p)
-		}
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		if time.Since(start)+wait > f.src.set.connect {
-			return 0, fmt.Errorf("fetch %s at offset %d from %s: %w", p, pos[p], strings.Join(f.src.cfg.Brokers, ","), err)
-		}
-		f.src.env.Log.Warn("kafka fetch failed, retrying", "partition", p.String(), "offset", pos[p], "in", wait, "err", err)
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
+		return err
+	})
+	switch {
+	case errors.Is(err, kafka.OffsetOutOfRange):
+		return 0, f.skipLost(ctx, p)
+	case ctx.Err() != nil:
+		return 0, ctx.Err()
+	case err != nil:
+		return 0, fmt.Errorf("fetch %s at offset %d from %s: %w", p, pos[p], strings.Join(f.src.cfg.Brokers, ","), err)
 	}
 	n := 0
 	for {

@@ -139,39 +139,56 @@ func (s *Source) watermarks(ctx context.Context) (map[partition]int64, error) {
 // partitions lists the partitions of the source's topics, retrying unreachable brokers with
 // backoff for connect_timeout.
 func (s *Source) partitions(ctx context.Context) ([]partition, error) {
-	start, wait, attempts := time.Now(), 250*time.Millisecond, 0
-	for {
-		attempts++
+	var out []partition
+	attempts, elapsed, err := s.retry(ctx, func() error {
 		attemptCtx, cancel := context.WithTimeout(ctx, min(s.set.connect, 10*time.Second))
+		defer cancel()
 		md, err := s.client.Metadata(attemptCtx, &kafka.MetadataRequest{Topics: s.cfg.Topics})
-		cancel()
-		if err == nil {
-			var out []partition
-			for _, t := range md.Topics {
-				if t.Error != nil {
-					return nil, fmt.Errorf("topic %s at %s: %w", t.Name, strings.Join(s.cfg.Brokers, ","), t.Error)
-				}
-				for _, p := range t.Partitions {
-					out = append(out, partition{t.Name, p.ID})
-				}
+		if err != nil {
+			s.env.Log.Warn("kafka brokers unreachable, retrying", "brokers", strings.Join(s.cfg.Brokers, ","), "err", err)
+			return err
+		}
+		for _, t := range md.Topics {
+			if t.Error != nil {
+				return permanent{fmt.Errorf("topic %s at %s: %w", t.Name, strings.Join(s.cfg.Brokers, ","), t.Error)}
 			}
-			return out, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if time.Since(start)+wait > s.set.connect {
-			hint := ""
-			if s.cfg.SASL.Mechanism != "" && errors.Is(err, io.ErrUnexpectedEOF) {
-				hint = " (the broker closed the connection: with SASL that usually means it rejected the credentials)"
+			for _, p := range t.Partitions {
+				out = append(out, partition{t.Name, p.ID})
 			}
-			return nil, fmt.Errorf("cannot connect to kafka brokers %s: %d attempts over %s (connect_timeout %s): %w%s",
-				strings.Join(s.cfg.Brokers, ","), attempts, time.Since(start).Round(time.Millisecond), s.set.connect, err, hint)
 		}
-		s.env.Log.Warn("kafka brokers unreachable, retrying", "brokers", strings.Join(s.cfg.Brokers, ","), "in", wait, "err", err)
+		return nil
+	})
+	var stop permanent
+	if err == nil || ctx.Err() != nil || errors.As(err, &stop) {
+		return out, err
+	}
+	hint := ""
+	if s.cfg.SASL.Mechanism != "" && errors.Is(err, io.ErrUnexpectedEOF) {
+		hint = " (the broker closed the connection: with SASL that usually means it rejected the credentials)"
+	}
+	return nil, fmt.Errorf("cannot connect to kafka brokers %s: %d attempts over %s (connect_timeout %s): %w%s",
+		strings.Join(s.cfg.Brokers, ","), attempts, elapsed.Round(time.Millisecond), s.set.connect, err, hint)
+}
+
+// permanent marks an error retrying cannot mend.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// retry calls attempt until it succeeds, fails with a permanent error, or connect_timeout would
+// pass, waiting 250 ms, 500 ms, … 5 s between attempts. It returns how many attempts it made
+// over how long, and the last error.
+func (s *Source) retry(ctx context.Context, attempt func() error) (int, time.Duration, error) {
+	start, wait := time.Now(), 250*time.Millisecond
+	for attempts := 1; ; attempts++ {
+		err := attempt()
+		var stop permanent
+		if err == nil || errors.As(err, &stop) || time.Since(start)+wait > s.set.connect {
+			return attempts, time.Since(start), err
+		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return attempts, time.Since(start), ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)

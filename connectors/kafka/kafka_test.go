@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -76,21 +75,11 @@ func (s *stage) runner() *pipelines.Runner {
 	return &pipelines.Runner{Config: s.cfg, Warehouse: s.w, Log: s.log}
 }
 
-func order(i int) []byte {
-	v, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("O%07d", i), "cust": fmt.Sprintf("C%04d", i%997),
-		"ts": time.Date(2026, 1, 1+i%28, i%24, 0, 0, 0, time.UTC).Format(time.RFC3339), "amt": float64(i%100) + 0.5})
-	return v
-}
-
-// produceOrders produces orders from..to-1, keyed by id.
+// produceOrders produces devkafka.Orders(from, to).
 func (s *stage) produceOrders(t *testing.T, from, to int) {
-	msgs := make([]devkafka.Message, 0, to-from)
-	for i := from; i < to; i++ {
-		msgs = append(msgs, devkafka.Message{Key: fmt.Appendf(nil, "O%07d", i), Value: order(i)})
-	}
 	p := devkafka.NewProducer(s.broker.Addr)
 	defer p.Close()
-	require.NoError(t, p.Produce(context.Background(), "orders", msgs))
+	require.NoError(t, p.Produce(context.Background(), "orders", devkafka.Orders(from, to)))
 }
 
 // countingWriter is the pipeline's writer, counting the rows its committed batches merged.
@@ -287,13 +276,13 @@ func TestBadMessagesAreDeadLetteredWithTheirCoordinatesAndPayload(t *testing.T) 
 	s := newStage(t, 2, `, max_message_bytes: 2KiB`, "")
 	big := fmt.Sprintf(`{"id": "BIG", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1, "note": "%s"}`, strings.Repeat("x", 3000))
 	msgs := []devkafka.Message{
-		{Value: order(1)},
+		{Value: devkafka.Order(1).Value},
 		{Value: []byte(`{"id": "B1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1`)},       // malformed
 		{Value: []byte(`{"id": "B2", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": "many"}`)}, // wrong type
 		{Value: []byte(`{"id": "B3", "cust": "C1", "amt": 3}`)},                                    // no timestamp
 		{Value: []byte(`"just a string"`)},
 		{Value: []byte(big)},
-		{Value: order(2)},
+		{Value: devkafka.Order(2).Value},
 		{Key: []byte("tombstone")}, // no value: skipped, not a dead letter
 	}
 	p := devkafka.NewProducer(s.broker.Addr)
@@ -355,7 +344,7 @@ func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 			s := newStage(t, 1, "", "    unknown_fields: "+tc.policy)
 			p := devkafka.NewProducer(s.broker.Addr)
 			defer p.Close()
-			require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(1)},
+			require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: devkafka.Order(1).Value},
 				{Value: []byte(`{"id": "X", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "coupon": "WINTER", "meta": {"src": "app"}}`)}}))
 			r := s.runner()
 			res, err := r.Ingest(context.Background(), "orders", false)
@@ -419,7 +408,7 @@ func TestSASLMechanismsAuthenticateAndAWrongPasswordFailsClearly(t *testing.T) {
 	t.Cleanup(b.Close)
 	p := &kafka.Writer{Addr: kafka.TCP(b.Addr), Topic: "orders", RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
 		Transport: &kafka.Transport{SASL: plainMechanism("plainuser", "p1")}}
-	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: order(1)}, kafka.Message{Value: order(2)}))
+	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: devkafka.Order(1).Value}, kafka.Message{Value: devkafka.Order(2).Value}))
 	require.NoError(t, p.Close())
 	for mech, u := range map[string][2]string{"PLAIN": {"plainuser", "p1"}, "SCRAM-SHA-256": {"scram256", "p2"}, "SCRAM-SHA-512": {"scram512", "p3"}} {
 		t.Run(mech, func(t *testing.T) {
@@ -452,7 +441,7 @@ func TestTLSWithAPrivateCA(t *testing.T) {
 	s := newStageOn(t, b, fmt.Sprintf(", tls: {enabled: true, ca_file: %q, server_name: localhost}", filepath.Join(dir, "ca.pem")), "")
 	p := &kafka.Writer{Addr: kafka.TCP(b.Addr), Topic: "orders", RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
 		Transport: &kafka.Transport{TLS: clientTLS}}
-	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: order(1)}))
+	require.NoError(t, p.WriteMessages(context.Background(), kafka.Message{Value: devkafka.Order(1).Value}))
 	require.NoError(t, p.Close())
 	r := s.runner()
 	res, err := r.Ingest(context.Background(), "orders", false)
@@ -512,14 +501,14 @@ func TestMessagesDeletedByRetentionBeforeTheyWereReadAreSkippedLoudly(t *testing
 	p := devkafka.NewProducer(s.broker.Addr)
 	defer p.Close()
 	for i := range 40 { // one record batch per produce call, so retention can drop some of them
-		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(2 * i)}, {Value: order(2*i + 1)}}))
+		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: devkafka.Order(2 * i).Value}, {Value: devkafka.Order(2*i + 1).Value}}))
 	}
 	r := s.runner()
 	res, err := r.Ingest(context.Background(), "orders", false)
 	require.NoError(t, err)
 	require.EqualValues(t, 80, res.Loaded)
 	for i := 40; i < 80; i++ {
-		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: order(2 * i)}, {Value: order(2*i + 1)}}))
+		require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: devkafka.Order(2 * i).Value}, {Value: devkafka.Order(2*i + 1).Value}}))
 	}
 	require.NoError(t, s.broker.ApplyRetention(context.Background(), "orders", 2000))
 	client := &kafka.Client{Addr: kafka.TCP(s.broker.Addr), Transport: &kafka.Transport{}}

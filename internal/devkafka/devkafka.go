@@ -73,6 +73,23 @@ type Message struct {
 	Key, Value []byte
 }
 
+// Order is test order i as a JSON message keyed by its id: fields id, cust (997 customers),
+// ts (January 2026) and amt (i%100 + 0.5).
+func Order(i int) Message {
+	v, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("O%07d", i), "cust": fmt.Sprintf("C%04d", i%997),
+		"ts": time.Date(2026, 1, 1+i%28, i%24, 0, 0, 0, time.UTC).Format(time.RFC3339), "amt": float64(i%100) + 0.5})
+	return Message{Key: fmt.Appendf(nil, "O%07d", i), Value: v}
+}
+
+// Orders are Order(from) … Order(to-1).
+func Orders(from, to int) []Message {
+	out := make([]Message, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, Order(i))
+	}
+	return out
+}
+
 // Producer writes messages to one broker, waiting for every write to be acknowledged.
 type Producer struct {
 	w *kafka.Writer
