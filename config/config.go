@@ -22,6 +22,7 @@ import (
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/scheduler"
 	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/transforms/knowledge"
 	"github.com/ckm-dev/ckm/transforms/rfm"
@@ -36,6 +37,8 @@ type Config struct {
 	Sources     map[string]*Source   `yaml:"sources"`
 	Pipelines   map[string]*Pipeline `yaml:"pipelines"`
 	Scoring     Scoring              `yaml:"scoring"`
+	Serve       Serve                `yaml:"serve"`
+	Publish     Publish              `yaml:"publish"`
 
 	File    string `yaml:"-"` // the config file
 	BaseDir string `yaml:"-"` // its directory; relative paths resolve against it
@@ -71,6 +74,30 @@ type Pipeline struct {
 	Transforms []string `yaml:"transforms"` // default: every transform
 	Schedule   string   `yaml:"schedule"`   // cron expression, for `ckm serve`
 	Timezone   string   `yaml:"timezone"`   // zone of the schedule; default: the global timezone
+	Overlap    string   `yaml:"overlap"`    // skip | queue: a time that comes while the last run goes on; default skip
+	CatchUp    string   `yaml:"catch_up"`   // none | latest | all: times missed while ckm serve was down; default latest
+}
+
+// Serve configures `ckm serve`.
+type Serve struct {
+	Listen      string `yaml:"listen"`       // address of /healthz, /readyz, /metrics; default 127.0.0.1:9464
+	GracePeriod string `yaml:"grace_period"` // how long a run may finish after SIGTERM; default 5m
+	LockWait    string `yaml:"lock_wait"`    // how long a run waits for another process to release the warehouse; default 10m
+}
+
+// Publish configures what a successful run publishes for BI tools.
+type Publish struct {
+	Dir      string `yaml:"dir"`      // default: publish/ beside the warehouse file
+	Parquet  *bool  `yaml:"parquet"`  // Parquet per output, partitioned by as_of, and latest/; default true
+	Snapshot *bool  `yaml:"snapshot"` // a read-only DuckDB file with the latest outputs; default true
+	Report   *bool  `yaml:"report"`   // a static HTML report per run; default true
+}
+
+// Durations of Serve, read once validation has checked them.
+func (s Serve) Durations() (grace, lockWait time.Duration) {
+	grace, _ = time.ParseDuration(s.GracePeriod)
+	lockWait, _ = time.ParseDuration(s.LockWait)
+	return grace, lockWait
 }
 
 // Scoring holds the parameters of the transforms.
@@ -291,6 +318,21 @@ func (c *Config) applyDefaults() {
 		if len(p.Transforms) == 0 {
 			p.Transforms = append([]string(nil), Transforms...)
 		}
+		p.Timezone = cmp.Or(p.Timezone, c.Timezone)
+		p.Overlap = cmp.Or(p.Overlap, string(scheduler.OverlapSkip))
+		p.CatchUp = cmp.Or(p.CatchUp, string(scheduler.CatchUpLatest))
+	}
+	c.Serve.Listen = cmp.Or(c.Serve.Listen, "127.0.0.1:9464")
+	c.Serve.GracePeriod = cmp.Or(c.Serve.GracePeriod, "5m")
+	c.Serve.LockWait = cmp.Or(c.Serve.LockWait, "10m")
+	c.Publish.Dir = cmp.Or(c.Publish.Dir, filepath.Join(filepath.Dir(c.Warehouse.Path), "publish"))
+	if !filepath.IsAbs(c.Publish.Dir) {
+		c.Publish.Dir = filepath.Join(c.BaseDir, c.Publish.Dir)
+	}
+	for _, b := range []**bool{&c.Publish.Parquet, &c.Publish.Snapshot, &c.Publish.Report} {
+		if *b == nil {
+			*b = new(true)
+		}
 	}
 }
 
@@ -391,10 +433,25 @@ func (c *Config) validate(lines map[string]int) []Problem {
 				add(fmt.Sprintf("%s.transforms[%d]", base, i), fmt.Sprintf("transform %s needs %s", t, need), "add "+need+" to the list")
 			}
 		}
-		if p.Timezone != "" {
-			if _, err := time.LoadLocation(p.Timezone); err != nil {
-				add(base+".timezone", fmt.Sprintf("unknown time zone %q", p.Timezone), "an IANA name such as Europe/Berlin")
+		loc, err := time.LoadLocation(p.Timezone)
+		if err != nil {
+			add(base+".timezone", fmt.Sprintf("unknown time zone %q", p.Timezone), "an IANA name such as Europe/Berlin")
+		}
+		if p.Schedule != "" && loc != nil {
+			if _, err := scheduler.Parse(p.Schedule, loc); err != nil {
+				add(base+".schedule", err.Error(), `five fields (minute hour day month weekday), e.g. "30 2 * * *", an optional leading seconds field, or @daily`)
 			}
+		}
+		if !slices.Contains([]string{string(scheduler.OverlapSkip), string(scheduler.OverlapQueue)}, p.Overlap) {
+			add(base+".overlap", fmt.Sprintf("unknown overlap policy %q", p.Overlap), "skip or queue")
+		}
+		if !slices.Contains([]string{string(scheduler.CatchUpNone), string(scheduler.CatchUpLatest), string(scheduler.CatchUpAll)}, p.CatchUp) {
+			add(base+".catch_up", fmt.Sprintf("unknown catch-up policy %q", p.CatchUp), "none, latest or all")
+		}
+	}
+	for key, v := range map[string]string{"serve.grace_period": c.Serve.GracePeriod, "serve.lock_wait": c.Serve.LockWait} {
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			add(key, fmt.Sprintf("cannot read %q as a duration", v), "e.g. 30s, 5m, 1h")
 		}
 	}
 	if c.Scoring.LookbackDays < 1 {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -29,6 +30,9 @@ type Options struct {
 	MemoryLimit string // DuckDB memory_limit, e.g. "4GB"; empty keeps DuckDB's default
 	Threads     int    // 0 keeps DuckDB's default (all cores)
 	ReadOnly    bool
+	// LockWait is how long Open keeps trying while another process holds the file (DuckDB lets
+	// one process write, and a writer also keeps readers of other processes out). 0: fail at once.
+	LockWait time.Duration
 }
 
 // Warehouse is an open DuckDB database.
@@ -57,19 +61,46 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 	if err != nil {
 		return nil, err
 	}
-	connector, err := duckdb.NewConnector(dsn, nil)
+	connector, err := connect(ctx, dsn, opts.LockWait)
 	if err != nil {
 		return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
 	}
 	db := sql.OpenDB(connector)
 	w := &Warehouse{db: db, path: opts.Path}
 	if !opts.ReadOnly {
-		if err := w.migrate(ctx); err != nil {
+		if err := errors.Join(w.migrate(ctx), w.dropStaleArrowViews(ctx)); err != nil {
 			db.Close()
 			return nil, err
 		}
 	}
 	return w, nil
+}
+
+// ErrInUse reports that another process holds the warehouse file.
+var ErrInUse = errors.New("another process holds the warehouse")
+
+// connect opens the database, retrying with backoff for up to wait while another process holds it.
+func connect(ctx context.Context, dsn string, wait time.Duration) (*duckdb.Connector, error) {
+	deadline := time.Now().Add(wait)
+	delay := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		c, err := duckdb.NewConnector(dsn, nil)
+		if err == nil {
+			return c, nil
+		}
+		if !strings.Contains(err.Error(), "Could not set lock on file") {
+			return nil, err
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return nil, fmt.Errorf("%w (waited %s, %d attempts): %v", ErrInUse, wait, attempt, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v (%w)", ErrInUse, err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 // dsnFor turns options into a DuckDB DSN. Extension autoloading is off and the extension
@@ -206,13 +237,60 @@ func (c *Conn) WithArrowView(rec arrow.RecordBatch, fn func(view string) error) 
 		return err
 	}
 	defer reader.Release()
-	view := "arrow_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	view := arrowViewPrefix + strings.ReplaceAll(uuid.NewString(), "-", "")
 	release, err := c.RegisterArrow(reader, view)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return fn(view)
+	if err := fn(view); err != nil {
+		_ = c.dropView(view) // inside a failed transaction this fails, and the rollback removes the view
+		return err
+	}
+	return c.dropView(view)
+}
+
+// arrowViewPrefix names the views WithArrowView registers.
+const arrowViewPrefix = "arrow_"
+
+// dropView removes a registered Arrow view: DuckDB's arrow scan creates an ordinary view in the
+// catalog, which would otherwise outlive the stream it reads and be saved with the file.
+func (c *Conn) dropView(view string) error {
+	if _, err := c.ExecContext(context.Background(), "DROP VIEW IF EXISTS "+Ident(view)); err != nil {
+		return fmt.Errorf("drop arrow view %s: %w", view, err)
+	}
+	return nil
+}
+
+// dropStaleArrowViews removes Arrow views left in the catalog by a process that died while one
+// was registered (or by versions before views were dropped); their streams are gone.
+func (w *Warehouse) dropStaleArrowViews(ctx context.Context) error {
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := conn.QueryContext(ctx, `SELECT view_name FROM duckdb_views()
+		WHERE database_name = current_database() AND schema_name = 'main' AND view_name LIKE ? AND coalesce(sql, '') = ''`, arrowViewPrefix+"%")
+	if err != nil {
+		return fmt.Errorf("list stale arrow views: %w", err)
+	}
+	var stale []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return err
+		}
+		stale = append(stale, v)
+	}
+	rows.Close()
+	for _, v := range stale {
+		if err := conn.dropView(v); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // migrate applies, in order, each migrations/NNN_name.sql not yet recorded in schema_migrations,

@@ -1,0 +1,247 @@
+// Package publish hands a successful run's outputs to BI tools so that readers never block
+// the writer and never see half a run: Parquet files partitioned by as_of plus a latest/
+// directory swapped as one, a read-only DuckDB snapshot file, and a static HTML report.
+// Everything is built under a temporary name on the same file system and renamed into place.
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ckm-dev/ckm/transforms/clv"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// Tables are the outputs published, each one as_of partition per run. customer_scores is the
+// view joining the others: the table most dashboards want.
+var Tables = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_scores"}
+
+// Options say where and what to publish.
+type Options struct {
+	Dir                       string
+	Parquet, Snapshot, Report bool
+}
+
+// Run is the run whose outputs are published.
+type Run struct {
+	RunID    string
+	Pipeline string
+	AsOf     time.Time
+	Holdout  []clv.HoldoutGroup // BG/NBD holdout check, when the run made one
+}
+
+// Manifest describes what latest/ and the snapshot hold.
+type Manifest struct {
+	AsOf        string           `json:"as_of"`
+	RunID       string           `json:"run_id"`
+	Pipeline    string           `json:"pipeline"`
+	PublishedAt time.Time        `json:"published_at"`
+	Rows        map[string]int64 `json:"rows"`
+}
+
+// Layout of the publish directory.
+const (
+	parquetDir   = "parquet"
+	latestDir    = "latest"
+	reportsDir   = "reports"
+	SnapshotFile = "snapshot.duckdb"
+	manifestFile = "manifest.json"
+	tmpDir       = ".tmp"
+)
+
+// Publish publishes run. The as_of partitions and the report are always written; latest/ and
+// the snapshot move only forward, so a backfill of an old date does not replace newer results.
+func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) error {
+	if !opts.Parquet && !opts.Snapshot && !opts.Report {
+		return nil
+	}
+	p := &publisher{conn: conn, opts: opts, run: run, asOf: run.AsOf.Format(time.DateOnly)}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, tmpDir), 0o755); err != nil {
+		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
+	}
+	rows, err := p.count(ctx)
+	if err != nil {
+		return err
+	}
+	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC(), Rows: rows}
+	current, err := ReadManifest(filepath.Join(opts.Dir, latestDir))
+	if err != nil {
+		return err
+	}
+	advance := current == nil || current.AsOf <= p.asOf
+
+	var report []byte
+	if opts.Report {
+		if report, err = p.report(ctx); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report); err != nil {
+			return err
+		}
+	}
+	if opts.Parquet {
+		if err := p.partitions(ctx); err != nil {
+			return err
+		}
+		if advance {
+			if err := p.latest(ctx, report); err != nil {
+				return err
+			}
+		}
+	}
+	if opts.Snapshot && advance {
+		if err := p.snapshot(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type publisher struct {
+	conn     *warehouse.Conn
+	opts     Options
+	run      Run
+	asOf     string
+	manifest Manifest
+}
+
+func (p *publisher) count(ctx context.Context) (map[string]int64, error) {
+	rows := map[string]int64{}
+	for _, t := range Tables {
+		var n int64
+		if err := p.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+t+` WHERE as_of = ?`, p.run.AsOf).Scan(&n); err != nil {
+			return nil, fmt.Errorf("publish: count %s: %w", t, err)
+		}
+		rows[t] = n
+	}
+	return rows, nil
+}
+
+// tempPath is a fresh name in the publish directory's scratch space, on the same file system
+// as the final places so that renames are atomic.
+func (p *publisher) tempPath(name string) string {
+	return filepath.Join(p.opts.Dir, tmpDir, uuid.NewString()+"-"+name)
+}
+
+// copyParquet writes one table's as_of partition to a Parquet file.
+func (p *publisher) copyParquet(ctx context.Context, table, path string, keepAsOf bool) error {
+	cols := "* EXCLUDE (as_of)" // hive partitioning carries as_of in the directory name
+	if keepAsOf {
+		cols = "*"
+	}
+	q := fmt.Sprintf(`COPY (SELECT %s FROM %s WHERE as_of = ? ORDER BY ALL) TO %s (FORMAT parquet, COMPRESSION zstd)`,
+		cols, table, warehouse.Quote(path))
+	if _, err := p.conn.ExecContext(ctx, q, p.run.AsOf); err != nil {
+		return fmt.Errorf("publish %s as Parquet: %w", table, err)
+	}
+	return nil
+}
+
+// partitions writes parquet/<table>/as_of=<date>/data.parquet for every table, each
+// partition directory built aside and swapped in.
+func (p *publisher) partitions(ctx context.Context) error {
+	for _, t := range Tables {
+		tmp := p.tempPath(t)
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return fmt.Errorf("publish %s: %w", t, err)
+		}
+		if err := p.copyParquet(ctx, t, filepath.Join(tmp, "data.parquet"), false); err != nil {
+			return errors.Join(err, os.RemoveAll(tmp))
+		}
+		if err := swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+p.asOf)); err != nil {
+			return fmt.Errorf("publish %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// latest builds latest/ (one Parquet file per table, the report and the manifest) aside and
+// swaps it in as one directory, so a reader finds all files from one run.
+func (p *publisher) latest(ctx context.Context, report []byte) error {
+	tmp := p.tempPath(latestDir)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("publish latest: %w", err)
+	}
+	build := func() error {
+		for _, t := range Tables {
+			if err := p.copyParquet(ctx, t, filepath.Join(tmp, t+".parquet"), true); err != nil {
+				return err
+			}
+		}
+		if report != nil {
+			if err := os.WriteFile(filepath.Join(tmp, "report.html"), report, 0o644); err != nil {
+				return err
+			}
+		}
+		return writeManifest(filepath.Join(tmp, manifestFile), p.manifest)
+	}
+	if err := build(); err != nil {
+		return errors.Join(fmt.Errorf("publish latest: %w", err), os.RemoveAll(tmp))
+	}
+	if err := swapDir(tmp, filepath.Join(p.opts.Dir, latestDir)); err != nil {
+		return fmt.Errorf("publish latest: %w", err)
+	}
+	return nil
+}
+
+// ReadManifest reads dir's manifest.json; nil when there is none yet.
+func ReadManifest(dir string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read published manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("read published manifest %s: %w", filepath.Join(dir, manifestFile), err)
+	}
+	return &m, nil
+}
+
+func writeManifest(path string, m Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// writeFileAtomic writes data beside path and renames it into place.
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp-" + uuid.NewString()[:8]
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return errors.Join(err, os.Remove(tmp))
+	}
+	return nil
+}
+
+// swapDir puts the directory tmp at path in one step and removes what was there.
+func swapDir(tmp, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err == nil {
+		return nil // nothing was there
+	}
+	// A directory was there: exchange the two atomically, then remove the old one (readers
+	// with files open keep reading them).
+	if err := exchange(tmp, path); err != nil {
+		return errors.Join(err, os.RemoveAll(tmp))
+	}
+	return os.RemoveAll(tmp)
+}

@@ -1,0 +1,159 @@
+package publish_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/internal/testutil"
+	"github.com/ckm-dev/ckm/publish"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// sameRows asserts that query a and query b return the same multiset of rows, both ways.
+func sameRows(t *testing.T, db *warehouse.Warehouse, a, b string) {
+	t.Helper()
+	for _, q := range []string{`SELECT count(*) FROM ((` + a + `) EXCEPT ALL (` + b + `))`, `SELECT count(*) FROM ((` + b + `) EXCEPT ALL (` + a + `))`} {
+		var n int64
+		require.NoError(t, db.DB().QueryRow(q).Scan(&n), q)
+		require.Zero(t, n, q)
+	}
+}
+
+func count(t *testing.T, db *warehouse.Warehouse, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, db.DB().QueryRow(q, args...).Scan(&n), q)
+	return n
+}
+
+// Two as_of dates, a rerun of one and a backfill of an older one: every published Parquet
+// partition holds exactly the warehouse's rows, latest/ and the snapshot hold the newest as_of
+// only, and no temporary file is left behind.
+func TestPublishedOutputsEqualTheWarehouse(t *testing.T) {
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	dir := env.Config.Publish.Dir
+	env.Run(t, "nightly", "2026-06-29")
+	env.Run(t, "nightly", "2026-06-30")
+	env.Run(t, "nightly", "2026-06-30") // rerun replaces its partition
+	env.Run(t, "nightly", "2026-05-31") // an older date: latest/ and the snapshot stay at 06-30
+	db := env.Warehouse
+
+	for _, table := range publish.Tables {
+		for _, asOf := range []string{"2026-05-31", "2026-06-29", "2026-06-30"} {
+			part := filepath.Join(dir, "parquet", table, "as_of="+asOf, "data.parquet")
+			require.FileExists(t, part)
+			sameRows(t, db, `SELECT * EXCLUDE (as_of) FROM `+table+` WHERE as_of = DATE '`+asOf+`'`,
+				`SELECT * FROM read_parquet(`+warehouse.Quote(part)+`, hive_partitioning = false)`)
+		}
+		// Read as one hive-partitioned dataset, the way BI tools and DuckDB users do.
+		glob := filepath.Join(dir, "parquet", table, "*", "*.parquet")
+		require.Equal(t, count(t, db, `SELECT count(*) FROM `+table),
+			count(t, db, `SELECT count(*) FROM read_parquet(`+warehouse.Quote(glob)+`, hive_partitioning = true)`), table)
+		sameRows(t, db, `SELECT * FROM `+table+` WHERE as_of = DATE '2026-06-30'`,
+			`SELECT * FROM read_parquet(`+warehouse.Quote(filepath.Join(dir, "latest", table+".parquet"))+`)`)
+	}
+	m, err := publish.ReadManifest(filepath.Join(dir, "latest"))
+	require.NoError(t, err)
+	require.Equal(t, "2026-06-30", m.AsOf)
+	require.Equal(t, count(t, db, `SELECT count(*) FROM customer_rfm WHERE as_of = DATE '2026-06-30'`), m.Rows["customer_rfm"])
+
+	// The snapshot, attached read-only, holds the same rows for the newest as_of only.
+	snap := filepath.Join(dir, publish.SnapshotFile)
+	_, err = db.DB().Exec(`ATTACH ` + warehouse.Quote(snap) + ` AS snap (READ_ONLY)`)
+	require.NoError(t, err)
+	for _, table := range publish.Tables {
+		sameRows(t, db, `SELECT * FROM main.`+table+` WHERE as_of = DATE '2026-06-30'`, `SELECT * FROM snap.`+table)
+	}
+	var info string
+	require.NoError(t, db.DB().QueryRow(`SELECT as_of::VARCHAR || ' ' || run_id FROM snap.snapshot_info`).Scan(&info))
+	require.Equal(t, "2026-06-30 "+m.RunID, info)
+	_, err = db.DB().Exec(`DETACH snap`)
+	require.NoError(t, err)
+
+	for _, asOf := range []string{"2026-05-31", "2026-06-29", "2026-06-30"} {
+		require.FileExists(t, filepath.Join(dir, "reports", asOf+".html"))
+	}
+	left, err := os.ReadDir(filepath.Join(dir, ".tmp"))
+	require.NoError(t, err)
+	require.Empty(t, left, "temporary files left behind")
+	// Catalog hygiene: no Arrow view of a run outlives it in the warehouse file.
+	require.Zero(t, count(t, db, `SELECT count(*) FROM duckdb_views() WHERE view_name LIKE 'arrow_%'`))
+}
+
+// The report's figures are the warehouse's: tier counts and value shares, segment counts,
+// lifecycle stages, and the top key sources in rank order.
+func TestReportShowsTheRun(t *testing.T) {
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	res := env.Run(t, "nightly", "2026-06-30")
+	// Numbers are shown with thin spaces between thousands; compare them without.
+	html := strings.ReplaceAll(readReport(t, env.Config.Publish.Dir, "2026-06-30"), "\u202f", "")
+	db := env.Warehouse
+	require.Contains(t, html, res.RunID)
+
+	total := float64(count(t, db, `SELECT count(*) FROM customer_value WHERE as_of = DATE '2026-06-30'`))
+	for _, tier := range []string{"I", "II", "III", "IV"} {
+		n := count(t, db, `SELECT count(*) FROM customer_value WHERE as_of = DATE '2026-06-30' AND value_tier = ?`, tier)
+		cell := regexp.MustCompile(`data-tier="` + tier + `"><b>` + tier + `</b>[^<]*<br>\s*([0-9]+) customers <span class="share">\(([0-9.]+)%\)`).FindStringSubmatch(html)
+		require.NotNil(t, cell, "tier %s cell", tier)
+		require.Equal(t, strconv.FormatInt(n, 10), cell[1], "tier %s customers", tier)
+		require.Equal(t, fmtPct(float64(n)/total), cell[2], "tier %s share", tier)
+	}
+	var share float64
+	require.NoError(t, db.DB().QueryRow(`SELECT 100 * sum(current_value) FILTER (value_tier = 'IV') / sum(current_value)
+		FROM customer_value WHERE as_of = DATE '2026-06-30'`).Scan(&share))
+	require.Regexp(t, `current value [0-9]+ <span class="share">\(`+regexp.QuoteMeta(fmtPct(share/100))+`%\)`, tierCell(t, html, "IV"))
+
+	rows, err := db.DB().Query(`SELECT segment, count(*) FROM customer_rfm WHERE as_of = DATE '2026-06-30' GROUP BY ALL`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var seg string
+		var n int64
+		require.NoError(t, rows.Scan(&seg, &n))
+		require.Regexp(t, regexp.QuoteMeta(strings.ReplaceAll(seg, "'", "&#39;"))+`</td><td>`+strconv.FormatInt(n, 10)+`</td>`, html, seg)
+	}
+	require.NoError(t, rows.Err())
+	for _, stage := range []string{"exploration", "formation", "stability", "decline"} {
+		n := count(t, db, `SELECT count(*) FROM customer_value WHERE as_of = DATE '2026-06-30' AND lifecycle_stage = ?`, stage)
+		require.Contains(t, html, `class="axis">`+stage+`</text>`)
+		require.Contains(t, html, `class="axis">`+strconv.FormatInt(n, 10)+`</text>`, stage)
+	}
+	var top []string
+	keyRows, err := db.DB().Query(`SELECT customer_id FROM customer_knowledge WHERE as_of = DATE '2026-06-30' AND is_key_source ORDER BY rank LIMIT 15`)
+	require.NoError(t, err)
+	for keyRows.Next() {
+		var id string
+		require.NoError(t, keyRows.Scan(&id))
+		top = append(top, id)
+	}
+	require.NotEmpty(t, top, "the sample plants key sources")
+	var shown []string
+	for _, m := range regexp.MustCompile(`<tr><td>(C[0-9]+)</td><td>[0-9]+</td>`).FindAllStringSubmatch(html, -1) {
+		shown = append(shown, m[1])
+	}
+	require.Equal(t, top, shown)
+	require.Contains(t, html, "No holdout period configured")
+}
+
+func readReport(t *testing.T, dir, asOf string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "reports", asOf+".html"))
+	require.NoError(t, err)
+	return string(b)
+}
+
+func tierCell(t *testing.T, html, tier string) string {
+	t.Helper()
+	i := strings.Index(html, `data-tier="`+tier+`"`)
+	require.GreaterOrEqual(t, i, 0)
+	j := strings.Index(html[i:], "</div>")
+	return html[i : i+j]
+}
+
+func fmtPct(f float64) string { return fmt.Sprintf("%.1f", 100*f) }

@@ -1,0 +1,126 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// snapshotTables are copied whole into the snapshot besides the as_of outputs: customers for
+// the customer_scores view, pipeline_runs so dashboards can show freshness.
+var snapshotTables = []string{"customers", "pipeline_runs"}
+
+// snapshot builds a DuckDB file with the run's outputs next to the published one, checkpoints
+// and closes it, and renames it over the old one. A BI tool that has the old file open keeps
+// reading it whole; the next connection opens the new one.
+func (p *publisher) snapshot(ctx context.Context) (err error) {
+	tmp := p.tempPath(SnapshotFile)
+	var live string
+	if err := p.conn.QueryRowContext(ctx, `SELECT current_database()`).Scan(&live); err != nil {
+		return fmt.Errorf("publish snapshot: %w", err)
+	}
+	alias := "snapshot_" + strings.NewReplacer("-", "_").Replace(p.run.RunID)
+	if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`ATTACH %s AS %s`, warehouse.Quote(tmp), alias)); err != nil {
+		return fmt.Errorf("publish snapshot: create %s: %w", tmp, err)
+	}
+	attached := true
+	defer func() {
+		if attached {
+			_, _ = p.conn.ExecContext(context.WithoutCancel(ctx), `USE `+warehouse.Ident(live))
+			_, detachErr := p.conn.ExecContext(context.WithoutCancel(ctx), `DETACH `+alias)
+			err = errors.Join(err, detachErr)
+		}
+		if err != nil {
+			err = errors.Join(fmt.Errorf("publish snapshot: %w", err), os.Remove(tmp), removeIfExists(tmp+".wal"))
+		}
+	}()
+	views, err := p.viewDefinitions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range Tables {
+		if _, isView := views[t]; isView {
+			continue
+		}
+		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS SELECT * FROM main.%s WHERE as_of = ? ORDER BY ALL`,
+			alias, t, t), p.run.AsOf); err != nil {
+			return fmt.Errorf("copy %s: %w", t, err)
+		}
+	}
+	for _, t := range snapshotTables {
+		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS SELECT * FROM main.%s`, alias, t, t)); err != nil {
+			return fmt.Errorf("copy %s: %w", t, err)
+		}
+	}
+	// The views keep their text: unqualified names bind to the snapshot's own tables when a
+	// reader opens it.
+	if _, err := p.conn.ExecContext(ctx, `USE `+alias); err != nil {
+		return err
+	}
+	for name, def := range views {
+		if _, err := p.conn.ExecContext(ctx, def); err != nil {
+			return fmt.Errorf("create view %s in snapshot: %w", name, err)
+		}
+	}
+	if _, err := p.conn.ExecContext(ctx, `USE `+warehouse.Ident(live)); err != nil {
+		return err
+	}
+	if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.snapshot_info AS
+		SELECT ?::DATE AS as_of, ? AS run_id, ? AS pipeline, now() AS published_at`, alias),
+		p.run.AsOf, p.run.RunID, p.run.Pipeline); err != nil {
+		return fmt.Errorf("write snapshot_info: %w", err)
+	}
+	if _, err := p.conn.ExecContext(ctx, `CHECKPOINT `+alias); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if _, err := p.conn.ExecContext(ctx, `DETACH `+alias); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	attached = false
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(p.opts.Dir, SnapshotFile))
+}
+
+// viewDefinitions returns the CREATE VIEW statements of the published views.
+func (p *publisher) viewDefinitions(ctx context.Context) (map[string]string, error) {
+	rows, err := p.conn.QueryContext(ctx, `SELECT view_name, sql FROM duckdb_views()
+		WHERE database_name = current_database() AND schema_name = 'main' AND list_contains(?, view_name)`, Tables)
+	if err != nil {
+		return nil, fmt.Errorf("read view definitions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			return nil, err
+		}
+		out[name] = def
+	}
+	return out, rows.Err()
+}
+
+// syncFile flushes path to disk before it is renamed into place, so a crash cannot leave a
+// published name pointing at a file that is not all there.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
