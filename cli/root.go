@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/publish"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -43,7 +45,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "config.yaml", "config file")
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(a.runCmd(), a.ingestCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(), a.generateCmd(), a.benchCmd())
+	root.AddCommand(a.runCmd(), a.serveCmd(), a.backfillCmd(), a.ingestCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(), a.generateCmd(), a.benchCmd())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -101,16 +103,19 @@ func (a *app) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
+// openWarehouse opens the configured warehouse. A writer waits up to warehouse.lock_wait for
+// another process (a scheduled run, a backfill) to release the file; a reader does not wait.
 func (a *app) openWarehouse(ctx context.Context, cfg *config.Config, readOnly bool) (*warehouse.Warehouse, error) {
-	w, err := warehouse.Open(ctx, warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit,
-		Threads: cfg.Warehouse.Threads, ReadOnly: readOnly})
-	if err != nil {
-		if strings.Contains(err.Error(), "lock") {
-			return nil, errors.Join(err, errors.New("another ckm process holds the warehouse for writing; wait for it to finish"))
-		}
-		return nil, err
+	opts := warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads, ReadOnly: readOnly}
+	if !readOnly {
+		opts.LockWait = cfg.Warehouse.LockWaitDuration()
 	}
-	return w, nil
+	w, err := warehouse.Open(ctx, opts)
+	if errors.Is(err, warehouse.ErrInUse) && readOnly {
+		return nil, fmt.Errorf("%w; BI tools and scripts can read the published snapshot %s meanwhile",
+			err, filepath.Join(cfg.Publish.Dir, publish.SnapshotFile))
+	}
+	return w, err
 }
 
 // openReadOnly opens the configured warehouse for reading: it never blocks on, or changes, a writer's work.

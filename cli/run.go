@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/pipelines"
 	"github.com/ckm-dev/ckm/transforms/knowledge"
 )
@@ -25,12 +26,8 @@ func (a *app) runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if pipeline == "" {
-				names := cfg.PipelineNames()
-				if len(names) != 1 {
-					return fmt.Errorf("config has %d pipelines (%s): name one with --pipeline", len(names), strings.Join(names, ", "))
-				}
-				pipeline = names[0]
+			if pipeline, err = a.pipelineName(cfg, pipeline); err != nil {
+				return err
 			}
 			date, err := parseAsOf(asOf, cfg.Location())
 			if err != nil {
@@ -56,6 +53,18 @@ func (a *app) runCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&pipeline, "pipeline", "p", "", "pipeline to run (default: the only one configured)")
 	cmd.Flags().StringVar(&asOf, "as-of", "", "scoring date YYYY-MM-DD (default: yesterday in the configured time zone)")
 	return cmd
+}
+
+// pipelineName is name, or the only configured pipeline when name is empty.
+func (a *app) pipelineName(cfg *config.Config, name string) (string, error) {
+	if name != "" {
+		return name, nil
+	}
+	names := cfg.PipelineNames()
+	if len(names) != 1 {
+		return "", fmt.Errorf("config has %d pipelines (%s): name one with --pipeline", len(names), strings.Join(names, ", "))
+	}
+	return names[0], nil
 }
 
 // parseAsOf reads YYYY-MM-DD; empty means yesterday, the last complete day, in loc.

@@ -49,6 +49,15 @@ type Warehouse struct {
 	Path        string `yaml:"path"`
 	MemoryLimit string `yaml:"memory_limit"`
 	Threads     int    `yaml:"threads"`
+	// LockWait is how long a writer (run, backfill, ingest, a scheduled run) waits for another
+	// process to release the file; default 10m.
+	LockWait string `yaml:"lock_wait"`
+}
+
+// LockWaitDuration is LockWait, read once validation has checked it.
+func (w Warehouse) LockWaitDuration() time.Duration {
+	d, _ := time.ParseDuration(w.LockWait)
+	return d
 }
 
 // Source is one configured input. Besides the keys below it has exactly one connector
@@ -82,7 +91,6 @@ type Pipeline struct {
 type Serve struct {
 	Listen      string `yaml:"listen"`       // address of /healthz, /readyz, /metrics; default 127.0.0.1:9464
 	GracePeriod string `yaml:"grace_period"` // how long a run may finish after SIGTERM; default 5m
-	LockWait    string `yaml:"lock_wait"`    // how long a run waits for another process to release the warehouse; default 10m
 }
 
 // Publish configures what a successful run publishes for BI tools.
@@ -93,11 +101,10 @@ type Publish struct {
 	Report   *bool  `yaml:"report"`   // a static HTML report per run; default true
 }
 
-// Durations of Serve, read once validation has checked them.
-func (s Serve) Durations() (grace, lockWait time.Duration) {
-	grace, _ = time.ParseDuration(s.GracePeriod)
-	lockWait, _ = time.ParseDuration(s.LockWait)
-	return grace, lockWait
+// Grace is GracePeriod, read once validation has checked it.
+func (s Serve) Grace() time.Duration {
+	d, _ := time.ParseDuration(s.GracePeriod)
+	return d
 }
 
 // Scoring holds the parameters of the transforms.
@@ -324,7 +331,7 @@ func (c *Config) applyDefaults() {
 	}
 	c.Serve.Listen = cmp.Or(c.Serve.Listen, "127.0.0.1:9464")
 	c.Serve.GracePeriod = cmp.Or(c.Serve.GracePeriod, "5m")
-	c.Serve.LockWait = cmp.Or(c.Serve.LockWait, "10m")
+	c.Warehouse.LockWait = cmp.Or(c.Warehouse.LockWait, "10m")
 	c.Publish.Dir = cmp.Or(c.Publish.Dir, filepath.Join(filepath.Dir(c.Warehouse.Path), "publish"))
 	if !filepath.IsAbs(c.Publish.Dir) {
 		c.Publish.Dir = filepath.Join(c.BaseDir, c.Publish.Dir)
@@ -449,7 +456,7 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			add(base+".catch_up", fmt.Sprintf("unknown catch-up policy %q", p.CatchUp), "none, latest or all")
 		}
 	}
-	for key, v := range map[string]string{"serve.grace_period": c.Serve.GracePeriod, "serve.lock_wait": c.Serve.LockWait} {
+	for key, v := range map[string]string{"serve.grace_period": c.Serve.GracePeriod, "warehouse.lock_wait": c.Warehouse.LockWait} {
 		if d, err := time.ParseDuration(v); err != nil || d < 0 {
 			add(key, fmt.Sprintf("cannot read %q as a duration", v), "e.g. 30s, 5m, 1h")
 		}

@@ -61,6 +61,7 @@ type Result struct {
 	Warnings  []string
 	RowsOut   int64
 	Elapsed   time.Duration
+	Succeeded bool // the outputs and the run's success committed
 }
 
 // CLVStats shows where CLV time goes: fitting works on distinct histories, not on orders.
@@ -130,6 +131,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		log.Error("run failed", "error", runErr)
 		return res, runErr
 	}
+	res.Succeeded = true
 	log.Info("run succeeded", "rows_out", res.RowsOut, "elapsed", res.Elapsed.Round(time.Millisecond).String())
 	if err := r.publish(ctx, conn, res); err != nil {
 		return res, fmt.Errorf("the run succeeded but publishing its outputs failed (the next run publishes again): %w", err)

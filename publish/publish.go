@@ -63,6 +63,11 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 		return nil
 	}
 	p := &publisher{conn: conn, opts: opts, run: run, asOf: run.AsOf.Format(time.DateOnly)}
+	// Whatever is in the scratch space was left by a process that died while publishing: only
+	// the process that writes the warehouse publishes, and that is this one.
+	if err := os.RemoveAll(filepath.Join(opts.Dir, tmpDir)); err != nil {
+		return fmt.Errorf("publish to %s: clear leftovers: %w", opts.Dir, err)
+	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, tmpDir), 0o755); err != nil {
 		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
 	}

@@ -75,6 +75,15 @@ func (p *publisher) snapshot(ctx context.Context) (err error) {
 		p.run.AsOf, p.run.RunID, p.run.Pipeline); err != nil {
 		return fmt.Errorf("write snapshot_info: %w", err)
 	}
+	// The row count of each output, so a reader can check that it sees all of a run.
+	var counts []string
+	for _, t := range Tables {
+		counts = append(counts, fmt.Sprintf("(%s, %d)", warehouse.Quote(t), p.manifest.Rows[t]))
+	}
+	if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.snapshot_tables AS
+		SELECT * FROM (VALUES %s) AS t(table_name, "rows")`, alias, strings.Join(counts, ", "))); err != nil {
+		return fmt.Errorf("write snapshot_tables: %w", err)
+	}
 	if _, err := p.conn.ExecContext(ctx, `CHECKPOINT `+alias); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}

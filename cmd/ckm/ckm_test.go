@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -23,6 +24,9 @@ import (
 var ckmBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(snapshotReaderEnv); path != "" {
+		os.Exit(readSnapshotsUntilStopped(path))
+	}
 	dir, err := os.MkdirTemp("", "ckm-bin")
 	if err != nil {
 		panic(err)
@@ -104,7 +108,8 @@ type outputState struct {
 }
 
 func readState(t *testing.T, dir, asOf string) outputState {
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true})
+	// A serve process may hold the file for a run: wait for it.
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true, LockWait: time.Minute})
 	require.NoError(t, err)
 	defer w.Close()
 	db := w.DB()

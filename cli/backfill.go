@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ckm-dev/ckm/pipelines"
+)
+
+func (a *app) backfillCmd() *cobra.Command {
+	var pipeline, from, to string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "backfill --from YYYY-MM-DD --to YYYY-MM-DD",
+		Short: "Run a pipeline for every as_of date in a range, oldest first; resumable, skips dates that succeeded",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			if pipeline, err = a.pipelineName(cfg, pipeline); err != nil {
+				return err
+			}
+			dates := make([]time.Time, 2)
+			for i, s := range []string{from, to} {
+				if dates[i], err = time.Parse(time.DateOnly, s); err != nil {
+					return fmt.Errorf("--%s %q: want a date as YYYY-MM-DD", []string{"from", "to"}[i], s)
+				}
+			}
+			w, err := a.openWarehouse(cmd.Context(), cfg, false)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
+			began := time.Now()
+			var ran int
+			err = r.Backfill(cmd.Context(), pipeline, dates[0], dates[1], force, func(s pipelines.BackfillStep) {
+				day := s.AsOf.Format(time.DateOnly)
+				width := len(fmt.Sprint(s.Total))
+				if s.Skipped {
+					fmt.Fprintf(a.stdout, "[%*d/%d] %s skipped: succeeded before (run %s; --force reruns it)\n", width, s.Index, s.Total, day, s.PreviousRunID)
+					return
+				}
+				ran++
+				eta := time.Duration(float64(time.Since(began)) / float64(s.Index) * float64(s.Total-s.Index))
+				fmt.Fprintf(a.stdout, "[%*d/%d] %s succeeded in %s: %d customers (run %s) · about %s left\n", width, s.Index, s.Total, day,
+					s.Elapsed.Round(time.Millisecond), s.Result.Customers, s.Result.RunID, eta.Round(time.Second))
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "backfill of %s done: %d runs in %s\n", pipeline, ran, time.Since(began).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&pipeline, "pipeline", "p", "", "pipeline to run (default: the only one configured)")
+	cmd.Flags().StringVar(&from, "from", "", "first as_of date, YYYY-MM-DD")
+	cmd.Flags().StringVar(&to, "to", "", "last as_of date, YYYY-MM-DD (inclusive)")
+	cmd.Flags().BoolVar(&force, "force", false, "rerun dates that already succeeded")
+	_ = cmd.MarkFlagRequired("from")
+	_ = cmd.MarkFlagRequired("to")
+	return cmd
+}
