@@ -2,13 +2,22 @@
 GOFLAGS_CKM := -tags=duckdb_arrow
 export CGO_ENABLED := 1
 
-.PHONY: build test bench bench-kafka sample clean
+.PHONY: build test browser bench bench-kafka sample clean
 
 build:
 	go build $(GOFLAGS_CKM) -o bin/ckm ./cmd/ckm
 
-test:
+test: browser
 	go test $(GOFLAGS_CKM) -count=1 -timeout 20m ./...
+
+# The report test renders in headless Chromium: install Debian's package when none is found.
+browser:
+	@if [ -z "$$CKM_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+	   && ! command -v google-chrome >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the report rendering test"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  { echo "could not install chromium: install it (apt-get install chromium) or set CKM_CHROMIUM"; exit 1; }; \
+	fi
 
 # The issue's benchmark: 1M customers / ~15M orders (generated once into bench-data/).
 bench: build

@@ -44,6 +44,9 @@ latest, all); a time that comes while the previous run goes on follows its overl
 	return cmd
 }
 
+// lagRefresh is how often serve measures streaming sources' lag between runs.
+const lagRefresh = 30 * time.Second
+
 func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 	jobs, err := pipelines.Jobs(cfg)
 	if err != nil {
@@ -54,8 +57,8 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 	}
 	grace := cfg.Serve.Grace()
 	metrics := pipelines.NewMetrics()
-	svc := &pipelines.Service{Config: cfg, Log: a.log, Metrics: metrics, Open: func(ctx context.Context) (*warehouse.Warehouse, error) {
-		return a.openWarehouse(ctx, cfg, false)
+	svc := &pipelines.Service{Config: cfg, Log: a.log, Metrics: metrics, Open: func(ctx context.Context, readOnly bool) (*warehouse.Warehouse, error) {
+		return a.openWarehouse(ctx, cfg, readOnly)
 	}}
 	sched := &scheduler.Scheduler{Jobs: jobs, Runs: svc, Log: a.log, Grace: grace, Events: metrics.SchedulerEvent}
 
@@ -102,6 +105,16 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 	go func() {
 		<-schedCtx.Done()
 		ready.Store(false) // draining: load balancers and probes stop sending work
+	}()
+	go func() { // Kafka lag between runs
+		for {
+			select {
+			case <-schedCtx.Done():
+				return
+			case <-time.After(lagRefresh):
+				svc.RefreshLag(schedCtx)
+			}
+		}
 	}()
 	ready.Store(true)
 	err = sched.Run(schedCtx)

@@ -142,6 +142,11 @@ func (c *Config) Location() *time.Location {
 	return loc
 }
 
+// ScheduleLocation is the zone p's schedule is read in: its own, else the config's.
+func (c *Config) ScheduleLocation(p *Pipeline) (*time.Location, error) {
+	return time.LoadLocation(cmp.Or(p.Timezone, c.Timezone))
+}
+
 // MappingSpec is the mapping of source name onto its canonical table.
 func (c *Config) MappingSpec(name string, json bool) mapping.Spec {
 	s := c.Sources[name]
@@ -325,7 +330,6 @@ func (c *Config) applyDefaults() {
 		if len(p.Transforms) == 0 {
 			p.Transforms = append([]string(nil), Transforms...)
 		}
-		p.Timezone = cmp.Or(p.Timezone, c.Timezone)
 		p.Overlap = cmp.Or(p.Overlap, string(scheduler.OverlapSkip))
 		p.CatchUp = cmp.Or(p.CatchUp, string(scheduler.CatchUpLatest))
 	}
@@ -440,11 +444,11 @@ func (c *Config) validate(lines map[string]int) []Problem {
 				add(fmt.Sprintf("%s.transforms[%d]", base, i), fmt.Sprintf("transform %s needs %s", t, need), "add "+need+" to the list")
 			}
 		}
-		loc, err := time.LoadLocation(p.Timezone)
-		if err != nil {
+		loc, err := time.LoadLocation(cmp.Or(p.Timezone, c.Timezone))
+		if err != nil && p.Timezone != "" {
 			add(base+".timezone", fmt.Sprintf("unknown time zone %q", p.Timezone), "an IANA name such as Europe/Berlin")
 		}
-		if p.Schedule != "" && loc != nil {
+		if p.Schedule != "" && err == nil {
 			if _, err := scheduler.Parse(p.Schedule, loc); err != nil {
 				add(base+".schedule", err.Error(), `five fields (minute hour day month weekday), e.g. "30 2 * * *", an optional leading seconds field, or @daily`)
 			}

@@ -174,3 +174,36 @@ func TestKnowledgeWeightsAreValidated(t *testing.T) {
 	require.Equal(t, 0.6, cfg.Scoring.Knowledge.High, "DESIGN.md's default")
 	require.Equal(t, 3.0, cfg.Scoring.Knowledge.KindWeights["co_design"])
 }
+
+func TestServeAndScheduleRules(t *testing.T) {
+	body := `warehouse: {lock_wait: soon}
+sources: {s: {table: customers, testkind: {topic: t}, mapping: {customer_id: id}}}
+pipelines:
+  nightly:
+    schedule: "30 25 * * *"
+    overlap: wait
+    catch_up: everything
+serve: {grace_period: 5 minutes}
+`
+	_, err := Load(write(t, body))
+	problems, ok := ErrProblems(err)
+	require.True(t, ok, "got %v", err)
+	got := problems.Error()
+	for _, want := range []string{
+		`:1: warehouse.lock_wait: cannot read "soon" as a duration`,
+		`:5: pipelines.nightly.schedule: schedule "30 25 * * *": `,
+		`:6: pipelines.nightly.overlap: unknown overlap policy "wait" (hint: skip or queue)`,
+		`:7: pipelines.nightly.catch_up: unknown catch-up policy "everything" (hint: none, latest or all)`,
+		`:8: serve.grace_period: cannot read "5 minutes" as a duration`,
+	} {
+		require.Contains(t, got, want)
+	}
+	require.Len(t, problems, 5, got)
+
+	cfg, err := Load(write(t, "sources: {s: {table: customers, testkind: {topic: t}, mapping: {customer_id: id}}}\npipelines:\n  nightly: {schedule: \"30 2 * * *\"}\n"))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:9464", cfg.Serve.Listen, "metrics are bound to localhost unless configured")
+	require.Equal(t, "skip", cfg.Pipelines["nightly"].Overlap)
+	require.Equal(t, "latest", cfg.Pipelines["nightly"].CatchUp)
+	require.Equal(t, filepath.Join(cfg.BaseDir, "data", "publish"), cfg.Publish.Dir, "published beside the warehouse")
+}

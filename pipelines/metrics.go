@@ -89,6 +89,11 @@ func (m *Metrics) Run(pipeline string, trigger Trigger, res *Result, err error) 
 	}
 }
 
+// RunsCounter is the counter of pipeline's runs by trigger and status.
+func (m *Metrics) RunsCounter(pipeline string, trigger Trigger, status string) prometheus.Counter {
+	return m.runs.WithLabelValues(pipeline, string(trigger), status)
+}
+
 // Lag records the backlog of a streaming source.
 func (m *Metrics) Lag(source string, backlog []connectors.Backlog) {
 	for _, b := range backlog {

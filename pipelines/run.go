@@ -164,6 +164,9 @@ var owner = func() string {
 	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), uuid.NewString()[:8])
 }()
 
+// LockOwner is how this process signs the pipeline locks it takes.
+func LockOwner() string { return owner }
+
 // begin takes the pipeline's lock and records the run as running. A lock held by another
 // process is stale: DuckDB lets one process write, and this one does, so that process has
 // died; its run is marked abandoned. A scheduled time that already ran is refused.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ckm-dev/ckm/config"
@@ -20,8 +21,14 @@ type Service struct {
 	Config  *config.Config
 	Log     *slog.Logger
 	Metrics *Metrics
-	// Open opens the warehouse for writing, waiting a while for another process to let go.
-	Open func(ctx context.Context) (*warehouse.Warehouse, error)
+	// Open opens the warehouse: for writing it waits a while for another process to let go;
+	// read-only it does not wait.
+	Open func(ctx context.Context, readOnly bool) (*warehouse.Warehouse, error)
+
+	// mu keeps this process's own uses of the file apart: DuckDB refuses a second open of a
+	// file in one process with other settings (read-only beside read-write).
+	mu        sync.Mutex
+	streaming map[string]bool // sources that reported a backlog: their lag is worth refreshing
 }
 
 // Jobs are the config's scheduled pipelines.
@@ -32,7 +39,7 @@ func Jobs(cfg *config.Config) ([]scheduler.Job, error) {
 		if p.Schedule == "" {
 			continue
 		}
-		loc, err := time.LoadLocation(p.Timezone)
+		loc, err := cfg.ScheduleLocation(p)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %s: %w", name, err)
 		}
@@ -54,48 +61,80 @@ func ScheduledAsOf(at time.Time, loc *time.Location) time.Time {
 
 // Start checks that the warehouse opens (and migrates it) and loads the metrics' history.
 func (s *Service) Start(ctx context.Context) error {
-	return s.withWarehouse(ctx, func(w *warehouse.Warehouse) error {
+	return s.withWarehouse(ctx, false, func(w *warehouse.Warehouse) error {
 		return s.Metrics.LoadLastSuccess(ctx, w.DB())
 	})
 }
 
 // RunScheduled runs pipeline for the time at (see scheduler.Runs).
 func (s *Service) RunScheduled(ctx context.Context, pipeline string, at time.Time) error {
-	return s.withWarehouse(ctx, func(w *warehouse.Warehouse) error {
+	return s.withWarehouse(ctx, false, func(w *warehouse.Warehouse) error {
 		r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log, Step: s.Metrics.Stage(pipeline)}
 		res, err := r.Run(ctx, Request{Pipeline: pipeline, AsOf: ScheduledAsOf(at, s.Config.Location()), Trigger: Schedule, ScheduledFor: &at})
 		if errors.Is(err, scheduler.ErrAlreadyRan) {
 			return err
 		}
 		s.Metrics.Run(pipeline, Schedule, res, err)
-		s.recordLag(ctx, r, pipeline)
+		s.recordLag(ctx, r, s.Config.SourceNames(s.Config.Pipelines[pipeline].Sources))
 		return err
 	})
 }
 
 // LastScheduled reads pipeline's latest scheduled time that ran to an end (see scheduler.Runs).
 func (s *Service) LastScheduled(ctx context.Context, pipeline string) (last time.Time, ok bool, err error) {
-	err = s.withWarehouse(ctx, func(w *warehouse.Warehouse) error {
+	err = s.withWarehouse(ctx, false, func(w *warehouse.Warehouse) error {
 		last, ok, err = LastScheduled(ctx, w.DB(), pipeline)
 		return err
 	})
 	return last, ok, err
 }
 
-// recordLag measures the backlog of the pipeline's streaming sources for the metrics.
-func (s *Service) recordLag(ctx context.Context, r *Runner, pipeline string) {
-	for _, name := range s.Config.SourceNames(s.Config.Pipelines[pipeline].Sources) {
+// RefreshLag measures the backlog of the streaming sources again between runs, reading the
+// warehouse read-only. It does nothing while a run holds the warehouse (the run measures it
+// when it ends) or when another process holds it.
+func (s *Service) RefreshLag(ctx context.Context) {
+	if !s.mu.TryLock() {
+		return
+	}
+	defer s.mu.Unlock()
+	var sources []string
+	for name, streaming := range s.streaming {
+		if streaming {
+			sources = append(sources, name)
+		}
+	}
+	if len(sources) == 0 {
+		return
+	}
+	w, err := s.Open(ctx, true)
+	if err != nil {
+		s.Log.Debug("lag not refreshed: warehouse busy", "error", err)
+		return
+	}
+	defer w.Close()
+	s.recordLag(ctx, &Runner{Config: s.Config, Warehouse: w, Log: s.Log}, sources)
+}
+
+// recordLag measures the backlog of streaming sources for the metrics.
+func (s *Service) recordLag(ctx context.Context, r *Runner, sources []string) {
+	for _, name := range sources {
 		backlog, err := r.Backlog(ctx, name)
 		if err != nil {
 			s.Log.Warn("could not measure source backlog", "source", name, "error", err)
 			continue
 		}
+		if s.streaming == nil {
+			s.streaming = map[string]bool{}
+		}
+		s.streaming[name] = backlog != nil
 		s.Metrics.Lag(name, backlog)
 	}
 }
 
-func (s *Service) withWarehouse(ctx context.Context, fn func(*warehouse.Warehouse) error) error {
-	w, err := s.Open(ctx)
+func (s *Service) withWarehouse(ctx context.Context, readOnly bool, fn func(*warehouse.Warehouse) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, err := s.Open(ctx, readOnly)
 	if err != nil {
 		return err
 	}

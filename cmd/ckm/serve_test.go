@@ -125,6 +125,14 @@ func (s *served) terminate() int {
 	return 0
 }
 
+func utcTimes(ts []time.Time) []time.Time {
+	out := make([]time.Time, len(ts))
+	for i, t := range ts {
+		out[i] = t.UTC()
+	}
+	return out
+}
+
 func readManifest(t *testing.T, dir string) *publish.Manifest {
 	t.Helper()
 	m, err := publish.ReadManifest(filepath.Join(dir, "publish", "latest"))
@@ -214,8 +222,9 @@ func TestServeKilledMidRunCatchesUpAfterRestart(t *testing.T) {
 	missed, err := scheduler.Parse("*/3 * * * * *", time.UTC)
 	require.NoError(t, err)
 	want := missed.Between(lastDone, restart)
-	require.GreaterOrEqual(t, len(want), 2, "the killed time and one missed while down")
-	require.Equal(t, killedAt, want[0].UTC())
+	// The killed time, one missed while down, and any the busy first serve skipped in between.
+	require.GreaterOrEqual(t, len(want), 2)
+	require.Contains(t, utcTimes(want), killedAt)
 	// Wait until the last caught-up time has run, then stop gracefully.
 	_, i = s2.waitFor(0, 60*time.Second, func(l map[string]any) bool {
 		return l["msg"] == "scheduled run starting" && l["scheduled_for"] == want[len(want)-1].UTC().Format(time.RFC3339)

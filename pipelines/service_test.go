@@ -1,0 +1,154 @@
+package pipelines_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/internal/devkafka"
+	ckmtest "github.com/ckm-dev/ckm/internal/testutil"
+	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/scheduler"
+	"github.com/ckm-dev/ckm/warehouse"
+)
+
+// service runs a config through pipelines.Service, opening its warehouse per run as serve does.
+func service(t *testing.T, dir, yaml string) (*pipelines.Service, *config.Config) {
+	env := ckmtest.OpenYAML(t, dir, yaml)
+	require.NoError(t, env.Warehouse.Close()) // the service opens it for each run
+	svc := &pipelines.Service{Config: env.Config, Log: env.Runner().Log, Metrics: pipelines.NewMetrics(),
+		Open: func(ctx context.Context, readOnly bool) (*warehouse.Warehouse, error) {
+			return warehouse.Open(ctx, warehouse.Options{Path: env.Config.Warehouse.Path, ReadOnly: readOnly, Threads: 2})
+		}}
+	return svc, env.Config
+}
+
+func query(t *testing.T, cfg *config.Config, q string, dest ...any) {
+	t.Helper()
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, ReadOnly: true})
+	require.NoError(t, err)
+	defer w.Close()
+	require.NoError(t, w.DB().QueryRow(q).Scan(dest...))
+}
+
+// A scheduled run stores its instant in UTC and scores the day before it in the config's zone;
+// the same instant is refused a second time; the metrics count it; Kafka lag is measured after
+// the run and again between runs.
+func TestServiceRunsScheduledTimesOnce(t *testing.T) {
+	broker, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 2}})
+	require.NoError(t, err)
+	t.Cleanup(broker.Close)
+	prod := devkafka.NewProducer(broker.Addr)
+	t.Cleanup(func() { prod.Close() })
+	require.NoError(t, prod.Produce(t.Context(), "orders", devkafka.Orders(0, 500)))
+
+	dir := t.TempDir()
+	svc, cfg := service(t, dir, fmt.Sprintf(`warehouse: {path: ckm.duckdb}
+timezone: America/New_York
+sources:
+  orders:
+    table: orders
+    kafka: {brokers: ["%s"], topics: [orders], session_timeout: 2s, connect_timeout: 5s}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
+pipelines:
+  nightly: {transforms: [rfm], schedule: "30 2 * * *"}
+publish: {snapshot: false, report: false}
+`, broker.Addr))
+	jobs, err := pipelines.Jobs(cfg)
+	require.NoError(t, err)
+	require.Len(t, jobs, 1)
+	require.Equal(t, "America/New_York", jobs[0].Schedule.Location().String(), "the config's zone when the pipeline names none")
+
+	// 02:30 on the spring-forward day does not exist in New York: the scheduler runs at 03:00 EDT.
+	at := jobs[0].Schedule.Next(time.Date(2026, 3, 7, 12, 0, 0, 0, time.UTC))
+	require.Equal(t, time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC), at.UTC())
+	ctx := t.Context()
+	require.NoError(t, svc.Start(ctx))
+	require.NoError(t, svc.RunScheduled(ctx, "nightly", at))
+	require.ErrorIs(t, svc.RunScheduled(ctx, "nightly", at), scheduler.ErrAlreadyRan)
+
+	var stored time.Time
+	var asOf string
+	var runs int
+	query(t, cfg, `SELECT any_value(scheduled_for), any_value(as_of)::VARCHAR, count(*) FROM pipeline_runs`, &stored, &asOf, &runs)
+	require.Equal(t, 1, runs, "the refused time left no run behind")
+	require.Equal(t, at.UTC(), stored.UTC())
+	require.Equal(t, "2026-03-07", asOf, "the day before the scheduled time, in the config's zone")
+	last, ok, err := svc.LastScheduled(ctx, "nightly")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, at.UTC(), last.UTC())
+
+	m := svc.Metrics
+	require.Equal(t, 1.0, testutil.ToFloat64(m.RunsCounter("nightly", pipelines.Schedule, "succeeded")))
+	require.Equal(t, 0.0, lagTotal(t, m), "everything read")
+	require.NoError(t, prod.Produce(ctx, "orders", devkafka.Orders(500, 537)))
+	svc.RefreshLag(ctx)
+	require.Equal(t, 37.0, lagTotal(t, m), "messages produced after the run wait")
+	out, err := testutil.CollectAndLint(m.Registry)
+	require.NoError(t, err)
+	require.Empty(t, out, "metric names and help follow Prometheus conventions")
+}
+
+func lagTotal(t *testing.T, m *pipelines.Metrics) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	require.NoError(t, err)
+	var total float64
+	for _, f := range families {
+		if f.GetName() != "ckm_kafka_lag_messages" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			total += s.GetGauge().GetValue()
+		}
+	}
+	return total
+}
+
+// The pipeline lock: held by this process it refuses a second run; left by a dead process it
+// is taken over and that run is marked abandoned, which catch-up then does not count as done.
+func TestPipelineLock(t *testing.T) {
+	env := ckmtest.Open(t, filepath.Join(ckmtest.RepoRoot(), "config.yaml"))
+	r := env.Runner()
+	db := env.Warehouse.DB()
+	ctx := t.Context()
+	at := time.Date(2026, 7, 1, 0, 30, 0, 0, time.UTC)
+	_, err := db.Exec(`INSERT INTO pipeline_runs (run_id, pipeline, as_of, trigger, scheduled_for, started_at, status)
+		VALUES ('dead-run', 'nightly', DATE '2026-06-30', 'schedule', ?, now(), 'running')`, at)
+	require.NoError(t, err)
+	_, err = db.Exec(`INSERT INTO pipeline_locks VALUES ('nightly', 'dead-run', 'otherhost:4242:deadbeef', now())`)
+	require.NoError(t, err)
+	_, ok, err := pipelines.LastScheduled(ctx, db, "nightly")
+	require.NoError(t, err)
+	require.False(t, ok, "a run still marked running has not run to an end")
+
+	res, err := r.Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: at, Trigger: pipelines.Schedule, ScheduledFor: &at})
+	require.NoError(t, err)
+	var status, msg string
+	require.NoError(t, db.QueryRow(`SELECT status, error FROM pipeline_runs WHERE run_id = 'dead-run'`).Scan(&status, &msg))
+	require.Equal(t, "failed", status)
+	require.True(t, strings.HasPrefix(msg, "abandoned: "), msg)
+	var locks int
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM pipeline_locks`).Scan(&locks))
+	require.Zero(t, locks, "released when the run ended")
+	last, ok, err := pipelines.LastScheduled(ctx, db, "nightly")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, at, last.UTC(), "the run that took over the time counts, the abandoned one does not")
+	require.True(t, res.Succeeded)
+
+	// A lock held by this very process (a run still going) refuses a second run.
+	_, err = db.Exec(`INSERT INTO pipeline_locks VALUES ('nightly', 'live-run', ?, now())`, pipelines.LockOwner())
+	require.NoError(t, err)
+	_, err = r.Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: at})
+	require.ErrorIs(t, err, pipelines.ErrBusy)
+	require.ErrorContains(t, err, "live-run")
+}
