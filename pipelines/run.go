@@ -125,7 +125,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	runErr := r.execute(ctx, conn, p, res, log)
 	res.Elapsed = time.Since(start)
 	if runErr != nil {
-		if err := r.fail(conn, res, runErr); err != nil {
+		if err := r.fail(conn, res, runErr, ctx.Err() != nil); err != nil {
 			log.Error("could not record failed run", "error", err)
 		}
 		log.Error("run failed", "error", runErr)
@@ -232,14 +232,16 @@ func utcOrNil(t *time.Time) any {
 	return t.UTC()
 }
 
-func (r *Runner) fail(conn *warehouse.Conn, res *Result, runErr error) error {
+// fail records the run as failed; interrupted says its context ended (a shutdown), which
+// catch-up treats as not run.
+func (r *Runner) fail(conn *warehouse.Conn, res *Result, runErr error, interrupted bool) error {
 	var read, dead int64
 	for _, s := range res.Sources {
 		read += s.Read
 		dead += s.DeadLettered
 	}
 	msg := runErr.Error()
-	if errors.Is(runErr, context.Canceled) {
+	if interrupted {
 		msg = interruptedPrefix + msg
 	}
 	// The run's context may be cancelled (SIGTERM): recording the failure must still happen.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -150,9 +151,10 @@ func serveConfig(t *testing.T, dir, schedule, catchUp string) {
 	t.Helper()
 	cfg, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "config.yaml"))
 	require.NoError(t, err)
-	text := strings.Replace(string(cfg), "    transforms: [rfm, clv, value, knowledge]",
-		fmt.Sprintf("    transforms: [rfm, clv, value, knowledge]\n    schedule: %q\n    catch_up: %s\n    overlap: skip", schedule, catchUp), 1)
-	require.NotEqual(t, string(cfg), text)
+	text := regexp.MustCompile(`(?m)^    schedule: .*$`).ReplaceAllString(string(cfg), fmt.Sprintf("    schedule: %q\n    overlap: skip", schedule))
+	text = regexp.MustCompile(`(?m)^    catch_up: .*$`).ReplaceAllString(text, "    catch_up: "+catchUp)
+	require.Contains(t, text, fmt.Sprintf("schedule: %q", schedule))
+	require.Contains(t, text, "catch_up: "+catchUp)
 	text = strings.ReplaceAll(text, "${CKM_WAREHOUSE:-data/ckm.duckdb}", "ckm.duckdb")
 	text = strings.ReplaceAll(text, "data/sample/", filepath.Join(testutil.RepoRoot(), "data", "sample")+"/")
 	text += "serve:\n  grace_period: 30s\n"
@@ -295,4 +297,32 @@ func TestTwoServesNeverRunATimeTwice(t *testing.T) {
 	require.Positive(t, a.count("scheduled time already ran (another ckm serve on this warehouse?): not running it again")+
 		b.count("scheduled time already ran (another ckm serve on this warehouse?): not running it again"),
 		"the two processes competed for the same times")
+}
+
+// SIGTERM during a run: with a grace period the run finishes; without one it is cancelled,
+// rolls back and is recorded as interrupted. Either way serve exits 0 and the outputs are whole.
+func TestServeSIGTERMFinishesOrRollsBackTheRun(t *testing.T) {
+	dir := t.TempDir()
+	serveConfig(t, dir, "*/3 * * * * *", "none")
+	stopMidRun := func() (runRow, map[string]any) {
+		s := startServe(t, dir)
+		started, i := s.waitFor(0, 60*time.Second, msgIs("scheduled run starting"))
+		s.waitFor(i+1, 30*time.Second, func(l map[string]any) bool { return l["msg"] == "step started" && l["step"] == "load shop_orders" })
+		require.Zero(t, s.terminate(), "exit 0 after SIGTERM")
+		runs := scheduledRuns(t, dir)
+		last := runs[len(runs)-1]
+		require.Equal(t, started["scheduled_for"], last.scheduledFor.UTC().Format(time.RFC3339))
+		return last, started
+	}
+	finished, _ := stopMidRun()
+	require.Equal(t, "succeeded", finished.status, "the run finished within the 30s grace period")
+	before := readState(t, dir, readManifest(t, dir).AsOf)
+
+	cfg, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(strings.Replace(string(cfg), "grace_period: 30s", "grace_period: 1ms", 1)), 0o644))
+	interrupted, _ := stopMidRun()
+	require.Equal(t, "failed", interrupted.status)
+	require.True(t, strings.HasPrefix(interrupted.errMsg, "interrupted: "), interrupted.errMsg)
+	require.Equal(t, before.hash, readState(t, dir, readManifest(t, dir).AsOf).hash, "rolled back: previous outputs intact")
 }
