@@ -33,4 +33,4 @@ sample: build
 	rm -f data/sample/truth.csv.gz
 
 clean:
-	rm -rf bin bench-data data/*.duckdb data/*.duckdb.wal data/.duckdb_extensions data/.duckdb_tmp examples/kafka/data
+	rm -rf bin bench-data data/publish examples/*/publish data/*.duckdb data/*.duckdb.wal data/.duckdb_extensions data/.duckdb_tmp examples/kafka/data

@@ -33,6 +33,8 @@ func (a *app) benchCmd() *cobra.Command {
 				rep.CLVValue.Seconds(), rep.Aggregate.Seconds(), rep.CLVValue.Seconds()/rep.Aggregate.Seconds())
 			fmt.Fprintf(tw, "knowledge stage (s)\t%.2f\t%.2f  per-customer aggregate\t%.2f× of reference\t≤ 1.00×\t\n",
 				rep.Knowledge.Seconds(), rep.Aggregate.Seconds(), rep.Knowledge.Seconds()/rep.Aggregate.Seconds())
+			fmt.Fprintf(tw, "publish for BI (s)\t%.2f\t%.2f  COPY each output to Parquet\t%.2f× of reference\t\t\n",
+				rep.Publish.Seconds(), rep.CopyParquet.Seconds(), rep.Publish.Seconds()/rep.CopyParquet.Seconds())
 			tw.Flush()
 			fmt.Fprintf(a.stdout, "\nknowledge: %d feedback events, %d key sources\n", rep.FeedbackEvents, rep.KeySources)
 			fmt.Fprintf(a.stdout, "\nCLV: summary query %.2f s; both fits %.2f s on %d distinct (x, t_x, T) histories of %d customers (%.1f orders per history)\n",

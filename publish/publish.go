@@ -5,10 +5,13 @@
 package publish
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,6 +30,7 @@ var Tables = []string{"customer_rfm", "customer_clv", "customer_value", "custome
 type Options struct {
 	Dir                       string
 	Parquet, Snapshot, Report bool
+	Log                       *slog.Logger // each part's time, at debug level; nil: none
 }
 
 // Run is the run whose outputs are published.
@@ -48,12 +52,13 @@ type Manifest struct {
 
 // Layout of the publish directory.
 const (
-	parquetDir   = "parquet"
-	latestDir    = "latest"
-	reportsDir   = "reports"
-	SnapshotFile = "snapshot.duckdb"
-	manifestFile = "manifest.json"
-	tmpDir       = ".tmp"
+	parquetDir    = "parquet"
+	latestDir     = "latest"
+	reportsDir    = "reports"
+	SnapshotFile  = "snapshot.duckdb"
+	manifestFile  = "manifest.json"
+	partitionFile = "data.parquet"
+	tmpDir        = ".tmp"
 )
 
 // Publish publishes run. The as_of partitions and the report are always written; latest/ and
@@ -71,9 +76,13 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 	if err := os.MkdirAll(filepath.Join(opts.Dir, tmpDir), 0o755); err != nil {
 		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
 	}
+	start := time.Now()
 	rows, err := p.count(ctx)
 	if err != nil {
 		return err
+	}
+	if opts.Log != nil {
+		opts.Log.Debug("published", "part", "row counts", "elapsed", time.Since(start).Round(time.Millisecond).String())
 	}
 	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC(), Rows: rows}
 	current, err := ReadManifest(filepath.Join(opts.Dir, latestDir))
@@ -83,27 +92,31 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 	advance := current == nil || current.AsOf <= p.asOf
 
 	var report []byte
-	if opts.Report {
-		if report, err = p.report(ctx); err != nil {
-			return err
-		}
-		if err := writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report); err != nil {
-			return err
-		}
-	}
-	if opts.Parquet {
-		if err := p.partitions(ctx); err != nil {
-			return err
-		}
-		if advance {
-			if err := p.latest(ctx, report); err != nil {
+	parts := []struct {
+		name string
+		on   bool
+		do   func(context.Context) error
+	}{
+		{"report", opts.Report, func(ctx context.Context) (err error) {
+			if report, err = p.report(ctx); err != nil {
 				return err
 			}
-		}
+			return writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report)
+		}},
+		{"parquet partitions", opts.Parquet, p.partitions},
+		{"latest", opts.Parquet && advance, func(context.Context) error { return p.latest(report) }},
+		{"snapshot", opts.Snapshot && advance, p.snapshot},
 	}
-	if opts.Snapshot && advance {
-		if err := p.snapshot(ctx); err != nil {
+	for _, part := range parts {
+		if !part.on {
+			continue
+		}
+		start := time.Now()
+		if err := part.do(ctx); err != nil {
 			return err
+		}
+		if opts.Log != nil {
+			opts.Log.Debug("published", "part", part.name, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		}
 	}
 	return nil
@@ -135,14 +148,15 @@ func (p *publisher) tempPath(name string) string {
 	return filepath.Join(p.opts.Dir, tmpDir, uuid.NewString()+"-"+name)
 }
 
-// copyParquet writes one table's as_of partition to a Parquet file.
-func (p *publisher) copyParquet(ctx context.Context, table, path string, keepAsOf bool) error {
-	cols := "* EXCLUDE (as_of)" // hive partitioning carries as_of in the directory name
-	if keepAsOf {
-		cols = "*"
-	}
-	q := fmt.Sprintf(`COPY (SELECT %s FROM %s WHERE as_of = ? ORDER BY ALL) TO %s (FORMAT parquet, COMPRESSION zstd)`,
-		cols, table, warehouse.Quote(path))
+// sortKeys order each table's rows in its files, so that a rerun writes the same bytes.
+var sortKeys = map[string]string{"model_fits": "model, parameter"}
+
+// copyParquet writes one table's as_of partition to a Parquet file, without the as_of column:
+// hive partitioning carries it in the directory name (tools such as Spark refuse a column
+// that is in both).
+func (p *publisher) copyParquet(ctx context.Context, table, path string) error {
+	q := fmt.Sprintf(`COPY (SELECT * EXCLUDE (as_of) FROM %s WHERE as_of = ? ORDER BY %s) TO %s (FORMAT parquet, COMPRESSION zstd)`,
+		table, cmp.Or(sortKeys[table], "customer_id"), warehouse.Quote(path))
 	if _, err := p.conn.ExecContext(ctx, q, p.run.AsOf); err != nil {
 		return fmt.Errorf("publish %s as Parquet: %w", table, err)
 	}
@@ -157,7 +171,7 @@ func (p *publisher) partitions(ctx context.Context) error {
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
 		}
-		if err := p.copyParquet(ctx, t, filepath.Join(tmp, "data.parquet"), false); err != nil {
+		if err := p.copyParquet(ctx, t, filepath.Join(tmp, partitionFile)); err != nil {
 			return errors.Join(err, os.RemoveAll(tmp))
 		}
 		if err := swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+p.asOf)); err != nil {
@@ -168,15 +182,16 @@ func (p *publisher) partitions(ctx context.Context) error {
 }
 
 // latest builds latest/ (one Parquet file per table, the report and the manifest) aside and
-// swaps it in as one directory, so a reader finds all files from one run.
-func (p *publisher) latest(ctx context.Context, report []byte) error {
+// swaps it in as one directory, so a reader finds all files from one run. The Parquet files
+// are hard links to the run's partition files: the same bytes, written once.
+func (p *publisher) latest(report []byte) error {
 	tmp := p.tempPath(latestDir)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("publish latest: %w", err)
 	}
 	build := func() error {
 		for _, t := range Tables {
-			if err := p.copyParquet(ctx, t, filepath.Join(tmp, t+".parquet"), true); err != nil {
+			if err := linkOrCopy(filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+p.asOf, partitionFile), filepath.Join(tmp, t+".parquet")); err != nil {
 				return err
 			}
 		}
@@ -233,6 +248,26 @@ func writeFileAtomic(path string, data []byte) error {
 		return errors.Join(err, os.Remove(tmp))
 	}
 	return nil
+}
+
+// linkOrCopy makes dst a hard link to src, or a copy where the file system has no links.
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		return errors.Join(err, out.Close())
+	}
+	return out.Close()
 }
 
 // swapDir puts the directory tmp at path in one step and removes what was there.

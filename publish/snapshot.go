@@ -47,7 +47,7 @@ func (p *publisher) snapshot(ctx context.Context) (err error) {
 		if _, isView := views[t]; isView {
 			continue
 		}
-		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS SELECT * FROM main.%s WHERE as_of = ? ORDER BY ALL`,
+		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS SELECT * FROM main.%s WHERE as_of = ?`,
 			alias, t, t), p.run.AsOf); err != nil {
 			return fmt.Errorf("copy %s: %w", t, err)
 		}
