@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ckm-dev/ckm/transforms/clv"
+	"github.com/ckm-dev/ckm/transforms/rfm"
 )
 
 //go:embed report.html.tmpl
@@ -103,7 +104,10 @@ func (p *publisher) query(ctx context.Context, q string, scan func(*sql.Rows) er
 	return rows.Err()
 }
 
-var palette = []string{"#1b9e77", "#66a61e", "#7fc97f", "#386cb0", "#80b1d3", "#beaed4", "#fdc086", "#e6ab02", "#fb8072", "#d95f02", "#e7298a", "#a6761d", "#999999"}
+// palette runs from the best RFM segments to the worst, in the order of rfm.DefaultSegments,
+// so a segment keeps its colour from run to run; custom segments take the colours after.
+var palette = []string{"#1a9850", "#66bd63", "#a6d96a", "#3288bd", "#66c2a5", "#fee08b", "#fdae61", "#d73027", "#f46d43", "#878787",
+	"#5e4fa2", "#9e0142", "#bababa", "#e6f598", "#abdda4"}
 
 // segmentMap draws the classic RFM map: recency score across, frequency score up, each cell
 // coloured by its main segment and labelled with its customers.
@@ -142,8 +146,15 @@ func (p *publisher) segmentMap(ctx context.Context, d *reportData) error {
 		}
 	})
 	color := map[string]string{}
-	for i, n := range names {
-		color[n] = palette[i%len(palette)]
+	for i, seg := range rfm.DefaultSegments() {
+		color[seg.Name] = palette[i]
+	}
+	next := len(color)
+	for _, n := range names {
+		if _, ok := color[n]; !ok {
+			color[n] = palette[next%len(palette)]
+			next++
+		}
 		totals[n].Color = color[n]
 		d.Segments = append(d.Segments, *totals[n])
 	}
