@@ -3,6 +3,7 @@ package pipelines_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	ckmtest "github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
 	"github.com/ckm-dev/ckm/scheduler"
+	"github.com/ckm-dev/ckm/scheduler/schedulertest"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -151,4 +153,67 @@ func TestPipelineLock(t *testing.T) {
 	_, err = r.Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: at})
 	require.ErrorIs(t, err, pipelines.ErrBusy)
 	require.ErrorContains(t, err, "live-run")
+}
+
+// The scheduler on a fake clock drives real runs through a week across a transition: one run
+// per day, each stored with its scheduled instant (UTC) and the day before it as as_of.
+func TestScheduledRunsAcrossDSTAreStoredOncePerDay(t *testing.T) {
+	for _, c := range []struct {
+		zone, expr string
+		from       string
+		want       []string // scheduled instants, UTC
+	}{
+		{"Europe/Berlin", "30 2 * * *", "2026-03-27", []string{"2026-03-27T01:30:00Z", "2026-03-28T01:30:00Z",
+			"2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"}},
+		{"America/New_York", "30 1 * * *", "2026-10-30", []string{"2026-10-30T05:30:00Z", "2026-10-31T05:30:00Z",
+			"2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"}},
+	} {
+		t.Run(c.zone, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "orders.csv"), []byte("order_id,customer_id,order_ts,amount\n"+
+				"o1,c1,2026-01-05T10:00:00Z,10\no2,c1,2026-02-05T10:00:00Z,20\no3,c2,2026-02-10T10:00:00Z,5\n"), 0o644))
+			svc, cfg := service(t, dir, fmt.Sprintf(`warehouse: {path: ckm.duckdb}
+timezone: %s
+sources:
+  orders:
+    table: orders
+    file: {paths: [orders.csv]}
+    mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: {const: completed}}
+pipelines:
+  nightly: {transforms: [rfm], schedule: %q}
+publish: {parquet: false, snapshot: false, report: false}
+`, c.zone, c.expr))
+			jobs, err := pipelines.Jobs(cfg)
+			require.NoError(t, err)
+			loc := jobs[0].Schedule.Location()
+			from, err := time.ParseInLocation(time.DateOnly, c.from, loc)
+			require.NoError(t, err)
+			clock := schedulertest.NewClock(from)
+			sched := &scheduler.Scheduler{Jobs: jobs, Runs: svc, Clock: clock, Grace: time.Minute}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- sched.Run(ctx) }()
+			schedulertest.Drive(t, clock, sched, from.AddDate(0, 0, len(c.want)))
+			cancel()
+			require.NoError(t, <-done)
+
+			w, err := warehouse.Open(t.Context(), warehouse.Options{Path: cfg.Warehouse.Path, ReadOnly: true})
+			require.NoError(t, err)
+			defer w.Close()
+			rows, err := w.DB().Query(`SELECT scheduled_for, as_of::VARCHAR, status, trigger FROM pipeline_runs ORDER BY scheduled_for`)
+			require.NoError(t, err)
+			defer rows.Close()
+			var got []string
+			for rows.Next() {
+				var at time.Time
+				var asOf, status, trigger string
+				require.NoError(t, rows.Scan(&at, &asOf, &status, &trigger))
+				require.Equal(t, "succeeded/schedule", status+"/"+trigger)
+				require.Equal(t, at.In(loc).AddDate(0, 0, -1).Format(time.DateOnly), asOf, "as_of is the local day before")
+				got = append(got, at.UTC().Format(time.RFC3339))
+			}
+			require.NoError(t, rows.Err())
+			require.Equal(t, c.want, got)
+		})
+	}
 }

@@ -1,10 +1,12 @@
-package scheduler
+package scheduler_test
 
 import (
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/scheduler"
 )
 
 func zone(t *testing.T, name string) *time.Location {
@@ -39,7 +41,7 @@ func TestDailyScheduleAcross2026(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.zone+" "+c.expr, func(t *testing.T) {
 			loc := zone(t, c.zone)
-			s, err := Parse(c.expr, loc)
+			s, err := scheduler.Parse(c.expr, loc)
 			require.NoError(t, err)
 			runs := s.Between(time.Date(2025, 12, 31, 23, 59, 0, 0, loc), time.Date(2026, 12, 31, 23, 59, 0, 0, loc))
 			require.Len(t, runs, 365, "one run per day of 2026")
@@ -72,7 +74,7 @@ func TestDailyScheduleAcross2026(t *testing.T) {
 func TestFrequentScheduleThroughTransitions(t *testing.T) {
 	for _, name := range []string{"Europe/Berlin", "America/New_York"} {
 		loc := zone(t, name)
-		s, err := Parse("*/15 * * * *", loc)
+		s, err := scheduler.Parse("*/15 * * * *", loc)
 		require.NoError(t, err)
 		runs := s.Between(time.Date(2026, 1, 1, 0, 0, 0, 0, loc), time.Date(2026, 12, 31, 0, 0, 0, 0, loc))
 		seen := map[string]time.Time{}
@@ -90,7 +92,7 @@ func TestFrequentScheduleThroughTransitions(t *testing.T) {
 		require.Len(t, runs, 364*96-4, name)
 	}
 	berlin := zone(t, "Europe/Berlin")
-	s, _ := Parse("*/15 * * * *", berlin)
+	s, _ := scheduler.Parse("*/15 * * * *", berlin)
 	require.Equal(t, utc("2026-03-29T01:00:00Z"), s.Next(utc("2026-03-29T00:45:00Z")).UTC(), "02:00 CET is skipped: run at the jump")
 	require.Equal(t, utc("2026-03-29T01:15:00Z"), s.Next(utc("2026-03-29T01:00:00Z")).UTC())
 	// Autumn: after 02:45 summer time comes 03:00 winter time, an hour and a quarter later.
@@ -101,17 +103,17 @@ func TestFrequentScheduleThroughTransitions(t *testing.T) {
 
 func TestParse(t *testing.T) {
 	loc := zone(t, "Europe/Berlin")
-	_, err := Parse("61 * * * *", loc)
+	_, err := scheduler.Parse("61 * * * *", loc)
 	require.ErrorContains(t, err, `schedule "61 * * * *"`)
-	_, err = Parse("CRON_TZ=UTC 0 2 * * *", loc)
+	_, err = scheduler.Parse("CRON_TZ=UTC 0 2 * * *", loc)
 	require.ErrorContains(t, err, "timezone")
-	s, err := Parse("*/5 * * * * *", loc) // optional seconds field
+	s, err := scheduler.Parse("*/5 * * * * *", loc) // optional seconds field
 	require.NoError(t, err)
 	require.Equal(t, utc("2026-06-01T10:00:05Z"), s.Next(utc("2026-06-01T10:00:01Z")).UTC())
-	s, err = Parse("@every 90m", loc) // real-time interval, even across a transition
+	s, err = scheduler.Parse("@every 90m", loc) // real-time interval, even across a transition
 	require.NoError(t, err)
 	require.Equal(t, utc("2026-03-29T02:30:00Z"), s.Next(utc("2026-03-29T01:00:00Z")).UTC())
-	s, err = Parse("@daily", loc)
+	s, err = scheduler.Parse("@daily", loc)
 	require.NoError(t, err)
 	require.Equal(t, utc("2026-03-29T22:00:00Z"), s.Next(utc("2026-03-29T01:00:00Z")).UTC())
 }

@@ -1,70 +1,18 @@
-package scheduler
+package scheduler_test
 
 import (
 	"context"
-	"runtime"
-	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/scheduler"
+	"github.com/ckm-dev/ckm/scheduler/schedulertest"
 )
 
-// fakeClock moves only when the test advances it to the next waiter's time.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
-}
-
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
-	return ch
-}
-
-// advance moves the clock to the earliest waiter's time and wakes every waiter due by then.
-func (c *fakeClock) advance() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	sort.Slice(c.waiters, func(i, j int) bool { return c.waiters[i].at.Before(c.waiters[j].at) })
-	c.now = c.waiters[0].at
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
-func (c *fakeClock) waiting() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
-}
-
-// recorder is a Runs that notes each scheduled time and can hold runs until released.
+// recorder is a scheduler.Runs that notes each scheduled time and can hold runs until released.
 type recorder struct {
 	mu       sync.Mutex
 	ran      map[string][]time.Time
@@ -117,17 +65,17 @@ func (r *recorder) times(pipeline string) []time.Time {
 // harness runs a scheduler on a fake clock.
 type harness struct {
 	t      *testing.T
-	clock  *fakeClock
-	sched  *Scheduler
+	clock  *schedulertest.Clock
+	sched  *scheduler.Scheduler
 	cancel context.CancelFunc
 	done   chan error
 	mu     sync.Mutex
-	events []Event
+	events []scheduler.Event
 }
 
-func start(t *testing.T, now time.Time, runs Runs, jobs ...Job) *harness {
-	h := &harness{t: t, clock: &fakeClock{now: now}, done: make(chan error, 1)}
-	h.sched = &Scheduler{Jobs: jobs, Runs: runs, Clock: h.clock, Grace: 5 * time.Second, Events: func(e Event) {
+func start(t *testing.T, now time.Time, runs scheduler.Runs, jobs ...scheduler.Job) *harness {
+	h := &harness{t: t, clock: schedulertest.NewClock(now), done: make(chan error, 1)}
+	h.sched = &scheduler.Scheduler{Jobs: jobs, Runs: runs, Clock: h.clock, Grace: 5 * time.Second, Events: func(e scheduler.Event) {
 		h.mu.Lock()
 		h.events = append(h.events, e)
 		h.mu.Unlock()
@@ -139,46 +87,10 @@ func start(t *testing.T, now time.Time, runs Runs, jobs ...Job) *harness {
 	return h
 }
 
-// waitFor polls cond without sleeping: a week of minute-by-minute clock steps must stay fast.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		runtime.Gosched()
-	}
-}
-
-// advanceTo steps the clock until it reaches at; runs are not waited for.
+func (h *harness) settle()             { schedulertest.Settle(h.t, h.clock, h.sched) }
+func (h *harness) until(end time.Time) { schedulertest.Drive(h.t, h.clock, h.sched, end) }
 func (h *harness) advanceTo(at time.Time) {
-	for h.clock.Now().Before(at) {
-		waitFor(h.t, func() bool { return h.clock.waiting() >= len(h.sched.Jobs) })
-		h.clock.advance()
-	}
-}
-
-// settle waits until every job waits on the clock and no run is queued or in progress.
-func (h *harness) settle() {
-	waitFor(h.t, func() bool {
-		if h.clock.waiting() < len(h.sched.Jobs) {
-			return false
-		}
-		for _, s := range h.sched.Status() {
-			if s.Queued > 0 || s.Running {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// until advances the clock waiter by waiter until it reaches end, letting runs finish between.
-func (h *harness) until(end time.Time) {
-	for h.settle(); h.clock.Now().Before(end); h.settle() {
-		h.clock.advance()
-	}
+	schedulertest.AdvanceTo(h.t, h.clock, h.sched, at)
 }
 
 func (h *harness) stop() error {
@@ -196,7 +108,7 @@ func (h *harness) stop() error {
 	}
 }
 
-func (h *harness) count(kind EventKind) int {
+func (h *harness) count(kind scheduler.EventKind) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
@@ -208,10 +120,10 @@ func (h *harness) count(kind EventKind) int {
 	return n
 }
 
-func job(t *testing.T, name, expr, zoneName string) Job {
-	s, err := Parse(expr, zone(t, zoneName))
+func job(t *testing.T, name, expr, zoneName string) scheduler.Job {
+	s, err := scheduler.Parse(expr, zone(t, zoneName))
 	require.NoError(t, err)
-	return Job{Pipeline: name, Schedule: s, Overlap: OverlapSkip, CatchUp: CatchUpNone}
+	return scheduler.Job{Pipeline: name, Schedule: s, Overlap: scheduler.OverlapSkip, CatchUp: scheduler.CatchUpNone}
 }
 
 // The loop, driven by a fake clock through both 2026 transitions in both zones, starts exactly
@@ -254,7 +166,7 @@ func TestLoopAcrossDSTTransitions(t *testing.T) {
 // Overlap skip drops a time that comes while the previous run goes on; queue runs it after.
 // Never two runs of one pipeline at once.
 func TestOverlapPolicies(t *testing.T) {
-	for _, policy := range []Overlap{OverlapSkip, OverlapQueue} {
+	for _, policy := range []scheduler.Overlap{scheduler.OverlapSkip, scheduler.OverlapQueue} {
 		t.Run(string(policy), func(t *testing.T) {
 			rec := newRecorder()
 			rec.hold = make(chan struct{})
@@ -262,21 +174,21 @@ func TestOverlapPolicies(t *testing.T) {
 			j.Overlap = policy
 			h := start(t, utc("2026-06-01T00:30:00Z"), rec, j)
 			h.advanceTo(utc("2026-06-01T01:00:00Z")) // the first run starts and is held
-			waitFor(t, func() bool { return len(rec.times("hourly")) == 1 })
+			schedulertest.WaitFor(t, func() bool { return len(rec.times("hourly")) == 1 })
 			h.advanceTo(utc("2026-06-01T02:00:00Z")) // while 01:00 still runs
 			h.advanceTo(utc("2026-06-01T03:00:00Z")) // while 01:00 still runs
-			waitFor(t, func() bool { return h.clock.waiting() == 1 })
+			schedulertest.WaitFor(t, func() bool { return h.clock.Waiting() == 1 })
 			close(rec.hold) // the first run ends; queued ones may go
 			h.settle()
 			require.NoError(t, h.stop())
 			ran := rec.times("hourly")
 			require.Equal(t, 1, rec.maxAlive, "never two runs at once")
-			if policy == OverlapSkip {
+			if policy == scheduler.OverlapSkip {
 				require.Equal(t, []time.Time{utc("2026-06-01T01:00:00Z")}, utcs(ran))
-				require.Equal(t, 2, h.count(EventSkipped))
+				require.Equal(t, 2, h.count(scheduler.EventSkipped))
 			} else {
 				require.Equal(t, []time.Time{utc("2026-06-01T01:00:00Z"), utc("2026-06-01T02:00:00Z"), utc("2026-06-01T03:00:00Z")}, utcs(ran))
-				require.Equal(t, 0, h.count(EventSkipped))
+				require.Equal(t, 0, h.count(scheduler.EventSkipped))
 			}
 		})
 	}
@@ -294,10 +206,10 @@ func TestCatchUpPolicies(t *testing.T) {
 		utc("2026-03-29T01:00:00Z"), // the jump
 		time.Date(2026, 3, 30, 2, 30, 0, 0, berlin),
 	}
-	for policy, want := range map[CatchUp][]time.Time{
-		CatchUpNone:   nil,
-		CatchUpLatest: missed[3:],
-		CatchUpAll:    missed,
+	for policy, want := range map[scheduler.CatchUp][]time.Time{
+		scheduler.CatchUpNone:   nil,
+		scheduler.CatchUpLatest: missed[3:],
+		scheduler.CatchUpAll:    missed,
 	} {
 		t.Run(string(policy), func(t *testing.T) {
 			rec := newRecorder()
@@ -314,7 +226,7 @@ func TestCatchUpPolicies(t *testing.T) {
 	t.Run("never ran", func(t *testing.T) {
 		rec := newRecorder()
 		j := job(t, "nightly", "30 2 * * *", "Europe/Berlin")
-		j.CatchUp = CatchUpAll
+		j.CatchUp = scheduler.CatchUpAll
 		h := start(t, restart, rec, j)
 		h.settle()
 		require.NoError(t, h.stop())
@@ -330,7 +242,7 @@ func TestGracefulShutdown(t *testing.T) {
 		h := start(t, utc("2026-06-01T00:30:00Z"), rec, job(t, "hourly", "0 * * * *", "UTC"))
 		h.sched.Grace = 300 * time.Millisecond
 		h.advanceTo(utc("2026-06-01T01:00:00Z"))
-		waitFor(t, func() bool { return len(rec.times("hourly")) == 1 })
+		schedulertest.WaitFor(t, func() bool { return len(rec.times("hourly")) == 1 })
 		if finishes {
 			go func() { time.Sleep(50 * time.Millisecond); close(rec.hold) }()
 		}
