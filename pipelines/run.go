@@ -3,9 +3,11 @@ package pipelines
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -134,6 +136,34 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		return res, fmt.Errorf("the run succeeded but publishing its outputs failed (the next run publishes again): %w", err)
 	}
 	return res, nil
+}
+
+// RepublishIfBehind publishes the newest successful run again when latest/ does not show it:
+// the process died after the run committed and before its publishing finished.
+func (r *Runner) RepublishIfBehind(ctx context.Context) error {
+	if !*r.Config.Publish.Parquet {
+		return nil // the manifest that tells is in latest/, written with the Parquet files
+	}
+	res := &Result{}
+	err := r.Warehouse.DB().QueryRowContext(ctx, `SELECT run_id, pipeline, as_of FROM pipeline_runs WHERE status = 'succeeded'
+		ORDER BY as_of DESC, finished_at DESC LIMIT 1`).Scan(&res.RunID, &res.Pipeline, &res.AsOf)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find the newest successful run: %w", err)
+	}
+	m, err := publish.ReadManifest(filepath.Join(r.Config.Publish.Dir, "latest"))
+	if err != nil || (m != nil && (m.RunID == res.RunID || m.AsOf > res.AsOf.Format(time.DateOnly))) {
+		return err
+	}
+	r.Log.Warn("the newest successful run was not fully published: publishing it again", "run_id", res.RunID, "as_of", res.AsOf.Format(time.DateOnly))
+	conn, err := r.Warehouse.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return r.publish(ctx, conn, res)
 }
 
 // publish hands the run's committed outputs to BI tools (see package publish).

@@ -59,10 +59,14 @@ func ScheduledAsOf(at time.Time, loc *time.Location) time.Time {
 	return civilDate(at.In(loc).AddDate(0, 0, -1))
 }
 
-// Start checks that the warehouse opens (and migrates it) and loads the metrics' history.
+// Start checks that the warehouse opens (and migrates it), loads the metrics' history, and
+// publishes the newest successful run if a crash kept it from being published.
 func (s *Service) Start(ctx context.Context) error {
 	return s.withWarehouse(ctx, false, func(w *warehouse.Warehouse) error {
-		return s.Metrics.LoadLastSuccess(ctx, w.DB())
+		if err := s.Metrics.LoadLastSuccess(ctx, w.DB()); err != nil {
+			return err
+		}
+		return (&Runner{Config: s.Config, Warehouse: w, Log: s.Log}).RepublishIfBehind(ctx)
 	})
 }
 

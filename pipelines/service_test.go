@@ -16,6 +16,7 @@ import (
 	"github.com/ckm-dev/ckm/internal/devkafka"
 	ckmtest "github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
+	"github.com/ckm-dev/ckm/publish"
 	"github.com/ckm-dev/ckm/scheduler"
 	"github.com/ckm-dev/ckm/scheduler/schedulertest"
 	"github.com/ckm-dev/ckm/warehouse"
@@ -216,4 +217,32 @@ publish: {parquet: false, snapshot: false, report: false}
 			require.Equal(t, c.want, got)
 		})
 	}
+}
+
+// A process that died after a run committed but before publishing it: the next serve start
+// publishes that run.
+func TestServiceStartPublishesWhatACrashLeftUnpublished(t *testing.T) {
+	env := ckmtest.Open(t, filepath.Join(ckmtest.RepoRoot(), "config.yaml"))
+	res := env.Run(t, "nightly", "2026-06-30")
+	dir := env.Config.Publish.Dir
+	require.NoError(t, os.RemoveAll(filepath.Join(dir, "latest")))
+	require.NoError(t, os.Remove(filepath.Join(dir, "snapshot.duckdb")))
+	require.NoError(t, env.Warehouse.Close())
+
+	svc := &pipelines.Service{Config: env.Config, Log: env.Runner().Log, Metrics: pipelines.NewMetrics(),
+		Open: func(ctx context.Context, readOnly bool) (*warehouse.Warehouse, error) {
+			return warehouse.Open(ctx, warehouse.Options{Path: env.Config.Warehouse.Path, ReadOnly: readOnly})
+		}}
+	require.NoError(t, svc.Start(t.Context()))
+	m, err := publish.ReadManifest(filepath.Join(dir, "latest"))
+	require.NoError(t, err)
+	require.NotNil(t, m)
+	require.Equal(t, res.RunID, m.RunID)
+	require.FileExists(t, filepath.Join(dir, "snapshot.duckdb"))
+	before, err := os.Stat(filepath.Join(dir, "snapshot.duckdb"))
+	require.NoError(t, err)
+	require.NoError(t, svc.Start(t.Context()), "up to date: nothing to do")
+	after, err := os.Stat(filepath.Join(dir, "snapshot.duckdb"))
+	require.NoError(t, err)
+	require.Equal(t, before.ModTime(), after.ModTime(), "not published again")
 }

@@ -104,8 +104,9 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 			return writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report)
 		}},
 		{"parquet partitions", opts.Parquet, p.partitions},
-		{"latest", opts.Parquet && advance, func(context.Context) error { return p.latest(report) }},
 		{"snapshot", opts.Snapshot && advance, p.snapshot},
+		// Last: its manifest naming the run tells that everything before it was published.
+		{"latest", opts.Parquet && advance, func(context.Context) error { return p.latest(report) }},
 	}
 	for _, part := range parts {
 		if !part.on {

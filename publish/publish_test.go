@@ -138,7 +138,7 @@ func TestReportShowsTheRun(t *testing.T) {
 		shown = append(shown, m[1])
 	}
 	require.Equal(t, top, shown)
-	require.Contains(t, html, "No holdout period configured")
+	require.Contains(t, html, "No holdout check in this run")
 }
 
 func readReport(t *testing.T, dir, asOf string) string {
