@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,8 @@ latest, all); a time that comes while the previous run goes on follows its overl
 	return cmd
 }
 
-// lagRefresh is how often serve measures streaming sources' lag between runs.
+// lagRefresh is how often serve measures streaming sources' lag between runs when it does not
+// ingest them (serve.ingest_interval).
 const lagRefresh = 30 * time.Second
 
 func (a *app) serve(ctx context.Context, cfg *config.Config) error {
@@ -106,13 +108,15 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 		<-schedCtx.Done()
 		ready.Store(false) // draining: load balancers and probes stop sending work
 	}()
-	go func() { // Kafka lag between runs
+	go func() { // streaming sources between runs: ingest (when configured) and lag
+		ingest := cfg.Serve.Ingest() > 0
+		every := cmp.Or(cfg.Serve.Ingest(), lagRefresh)
 		for {
 			select {
 			case <-schedCtx.Done():
 				return
-			case <-time.After(lagRefresh):
-				svc.RefreshLag(schedCtx)
+			case <-time.After(every):
+				svc.BetweenRuns(schedCtx, ingest)
 			}
 		}
 	}()

@@ -91,6 +91,9 @@ type Pipeline struct {
 type Serve struct {
 	Listen      string `yaml:"listen"`       // address of /healthz, /readyz, /metrics; default 127.0.0.1:9464
 	GracePeriod string `yaml:"grace_period"` // how long a run may finish after SIGTERM; default 5m
+	// IngestInterval: when set, streaming sources (Kafka) are loaded this often between runs, so
+	// the nightly run finds little left to read; their lag is measured then too (else every 30s).
+	IngestInterval string `yaml:"ingest_interval"`
 }
 
 // Publish configures what a successful run publishes for BI tools.
@@ -104,6 +107,12 @@ type Publish struct {
 // Grace is GracePeriod, read once validation has checked it.
 func (s Serve) Grace() time.Duration {
 	d, _ := time.ParseDuration(s.GracePeriod)
+	return d
+}
+
+// Ingest is IngestInterval, read once validation has checked it; 0 when unset.
+func (s Serve) Ingest() time.Duration {
+	d, _ := time.ParseDuration(s.IngestInterval)
 	return d
 }
 
@@ -460,7 +469,8 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			add(base+".catch_up", fmt.Sprintf("unknown catch-up policy %q", p.CatchUp), "none, latest or all")
 		}
 	}
-	for key, v := range map[string]string{"serve.grace_period": c.Serve.GracePeriod, "warehouse.lock_wait": c.Warehouse.LockWait} {
+	for key, v := range map[string]string{"serve.grace_period": c.Serve.GracePeriod, "warehouse.lock_wait": c.Warehouse.LockWait,
+		"serve.ingest_interval": cmp.Or(c.Serve.IngestInterval, "0s")} {
 		if d, err := time.ParseDuration(v); err != nil || d < 0 {
 			add(key, fmt.Sprintf("cannot read %q as a duration", v), "e.g. 30s, 5m, 1h")
 		}

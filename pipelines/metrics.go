@@ -94,6 +94,17 @@ func (m *Metrics) RunsCounter(pipeline string, trigger Trigger, status string) p
 	return m.runs.WithLabelValues(pipeline, string(trigger), status)
 }
 
+// RowsIn is the counter of records read from source by pipeline ("ingest": between runs).
+func (m *Metrics) RowsIn(pipeline, source string) prometheus.Counter {
+	return m.rowsIn.WithLabelValues(pipeline, source)
+}
+
+// Ingested records what ingest between runs loaded (pipeline label "ingest").
+func (m *Metrics) Ingested(sr SourceResult) {
+	m.rowsIn.WithLabelValues("ingest", sr.Name).Add(float64(sr.Read))
+	m.deadLetters.WithLabelValues("ingest", sr.Name).Add(float64(sr.DeadLettered))
+}
+
 // Lag records the backlog of a streaming source.
 func (m *Metrics) Lag(source string, backlog []connectors.Backlog) {
 	for _, b := range backlog {

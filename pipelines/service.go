@@ -66,7 +66,9 @@ func (s *Service) Start(ctx context.Context) error {
 		if err := s.Metrics.LoadLastSuccess(ctx, w.DB()); err != nil {
 			return err
 		}
-		return (&Runner{Config: s.Config, Warehouse: w, Log: s.Log}).RepublishIfBehind(ctx)
+		r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log}
+		s.recordLag(ctx, r, s.Config.SourceNames(nil)) // also learns which sources stream
+		return r.RepublishIfBehind(ctx)
 	})
 }
 
@@ -93,30 +95,41 @@ func (s *Service) LastScheduled(ctx context.Context, pipeline string) (last time
 	return last, ok, err
 }
 
-// RefreshLag measures the backlog of the streaming sources again between runs, reading the
-// warehouse read-only. It does nothing while a run holds the warehouse (the run measures it
-// when it ends) or when another process holds it.
-func (s *Service) RefreshLag(ctx context.Context) {
+// BetweenRuns keeps streaming sources current while no run goes on: with ingest it loads what
+// is new in them (each batch committed with its offsets, as `ckm ingest` does), and it measures
+// their lag. It does nothing while a run holds the warehouse (the run measures lag when it
+// ends). Without ingest the warehouse is only read, and another process holding it skips a turn.
+func (s *Service) BetweenRuns(ctx context.Context, ingest bool) {
 	if !s.mu.TryLock() {
 		return
 	}
 	defer s.mu.Unlock()
 	var sources []string
-	for name, streaming := range s.streaming {
-		if streaming {
+	for _, name := range s.Config.SourceNames(nil) {
+		if s.streaming[name] {
 			sources = append(sources, name)
 		}
 	}
 	if len(sources) == 0 {
 		return
 	}
-	w, err := s.Open(ctx, true)
+	w, err := s.Open(ctx, !ingest)
 	if err != nil {
-		s.Log.Debug("lag not refreshed: warehouse busy", "error", err)
+		s.Log.Debug("streaming sources not visited: warehouse busy", "error", err)
 		return
 	}
 	defer w.Close()
-	s.recordLag(ctx, &Runner{Config: s.Config, Warehouse: w, Log: s.Log}, sources)
+	r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log}
+	if ingest {
+		for _, name := range sources {
+			sr, err := r.Ingest(ctx, name, false)
+			s.Metrics.Ingested(sr)
+			if err != nil && ctx.Err() == nil {
+				s.Log.Error("ingest between runs failed", "source", name, "error", err)
+			}
+		}
+	}
+	s.recordLag(ctx, r, sources)
 }
 
 // recordLag measures the backlog of streaming sources for the metrics.

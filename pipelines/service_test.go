@@ -93,8 +93,15 @@ publish: {snapshot: false, report: false}
 	require.Equal(t, 1.0, testutil.ToFloat64(m.RunsCounter("nightly", pipelines.Schedule, "succeeded")))
 	require.Equal(t, 0.0, lagTotal(t, m), "everything read")
 	require.NoError(t, prod.Produce(ctx, "orders", devkafka.Orders(500, 537)))
-	svc.RefreshLag(ctx)
+	svc.BetweenRuns(ctx, false)
 	require.Equal(t, 37.0, lagTotal(t, m), "messages produced after the run wait")
+	// With ingest between runs they are loaded (offsets committed with them) and the lag is gone.
+	svc.BetweenRuns(ctx, true)
+	require.Equal(t, 0.0, lagTotal(t, m))
+	var orders int
+	query(t, cfg, `SELECT count(*) FROM orders`, &orders)
+	require.Equal(t, 537, orders)
+	require.Equal(t, 37.0, testutil.ToFloat64(m.RowsIn("ingest", "orders")))
 	out, err := testutil.CollectAndLint(m.Registry)
 	require.NoError(t, err)
 	require.Empty(t, out, "metric names and help follow Prometheus conventions")
