@@ -469,10 +469,10 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			add(base+".catch_up", fmt.Sprintf("unknown catch-up policy %q", p.CatchUp), "none, latest or all")
 		}
 	}
-	for key, v := range map[string]string{"serve.grace_period": c.Serve.GracePeriod, "warehouse.lock_wait": c.Warehouse.LockWait,
-		"serve.ingest_interval": cmp.Or(c.Serve.IngestInterval, "0s")} {
-		if d, err := time.ParseDuration(v); err != nil || d < 0 {
-			add(key, fmt.Sprintf("cannot read %q as a duration", v), "e.g. 30s, 5m, 1h")
+	for _, d := range []struct{ key, value string }{{"warehouse.lock_wait", c.Warehouse.LockWait},
+		{"serve.grace_period", c.Serve.GracePeriod}, {"serve.ingest_interval", cmp.Or(c.Serve.IngestInterval, "0s")}} {
+		if v, err := time.ParseDuration(d.value); err != nil || v < 0 {
+			add(d.key, fmt.Sprintf("cannot read %q as a duration", d.value), "e.g. 30s, 5m, 1h")
 		}
 	}
 	if c.Scoring.LookbackDays < 1 {

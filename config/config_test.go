@@ -183,7 +183,7 @@ pipelines:
     schedule: "30 25 * * *"
     overlap: wait
     catch_up: everything
-serve: {grace_period: 5 minutes}
+serve: {grace_period: 5 minutes, ingest_interval: often}
 `
 	_, err := Load(write(t, body))
 	problems, ok := ErrProblems(err)
@@ -195,10 +195,11 @@ serve: {grace_period: 5 minutes}
 		`:6: pipelines.nightly.overlap: unknown overlap policy "wait" (hint: skip or queue)`,
 		`:7: pipelines.nightly.catch_up: unknown catch-up policy "everything" (hint: none, latest or all)`,
 		`:8: serve.grace_period: cannot read "5 minutes" as a duration`,
+		`:8: serve.ingest_interval: cannot read "often" as a duration`,
 	} {
 		require.Contains(t, got, want)
 	}
-	require.Len(t, problems, 5, got)
+	require.Len(t, problems, 6, got)
 
 	cfg, err := Load(write(t, "sources: {s: {table: customers, testkind: {topic: t}, mapping: {customer_id: id}}}\npipelines:\n  nightly: {schedule: \"30 2 * * *\"}\n"))
 	require.NoError(t, err)
