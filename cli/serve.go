@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,20 +70,7 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("serve: listen on %s (serve.listen): %w", cfg.Serve.Listen, err)
 	}
 	var ready atomic.Bool
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-		for _, s := range sched.Status() {
-			fmt.Fprintf(w, "%s: next %s, running %t, queued %d\n", s.Pipeline, s.Next.UTC().Format(time.RFC3339), s.Running, s.Queued)
-		}
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{Registry: metrics.Registry}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: endpoints(sched, metrics, &ready), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server stopped", "error", err)
@@ -108,7 +96,8 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 		<-schedCtx.Done()
 		ready.Store(false) // draining: load balancers and probes stop sending work
 	}()
-	go func() { // streaming sources between runs: ingest (when configured) and lag
+	var betweenRuns sync.WaitGroup
+	betweenRuns.Go(func() { // streaming sources between runs: ingest (when configured) and lag
 		ingest := cfg.Serve.Ingest() > 0
 		every := cmp.Or(cfg.Serve.Ingest(), lagRefresh)
 		for {
@@ -119,9 +108,29 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 				svc.BetweenRuns(schedCtx, ingest)
 			}
 		}
-	}()
+	})
 	ready.Store(true)
 	err = sched.Run(schedCtx)
+	betweenRuns.Wait() // a load in progress has rolled back and closed the warehouse
 	a.log.Info("stopped")
 	return err
+}
+
+// endpoints serves /healthz (the process lives), /readyz (the schedule runs; 503 while starting
+// or shutting down) and /metrics.
+func endpoints(sched *scheduler.Scheduler, metrics *pipelines.Metrics, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+		for _, s := range sched.Status() {
+			fmt.Fprintf(w, "%s: next %s, running %t, queued %d\n", s.Pipeline, s.Next.UTC().Format(time.RFC3339), s.Running, s.Queued)
+		}
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{Registry: metrics.Registry}))
+	return mux
 }

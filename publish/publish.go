@@ -30,7 +30,7 @@ var Tables = []string{"customer_rfm", "customer_clv", "customer_value", "custome
 type Options struct {
 	Dir                       string
 	Parquet, Snapshot, Report bool
-	Log                       *slog.Logger // each part's time, at debug level; nil: none
+	Log                       *slog.Logger // each part's time, at debug level; nil: not logged
 }
 
 // Run is the run whose outputs are published.
@@ -76,15 +76,10 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 	if err := os.MkdirAll(filepath.Join(opts.Dir, tmpDir), 0o755); err != nil {
 		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
 	}
-	start := time.Now()
-	rows, err := p.count(ctx)
-	if err != nil {
-		return err
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if opts.Log != nil {
-		opts.Log.Debug("published", "part", "row counts", "elapsed", time.Since(start).Round(time.Millisecond).String())
-	}
-	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC(), Rows: rows}
+	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC()}
 	current, err := ReadManifest(filepath.Join(opts.Dir, latestDir))
 	if err != nil {
 		return err
@@ -97,6 +92,10 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 		on   bool
 		do   func(context.Context) error
 	}{
+		{"row counts", true, func(ctx context.Context) (err error) {
+			p.manifest.Rows, err = p.count(ctx)
+			return err
+		}},
 		{"report", opts.Report, func(ctx context.Context) (err error) {
 			if report, err = p.report(ctx); err != nil {
 				return err
@@ -116,9 +115,7 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 		if err := part.do(ctx); err != nil {
 			return err
 		}
-		if opts.Log != nil {
-			opts.Log.Debug("published", "part", part.name, "elapsed", time.Since(start).Round(time.Millisecond).String())
-		}
+		opts.Log.Debug("published", "part", part.name, "elapsed", time.Since(start).Round(time.Millisecond).String())
 	}
 	return nil
 }
