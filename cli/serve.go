@@ -46,9 +46,9 @@ latest, all); a time that comes while the previous run goes on follows its overl
 	return cmd
 }
 
-// lagRefresh is how often serve measures streaming sources' lag between runs when it does not
-// ingest them (serve.ingest_interval).
-const lagRefresh = 30 * time.Second
+// metricsRefresh is how often serve reads the warehouse for its metrics between runs when it
+// does not ingest (serve.ingest_interval) that often.
+const metricsRefresh = 30 * time.Second
 
 func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 	jobs, err := pipelines.Jobs(cfg)
@@ -97,9 +97,9 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 		ready.Store(false) // draining: load balancers and probes stop sending work
 	}()
 	var betweenRuns sync.WaitGroup
-	betweenRuns.Go(func() { // streaming sources between runs: ingest (when configured) and lag
+	betweenRuns.Go(func() { // between runs: metrics from the warehouse, Kafka ingest when configured
 		ingest := cfg.Serve.Ingest() > 0
-		every := cmp.Or(cfg.Serve.Ingest(), lagRefresh)
+		every := cmp.Or(cfg.Serve.Ingest(), metricsRefresh)
 		for {
 			select {
 			case <-schedCtx.Done():

@@ -99,6 +99,11 @@ func (m *Metrics) RowsIn(pipeline, source string) prometheus.Counter {
 	return m.rowsIn.WithLabelValues(pipeline, source)
 }
 
+// LastSuccess is the gauge of pipeline's last successful run.
+func (m *Metrics) LastSuccess(pipeline string) prometheus.Gauge {
+	return m.lastSuccess.WithLabelValues(pipeline)
+}
+
 // Ingested records what ingest between runs loaded (pipeline label "ingest").
 func (m *Metrics) Ingested(sr SourceResult) {
 	m.rowsIn.WithLabelValues("ingest", sr.Name).Add(float64(sr.Read))

@@ -95,10 +95,11 @@ func (s *Service) LastScheduled(ctx context.Context, pipeline string) (last time
 	return last, ok, err
 }
 
-// BetweenRuns keeps streaming sources current while no run goes on: with ingest it loads what
-// is new in them (each batch committed with its offsets, as `ckm ingest` does), and it measures
-// their lag. It does nothing while a run holds the warehouse (the run measures lag when it
-// ends). Without ingest the warehouse is only read, and another process holding it skips a turn.
+// BetweenRuns keeps the metrics current while no run goes on: the last successful run of each
+// pipeline (runs by other processes, such as a backfill, count too) and the lag of streaming
+// sources; with ingest it first loads what is new in those sources (each batch committed with
+// its offsets, as `ckm ingest` does). It does nothing while a run holds the warehouse. Without
+// ingest the warehouse is only read, and another process holding it skips a turn.
 func (s *Service) BetweenRuns(ctx context.Context, ingest bool) {
 	if !s.mu.TryLock() {
 		return
@@ -110,15 +111,15 @@ func (s *Service) BetweenRuns(ctx context.Context, ingest bool) {
 			sources = append(sources, name)
 		}
 	}
-	if len(sources) == 0 {
-		return
-	}
-	w, err := s.Open(ctx, !ingest)
+	w, err := s.Open(ctx, !ingest || len(sources) == 0)
 	if err != nil {
-		s.Log.Debug("streaming sources not visited: warehouse busy", "error", err)
+		s.Log.Debug("metrics not refreshed: warehouse busy", "error", err)
 		return
 	}
 	defer w.Close()
+	if err := s.Metrics.LoadLastSuccess(ctx, w.DB()); err != nil {
+		s.Log.Warn("could not read the last successful runs", "error", err)
+	}
 	r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log}
 	if ingest {
 		for _, name := range sources {

@@ -102,6 +102,17 @@ publish: {snapshot: false, report: false}
 	query(t, cfg, `SELECT count(*) FROM orders`, &orders)
 	require.Equal(t, 537, orders)
 	require.Equal(t, 37.0, testutil.ToFloat64(m.RowsIn("ingest", "orders")))
+
+	// A run by another process (here: a manual run) shows in the last-success gauge between runs.
+	w, err := warehouse.Open(ctx, warehouse.Options{Path: cfg.Warehouse.Path})
+	require.NoError(t, err)
+	_, err = (&pipelines.Runner{Config: cfg, Warehouse: w, Log: svc.Log}).Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)})
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	svc.BetweenRuns(ctx, false)
+	var finished float64
+	query(t, cfg, `SELECT floor(epoch(max(finished_at))) FROM pipeline_runs WHERE trigger = 'manual'`, &finished)
+	require.Equal(t, finished, testutil.ToFloat64(m.LastSuccess("nightly")))
 	out, err := testutil.CollectAndLint(m.Registry)
 	require.NoError(t, err)
 	require.Empty(t, out, "metric names and help follow Prometheus conventions")
