@@ -70,8 +70,7 @@ func (a *app) pipelineName(cfg *config.Config, name string) (string, error) {
 // parseAsOf reads YYYY-MM-DD; empty means yesterday, the last complete day, in loc.
 func parseAsOf(s string, loc *time.Location) (time.Time, error) {
 	if s == "" {
-		y := time.Now().In(loc).AddDate(0, 0, -1)
-		return time.Date(y.Year(), y.Month(), y.Day(), 0, 0, 0, 0, time.UTC), nil
+		return pipelines.DayBefore(time.Now(), loc), nil
 	}
 	t, err := time.Parse(time.DateOnly, s)
 	if err != nil {

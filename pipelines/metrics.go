@@ -70,9 +70,9 @@ func (m *Metrics) Stage(pipeline string) func(name string) func() {
 }
 
 // Run records a run that ended.
-func (m *Metrics) Run(pipeline string, trigger Trigger, res *Result, err error) {
+func (m *Metrics) Run(pipeline string, trigger Trigger, res *Result) {
 	status := "failed"
-	if res != nil && res.Succeeded { // publishing may still have failed (err), but the run's outputs landed
+	if res != nil && res.Succeeded { // publishing may still have failed, but the run's outputs landed
 		status = "succeeded"
 	}
 	m.runs.WithLabelValues(pipeline, string(trigger), status).Inc()

@@ -53,9 +53,9 @@ func Jobs(cfg *config.Config) ([]scheduler.Job, error) {
 	return jobs, nil
 }
 
-// ScheduledAsOf is the as_of date a scheduled time scores: the day before it, in the config's
-// time zone, the last complete day (as `ckm run` defaults to).
-func ScheduledAsOf(at time.Time, loc *time.Location) time.Time {
+// DayBefore is the as_of a run at the instant at scores by default: the day before it in loc,
+// the last complete day (`ckm run` without --as-of, and every scheduled run).
+func DayBefore(at time.Time, loc *time.Location) time.Time {
 	return civilDate(at.In(loc).AddDate(0, 0, -1))
 }
 
@@ -76,11 +76,11 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) RunScheduled(ctx context.Context, pipeline string, at time.Time) error {
 	return s.withWarehouse(ctx, false, func(w *warehouse.Warehouse) error {
 		r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log, Step: s.Metrics.Stage(pipeline)}
-		res, err := r.Run(ctx, Request{Pipeline: pipeline, AsOf: ScheduledAsOf(at, s.Config.Location()), Trigger: Schedule, ScheduledFor: &at})
+		res, err := r.Run(ctx, Request{Pipeline: pipeline, AsOf: DayBefore(at, s.Config.Location()), Trigger: Schedule, ScheduledFor: &at})
 		if errors.Is(err, scheduler.ErrAlreadyRan) {
 			return err
 		}
-		s.Metrics.Run(pipeline, Schedule, res, err)
+		s.Metrics.Run(pipeline, Schedule, res)
 		s.recordLag(ctx, r, s.Config.SourceNames(s.Config.Pipelines[pipeline].Sources))
 		return err
 	})
@@ -111,26 +111,26 @@ func (s *Service) BetweenRuns(ctx context.Context, ingest bool) {
 			sources = append(sources, name)
 		}
 	}
-	w, err := s.Open(ctx, !ingest || len(sources) == 0)
-	if err != nil {
-		s.Log.Debug("metrics not refreshed: warehouse busy", "error", err)
-		return
-	}
-	defer w.Close()
-	if err := s.Metrics.LoadLastSuccess(ctx, w.DB()); err != nil {
-		s.Log.Warn("could not read the last successful runs", "error", err)
-	}
-	r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log}
-	if ingest {
-		for _, name := range sources {
-			sr, err := r.Ingest(ctx, name, false)
-			s.Metrics.Ingested(sr)
-			if err != nil && ctx.Err() == nil {
-				s.Log.Error("ingest between runs failed", "source", name, "error", err)
+	err := s.open(ctx, !ingest || len(sources) == 0, func(w *warehouse.Warehouse) error {
+		if err := s.Metrics.LoadLastSuccess(ctx, w.DB()); err != nil {
+			s.Log.Warn("could not read the last successful runs", "error", err)
+		}
+		r := &Runner{Config: s.Config, Warehouse: w, Log: s.Log}
+		if ingest {
+			for _, name := range sources {
+				sr, err := r.Ingest(ctx, name, false)
+				s.Metrics.Ingested(sr)
+				if err != nil && ctx.Err() == nil {
+					s.Log.Error("ingest between runs failed", "source", name, "error", err)
+				}
 			}
 		}
+		s.recordLag(ctx, r, sources)
+		return nil
+	})
+	if err != nil {
+		s.Log.Debug("metrics not refreshed: warehouse busy", "error", err)
 	}
-	s.recordLag(ctx, r, sources)
 }
 
 // recordLag measures the backlog of streaming sources for the metrics.
@@ -149,9 +149,15 @@ func (s *Service) recordLag(ctx context.Context, r *Runner, sources []string) {
 	}
 }
 
+// withWarehouse waits for this process's other use of the file to end, then opens it for fn.
 func (s *Service) withWarehouse(ctx context.Context, readOnly bool, fn func(*warehouse.Warehouse) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.open(ctx, readOnly, fn)
+}
+
+// open opens the warehouse, runs fn and closes it; the caller holds mu.
+func (s *Service) open(ctx context.Context, readOnly bool, fn func(*warehouse.Warehouse) error) error {
 	w, err := s.Open(ctx, readOnly)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"fmt"
 	"html/template"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -138,13 +139,7 @@ func (p *publisher) segmentMap(ctx context.Context, d *reportData) error {
 	if err != nil {
 		return err
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for k := range totals {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	names := slices.Sorted(maps.Keys(totals))
 	color := map[string]string{}
 	for i, seg := range rfm.DefaultSegments() {
 		color[seg.Name] = palette[i]

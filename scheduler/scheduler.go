@@ -63,11 +63,10 @@ type Scheduler struct {
 	// Events, when set, hears what the scheduler decides (for metrics).
 	Events func(Event)
 
-	mu      sync.Mutex
-	state   map[string]*jobState
-	queue   []due
-	wake    chan struct{}
-	running bool
+	mu    sync.Mutex
+	state map[string]*jobState
+	queue []due
+	wake  chan struct{}
 }
 
 // Event is one decision of the scheduler.
@@ -264,10 +263,16 @@ func (s *Scheduler) enqueue(j Job, t time.Time, catchUp bool) {
 	}
 }
 
+// busy reports whether a run is in progress.
 func (s *Scheduler) busy() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.running
+	for _, st := range s.state {
+		if st.running > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // work runs queued times one at a time until stop ends.
@@ -292,14 +297,12 @@ func (s *Scheduler) work(stop, runCtx context.Context) {
 		st := s.state[d.pipeline]
 		st.queued--
 		st.running++
-		s.running = true
 		s.mu.Unlock()
 
 		s.execute(runCtx, d)
 
 		s.mu.Lock()
 		st.running--
-		s.running = false
 		s.mu.Unlock()
 	}
 }
