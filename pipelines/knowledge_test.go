@@ -212,16 +212,15 @@ func TestKnowledgeFindsPlantedKeySources(t *testing.T) {
 // feedback (once per review id: Olist repeats some across orders) or in dead_letters with a
 // reason, and lands on the person a direct join of the three files names.
 func TestOlistReviewsAsFeedback(t *testing.T) {
-	t.Setenv("CKM_SHARED_DATA", testutil.SharedData(t, ""))
-	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "examples", "olist", "config.yaml"))
+	env := testutil.Open(t, testutil.Example(t, "olist/config.yaml"))
 	res := env.Run(t, "olist", "2018-08-31")
 	require.NotNil(t, res.Knowledge)
-	dir := testutil.SharedData(t, "olist_sample")
+	dir := testutil.Example(t, "olist/data")
 	file := func(name string) string { return "read_csv('" + filepath.Join(dir, name) + "', all_varchar = true)" }
 	db := env.Warehouse.DB()
 
 	var reviews, inFeedback, deadLetters, unaccounted int
-	require.NoError(t, db.QueryRow(`WITH r AS (SELECT DISTINCT review_id FROM `+file("olist_order_reviews_dataset.csv")+`)
+	require.NoError(t, db.QueryRow(`WITH r AS (SELECT DISTINCT review_id FROM `+file("olist_order_reviews_dataset.csv.gz")+`)
 		SELECT (SELECT count(*) FROM r),
 		       (SELECT count(*) FROM feedback WHERE _source = 'olist_reviews'),
 		       (SELECT count(*) FROM dead_letters WHERE source = 'olist_reviews' AND reason IS NOT NULL),
@@ -235,14 +234,14 @@ func TestOlistReviewsAsFeedback(t *testing.T) {
 	var wrongPerson, orders int
 	var amount, want float64
 	require.NoError(t, db.QueryRow(`WITH ref AS (
-		  SELECT r.review_id, c.customer_unique_id FROM `+file("olist_order_reviews_dataset.csv")+` r
-		  JOIN `+file("olist_orders_dataset.csv")+` o USING (order_id) JOIN `+file("olist_customers_dataset.csv")+` c USING (customer_id))
+		  SELECT r.review_id, c.customer_unique_id FROM `+file("olist_order_reviews_dataset.csv.gz")+` r
+		  JOIN `+file("olist_orders_dataset.csv.gz")+` o USING (order_id) JOIN `+file("olist_customers_dataset.csv.gz")+` c USING (customer_id))
 		SELECT count(*) FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM ref WHERE ref.review_id = f.event_id AND ref.customer_unique_id = f.customer_id)`).
 		Scan(&wrongPerson))
 	require.Zero(t, wrongPerson, "every review lands on the person the files name")
 	// Orders are the items rolled up: the amounts equal a direct sum of price + freight.
 	require.NoError(t, db.QueryRow(`SELECT count(*), sum(amount), (SELECT sum(CAST(price AS DOUBLE) + CAST(freight_value AS DOUBLE))
-		FROM `+file("olist_order_items_dataset.csv")+`) FROM orders`).Scan(&orders, &amount, &want))
+		FROM `+file("olist_order_items_dataset.csv.gz")+`) FROM orders`).Scan(&orders, &amount, &want))
 	require.InDelta(t, want, amount, 1e-6*want)
 	require.Greater(t, orders, 7000)
 }

@@ -79,13 +79,12 @@ func TestRFMMatchesSQLOnSampleData(t *testing.T) {
 }
 
 func TestRFMMatchesSQLOnOnlineRetail(t *testing.T) {
-	t.Setenv("CKM_SHARED_DATA", testutil.SharedData(t, ""))
-	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "examples", "online_retail", "config.yaml"))
+	env := testutil.Open(t, testutil.Example(t, "online_retail/config.yaml"))
 	res := env.Run(t, "retail", "2011-12-09")
 	requireRFMMatchesSQL(t, env, "2011-12-09", 4000)
 
 	// Nothing is lost silently: every line is an order line or a dead letter, and the counts
-	// match the published description of the file (../shared/data/README.md).
+	// match the published description of the file (examples/online_retail/README.md).
 	src := res.Sources[0]
 	require.EqualValues(t, 541909, src.Read)
 	require.EqualValues(t, 135080, src.DeadLettered, "lines without a CustomerID")
@@ -96,7 +95,7 @@ func TestRFMMatchesSQLOnOnlineRetail(t *testing.T) {
 	require.Equal(t, 135080, missingCustomer)
 
 	// The rolled-up orders equal an aggregate computed straight from the raw file.
-	file := testutil.SharedData(t, "online_retail/online_retail.csv.gz")
+	file := testutil.Example(t, "online_retail/data/online_retail.csv.gz")
 	var invoices, customers int
 	var total, loadedTotal float64
 	require.NoError(t, db.QueryRow(`SELECT count(DISTINCT InvoiceNo), count(DISTINCT CustomerID), sum(Quantity * UnitPrice)

@@ -1,4 +1,4 @@
-// Package testutil has helpers shared by tests: locating the repository and shared data,
+// Package testutil has helpers shared by tests: locating the repository and its example data,
 // and running a config against a fresh warehouse.
 package testutil
 
@@ -26,12 +26,12 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// SharedData is ../shared/data beside the repository; the test fails when it is missing,
-// since CI always has it.
-func SharedData(t testing.TB, rel string) string {
-	p := filepath.Join(RepoRoot(), "..", "shared", "data", rel)
+// Example is a file or folder under examples/, where the real datasets the examples and tests
+// read are kept (each folder names its source and licence).
+func Example(t testing.TB, rel string) string {
+	p := filepath.Join(RepoRoot(), "examples", rel)
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("shared data %s is missing (CI runs with ../shared beside the repo): %v", p, err)
+		t.Fatalf("example data %s is missing: %v", p, err)
 	}
 	return p
 }

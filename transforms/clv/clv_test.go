@@ -75,7 +75,7 @@ func TestGammaGammaReproducesPublishedCDNOWFit(t *testing.T) {
 	require.Equal(t, 946, fit.Customers)
 }
 
-// Per-customer values published alongside the data (../shared/data/README.md).
+// Per-customer values published alongside the data (examples/cdnow/README.md).
 func TestPublishedPerCustomerValues(t *testing.T) {
 	published := BGNBD{R: 0.243, Alpha: 4.414, A: 0.793, B: 2.426}
 	require.InDelta(t, 0.5737864, published.ProbNoPurchases(39), 1e-6)
