@@ -193,8 +193,8 @@ func (a *app) printKnowledge(res *pipelines.Result) {
 		return
 	}
 	out := a.stdout
-	fmt.Fprintf(out, "\nkey knowledge sources: %d of %d eligible customers (weights kv %.3f, w %.3f, ac %.3f; AHP CR %.3f)\n",
-		k.KeySources, k.Customers, k.Model.DimensionWeights[0], k.Model.DimensionWeights[1], k.Model.DimensionWeights[2], k.Model.ConsistencyRatio)
+	fmt.Fprintf(out, "\nkey knowledge sources: %d of %d eligible customers, those with %d or more knowledge events in the lookback (weights kv %.3f, w %.3f, ac %.3f; AHP CR %.3f)\n",
+		k.KeySources, k.Eligible, k.MinEvents, k.Model.DimensionWeights[0], k.Model.DimensionWeights[1], k.Model.DimensionWeights[2], k.Model.ConsistencyRatio)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "class\tvalue tier\t"+strings.Join(lifecycleStages, "\t")+"\ttotal\t")
 	for _, class := range knowledge.Classes[:len(knowledge.Classes)-1] {
@@ -214,7 +214,8 @@ func (a *app) printKnowledge(res *pipelines.Result) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "%s (fewer than %d knowledge events in the lookback): %d\n", knowledge.InsufficientEvidence, k.MinEvents, k.Count(knowledge.InsufficientEvidence))
+	fmt.Fprintf(out, "%s (fewer than %d knowledge events in the lookback, or a dimension too little observed): %d of %d customers\n",
+		knowledge.InsufficientEvidence, k.MinEvents, k.Count(knowledge.InsufficientEvidence), k.Customers)
 	if len(k.Top) == 0 {
 		return
 	}

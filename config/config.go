@@ -510,6 +510,10 @@ func (c *Config) validate(lines map[string]int) []Problem {
 	if err := rfm.ValidateSegments(c.Scoring.RFM.Segments); err != nil {
 		add("scoring.rfm.segments", err.Error(), "patterns match the two-digit R,F score string, e.g. 5[4-5]")
 	}
+	bins := c.Scoring.RFM.Bins.Validate()
+	for _, dim := range slices.Sorted(maps.Keys(bins)) {
+		add("scoring.rfm.bins."+dim, bins[dim], "four ascending inclusive upper bounds, e.g. frequency: [1, 2, 3, 5]; recency in days: [30, 90, 180, 270] for scores 5–2")
+	}
 	return out
 }
 

@@ -208,3 +208,22 @@ serve: {grace_period: 5 minutes, ingest_interval: often}
 	require.Equal(t, "latest", cfg.Pipelines["nightly"].CatchUp)
 	require.Equal(t, filepath.Join(cfg.BaseDir, "data", "publish"), cfg.Publish.Dir, "published beside the warehouse")
 }
+
+func TestRFMBinsAreValidated(t *testing.T) {
+	body := valid + `scoring:
+  rfm:
+    bins:
+      frequency: [1, 2, 3]
+      recency: [90, 30, 180, 270]
+`
+	_, err := Load(write(t, body))
+	problems, ok := ErrProblems(err)
+	require.True(t, ok, "%v", err)
+	got := problems.Error()
+	require.Contains(t, got, ":18: scoring.rfm.bins.frequency: has 3 bounds; want 4 (the upper bounds of scores 1–4)")
+	require.Contains(t, got, ":19: scoring.rfm.bins.recency: bounds must ascend: 30 follows 90")
+
+	cfg, err := Load(write(t, valid+"scoring:\n  rfm:\n    bins: {frequency: [1, 2, 3, 5]}\n"))
+	require.NoError(t, err)
+	require.Equal(t, []float64{1, 2, 3, 5}, cfg.Scoring.RFM.Bins.Frequency)
+}

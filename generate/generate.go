@@ -30,7 +30,13 @@ type Params struct {
 	R, Alpha, A, B float64 // BG/NBD: purchase rate λ ~ Gamma(R, rate Alpha) per week; dropout p ~ Beta(A, B)
 	P, Q, Gamma    float64 // Gamma-Gamma: spend z ~ Gamma(P, rate ν), ν ~ Gamma(Q, rate Gamma)
 
-	KeyShare    float64 // share of customers planted as key knowledge sources
+	// Shares of customers planted as knowledge-source archetypes (the rest are ordinary
+	// customers, who seldom give feedback): see Archetype.
+	KeyShare        float64
+	UnwillingShare  float64
+	WillingShare    float64
+	ComplainerShare float64
+	ChattyShare     float64
 	ReturnShare float64 // share of purchases later partly refunded (a returned row with negative amount)
 	CancelShare float64 // share of extra cancelled orders
 	Dirty       float64 // share of deliberately malformed records, for dead-letter demos
@@ -45,9 +51,112 @@ func Defaults() Params {
 		Zone: "Europe/Berlin",
 		R:    0.9, Alpha: 6, A: 0.6, B: 4,
 		P: 6.25, Q: 3.74, Gamma: 15.44,
-		KeyShare: 0.03, ReturnShare: 0.01, CancelShare: 0.02,
+		KeyShare: 0.03, UnwillingShare: 0.03, WillingShare: 0.04, ComplainerShare: 0.03, ChattyShare: 0.12,
+		ReturnShare: 0.01, CancelShare: 0.02,
 	}
 }
+
+// ExactBGNBD turns off everything that is not the BG/NBD + Gamma-Gamma process: no planted
+// archetypes (they buy by their own rules), no returns, no cancellations.
+func (p Params) ExactBGNBD() Params {
+	p.KeyShare, p.UnwillingShare, p.WillingShare, p.ComplainerShare, p.ChattyShare = 0, 0, 0, 0, 0
+	p.ReturnShare, p.CancelShare = 0, 0
+	return p
+}
+
+// Archetype is the kind of knowledge source a generated customer is planted as, with the class
+// the key-knowledge-source index should give it (docs/design.md) when the customer has enough
+// knowledge events to be judged.
+type Archetype string
+
+const (
+	// KeySource: a frequent, loyal, high-value buyer of new products who shares ideas often,
+	// accepts invitations, rates well, and whose ideas the firm takes up → key_source.
+	KeySource Archetype = "key_source"
+	// ValuableUnwilling: as valuable a buyer as a key source, but who only reviews and
+	// complains, rates poorly, declines invitations and withholds consent → incentivise.
+	ValuableUnwilling Archetype = "valuable_unwilling"
+	// WillingLowValue: a rare, small buyer who reviews often and warmly, accepts invitations and
+	// consents → nurture.
+	WillingLowValue Archetype = "willing_low_value"
+	// Complainer: a small buyer who complains loudly and often, declines invitations → not_a_source.
+	Complainer Archetype = "complainer"
+	// Chatty: an ordinary buyer who gives ordinary feedback a few times a year → not_a_source.
+	Chatty Archetype = "chatty"
+	// Ordinary: the rest, who seldom give feedback (mostly insufficient_evidence).
+	Ordinary Archetype = "ordinary"
+)
+
+// archetypeOf picks an archetype from one uniform draw u, by the configured shares.
+func (p Params) archetypeOf(u float64) Archetype {
+	for _, a := range []struct {
+		share float64
+		kind  Archetype
+	}{{p.KeyShare, KeySource}, {p.UnwillingShare, ValuableUnwilling}, {p.WillingShare, WillingLowValue}, {p.ComplainerShare, Complainer}, {p.ChattyShare, Chatty}} {
+		if u < a.share {
+			return a.kind
+		}
+		u -= a.share
+	}
+	return Ordinary
+}
+
+// feedbackHabits is how an archetype gives feedback and how the firm absorbs it.
+type feedbackHabits struct {
+	inRate     float64 // inbound events per month
+	kinds      weighted
+	ratings    [2]int  // ratings drawn uniformly in [lo, hi]
+	rateShare  float64 // share of inbound events other than reviews that carry a rating
+	acceptRate float64 // share of invitations accepted
+	consent    float64 // probability of contact consent
+	ackFast    float64 // acknowledged within the SLA
+	convert    float64 // converted to a requirement
+	implement  float64 // implemented
+}
+
+// weighted is a discrete distribution over feedback kinds.
+type weighted []struct {
+	kind   string
+	weight float64
+}
+
+func (w weighted) draw(rng *rand.Rand) string {
+	total := 0.0
+	for _, k := range w {
+		total += k.weight
+	}
+	u := rng.Float64() * total
+	for _, k := range w {
+		if u < k.weight {
+			return k.kind
+		}
+		u -= k.weight
+	}
+	return w[len(w)-1].kind
+}
+
+func (h feedbackHabits) withInRate(r float64) feedbackHabits { h.inRate = r; return h }
+
+var (
+	// Six in ten of an ordinary customer's inbound events carry product knowledge; the rest are
+	// questions, praise and complaints.
+	ordinaryKinds = weighted{{"suggestion", 0.12}, {"feature_request", 0.12}, {"co_design", 0.12}, {"complaint", 0.12 + 0.4/3},
+		{"review", 0.12}, {"question", 0.4 / 3}, {"praise", 0.4 / 3}}
+	ordinaryHabits = feedbackHabits{inRate: 0.04, kinds: ordinaryKinds, ratings: [2]int{1, 5}, rateShare: 0.3, acceptRate: 0.3,
+		consent: 0.6, ackFast: 0.4, convert: 0.15, implement: 0.05}
+	habits = map[Archetype]feedbackHabits{
+		KeySource: {inRate: 0.8, kinds: weighted{{"suggestion", 1}, {"feature_request", 1}, {"co_design", 1}, {"complaint", 1}, {"review", 1}},
+			ratings: [2]int{4, 5}, rateShare: 0.3, acceptRate: 0.9, consent: 1, ackFast: 0.95, convert: 0.7, implement: 0.45},
+		ValuableUnwilling: {inRate: 0.5, kinds: weighted{{"review", 0.6}, {"complaint", 0.4}}, ratings: [2]int{1, 2},
+			rateShare: 0.3, acceptRate: 0.05, consent: 0, ackFast: 0.4, convert: 0.15, implement: 0.05},
+		WillingLowValue: {inRate: 0.8, kinds: weighted{{"review", 0.5}, {"praise", 0.3}, {"question", 0.2}}, ratings: [2]int{4, 5},
+			rateShare: 0.5, acceptRate: 0.9, consent: 1, ackFast: 0.4, convert: 0.15, implement: 0.05},
+		Complainer: {inRate: 0.8, kinds: weighted{{"complaint", 0.85}, {"question", 0.15}}, ratings: [2]int{1, 2},
+			rateShare: 0.3, acceptRate: 0.1, consent: 0.1, ackFast: 0.4, convert: 0.15, implement: 0.05},
+		Chatty:   ordinaryHabits.withInRate(0.35),
+		Ordinary: ordinaryHabits,
+	}
+)
 
 // Summary says what was written.
 type Summary struct {
@@ -106,7 +215,6 @@ var (
 	segments    = []string{"consumer", "consumer", "consumer", "smb", "enterprise"}
 	channels    = []string{"email", "phone", "web", "app", "survey", "review_site", "community", "visit"}
 	departments = []string{"marketing", "sales", "service", "rnd"}
-	innovation  = []string{"suggestion", "feature_request", "co_design", "complaint", "review"}
 )
 
 // Write generates the data set into dir: customers.csv, orders.csv, feedback.jsonl (gzipped
@@ -144,24 +252,32 @@ func Write(dir string, p Params) (Summary, error) {
 	cw, ow, fw, tw := files["customers.csv"].w, files["orders.csv"].w, files["feedback.jsonl"].w, files["truth.csv"].w
 	cw.WriteString("customer_id,name,segment,region,signup_date,contact_consent,updated_at\n")
 	ow.WriteString("order_id,customer_id,order_ts,amount,margin,quantity,unit_price,product_id,category,product_launch_date,status\n")
-	tw.WriteString("customer_id,lambda,p,nu,first_purchase,purchases,planted_key_source\n")
+	tw.WriteString("customer_id,lambda,p,nu,first_purchase,purchases,planted_key_source,archetype\n")
 
 	orderSeq, eventSeq := 0, 0
 	weeks := span.Hours() / (24 * 7)
 	buf := make([]byte, 0, 512)
 	for c := 1; c <= p.Customers; c++ {
 		id := fmt.Sprintf("C%07d", c)
-		key := rng.Float64() < p.KeyShare
+		kind := p.archetypeOf(rng.Float64())
+		key := kind == KeySource
 		lambda, drop, nu := lambdaDist.Rand(), dropDist.Rand(), nuDist.Rand()
-		if key {
-			// Key sources are established, valuable customers: frequent buyers who stay, and
-			// who joined in the first half of the period, so they are high on all three
-			// dimensions at its end by construction.
+		valuable := kind == KeySource || kind == ValuableUnwilling
+		spendScale := 1.0
+		switch {
+		case valuable:
+			// Established, valuable customers: frequent buyers who stay and who joined in the first
+			// half of the period, so their value is high at its end by construction.
 			lambda, drop = math.Max(lambda, 0.3+rng.Float64()*0.3), 0
+			if kind == ValuableUnwilling {
+				spendScale = 2 // big spenders: their value must stand out even without ideas shared
+			}
+		case kind == WillingLowValue || kind == Complainer:
+			lambda, spendScale = math.Min(lambda, 0.03), 0.4 // about one small purchase in eight months
 		}
 		spend := distuv.Gamma{Alpha: p.P, Beta: nu, Src: rng}
 		birth := rng.Float64() * weeks * 0.9
-		if key {
+		if valuable {
 			birth *= 0.5 / 0.9
 		}
 		first := p.Start.Add(time.Duration(birth * 7 * 24 * float64(time.Hour)))
@@ -186,11 +302,11 @@ func Write(dir string, p Params) (Summary, error) {
 		margin := 0.15 + 0.3*rng.Float64()
 		for _, ts := range purchases {
 			orderSeq++
-			amount := math.Round(spend.Rand()*100) / 100
+			amount := math.Round(spend.Rand()*spendScale*100) / 100
 			if amount <= 0 {
 				amount = 0.01
 			}
-			prod := pickProduct(rng, catalog, ts, key)
+			prod := pickProduct(rng, catalog, ts, valuable)
 			qty := 1 + rng.IntN(4)
 			status := "completed"
 			amountText := strconv.FormatFloat(amount, 'f', 2, 64)
@@ -229,7 +345,7 @@ func Write(dir string, p Params) (Summary, error) {
 			}
 		}
 		signup := first.Add(-time.Duration(rng.IntN(30*24)) * time.Hour)
-		consent := key || rng.Float64() < 0.6
+		consent := rng.Float64() < habits[kind].consent
 		updated := first.Add(time.Duration(rng.IntN(24*60)) * time.Hour)
 		region := regions[rng.IntN(len(regions))]
 		fmt.Fprintf(cw, "%s,Customer %d,%s,%s,%s,%t,%s\n", id, c, segments[rng.IntN(len(segments))], region,
@@ -239,12 +355,14 @@ func Write(dir string, p Params) (Summary, error) {
 			fmt.Fprintf(cw, "%s,Customer %d,%s,%s,%s,%t,%s\n", id, c, segments[rng.IntN(len(segments))], regions[(rng.IntN(3)+1+indexOf(regions, region))%len(regions)],
 				signup.Format(time.DateOnly), consent, updated.Add(90*24*time.Hour).UTC().Format(time.RFC3339))
 		}
-		last := first
-		if len(purchases) > 0 {
-			last = purchases[len(purchases)-1]
+		// An ordinary customer's feedback ends two months after the last purchase; a planted
+		// archetype stays engaged to the end whether or not they still buy.
+		last := p.End
+		if kind == Ordinary && len(purchases) > 0 {
+			last = purchases[len(purchases)-1].Add(60 * 24 * time.Hour)
 		}
-		sum.Feedback += writeFeedback(fw, rng, &eventSeq, id, key, first, last.Add(60*24*time.Hour), p, loc)
-		fmt.Fprintf(tw, "%s,%.6f,%.6f,%.6f,%s,%d,%t\n", id, lambda, drop, nu, first.Format(time.DateOnly), len(purchases), key)
+		sum.Feedback += writeFeedback(fw, rng, &eventSeq, id, habits[kind], first, last, p, loc)
+		fmt.Fprintf(tw, "%s,%.6f,%.6f,%.6f,%s,%d,%t,%s\n", id, lambda, drop, nu, first.Format(time.DateOnly), len(purchases), key, kind)
 	}
 	for _, w := range files {
 		if err := w.close(); err != nil {
@@ -255,7 +373,10 @@ func Write(dir string, p Params) (Summary, error) {
 		"bgnbd":       map[string]float64{"r": p.R, "alpha": p.Alpha, "a": p.A, "b": p.B},
 		"gamma_gamma": map[string]float64{"p": p.P, "q": p.Q, "gamma": p.Gamma},
 		"customers":   p.Customers, "seed": p.Seed, "start": p.Start.Format(time.DateOnly), "end": p.End.Format(time.DateOnly),
-		"time_unit": "week", "zone": p.Zone, "key_share": p.KeyShare, "note": "key sources are drawn with raised purchase rates and never drop out; set key_share 0 for an exact BG/NBD population",
+		"time_unit": "week", "zone": p.Zone,
+		"archetype_shares": map[Archetype]float64{KeySource: p.KeyShare, ValuableUnwilling: p.UnwillingShare, WillingLowValue: p.WillingShare,
+			Complainer: p.ComplainerShare, Chatty: p.ChattyShare},
+		"note": "key sources and valuable-unwilling customers buy at raised rates and never drop out, willing-low-value customers and complainers buy rarely and little; set every share to 0 for an exact BG/NBD population",
 	}, "", "  ")
 	paramsPath := filepath.Join(dir, "params.json")
 	if err := os.WriteFile(paramsPath, append(params, '\n'), 0o644); err != nil {
@@ -300,19 +421,15 @@ type event struct {
 }
 
 // writeFeedback writes the customer's inbound feedback and the firm's outbound invites between
-// from and to. Key sources share more innovation-relevant knowledge, accept invites and rate
-// well, and the firm acknowledges, converts and implements what they say.
-func writeFeedback(w *bufio.Writer, rng *rand.Rand, seq *int, id string, key bool, from, to time.Time, p Params, loc *time.Location) int {
+// from and to, by the customer's habits: how often and what they say, how they rate, whether they
+// accept invitations, and how fast the firm acknowledges, converts and implements what they say.
+func writeFeedback(w *bufio.Writer, rng *rand.Rand, seq *int, id string, h feedbackHabits, from, to time.Time, p Params, loc *time.Location) int {
 	if to.After(p.End) {
 		to = p.End
 	}
 	months := to.Sub(from).Hours() / (24 * 30)
 	if months <= 0 {
 		return 0
-	}
-	inRate, acceptRate, ackFast, convert, implement := 0.04, 0.3, 0.4, 0.15, 0.05
-	if key {
-		inRate, acceptRate, ackFast, convert, implement = 0.6, 0.9, 0.95, 0.7, 0.45
 	}
 	n := 0
 	emit := func(e event) {
@@ -326,36 +443,30 @@ func writeFeedback(w *bufio.Writer, rng *rand.Rand, seq *int, id string, key boo
 	}
 	stamp := func(t time.Time) *string { s := t.In(loc).Format(time.RFC3339); return &s }
 	at := func() time.Time { return from.Add(time.Duration(rng.Float64() * float64(to.Sub(from)))) }
-	inbound := poisson(rng, inRate*months)
+	rating := func() *int { r := h.ratings[0] + rng.IntN(h.ratings[1]-h.ratings[0]+1); return &r }
+	inbound := poisson(rng, h.inRate*months)
 	for i := 0; i < inbound; i++ {
 		*seq++
 		t := at()
 		e := event{EventID: fmt.Sprintf("E%09d", *seq), TS: t.In(loc).Format(time.RFC3339), Direction: "inbound",
-			Kind: innovation[rng.IntN(len(innovation))], Channel: channels[rng.IntN(len(channels))],
+			Kind: h.kinds.draw(rng), Channel: channels[rng.IntN(len(channels))],
 			Department: departments[rng.IntN(len(departments))], Status: "new"}
 		e.Customer.ID = id
-		if !key && rng.Float64() < 0.4 {
-			e.Kind = []string{"question", "praise", "complaint"}[rng.IntN(3)]
-		}
-		if e.Kind == "review" || rng.Float64() < 0.3 {
-			r := 1 + rng.IntN(5)
-			if key {
-				r = 4 + rng.IntN(2)
-			}
-			e.Rating = &r
+		if e.Kind == "review" || rng.Float64() < h.rateShare {
+			e.Rating = rating()
 		}
 		if e.Kind == "complaint" && e.Rating != nil && *e.Rating > 2 {
 			r := 1 + rng.IntN(2)
 			e.Rating = &r
 		}
 		e.Text = "feedback on " + e.Kind
-		if rng.Float64() < ackFast {
+		if rng.Float64() < h.ackFast {
 			e.Status = "acknowledged"
 			e.AcknowledgedAt = stamp(t.Add(time.Duration(rng.IntN(6*24)) * time.Hour))
-			if rng.Float64() < convert {
+			if rng.Float64() < h.convert {
 				e.Status = "converted"
 				e.ConvertedAt = stamp(t.Add(time.Duration(7*24+rng.IntN(30*24)) * time.Hour))
-				if rng.Float64() < implement/convert {
+				if rng.Float64() < h.implement/h.convert {
 					e.Status = "implemented"
 					e.ImplementedAt = stamp(t.Add(time.Duration(40*24+rng.IntN(90*24)) * time.Hour))
 				}
@@ -370,19 +481,15 @@ func writeFeedback(w *bufio.Writer, rng *rand.Rand, seq *int, id string, key boo
 	for i := 0; i < invites; i++ {
 		*seq++
 		t := at()
-		responded := rng.Float64() < acceptRate
+		responded := rng.Float64() < h.acceptRate
 		e := event{EventID: fmt.Sprintf("E%09d", *seq), TS: t.In(loc).Format(time.RFC3339), Direction: "outbound",
 			Kind: "survey_invite", Channel: "email", Department: "marketing", Status: "new", Responded: &responded}
 		e.Customer.ID = id
 		emit(e)
 		if responded {
 			*seq++
-			r := 1 + rng.IntN(5)
-			if key {
-				r = 4 + rng.IntN(2)
-			}
 			resp := event{EventID: fmt.Sprintf("E%09d", *seq), TS: t.Add(48 * time.Hour).In(loc).Format(time.RFC3339), Direction: "inbound",
-				Kind: "survey_response", Channel: "survey", Department: "marketing", Status: "acknowledged", Rating: &r,
+				Kind: "survey_response", Channel: "survey", Department: "marketing", Status: "acknowledged", Rating: rating(),
 				AcknowledgedAt: stamp(t.Add(72 * time.Hour))}
 			resp.Customer.ID = id
 			emit(resp)

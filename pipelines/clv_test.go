@@ -79,9 +79,8 @@ func TestCDNOWExampleReproducesPublishedFits(t *testing.T) {
 // The fit recovers the parameters ckm generate drew the data from, within 3 standard errors.
 func TestFitRecoversGeneratorTruth(t *testing.T) {
 	dir := t.TempDir()
-	p := generate.Defaults()
+	p := generate.Defaults().ExactBGNBD()
 	p.Customers, p.Seed = 100_000, 11
-	p.KeyShare, p.ReturnShare, p.CancelShare = 0, 0, 0 // an exact BG/NBD + Gamma-Gamma population
 	_, err := generate.Write(filepath.Join(dir, "data"), p)
 	require.NoError(t, err)
 	cfg := `warehouse: {path: ckm.duckdb}

@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -23,7 +25,8 @@ import (
 
 // KnowledgeResult is what the knowledge transform reports to the run summary.
 type KnowledgeResult struct {
-	Customers      int64
+	Customers      int64 // every customer with a CLV row or feedback in the window: customer_knowledge's rows
+	Eligible       int64 // those with at least MinEvents knowledge events, the ranked population
 	KeySources     int64
 	ClassTierStage map[[3]string]int64 // (class, value tier, lifecycle stage) → customers; tier and stage "" without value
 	Top            []KeySource         // the best-ranked key sources, at most 10
@@ -64,10 +67,10 @@ func bitOf(t mapping.Table, column string) string {
 	return b.String()
 }
 
-// KnowledgeInputSQL aggregates, per eligible customer (one with a CLV row in the temp table
-// clv_scores, or with feedback in the lookback window), the counts the knowledge index is
-// computed from. Windows end with as_of's day in zone; an event's age is the time from it to the end of
-// as_of, in days.
+// KnowledgeInputSQL aggregates, per customer with a CLV row in the temp table clv_scores or with
+// feedback in the lookback window, the counts the knowledge index is computed from (only those
+// with enough knowledge events are then ranked). Windows end with as_of's day in zone; an event's
+// age is the time from it to the end of as_of, in days.
 func KnowledgeInputSQL(zone Zone, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	var weight strings.Builder
@@ -131,7 +134,7 @@ lead AS (
   WHERE o.status = 'completed' AND o.product_launch_date IS NOT NULL AND o.order_ts >= b.t0 AND o.order_ts < b.t1
   GROUP BY customer_id
 ),
-eligible AS (
+population AS (
   SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[6]g) AS purchase_age, fb.*
   FROM clv_scores s FULL JOIN fb ON fb.customer_id = s.customer_id
 )
@@ -149,7 +152,7 @@ SELECT e.customer_id,
   coalesce(e.implemented, 0) AS implemented, coalesce(e.departments, 0) AS departments,
   coalesce(e.kac_events, 0) AS kac_events, coalesce(e.kforc_events, 0) AS kforc_events, coalesce(e.kfc_events, 0) AS kfc_events,
   %[8]s
-FROM eligible e
+FROM population e
 LEFT JOIN lead l ON l.customer_id = e.customer_id
 LEFT JOIN customers c ON c.customer_id = e.customer_id
 %[9]s
@@ -157,6 +160,9 @@ ORDER BY e.customer_id`, a, lookback, weight.String(), p.HalfLifeDays, p.AckDays
 		zone.DayStart(fmt.Sprintf("%s - %d + 1", a, lookback)), zone.DayStart(a+" + 1"), bitOf(feedback, "channel"), bitOf(feedback, "department"),
 		p.LeadUserDays, zone.LocalDate("o.order_ts"))
 }
+
+// knowledgeInputs is the temp table holding every customer's knowledge inputs during a run.
+const knowledgeInputs = "knowledge_inputs"
 
 func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
 	done := r.step("score knowledge")
@@ -185,27 +191,43 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	}
 	copies := time.Since(copyStart)
 	p := r.Config.Scoring.Knowledge
-	query := KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)
 	start := time.Now()
-	batches, release, err := arrowBatches(ctx, st.conn, query)
+	// Every customer's inputs stay in DuckDB. Only the eligible customers, the population the
+	// index ranks, cross into Go; the others are written straight from the table as
+	// insufficient_evidence (usually most customers: few ever give feedback).
+	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+knowledgeInputs+" AS "+
+		KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)); err != nil {
+		return nil, fmt.Errorf("knowledge inputs: %w", err)
+	}
+	dropInputs := func() { st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs) }
+	kr := &KnowledgeResult{ClassTierStage: map[[3]string]int64{}, MinEvents: p.MinEvents}
+	err = st.conn.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (knowledge_events >= ?) FROM `+knowledgeInputs, p.MinEvents).Scan(&kr.Customers, &kr.Eligible)
 	if err != nil {
+		dropInputs()
+		return nil, fmt.Errorf("knowledge inputs: %w", err)
+	}
+	batches, release, err := arrowBatches(ctx, st.conn, `SELECT * FROM `+knowledgeInputs+` WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
+	if err != nil {
+		dropInputs()
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	defer release()
 	inputs := time.Since(start)
 	rec, model, err := knowledge.Score(batches, p, memory.DefaultAllocator)
 	if err != nil {
+		dropInputs()
 		return nil, err
 	}
-	st.log.Debug("knowledge scored", "copies", copies.Round(time.Millisecond).String(), "inputs", inputs.Round(time.Millisecond).String(), "index", (time.Since(start) - inputs).Round(time.Millisecond).String())
-	kr, err := summarizeKnowledge(batches, rec, model)
-	if err != nil {
+	st.log.Debug("knowledge scored", "copies", copies.Round(time.Millisecond).String(), "inputs", inputs.Round(time.Millisecond).String(),
+		"index", (time.Since(start) - inputs).Round(time.Millisecond).String(), "customers", kr.Customers, "eligible", kr.Eligible)
+	if err := summarizeKnowledge(kr, batches, rec, model); err != nil {
 		rec.Release()
+		dropInputs()
 		return nil, err
 	}
-	kr.MinEvents = p.MinEvents
+	kr.ClassTierStage[[3]string{knowledge.InsufficientEvidence, "", ""}] += kr.Customers - kr.Eligible
 	st.res.Knowledge = kr
-	if classed := kr.Customers - kr.Count(knowledge.InsufficientEvidence); kr.Customers > 0 && classed == 0 {
+	if kr.Customers > 0 && kr.Eligible == 0 {
 		st.res.Warnings = append(st.res.Warnings, fmt.Sprintf("knowledge: no customer has %d or more knowledge events in the lookback window, so none is classed (is a feedback source loaded?)", p.MinEvents))
 	}
 	var names []string
@@ -213,6 +235,34 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		names = append(names, warehouse.Ident(f.Name))
 	}
 	columns := strings.Join(names, ", ")
+	scoredRows := arrowOutput("customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
+			SELECT CAST(? AS DATE), ?, `+columns+` FROM `+scored)
+	// The customers outside the population: their counts, no scores, nothing imputed.
+	var imputedFlags []string
+	for _, in := range knowledge.Indicators {
+		if in.Imputable {
+			imputedFlags = append(imputedFlags, in.Column()+"_imputed")
+		}
+	}
+	unranked := `INSERT INTO customer_knowledge (as_of, run_id, customer_id, ` + strings.Join(imputedFlags, ", ") + `,
+			knowledge_events, class, is_key_source, kac_events, kforc_events, kfc_events)
+		SELECT CAST(? AS DATE), ?, customer_id` + strings.Repeat(", false", len(imputedFlags)) + `,
+			knowledge_events, ` + warehouse.Quote(knowledge.InsufficientEvidence) + `, false, kac_events, kforc_events, kfc_events
+		FROM ` + knowledgeInputs + ` WHERE knowledge_events < ?`
+	knowledgeRows := output{table: "customer_knowledge",
+		release: func() { scoredRows.release(); dropInputs() },
+		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
+			n, err := scoredRows.write(ctx, conn, res)
+			if err != nil {
+				return 0, err
+			}
+			r, err := conn.ExecContext(ctx, unranked, res.AsOf, res.RunID, p.MinEvents)
+			if err != nil {
+				return 0, err
+			}
+			m, err := r.RowsAffected()
+			return n + m, err
+		}}
 	window := "FROM feedback_knowledge WHERE event_ts >= " + st.zone.DayStart("CAST(? AS DATE) - "+strconv.Itoa(r.Config.Scoring.LookbackDays)+" + 1") +
 		" AND event_ts < " + st.zone.DayStart("CAST(? AS DATE) + 1")
 	mix := output{table: "knowledge_mix", write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
@@ -224,12 +274,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		}
 		return r.RowsAffected()
 	}}
-	return outputs{
-		arrowOutput("customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
-			SELECT CAST(? AS DATE), ?, `+columns+` FROM `+scored),
-		fitsOutput(knowledgeFits(model)),
-		mix,
-	}, nil
+	return outputs{knowledgeRows, fitsOutput(knowledgeFits(model)), mix}, nil
 }
 
 // knowledgeFits records the weights and priors a run used, as model_fits rows.
@@ -259,34 +304,41 @@ func knowledgeFits(m knowledge.Model) []clv.Fit {
 	return []clv.Fit{weights, priors}
 }
 
-// summarizeKnowledge counts key sources and classes by value tier and stage, and lists the top 10.
-func summarizeKnowledge(inputs []arrow.RecordBatch, rec arrow.RecordBatch, m knowledge.Model) (*KnowledgeResult, error) {
+// summarizeKnowledge counts the ranked population's key sources and classes by value tier and
+// stage, and lists the top 10. Strings read from the batches are copied (tiers, stages and
+// classes are interned): they outlive the batches, which are released before the summary is
+// printed.
+func summarizeKnowledge(kr *KnowledgeResult, inputs []arrow.RecordBatch, rec arrow.RecordBatch, m knowledge.Model) error {
 	tiers, err := arrowutil.StringColumn(inputs, "value_tier")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	stages, err := arrowutil.StringColumn(inputs, "lifecycle_stage")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	col := func(name string) arrow.Array { return rec.Column(rec.Schema().FieldIndices(name)[0]) }
 	ids, classes := col("customer_id").(*array.String), col("class").(*array.String)
 	isKey, rank, kksi, factors := col("is_key_source").(*array.Boolean), col("rank").(*array.Int64), col("kksi").(*array.Float64), col("top_factors").(*array.String)
-	kr := &KnowledgeResult{Customers: rec.NumRows(), ClassTierStage: map[[3]string]int64{}, Model: m}
+	kr.Model = m
+	var top []KeySource
 	for i := 0; i < int(rec.NumRows()); i++ {
-		kr.ClassTierStage[[3]string{classes.Value(i), tiers[i], stages[i]}]++
+		kr.ClassTierStage[[3]string{unique.Make(classes.Value(i)).Value(), unique.Make(tiers[i]).Value(), unique.Make(stages[i]).Value()}]++
 		if isKey.Value(i) {
 			kr.KeySources++
-			kr.Top = append(kr.Top, KeySource{Rank: rank.Value(i), CustomerID: ids.Value(i), KKSI: kksi.Value(i),
+			top = append(top, KeySource{Rank: rank.Value(i), CustomerID: ids.Value(i), KKSI: kksi.Value(i),
 				Class: classes.Value(i), TopFactors: factors.Value(i)})
 		}
 	}
-	slices.SortFunc(kr.Top, func(a, b KeySource) int {
+	slices.SortFunc(top, func(a, b KeySource) int {
 		if a.Rank != b.Rank {
-			return int(a.Rank - b.Rank)
+			return cmp.Compare(a.Rank, b.Rank)
 		}
 		return strings.Compare(a.CustomerID, b.CustomerID)
 	})
-	kr.Top = kr.Top[:min(10, len(kr.Top))]
-	return kr, nil
+	for _, s := range top[:min(10, len(top))] {
+		s.CustomerID, s.Class, s.TopFactors = strings.Clone(s.CustomerID), strings.Clone(s.Class), strings.Clone(s.TopFactors)
+		kr.Top = append(kr.Top, s)
+	}
+	return nil
 }

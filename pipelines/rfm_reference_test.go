@@ -11,10 +11,13 @@ import (
 )
 
 // rfmReferenceSQL scores RFM in plain DuckDB SQL straight from the orders table, written
-// independently of ckm's aggregate and Go scoring: window functions for the scores and the
-// DESIGN.md segment table as a CASE. It returns one row: customers in either result, and
-// how many differ in any column.
-func rfmReferenceSQL(zone, asOf string, lookback int) string {
+// independently of ckm's aggregate and Go scoring: rank() for the scores (1 + floor(5 × (rank −
+// 1) / n), docs/design.md), fScore for F when it is binned, and the segment table as a CASE. It
+// returns one row: customers in either result, and how many differ in any column.
+func rfmReferenceSQL(zone, asOf string, lookback int, fScore string) string {
+	if fScore == "" {
+		fScore = "CAST(1 + floor(5 * (rank() OVER (ORDER BY frequency) - 1) / count(*) OVER ()) AS INTEGER)"
+	}
 	return fmt.Sprintf(`
 WITH days AS (
   SELECT customer_id, CAST(order_ts AT TIME ZONE '%[1]s' AS DATE) AS day, amount, status FROM orders
@@ -26,14 +29,14 @@ WITH days AS (
   SELECT customer_id,
          DATE '%[2]s' - max(day) FILTER (WHERE status = 'completed') AS recency_days,
          count(DISTINCT day) FILTER (WHERE status = 'completed') AS frequency,
-         sum(amount) AS monetary
+         CAST(sum(CAST(amount AS DECIMAL(38, 6))) AS DOUBLE) AS monetary -- exact, as ckm documents: ties stay ties
   FROM window_orders GROUP BY customer_id
   HAVING count(*) FILTER (WHERE status = 'completed') > 0
 ), scored AS (
   SELECT *,
-         CAST(ceil(5 * cume_dist() OVER (ORDER BY recency_days DESC)) AS INTEGER) AS r,
-         CAST(ceil(5 * cume_dist() OVER (ORDER BY frequency)) AS INTEGER) AS f,
-         CAST(ceil(5 * cume_dist() OVER (ORDER BY monetary)) AS INTEGER) AS m
+         CAST(1 + floor(5 * (rank() OVER (ORDER BY recency_days DESC) - 1) / count(*) OVER ()) AS INTEGER) AS r,
+         %[4]s AS f,
+         CAST(1 + floor(5 * (rank() OVER (ORDER BY monetary) - 1) / count(*) OVER ()) AS INTEGER) AS m
   FROM per_customer
 ), ref AS (
   SELECT *, CASE
@@ -55,12 +58,16 @@ SELECT count(*) AS customers,
          OR abs(ckm.monetary - ref.monetary) > 1e-6 * greatest(1, abs(ref.monetary))
          OR ckm.r_score <> ref.r OR ckm.f_score <> ref.f OR ckm.m_score <> ref.m
          OR ckm.rfm_cell <> concat(ref.r, ref.f, ref.m) OR ckm.segment <> ref.segment) AS mismatches
-FROM ref FULL JOIN ckm USING (customer_id)`, zone, asOf, lookback)
+FROM ref FULL JOIN ckm USING (customer_id)`, zone, asOf, lookback, fScore)
 }
 
 func requireRFMMatchesSQL(t *testing.T, env *testutil.Env, asOf string, minCustomers int) {
+	requireRFMMatchesSQLWithF(t, env, asOf, minCustomers, "")
+}
+
+func requireRFMMatchesSQLWithF(t *testing.T, env *testutil.Env, asOf string, minCustomers int, fScore string) {
 	var customers, mismatches int
-	q := rfmReferenceSQL(env.Config.Timezone, asOf, env.Config.Scoring.LookbackDays)
+	q := rfmReferenceSQL(env.Config.Timezone, asOf, env.Config.Scoring.LookbackDays, fScore)
 	require.NoError(t, env.Warehouse.DB().QueryRow(q).Scan(&customers, &mismatches))
 	require.GreaterOrEqual(t, customers, minCustomers)
 	require.Zero(t, mismatches, "customers whose RFM differs from the plain-SQL reference")
@@ -76,6 +83,31 @@ func TestRFMMatchesSQLOnSampleData(t *testing.T) {
 	// An earlier as_of with a window that cuts through the data scores a different population.
 	env.Run(t, "nightly", "2025-03-15")
 	requireRFMMatchesSQL(t, env, "2025-03-15", 500)
+
+	// Fixed frequency bins (upper bounds of scores 1–4) instead of ranks.
+	env.Config.Scoring.RFM.Bins.Frequency = []float64{1, 2, 3, 5}
+	env.Run(t, "nightly", "2026-06-30")
+	requireRFMMatchesSQLWithF(t, env, "2026-06-30", 1000,
+		"CASE WHEN frequency <= 1 THEN 1 WHEN frequency <= 2 THEN 2 WHEN frequency <= 3 THEN 3 WHEN frequency <= 5 THEN 4 ELSE 5 END")
+}
+
+// On Olist 97% of the people bought once. Those ties sit at the bottom of the range they span:
+// every one-time buyer is F = 1, so none of them shows as a loyal customer, champion or one the
+// firm "can't lose"; the repeat buyers are F = 5.
+func TestRFMOnOlistKeepsOneTimeBuyersAtTheBottom(t *testing.T) {
+	env := testutil.Open(t, testutil.Example(t, "olist/config.yaml"))
+	env.Run(t, "olist", "2018-08-31")
+	requireRFMMatchesSQL(t, env, "2018-08-31", 5000)
+	var oneTime, oneTimeF1, repeat, repeatF5, oneTimeLoyal int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FILTER (frequency = 1), count(*) FILTER (frequency = 1 AND f_score = 1),
+		count(*) FILTER (frequency > 1), count(*) FILTER (frequency > 1 AND f_score = 5),
+		count(*) FILTER (frequency = 1 AND segment IN ('Loyal Customers', 'Champions', 'Can''t Lose'))
+		FROM customer_rfm WHERE as_of = DATE '2018-08-31'`).Scan(&oneTime, &oneTimeF1, &repeat, &repeatF5, &oneTimeLoyal))
+	t.Logf("%d one-time buyers, %d repeat buyers", oneTime, repeat)
+	require.Greater(t, oneTime, 20*repeat, "the data: almost everyone bought once")
+	require.Equal(t, oneTime, oneTimeF1)
+	require.Equal(t, repeat, repeatF5)
+	require.Zero(t, oneTimeLoyal)
 }
 
 func TestRFMMatchesSQLOnOnlineRetail(t *testing.T) {

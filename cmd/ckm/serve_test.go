@@ -156,7 +156,7 @@ func serveConfig(t *testing.T, dir, schedule, catchUp string) {
 	require.Contains(t, text, fmt.Sprintf("schedule: %q", schedule))
 	require.Contains(t, text, "catch_up: "+catchUp)
 	text = strings.ReplaceAll(text, "${CKM_WAREHOUSE:-data/ckm.duckdb}", "ckm.duckdb")
-	text = strings.ReplaceAll(text, "data/sample/", filepath.Join(testutil.RepoRoot(), "data", "sample")+"/")
+	text = strings.ReplaceAll(text, "${CKM_DATA:-data/sample}", filepath.Join(testutil.RepoRoot(), "data", "sample"))
 	text += "serve:\n  grace_period: 30s\n"
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(text), 0o644))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -208,7 +209,8 @@ func TestRawIndicatorsByHand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := Params{PriorStrength: 2}.WithDefaults()
+	// With min_events 2, a (4 knowledge events) and c (2) are the population; b (none) is not.
+	p := Params{PriorStrength: 2, MinEvents: 2}.WithDefaults()
 	raw, imputed, priors := rawIndicators(in, p)
 	get := func(name string, i int) (float64, bool) {
 		k := indicatorIndex(dimOf(name), name)
@@ -222,40 +224,43 @@ func TestRawIndicatorsByHand(t *testing.T) {
 			t.Errorf("%s(%s) imputed = %v, want %v", name, handRows[i].id, imp, wantImputed)
 		}
 	}
+	// b is not ranked: no indicator at all, nothing imputed.
+	for _, ind := range Indicators {
+		check(ind.Name, 1, math.NaN(), false)
+	}
 	// Priors (strength 2): acceptance rates 2/4 and 1/1 → mean 0.75 → Beta(1.5, 0.5).
 	near(t, "acceptance prior mean", priors["acceptance"].Mean(), 0.75, 1e-12)
 	check("clv", 0, 300, false)
 	check("clv", 2, math.NaN(), false)
 	check("innovation", 0, 5.5, false)
-	// lead user: only a has launch purchases, rate 0.6 → Beta(1.2, 0.8); a = (1.2+1.2)/(2+2).
+	// lead user: only a has launch purchases, rate 0.6 → Beta(1.2, 0.8); a = (1.2+1.2)/(2+2); c has none: the prior mean.
 	check("lead_user", 0, 2.4/4, false)
-	check("lead_user", 1, 0.6, true)
+	check("lead_user", 2, 0.6, true)
 	// active contact: inbound per 30-day month of tenure, at least one month.
 	check("active_contact", 0, 6/3.0, false)
-	check("active_contact", 1, 1, false)
 	check("active_contact", 2, 2/(365/30.0), false)
 	check("acceptance", 0, (2+1.5)/(4+2), false)
-	check("acceptance", 1, 0.75, true)
+	check("acceptance", 2, (1+1.5)/(1+2), false)
 	// benefit: rates 0.75 and 0.25 → mean 0.5 → Beta(1, 1).
 	check("benefit", 0, (1.5+1)/(2+2), false)
-	check("benefit", 1, 0.5, true)
-	// trust: non-negative shares 5/6, 1/1, 1/2 → mean 7/9; consent a 1, b 0, c unknown → mean of known 0.5.
-	m := (5.0/6 + 1 + 0.5) / 3
+	check("benefit", 2, (0.25+1)/(1+2), false)
+	// trust: non-negative shares 5/6 and 1/2 → mean 2/3 → Beta(4/3, 2/3); consent a 1, c unknown →
+	// the population's known consent, a's: 1 (b's 0 does not count: b is not in the population).
+	m := (5.0/6 + 0.5) / 2
 	check("trust", 0, 0.5*1+0.5*(5+2*m)/(6+2), false)
-	check("trust", 1, 0.5*0+0.5*(1+2*m)/(1+2), false)
-	check("trust", 2, 0.5*0.5+0.5*(1+2*m)/(2+2), false)
-	// acquire: distinct channels / 8; b has no knowledge events → mean of a (2/8) and c (1/8).
+	check("trust", 2, 0.5*1+0.5*(1+2*m)/(2+2), false)
+	// acquire: distinct channels / 8.
 	check("acquire", 0, 2.0/8, false)
-	check("acquire", 1, 1.5/8, true)
+	check("acquire", 2, 1.0/8, false)
 	// assimilate: acknowledged within SLA 3/4 and 0/2 → mean 0.375 → Beta(0.75, 1.25).
 	check("assimilate", 0, (3+0.75)/(4+2), false)
 	check("assimilate", 2, (0+0.75)/(2+2), false)
-	check("assimilate", 1, 0.375, true)
 	// transform: ½ converted (2/4, 0/2 → mean 0.25 → Beta(0.5, 1.5)) + ½ departments / 4.
 	check("transform", 0, 0.5*(2+0.5)/(4+2)+0.5*2.0/4, false)
-	check("transform", 1, 0.5*0.25+0.5*(2.0/4+1.0/4)/2, true)
+	check("transform", 2, 0.5*(0+0.5)/(2+2)+0.5*1.0/4, false)
 	// exploit: implemented 1/4 and 0/2 → mean 0.125 → Beta(0.25, 1.75).
 	check("exploit", 0, (1+0.25)/(4+2), false)
+	check("exploit", 2, (0+0.25)/(2+2), false)
 }
 
 func dimOf(name string) string {
@@ -268,44 +273,68 @@ func dimOf(name string) string {
 }
 
 func TestScoreCoverageRanksAndFactors(t *testing.T) {
-	rec := batch(handRows)
+	// d: 3 knowledge events, never invited, no ratings.
+	d := testRow{id: "d", clv: 200, events: 3, inbound: 3, tenure: 365, consent: 1, nonNeg: 3, chan_: 1, acked: 1,
+		departments: 1, innovation: 2}
+	rows := append(slices.Clone(handRows), d)
+	rec := batch(rows)
 	defer rec.Release()
-	out, model, err := Score([]arrow.RecordBatch{rec}, Params{PriorStrength: 2}, memory.DefaultAllocator)
+	p := Params{PriorStrength: 2, MinEvents: 2}
+	out, model, err := Score([]arrow.RecordBatch{rec}, p, memory.DefaultAllocator)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Release()
 	col := func(name string) arrow.Array { return out.Column(out.Schema().FieldIndices(name)[0]) }
-	ac := col("ac").(*array.Float64)
-	// b has no knowledge events: all of AC is imputed, so AC is NULL; W keeps active contact (¼
-	// of its weight observed) plus trust (observed: b has inbound feedback) = ½ → present.
-	if !ac.IsNull(1) || ac.IsNull(0) {
-		t.Errorf("AC NULL for b only, got a null=%v b null=%v", ac.IsNull(0), ac.IsNull(1))
-	}
-	if col("w").IsNull(1) {
-		t.Error("W of b has half its weight observed and must be present")
-	}
-	// KV of c: CLV missing, innovation observed, lead user imputed → ½ of the remaining weight
-	// observed but only ⅓ of the dimension's: below 50%, NULL.
-	if !col("kv").IsNull(2) {
-		t.Error("KV of c has only a third of its weight observed")
-	}
-	classes := col("class").(*array.String)
-	for i, want := range []string{"", InsufficientEvidence, InsufficientEvidence} {
-		if want != "" && classes.Value(i) != want {
-			t.Errorf("class of %s = %s, want %s", handRows[i].id, classes.Value(i), want)
+	// b has no knowledge events: not ranked, no score of any kind.
+	for _, name := range append([]string{"kv", "w", "ac", "kksi", "rank", "top_factors"}, indicatorColumns()...) {
+		if !col(name).IsNull(1) {
+			t.Errorf("%s of b (no knowledge events) should be NULL", name)
 		}
 	}
-	if r := col("rank").(*array.Int64); r.IsNull(0) || r.Value(0) != 1 || !r.IsNull(1) {
-		t.Errorf("a ranks 1 and b is unranked, got %v", r)
+	// KV of c: CLV missing, innovation observed, lead user imputed → ⅓ of the dimension's weight
+	// observed: below 50%, NULL, so c cannot be classed either.
+	if !col("kv").IsNull(2) || col("w").IsNull(2) || col("ac").IsNull(2) {
+		t.Error("of c only KV is NULL")
 	}
-	// a: KV indicators (weight 0.540/3 each) at the top percentile dominate.
-	pct := col("kv_clv").(*array.Float64).Value(0)
-	near(t, "a's CLV percentile", pct, (1+0.5)/2, 1e-12)
+	// d: W has active contact and trust observed (½ of its weight), acceptance and benefit imputed: present.
+	if col("w").IsNull(3) || col("kv").IsNull(3) || col("ac").IsNull(3) {
+		t.Error("every dimension of d is present")
+	}
+	classes := col("class").(*array.String)
+	if classes.Value(1) != InsufficientEvidence || classes.Value(2) != InsufficientEvidence || classes.Value(3) == InsufficientEvidence {
+		t.Errorf("classes %v: b and c have insufficient evidence, d does not", classes)
+	}
+	if r := col("rank").(*array.Int64); r.IsNull(0) || r.Value(0) != 1 || r.IsNull(3) || r.Value(3) != 2 || !r.IsNull(1) || !r.IsNull(2) {
+		t.Errorf("a ranks 1, d 2, b and c are unranked, got %v", r)
+	}
+	// Percentiles are among the population: a's CLV (300) above d's (200) → (1 + ½)/2; b's 100 does not count.
+	near(t, "a's CLV percentile", col("kv_clv").(*array.Float64).Value(0), (1+0.5)/2, 1e-12)
 	if f := col("top_factors").(*array.String).Value(0); !strings.Contains(f, "high lifetime value") {
 		t.Errorf("a's top factors %q should name its lifetime value", f)
 	}
 	near(t, "kv weight", model.DimensionWeights[0], 0.540, 0.0005)
+
+	// Customers who never spoke cannot lift those who did: without b every other row is the same.
+	without := append(slices.Clone(handRows[:1]), handRows[2], d)
+	rec2 := batch(without)
+	defer rec2.Release()
+	out2, _, err := Score([]arrow.RecordBatch{rec2}, p, memory.DefaultAllocator)
+	require.NoError(t, err)
+	defer out2.Release()
+	for c := range out.Schema().Fields() {
+		for i, j := range map[int]int{0: 0, 2: 1, 3: 2} {
+			require.Equal(t, out.Column(c).ValueStr(i), out2.Column(c).ValueStr(j), "%s of %s", out.Schema().Field(c).Name, rows[i].id)
+		}
+	}
+}
+
+func indicatorColumns() []string {
+	var out []string
+	for _, in := range Indicators {
+		out = append(out, in.Column())
+	}
+	return out
 }
 
 func TestEntropyBlend(t *testing.T) {

@@ -304,7 +304,10 @@ func indicatorIndex(dim, name string) int {
 }
 
 // rawIndicators computes each indicator's raw value per customer (NaN = missing) and which
-// values were imputed; rates are smoothed towards their population prior.
+// values were imputed; rates are smoothed towards their population prior. The population is the
+// eligible customers, those with at least MinEvents knowledge events: the priors, means and (by
+// their NaN raw values elsewhere) the percentiles are theirs alone, so that customers who never
+// spoke cannot lift those who did.
 func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prior) {
 	n := len(in.ids)
 	raw := make([][]float64, len(Indicators))
@@ -313,10 +316,18 @@ func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prio
 		raw[k] = make([]float64, n)
 		imputed[k] = make([]bool, n)
 	}
+	eligible := make([]bool, n)
+	for i := range n {
+		eligible[i] = in.knowledgeEvents[i] >= int64(p.MinEvents)
+	}
+	// f reads counts as floats; counts of customers outside the population read as 0 trials,
+	// which the prior estimates pass over.
 	f := func(v []int64) []float64 {
 		out := make([]float64, len(v))
 		for i, x := range v {
-			out[i] = float64(x)
+			if eligible[i] {
+				out[i] = float64(x)
+			}
 		}
 		return out
 	}
@@ -330,20 +341,18 @@ func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prio
 		"transform":  EstimatePrior(f(in.converted), events, p.PriorStrength),
 		"exploit":    EstimatePrior(f(in.implemented), events, p.PriorStrength),
 	}
-	// Population means of the parts that are not rates, for customers who lack them.
-	consentMean, acquireMean, departmentsMean := meanWhere(in.consent, func(v int64) bool { return v >= 0 }),
-		0.0, 0.0
-	var withEvents int
+	// The population's share of consent, for customers whose consent is unknown.
+	var consentSum float64
+	var consentKnown int
 	for i := range n {
-		if in.knowledgeEvents[i] > 0 {
-			withEvents++
-			acquireMean += float64(in.channels[i]) / float64(p.Channels)
-			departmentsMean += float64(in.departments[i]) / float64(p.Departments)
+		if eligible[i] && in.consent[i] >= 0 {
+			consentSum += float64(in.consent[i])
+			consentKnown++
 		}
 	}
-	if withEvents > 0 {
-		acquireMean /= float64(withEvents)
-		departmentsMean /= float64(withEvents)
+	consentMean := 0.0
+	if consentKnown > 0 {
+		consentMean = consentSum / float64(consentKnown)
 	}
 	rate := func(k int, name string, s, trials float64, i int) {
 		pr := priors[name]
@@ -357,6 +366,12 @@ func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prio
 	kAccept, kBenefit, kTrust, kAcquire := idx("acceptance"), idx("benefit"), idx("trust"), idx("acquire")
 	kAssimilate, kTransform, kExploit := idx("assimilate"), idx("transform"), idx("exploit")
 	for i := range n {
+		if !eligible[i] {
+			for k := range Indicators {
+				raw[k][i] = math.NaN() // not ranked: insufficient evidence
+			}
+			continue
+		}
 		raw[kCLV][i] = math.NaN()
 		if in.hasCLV[i] == 1 {
 			raw[kCLV][i] = in.clv[i]
@@ -375,30 +390,11 @@ func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prio
 		rate(kAssimilate, "assimilate", float64(in.acked[i]), events[i], i)
 		rate(kExploit, "exploit", float64(in.implemented[i]), events[i], i)
 		rate(kTransform, "transform", float64(in.converted[i]), events[i], i)
-		if events[i] > 0 {
-			raw[kAcquire][i] = float64(in.channels[i]) / float64(p.Channels)
-			raw[kTransform][i] = 0.5*raw[kTransform][i] + 0.5*float64(in.departments[i])/float64(p.Departments)
-		} else {
-			raw[kAcquire][i], imputed[kAcquire][i] = acquireMean, true
-			raw[kTransform][i] = 0.5*raw[kTransform][i] + 0.5*departmentsMean
-		}
+		// An eligible customer has knowledge events, so channels and departments are observed.
+		raw[kAcquire][i] = float64(in.channels[i]) / float64(p.Channels)
+		raw[kTransform][i] = 0.5*raw[kTransform][i] + 0.5*float64(in.departments[i])/float64(p.Departments)
 	}
 	return raw, imputed, priors
-}
-
-func meanWhere(v []int64, keep func(int64) bool) float64 {
-	var sum float64
-	var n int
-	for _, x := range v {
-		if keep(x) {
-			sum += float64(x)
-			n++
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return sum / float64(n)
 }
 
 // dimensionScore is the weighted mean of the dimension's available indicator scores, or NaN

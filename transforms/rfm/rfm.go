@@ -3,7 +3,9 @@
 package rfm
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -15,10 +17,46 @@ import (
 	"github.com/ckm-dev/ckm/transforms/arrowutil"
 )
 
-// Params configure the segment names.
+// Params configure the segment names and, per dimension, fixed bins instead of ranks.
 type Params struct {
 	// Segments are matched in order against the two-character R,F score string; the first match wins.
 	Segments []Segment `yaml:"segments"`
+	Bins     Bins      `yaml:"bins"`
+}
+
+// Bins score a dimension by fixed thresholds instead of by rank, as many teams score frequency
+// ("bought once" is always 1). Each list holds four ascending, inclusive upper bounds: of scores
+// 1–4 for frequency (purchase days) and monetary, and, since fewer days are better, of scores
+// 5–2 for recency (days since the last purchase). An empty list ranks the dimension.
+type Bins struct {
+	Recency   []float64 `yaml:"recency"`
+	Frequency []float64 `yaml:"frequency"`
+	Monetary  []float64 `yaml:"monetary"`
+}
+
+// Validate checks each configured list, keyed by its dimension.
+func (b Bins) Validate() map[string]string {
+	out := map[string]string{}
+	for name, bounds := range map[string][]float64{"recency": b.Recency, "frequency": b.Frequency, "monetary": b.Monetary} {
+		if len(bounds) == 0 {
+			continue
+		}
+		if len(bounds) != 4 {
+			out[name] = fmt.Sprintf("has %d bounds; want 4 (the upper bounds of scores %s)", len(bounds), map[bool]string{true: "5–2", false: "1–4"}[name == "recency"])
+			continue
+		}
+		for i, v := range bounds {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				out[name] = fmt.Sprintf("bound %d is %g; want a finite number", i+1, v)
+				break
+			}
+			if i > 0 && v <= bounds[i-1] {
+				out[name] = fmt.Sprintf("bounds must ascend: %g follows %g", v, bounds[i-1])
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Segment names the customers whose R,F scores match Pattern (a regular expression over e.g. "54").
@@ -87,8 +125,8 @@ var OutputSchema = arrow.NewSchema([]arrow.Field{
 
 // Score takes batches with columns customer_id, recency_days, frequency, monetary (one row per
 // customer with at least one purchase in the window) and returns one batch scored 1–5 per
-// dimension: score = ceil(5 × cume_dist), ties sharing a score, recency ranked descending so
-// the most recent customers score 5.
+// dimension, by RankScores (recency ranked descending, so the most recent customers score 5) or
+// by the dimension's fixed bins.
 func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
 	rules, err := compile(p.Segments)
 	if err != nil {
@@ -107,11 +145,26 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 		return nil, err
 	}
 	rec, freq, mon := ints[0], ints[1], floats[0]
-	negRec := make([]int64, len(rec))
-	for i, v := range rec {
-		negRec[i] = -v // descending recency: the smallest recency ranks last, i.e. highest
+	var r, f, m []int8
+	if len(p.Bins.Recency) > 0 {
+		r = BinScores(rec, p.Bins.Recency, true)
+	} else {
+		negRec := make([]int64, len(rec))
+		for i, v := range rec {
+			negRec[i] = -v // descending recency: the longest ago ranks first, i.e. lowest
+		}
+		r = RankScores(negRec)
 	}
-	r, f, m := Quintiles(negRec), Quintiles(freq), Quintiles(mon)
+	if len(p.Bins.Frequency) > 0 {
+		f = BinScores(freq, p.Bins.Frequency, false)
+	} else {
+		f = RankScores(freq)
+	}
+	if len(p.Bins.Monetary) > 0 {
+		m = BinScores(mon, p.Bins.Monetary, false)
+	} else {
+		m = RankScores(mon)
+	}
 
 	bld := array.NewRecordBuilder(mem, OutputSchema)
 	defer bld.Release()
@@ -154,35 +207,44 @@ func segmentOf(rules []rule, rf string) string {
 	return Unmatched
 }
 
-// Quintiles scores each value ceil(5 × cume_dist) in ascending order, where cume_dist counts
-// the values less than or equal to it, so ties share a score. It is computed as the integer
-// ceil(5k/n), with no floating-point division.
-func Quintiles[T int64 | float64](v []T) []int8 {
+// RankScores scores each value 1 + floor(5 × (rank − 1) / n) in ascending order, where rank is
+// SQL's rank(): 1 + the number of values below it, so ties share the lowest rank of the range
+// they span and sit at the bottom of it. Without ties these are plain quintiles; with heavy ties
+// the tie group is not lifted: when 97% bought once, those 97% score F = 1 (a cume_dist rule
+// would give each of them 5). Integer arithmetic only.
+func RankScores[T int64 | float64](v []T) []int8 {
 	n := len(v)
 	idx := make([]int32, n)
 	for i := range idx {
 		idx[i] = int32(i)
 	}
-	slices.SortFunc(idx, func(a, b int32) int {
-		switch {
-		case v[a] < v[b]:
-			return -1
-		case v[a] > v[b]:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(idx, func(a, b int32) int { return cmp.Compare(v[a], v[b]) })
 	out := make([]int8, n)
 	for start := 0; start < n; {
 		end := start + 1
 		for end < n && v[idx[end]] == v[idx[start]] {
 			end++
 		}
-		score := int8((5*end + n - 1) / n) // ceil(5 × end / n): end values are <= this one
+		score := int8(1 + 5*start/n) // start = rank − 1: the values below this tie group
 		for _, i := range idx[start:end] {
 			out[i] = score
 		}
 		start = end
+	}
+	return out
+}
+
+// BinScores scores each value by four ascending inclusive upper bounds: of scores 1–4, or of
+// scores 5–2 when fewerIsBetter (recency in days).
+func BinScores[T int64 | float64](v []T, bounds []float64, fewerIsBetter bool) []int8 {
+	out := make([]int8, len(v))
+	for i, x := range v {
+		bin, _ := slices.BinarySearch(bounds, float64(x)) // bounds below x: x falls in bin+1
+		if fewerIsBetter {
+			out[i] = int8(5 - bin)
+		} else {
+			out[i] = int8(bin + 1)
+		}
 	}
 	return out
 }
