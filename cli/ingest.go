@@ -52,7 +52,8 @@ batch in flight commit or roll back, so nothing is lost or doubled.`,
 			}
 			wg.Wait()
 			for _, res := range results {
-				fmt.Fprintf(a.stdout, "%-20s read %d, loaded %d, dead letters %d\n", res.Name, res.Read, res.Loaded, res.DeadLettered)
+				fmt.Fprintf(a.stdout, "%-20s read %d, loaded %d, dead letters %d, collapsed %d, skipped %d\n",
+					res.Name, res.Read, res.Loaded, res.DeadLettered, res.Collapsed, res.Skipped)
 			}
 			return errors.Join(errs...)
 		},

@@ -107,9 +107,9 @@ func (a *app) printSummary(res *pipelines.Result) {
 	fmt.Fprintf(out, "run %s of %s for as_of %s succeeded in %s\n\n", res.RunID, res.Pipeline,
 		res.AsOf.Format(time.DateOnly), res.Elapsed.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "source\ttable\tread\tloaded\tdead letters\t")
+	fmt.Fprintln(tw, "source\ttable\tread\tloaded\tdead letters\tcollapsed\tskipped\t")
 	for _, s := range res.Sources {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t\n", s.Name, s.Table, s.Read, s.Loaded, s.DeadLettered)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", s.Name, s.Table, s.Read, s.Loaded, s.DeadLettered, s.Collapsed, s.Skipped)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\ncustomers scored: %d (rows written: %d)\n\n", res.Customers, res.RowsOut)

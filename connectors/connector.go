@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -50,34 +51,67 @@ type Writer interface {
 type Batch struct {
 	Label string // for logs and errors: a file path, a topic/partition range
 
-	// Relation is read once: a subquery over a table function (read_csv(...)) or a temp table
-	// the connector filled. Its columns are the source's fields (or a single JSON `payload`
-	// column) plus `_ordinal`, the record's 1-based number within the batch, in source order.
+	// Relation is read once: a table function (read_csv(...)) or a subquery. Its columns are the
+	// source's fields (or a single JSON `payload` column and the connector's metadata) followed
+	// by one last column, the record's 1-based number within the batch, in source order. Field
+	// names are the source's own and may be anything: the writer renames them by position.
 	Relation string
 	JSON     bool
-	// Records, when set, are the batch's rows, already in memory (a Kafka fetch): the writer
-	// exposes them to SQL and reads them in place of Relation.
+	// Records, when set, are the batch's rows, already in memory (a Kafka fetch), laid out as
+	// Relation describes: the writer exposes them to SQL and reads them in place of Relation.
 	Records arrow.RecordBatch
-	// Position is an SQL expression over the relation's columns (including `_ordinal`) that
-	// yields the record's _position, e.g. file:line.
-	Position string
-	// ReplacePrefix, when set, first removes this source's earlier rows whose _position
-	// starts with it: a changed file replaces its own rows and nothing else.
-	ReplacePrefix string
+	// Stream and Seq are SQL expressions over the relation's columns naming each record's stream
+	// (a file, a topic/partition) and its number there (line, row, offset); {ordinal} stands for
+	// the record's number within the batch. The record's _position is Stream || PositionSep || Seq.
+	// Records of one key are ranked by (_source, _stream, _seq): the highest is current.
+	Stream, Seq, PositionSep string
+	// Unreadable maps a source field to an SQL condition marking records whose value of that
+	// field could not be read; such a record is dead-lettered when the mapping reads the field.
+	Unreadable map[string]string
+	// Rejects are records the connector could not hand over as rows (not UTF-8, oversized): the
+	// writer dead-letters them with the batch, and counts them as read.
+	Rejects []Reject
+	// ReplaceStream, when set, first removes this source's earlier records of that stream (a file
+	// that changed replaces its own rows and nothing else) and marks its dead letters superseded.
+	ReplaceStream string
 
 	// AfterScan runs in the batch's transaction once the relation has been read and mapped
 	// into the temp table `mapped`, before anything is merged: a connector records rows its
-	// reader rejected itself and may correct positions. It returns how many it dead-lettered.
+	// reader rejected itself and may correct lineage. It returns how many it dead-lettered.
 	AfterScan func(ctx context.Context, tx Querier, mapped string) (deadLettered int64, err error)
 	// Checkpoint records the connector's progress in the same transaction as the rows.
 	Checkpoint func(ctx context.Context, tx Querier, stats BatchStats) error
 }
 
-// BatchStats counts what one batch did.
+// Reject is a record a connector could not read: where it was, why, and its raw bytes (which the
+// writer stores bounded and made safe to keep as text).
+type Reject struct {
+	Stream   string
+	Seq      int64
+	Position string
+	Reason   string
+	Payload  []byte
+}
+
+// BatchStats counts what one batch did. Every record read is accounted for:
+// Read = Loaded + DeadLettered + Collapsed + Skipped.
 type BatchStats struct {
 	Read         int64 // records in the batch, good and bad
-	Loaded       int64 // rows merged into the canonical table
+	Loaded       int64 // records now current in the canonical table
 	DeadLettered int64
+	Collapsed    int64 // records that gave way to another of the same key: an older version, a line rolled up into its order
+	Skipped      int64 // records skipped on purpose: a filter, a blank record
+	Replaced     int64 // stored records this batch's took the place of (they move to <table>_superseded)
+}
+
+// Add adds o's counts to s.
+func (s *BatchStats) Add(o BatchStats) {
+	s.Read += o.Read
+	s.Loaded += o.Loaded
+	s.DeadLettered += o.DeadLettered
+	s.Collapsed += o.Collapsed
+	s.Skipped += o.Skipped
+	s.Replaced += o.Replaced
 }
 
 // Backlogger is implemented by streaming sources that can tell how much waits to be read.
@@ -146,4 +180,25 @@ func Kinds() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ParseBytes reads sizes such as 1048576, 512KiB, 1MiB, 2MB, for connector settings.
+func ParseBytes(v string) (int, error) {
+	units := []struct {
+		suffix string
+		factor int
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1000}, {"mb", 1000_000}, {"gb", 1000_000_000}, {"b", 1}}
+	s := strings.ToLower(strings.TrimSpace(v))
+	factor := 1
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, factor = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.factor
+			break
+		}
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("cannot read %q as a size", v)
+	}
+	return n * factor, nil
 }

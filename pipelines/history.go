@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -104,22 +107,67 @@ func utcOrNil(t *time.Time) any {
 // fail records the run as failed; interrupted says its context ended (a shutdown), which
 // catch-up treats as not run.
 func (r *Runner) fail(conn *warehouse.Conn, res *Result, runErr error, interrupted bool) error {
-	var read, dead int64
-	for _, s := range res.Sources {
-		read += s.Read
-		dead += s.DeadLettered
-	}
-	msg := runErr.Error()
+	msg := StoredError(runErr)
 	if interrupted {
 		msg = interruptedPrefix + msg
 	}
 	// The run's context may be cancelled (SIGTERM): recording the failure must still happen.
 	return conn.Tx(context.Background(), func(ctx context.Context) error {
-		if _, err := conn.ExecContext(ctx, `UPDATE pipeline_runs SET status = 'failed', finished_at = now(),
-			rows_in = ?, dead_letters = ?, error = ? WHERE run_id = ?`, read, dead, msg, res.RunID); err != nil {
+		if err := recordSources(ctx, conn, res); err != nil {
+			return err
+		}
+		if _, err := conn.ExecContext(ctx, `UPDATE pipeline_runs SET status = 'failed', finished_at = now(), error = ? WHERE run_id = ?`, msg, res.RunID); err != nil {
 			return err
 		}
 		_, err := conn.ExecContext(ctx, `DELETE FROM pipeline_locks WHERE run_id = ?`, res.RunID)
 		return err
 	})
+}
+
+// recordSources stores what each source delivered in the run, and the totals on the run: every
+// record read is loaded, dead-lettered, collapsed into another of its key, or skipped.
+func recordSources(ctx context.Context, conn *warehouse.Conn, res *Result) error {
+	var total connectors.BatchStats
+	for _, s := range res.Sources {
+		total.Add(s.BatchStats)
+		if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO pipeline_run_sources
+			(run_id, source, "table", rows_read, rows_loaded, dead_letters, rows_collapsed, rows_skipped, rows_replaced)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, res.RunID, s.Name, s.Table, s.Read, s.Loaded, s.DeadLettered, s.Collapsed, s.Skipped, s.Replaced); err != nil {
+			return fmt.Errorf("record source %s of the run: %w", s.Name, err)
+		}
+	}
+	_, err := conn.ExecContext(ctx, `UPDATE pipeline_runs SET rows_in = ?, dead_letters = ?, rows_loaded = ?, rows_collapsed = ?, rows_skipped = ?
+		WHERE run_id = ?`, total.Read, total.DeadLettered, total.Loaded, total.Collapsed, total.Skipped, res.RunID)
+	if err != nil {
+		return fmt.Errorf("record the run's counts: %w", err)
+	}
+	return nil
+}
+
+// maxStoredError bounds a run's error as pipeline_runs keeps it.
+const maxStoredError = 500
+
+// quotedValue finds what error messages quote of a record: DuckDB's "Original Line: …" with
+// what follows it, and values in single quotes.
+var quotedValue = regexp.MustCompile(`(?s)Original Line:.*|'[^']*'`)
+
+// StoredError is an error as ckm stores it where BI tools and logs can see it (pipeline_runs,
+// the snapshot): one line, no record payload (quoted values become '…'; dead_letters, which
+// stays private to the warehouse, keeps those), at most maxStoredError bytes.
+func StoredError(err error) string {
+	msg := quotedValue.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		if strings.HasPrefix(m, "Original Line:") {
+			return ""
+		}
+		return "'…'"
+	})
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > maxStoredError {
+		cut := maxStoredError
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + " …"
+	}
+	return msg
 }

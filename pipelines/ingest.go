@@ -1,13 +1,16 @@
 package pipelines
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"database/sql"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors"
@@ -81,28 +84,26 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 	if _, err := w.conn.ExecContext(ctx, "SET TimeZone = "+warehouse.Quote(spec.SessionZone())); err != nil {
 		return st, fmt.Errorf("set time zone %s: %w", spec.SessionZone(), err)
 	}
-	relation := b.Relation
-	if len(spec.Lookups) > 0 {
-		var err error
-		if relation, err = w.withLookups(ctx, b, spec.Lookups); err != nil {
+	// A batch without a relation carries only rejects (a damaged file) or nothing (an empty
+	// file): there is nothing to map.
+	rows := b.Relation != "" || b.Records != nil
+	if rows {
+		mb, err := w.mappingBatch(ctx, b, spec)
+		if err != nil {
+			return st, err
+		}
+		if missing := spec.MissingFields(mb.Fields); len(missing) > 0 {
+			return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s)",
+				b.Label, strings.Join(missing, ", "), strings.Join(mb.Fields, ", "))
+		}
+		if _, err := w.exec(ctx, "map", "CREATE OR REPLACE TEMP TABLE mapped AS "+spec.Compile(mb)); err != nil {
 			return st, fmt.Errorf("read %s: %w", b.Label, err)
 		}
+		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.mapped")
 	}
-	fields, err := w.fields(ctx, relation)
-	if err != nil {
-		return st, fmt.Errorf("read %s: %w", b.Label, err)
-	}
-	if missing := spec.MissingFields(fields); len(missing) > 0 {
-		return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s)",
-			b.Label, strings.Join(missing, ", "), strings.Join(fields, ", "))
-	}
-	if _, err := w.exec(ctx, "map", "CREATE OR REPLACE TEMP TABLE mapped AS "+spec.Compile(relation, b.Position, fields)); err != nil {
-		return st, fmt.Errorf("read %s: %w", b.Label, err)
-	}
-	defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.mapped")
-	err = w.conn.Tx(ctx, func(ctx context.Context) error {
+	err := w.conn.Tx(ctx, func(ctx context.Context) error {
 		st = connectors.BatchStats{}
-		if b.AfterScan != nil {
+		if b.AfterScan != nil && rows {
 			n, err := b.AfterScan(ctx, w.conn, "mapped")
 			if err != nil {
 				return fmt.Errorf("read %s: %w", b.Label, err)
@@ -110,38 +111,54 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			st.DeadLettered += n
 			st.Read += n
 		}
-		var read, bad int64
-		if err := w.conn.QueryRowContext(ctx, `SELECT count(*), count(_reason) FROM mapped`).Scan(&read, &bad); err != nil {
-			return fmt.Errorf("count %s: %w", b.Label, err)
+		if err := w.reject(ctx, b.Rejects); err != nil {
+			return fmt.Errorf("dead-letter %s: %w", b.Label, err)
 		}
-		st.Read += read
-		st.DeadLettered += bad
+		st.Read += int64(len(b.Rejects))
+		st.DeadLettered += int64(len(b.Rejects))
+		if rows {
+			var read, bad, skipped int64
+			if err := w.conn.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (_reason IS NOT NULL AND NOT _skip), count(*) FILTER (_skip) FROM mapped`).Scan(&read, &bad, &skipped); err != nil {
+				return fmt.Errorf("count %s: %w", b.Label, err)
+			}
+			st.Read += read
+			st.DeadLettered += bad
+			st.Skipped += skipped
+		}
 		// The ratio is the source's over the whole run; the batch that crosses it is rolled back.
 		runRead, runBad := w.total.Read+st.Read, w.total.DeadLettered+st.DeadLettered
 		if runRead > 0 && float64(runBad)/float64(runRead) > w.maxBadRatio {
 			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: runBad, Read: runRead, Max: w.maxBadRatio}
-			_ = w.conn.QueryRowContext(ctx, `SELECT position, reason FROM (
-				SELECT _position AS position, _reason AS reason, _ordinal AS o FROM mapped WHERE _reason IS NOT NULL
-				UNION ALL SELECT position, reason, -1 FROM dead_letters WHERE run_id = ? AND source = ?)
-				ORDER BY o, length(position), position LIMIT 1`,
-				w.runID, w.source).Scan(&e.FirstPosition, &e.FirstReason)
+			if len(b.Rejects) > 0 {
+				e.FirstPosition, e.FirstReason = b.Rejects[0].Position, b.Rejects[0].Reason
+			}
+			if rows {
+				_ = w.conn.QueryRowContext(ctx, `SELECT position, reason FROM (
+					SELECT _position AS position, _reason AS reason, _ordinal AS o FROM mapped WHERE _reason IS NOT NULL AND NOT _skip
+					UNION ALL SELECT position, reason, -1 FROM dead_letters WHERE run_id = ? AND source = ?)
+					ORDER BY o, length(position), position LIMIT 1`,
+					w.runID, w.source).Scan(&e.FirstPosition, &e.FirstReason)
+			}
 			return e
 		}
-		if _, err := w.exec(ctx, "dead-letter", `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at)
-			SELECT ?, ?, _position, _reason, _payload, now() FROM mapped WHERE _reason IS NOT NULL`, w.runID, w.source); err != nil {
-			return fmt.Errorf("dead-letter %s: %w", b.Label, err)
+		if rows {
+			if _, err := w.exec(ctx, "dead-letter", `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
+				SELECT ?, ?, _position, _reason, `+boundedPayload("_payload")+`, now(), _stream FROM mapped WHERE _reason IS NOT NULL AND NOT _skip`, w.runID, w.source); err != nil {
+				return fmt.Errorf("dead-letter %s: %w", b.Label, err)
+			}
 		}
-		if b.ReplacePrefix != "" {
-			if _, err := w.exec(ctx, "replace", fmt.Sprintf(`DELETE FROM %s WHERE _source = ? AND starts_with(_position, ?)`, spec.Table.Name),
-				w.source, b.ReplacePrefix); err != nil {
+		if b.ReplaceStream != "" {
+			if err := w.replaceStream(ctx, spec.Table, b.ReplaceStream); err != nil {
 				return fmt.Errorf("replace earlier rows of %s: %w", b.Label, err)
 			}
 		}
-		loaded, err := w.merge(ctx, spec.Table)
-		if err != nil {
-			return fmt.Errorf("merge %s into %s: %w", b.Label, spec.Table.Name, err)
+		if rows {
+			ms, err := w.merge(ctx, spec.Table)
+			if err != nil {
+				return fmt.Errorf("merge %s into %s: %w", b.Label, spec.Table.Name, err)
+			}
+			st.Loaded, st.Collapsed, st.Replaced = ms.Loaded, ms.Collapsed, ms.Replaced
 		}
-		st.Loaded = loaded
 		if b.Checkpoint != nil {
 			if err := b.Checkpoint(ctx, w.conn, st); err != nil {
 				return fmt.Errorf("checkpoint %s: %w", b.Label, err)
@@ -152,25 +169,83 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 	if err != nil {
 		return st, err
 	}
-	w.total.Read += st.Read
-	w.total.Loaded += st.Loaded
-	w.total.DeadLettered += st.DeadLettered
-	w.log.Debug("batch committed", "source", w.source, "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered)
+	w.total.Add(st)
+	w.log.Debug("batch committed", "source", w.source, "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered,
+		"collapsed", st.Collapsed, "skipped", st.Skipped, "replaced", st.Replaced)
 	return st, nil
+}
+
+// maxPayload bounds what a dead letter keeps of a raw record.
+const maxPayload = 4096
+
+// boundedPayload keeps the first maxPayload bytes of a dead letter's raw record, saying so when it cut.
+func boundedPayload(col string) string {
+	return fmt.Sprintf(`CASE WHEN strlen(%[1]s) > %[2]d THEN left(%[1]s, %[2]d) || ' … (' || strlen(%[1]s) || ' bytes, cut to the first %[2]d)' ELSE %[1]s END`, col, maxPayload)
+}
+
+// reject dead-letters the records a connector could not hand over as rows. Their raw bytes are
+// kept as text when they are UTF-8, else as base64 (marked so), the first maxPayload bytes.
+func (w *batchWriter) reject(ctx context.Context, rejects []connectors.Reject) error {
+	if len(rejects) == 0 {
+		return nil
+	}
+	rows := make([]string, len(rejects))
+	var args []any
+	for i, r := range rejects {
+		rows[i] = "(?, ?, ?, ?, ?, now(), ?)"
+		args = append(args, w.runID, w.source, r.Position, r.Reason, SafePayload(r.Payload), r.Stream)
+	}
+	_, err := w.conn.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream) VALUES `+
+		strings.Join(rows, ", "), args...)
+	return err
+}
+
+// SafePayload is raw bytes as a dead letter keeps them: the first maxPayload bytes, as text when
+// they are valid UTF-8 without NUL bytes, otherwise base64 with a "base64:" prefix.
+func SafePayload(raw []byte) string {
+	cut := ""
+	if len(raw) > maxPayload {
+		cut = fmt.Sprintf(" … (%d bytes, cut to the first %d)", len(raw), maxPayload)
+		raw = raw[:maxPayload]
+	}
+	if utf8.Valid(raw) && !bytes.Contains(raw, []byte{0}) {
+		return string(raw) + cut
+	}
+	return "base64:" + base64.StdEncoding.EncodeToString(raw) + cut
+}
+
+// mappingBatch is the batch as the mapping reads it: its relation (with lookups joined) and its
+// fields, read from the relation itself.
+func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec mapping.Spec) (mapping.Batch, error) {
+	mb := mapping.Batch{Relation: b.Relation, Stream: b.Stream, Seq: b.Seq, PositionSep: b.PositionSep, Unreadable: b.Unreadable}
+	columns, err := w.columns(ctx, b.Relation)
+	if err != nil {
+		return mb, fmt.Errorf("read %s: %w", b.Label, err)
+	}
+	if len(columns) < 2 {
+		return mb, fmt.Errorf("read %s: the source has no fields", b.Label)
+	}
+	mb.Fields = columns[:len(columns)-1]
+	if len(spec.Lookups) > 0 {
+		if mb, err = w.withLookups(ctx, b, mb, spec.Lookups); err != nil {
+			return mb, fmt.Errorf("read %s: %w", b.Label, err)
+		}
+	}
+	return mb, nil
 }
 
 // withLookups joins the source's lookup files onto a batch of tabular records. A lookup key
 // that is not unique would double records, so it fails the batch, naming the key.
-func (w *batchWriter) withLookups(ctx context.Context, b connectors.Batch, lookups map[string]mapping.Lookup) (string, error) {
+func (w *batchWriter) withLookups(ctx context.Context, b connectors.Batch, mb mapping.Batch, lookups map[string]mapping.Lookup) (mapping.Batch, error) {
 	if b.JSON {
-		return "", fmt.Errorf("lookups need tabular records (CSV, Parquet); these are JSON documents")
+		return mb, fmt.Errorf("lookups need tabular records (CSV, Parquet); these are JSON documents")
 	}
 	if w.lookupColumns == nil {
 		if err := w.resolveLookups(ctx, lookups); err != nil {
-			return "", err
+			return mb, err
 		}
 	}
-	return mapping.WithLookups(b.Relation, lookups, w.lookupOrder, w.lookupColumns), nil
+	return mapping.WithLookups(mb, lookups, w.lookupOrder, w.lookupColumns)
 }
 
 // resolveLookups orders the lookups and reads each file's columns, checking its key is unique.
@@ -182,7 +257,7 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 	columns := map[string][]string{}
 	for _, name := range order {
 		l := lookups[name]
-		if columns[name], err = w.fields(ctx, l.Relation()); err != nil {
+		if columns[name], err = w.columns(ctx, l.Relation()); err != nil {
 			return fmt.Errorf("lookup %s: %w", name, err)
 		}
 		if !slices.Contains(columns[name], l.Key) {
@@ -203,9 +278,8 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 	return nil
 }
 
-// fields lists the source fields of a batch relation (all but _ordinal). For files DuckDB
-// only sniffs the header to answer.
-func (w *batchWriter) fields(ctx context.Context, relation string) ([]string, error) {
+// columns lists a relation's columns, in order. For files DuckDB only sniffs the header to answer.
+func (w *batchWriter) columns(ctx context.Context, relation string) ([]string, error) {
 	rows, err := w.conn.QueryContext(ctx, "DESCRIBE SELECT * FROM "+relation)
 	if err != nil {
 		return nil, err
@@ -218,9 +292,7 @@ func (w *batchWriter) fields(ctx context.Context, relation string) ([]string, er
 		if err := rows.Scan(&name, &typ, &null, &key, &def, &extra); err != nil {
 			return nil, err
 		}
-		if name != "_ordinal" {
-			out = append(out, name)
-		}
+		out = append(out, name)
 	}
 	return out, rows.Err()
 }
@@ -233,56 +305,140 @@ func (w *batchWriter) exec(ctx context.Context, step, query string, args ...any)
 	return res, err
 }
 
-// merge moves the good rows of `mapped` into the canonical table, one row per key, and
-// returns how many went in. Without a version column the newest record wins; with one, the
-// latest version wins and a record older than the stored one is ignored.
-func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (int64, error) {
-	key := t.Key
-	cols := strings.Join(t.ColumnNames(), ", ")
-	const plain = "(SELECT * FROM mapped WHERE _reason IS NULL)"
-	rows := plain
-	switch {
-	case w.spec.RollupLines:
-		rows = w.rollup(t)
-	case t.Version != "":
-		rows = fmt.Sprintf(`(SELECT * FROM mapped WHERE _reason IS NULL
-			QUALIFY row_number() OVER (PARTITION BY %s ORDER BY %s DESC NULLS LAST, _ordinal DESC) = 1)`, key, t.Version)
-	default:
-		// Duplicates inside one batch are rare; counting keys is far cheaper than always ranking them.
-		var dups int64
-		if err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*) - count(DISTINCT %s) FROM mapped WHERE _reason IS NULL`, key)).Scan(&dups); err != nil {
-			return 0, err
-		}
-		if dups > 0 {
-			rows = fmt.Sprintf(`(SELECT * FROM mapped WHERE _reason IS NULL
-				QUALIFY row_number() OVER (PARTITION BY %s ORDER BY _ordinal DESC) = 1)`, key)
-		}
-	}
-	if rows != plain {
-		// A ranked or rolled-up selection is read twice below: compute it once.
-		if _, err := w.exec(ctx, "stage", "CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM "+rows+" m"); err != nil {
-			return 0, err
-		}
-		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_rows")
-		rows = "merge_rows"
-	}
-	replace := fmt.Sprintf(`DELETE FROM %s t USING %s m WHERE t.%s = m.%s`, t.Name, rows, key, key)
-	newer := "" // without a version every stored row with a batch key is replaced
+// mergeStats counts what merging a batch did.
+type mergeStats struct{ Loaded, Collapsed, Replaced int64 }
+
+// precedence is the order in which records of one key give way: the record that ranks highest
+// is current, whatever order the records were loaded in. A table's version column (customers:
+// updated_at) ranks first, a missing version lowest; then the source's name, the stream (a file's
+// path, a topic/partition) and the record's number in it (line, row, offset): the later file, the
+// later line, the later offset wins.
+func precedence(t mapping.Table, alias string) string {
+	parts := []string{alias + "._source", alias + "._stream", alias + "._seq"}
 	if t.Version != "" {
-		replace += fmt.Sprintf(" AND (m.%[1]s >= t.%[1]s OR t.%[1]s IS NULL)", t.Version)
-		newer = fmt.Sprintf("WHERE NOT EXISTS (SELECT 1 FROM %s t WHERE t.%s = m.%s)", t.Name, key, key)
+		parts = append([]string{"coalesce(" + alias + "." + t.Version + ", '-infinity'::TIMESTAMPTZ)"}, parts...)
 	}
-	if _, err := w.exec(ctx, "replace keys", replace); err != nil {
-		return 0, err
+	return "row(" + strings.Join(parts, ", ") + ")"
+}
+
+// merge moves the good rows of `mapped` into the canonical table, one row per key: per key the
+// record of highest precedence (this batch's or the stored one) is current, and the others go to
+// <table>_superseded. It returns how many of the batch's records became current, how many gave
+// way, and how many stored records gave way to them.
+func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, error) {
+	var ms mergeStats
+	key := t.Key
+	cols := strings.Join(append(t.ColumnNames(), "_source", "_position", "_loaded_at", "_run_id", "_extra", "_stream", "_seq"), ", ")
+	superseded := t.Name + "_superseded"
+	const good = "(SELECT * FROM mapped WHERE _reason IS NULL AND NOT _skip)"
+	rows := good
+	var goodRows int64
+	if w.spec.RollupLines {
+		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+good).Scan(&goodRows); err != nil {
+			return ms, err
+		}
+		rows = w.rollup(t)
 	}
+	// The batch's records with lineage, as they would be stored.
+	incoming := fmt.Sprintf(`(SELECT %s, %s AS _source, _position, now() AS _loaded_at, %s AS _run_id, _extra, _stream, _seq FROM %s m)`,
+		strings.Join(t.ColumnNames(), ", "), warehouse.Quote(w.source), warehouse.Quote(w.runID), rows)
+	if _, err := w.exec(ctx, "stage", "CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM "+incoming); err != nil {
+		return ms, err
+	}
+	defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_rows")
+	var staged, keys int64
+	if err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*), count(DISTINCT %s) FROM merge_rows`, key)).Scan(&staged, &keys); err != nil {
+		return ms, err
+	}
+	if w.spec.RollupLines {
+		ms.Collapsed += goodRows - staged // lines rolled up into their order
+	}
+	if staged > keys {
+		// Several records of one key in the batch (rare): all but the highest give way now.
+		res, err := w.exec(ctx, "collapse", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM merge_rows m
+			QUALIFY row_number() OVER (PARTITION BY %[3]s ORDER BY %[4]s DESC) > 1`, superseded, cols, key, precedence(t, "m")))
+		if err != nil {
+			return ms, err
+		}
+		n, _ := res.RowsAffected()
+		ms.Collapsed += n
+		if _, err := w.exec(ctx, "collapse", fmt.Sprintf(`DELETE FROM merge_rows m WHERE %[2]s < (SELECT max(%[3]s) FROM merge_rows o WHERE o.%[1]s = m.%[1]s)`,
+			key, precedence(t, "m"), precedence(t, "o"))); err != nil {
+			return ms, err
+		}
+	}
+	// Stored records that rank below the batch's give way to them...
+	res, err := w.exec(ctx, "replace keys", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM %[3]s t JOIN merge_rows m ON t.%[4]s = m.%[4]s
+		WHERE %[6]s >= %[7]s`, superseded, cols, t.Name, key, prefixed(cols, "t."), precedence(t, "m"), precedence(t, "t")))
+	if err != nil {
+		return ms, err
+	}
+	ms.Replaced, _ = res.RowsAffected()
+	if ms.Replaced > 0 {
+		if _, err := w.exec(ctx, "replace keys", fmt.Sprintf(`DELETE FROM %[1]s t USING merge_rows m WHERE t.%[2]s = m.%[2]s AND %[3]s >= %[4]s`,
+			t.Name, key, precedence(t, "m"), precedence(t, "t"))); err != nil {
+			return ms, err
+		}
+	}
+	// ... and the batch's records that rank below a stored one give way to it.
+	res, err = w.exec(ctx, "keep stored", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM merge_rows m WHERE EXISTS (SELECT 1 FROM %[3]s t WHERE t.%[4]s = m.%[4]s)`,
+		superseded, cols, t.Name, key, prefixed(cols, "m.")))
+	if err != nil {
+		return ms, err
+	}
+	older, _ := res.RowsAffected()
+	ms.Collapsed += older
 	// Lineage constants are inlined: DuckDB then stores them as constant segments, where a bound
 	// parameter is materialised row by row.
-	res, err := w.exec(ctx, "insert", fmt.Sprintf(`INSERT INTO %s (%s, _source, _position, _loaded_at, _run_id, _extra)
-		SELECT %s, %s, _position, now(), %s, _extra FROM %s m %s`, t.Name, cols, cols, warehouse.Quote(w.source), warehouse.Quote(w.runID), rows, newer))
-	if err != nil {
-		return 0, err
+	insert := fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM merge_rows m`, t.Name, cols)
+	if older > 0 { // else no stored record of these keys is left: each gave way or was never there
+		insert += fmt.Sprintf(` WHERE NOT EXISTS (SELECT 1 FROM %[1]s t WHERE t.%[2]s = m.%[2]s)`, t.Name, key)
 	}
-	return res.RowsAffected()
+	res, err = w.exec(ctx, "insert", insert)
+	if err != nil {
+		return ms, err
+	}
+	ms.Loaded, err = res.RowsAffected()
+	return ms, err
+}
+
+// prefixed qualifies each column of a comma-separated list.
+func prefixed(cols, alias string) string {
+	parts := strings.Split(cols, ", ")
+	for i, c := range parts {
+		parts[i] = alias + c
+	}
+	return strings.Join(parts, ", ")
+}
+
+// replaceStream removes this source's records of one stream (a file that changed) from the table
+// and from its superseded records, lets the best superseded record of each key it held become
+// current, and marks the stream's dead letters superseded by this run.
+func (w *batchWriter) replaceStream(ctx context.Context, t mapping.Table, stream string) error {
+	key, superseded := t.Key, t.Name+"_superseded"
+	cols := strings.Join(append(t.ColumnNames(), "_source", "_position", "_loaded_at", "_run_id", "_extra", "_stream", "_seq"), ", ")
+	steps := []struct {
+		query string
+		args  []any
+	}{
+		{fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE vacated AS SELECT DISTINCT %s FROM %s WHERE _source = ? AND _stream = ?`, key, t.Name), []any{w.source, stream}},
+		{fmt.Sprintf(`DELETE FROM %s WHERE _source = ? AND _stream = ?`, t.Name), []any{w.source, stream}},
+		{fmt.Sprintf(`DELETE FROM %s WHERE _source = ? AND _stream = ?`, superseded), []any{w.source, stream}},
+		// The next best record of each vacated key, if any, is current again.
+		{fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE promoted AS SELECT %[1]s FROM %[2]s s WHERE s.%[3]s IN (SELECT %[3]s FROM vacated)
+			QUALIFY row_number() OVER (PARTITION BY s.%[3]s ORDER BY %[4]s DESC) = 1`, prefixed(cols, "s."), superseded, key, precedence(t, "s")), nil},
+		{fmt.Sprintf(`DELETE FROM %[1]s s USING promoted p WHERE s.%[2]s = p.%[2]s AND s._source = p._source AND s._stream IS NOT DISTINCT FROM p._stream
+			AND s._seq IS NOT DISTINCT FROM p._seq`, superseded, key), nil},
+		{fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM promoted`, t.Name, cols), nil},
+		{`UPDATE dead_letters SET superseded_by = ? WHERE source = ? AND stream = ? AND superseded_by IS NULL`, []any{w.runID, w.source, stream}},
+		{`DROP TABLE IF EXISTS temp.vacated; DROP TABLE IF EXISTS temp.promoted`, nil},
+	}
+	for _, s := range steps {
+		if _, err := w.exec(ctx, "replace stream", s.query, s.args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rollup sums the lines of one record: additive columns add up, the rest come from the first line.
@@ -297,6 +453,6 @@ func (w *batchWriter) rollup(t mapping.Table) string {
 			aggs = append(aggs, fmt.Sprintf("arg_min(%[1]s, _ordinal) AS %[1]s", c.Name))
 		}
 	}
-	return fmt.Sprintf(`(SELECT %s, arg_min(_position, _ordinal) AS _position, min(_ordinal) AS _ordinal, arg_min(_extra, _ordinal) AS _extra
-		FROM mapped WHERE _reason IS NULL GROUP BY %s)`, strings.Join(aggs, ", "), t.Key)
+	return fmt.Sprintf(`(SELECT %s, arg_min(_position, _ordinal) AS _position, arg_min(_stream, _ordinal) AS _stream, arg_min(_seq, _ordinal) AS _seq,
+		arg_min(_extra, _ordinal) AS _extra FROM mapped WHERE _reason IS NULL AND NOT _skip GROUP BY %s)`, strings.Join(aggs, ", "), t.Key)
 }

@@ -188,11 +188,6 @@ func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pi
 		return err
 	}
 	defer outs.release()
-	var read, dead int64
-	for _, s := range res.Sources {
-		read += s.Read
-		dead += s.DeadLettered
-	}
 	done := r.step("write outputs")
 	defer done()
 	return conn.Tx(ctx, func(ctx context.Context) error {
@@ -201,8 +196,10 @@ func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pi
 			return err
 		}
 		res.RowsOut = n
-		_, err = conn.ExecContext(ctx, `UPDATE pipeline_runs SET status = 'succeeded', finished_at = now(),
-			rows_in = ?, rows_out = ?, dead_letters = ?, error = NULL WHERE run_id = ?`, read, n, dead, res.RunID)
+		if err := recordSources(ctx, conn, res); err != nil {
+			return err
+		}
+		_, err = conn.ExecContext(ctx, `UPDATE pipeline_runs SET status = 'succeeded', finished_at = now(), rows_out = ?, error = NULL WHERE run_id = ?`, n, res.RunID)
 		if err != nil {
 			return fmt.Errorf("record run success: %w", err)
 		}

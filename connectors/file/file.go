@@ -6,17 +6,13 @@ package file
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
-
-	"github.com/zeebo/xxh3"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/warehouse"
@@ -37,6 +33,9 @@ type Config struct {
 	Format     string     `yaml:"format"`      // csv | jsonl | parquet; default from the file name
 	CSV        CSVOptions `yaml:"csv"`         // dialect; DuckDB sniffs whatever is not set
 	AllowEmpty bool       `yaml:"allow_empty"` // a glob that matches nothing is not an error
+	// MaxLineSize: a CSV or JSON Lines line longer than this is a dead letter; default 2MB
+	// (DuckDB's), e.g. 8MiB.
+	MaxLineSize string `yaml:"max_line_size"`
 }
 
 // CSVOptions set the CSV dialect.
@@ -49,6 +48,18 @@ type CSVOptions struct {
 
 var formats = []string{"csv", "jsonl", "parquet"}
 
+// defaultMaxLine is DuckDB's own default maximum line size.
+const defaultMaxLine = 2_000_000
+
+// maxLine is the configured maximum line size in bytes.
+func (c *Config) maxLine() (int64, error) {
+	if c.MaxLineSize == "" {
+		return defaultMaxLine, nil
+	}
+	n, err := connectors.ParseBytes(c.MaxLineSize)
+	return int64(n), err
+}
+
 // Validate checks formats and that the paths match files.
 func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	var out []connectors.FieldProblem
@@ -57,6 +68,9 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	}
 	if c.Format != "" && !slices.Contains(formats, c.Format) {
 		out = append(out, connectors.FieldProblem{Key: "format", Msg: "unknown format " + c.Format, Hint: "one of " + strings.Join(formats, ", ")})
+	}
+	if _, err := c.maxLine(); err != nil {
+		out = append(out, connectors.FieldProblem{Key: "max_line_size", Msg: err.Error(), Hint: "e.g. 2MB, 8MiB"})
 	}
 	for _, p := range c.Paths {
 		files, err := expand(baseDir, []string{p})
@@ -102,66 +116,228 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	return nil
 }
 
+// stored is what ingest_files knows of a file.
+type stored struct {
+	known    bool
+	size     int64
+	checksum string
+	damage   string
+}
+
+func (s *Source) stored(ctx context.Context, name string) (stored, error) {
+	var st stored
+	var damage sql.NullString
+	err := s.env.DB.QueryRowContext(ctx, `SELECT size, checksum, damage FROM ingest_files WHERE source = ? AND path = ?`, s.env.Source, name).
+		Scan(&st.size, &st.checksum, &damage)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return st, nil
+	case err != nil:
+		return st, fmt.Errorf("read ingest state of %s: %w", name, err)
+	}
+	st.known, st.damage = true, damage.String
+	return st, nil
+}
+
 func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string) error {
 	name := s.displayName(path)
-	size, sum, err := fingerprint(path)
-	if err != nil {
-		return err
-	}
-	var oldSize int64
-	var oldSum string
-	err = s.env.DB.QueryRowContext(ctx, `SELECT size, checksum FROM ingest_files WHERE source = ? AND path = ?`, s.env.Source, name).Scan(&oldSize, &oldSum)
-	known := err == nil
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("read ingest state of %s: %w", name, err)
-	}
-	if known && oldSize == size && oldSum == sum {
-		s.env.Log.Debug("file unchanged, skipped", "source", s.env.Source, "file", name)
-		return nil
-	}
 	format := s.cfg.Format
 	if format == "" {
 		format = formatOf(path)
 	}
-	b := connectors.Batch{Label: name}
-	if known {
-		b.ReplacePrefix = name + ":"
-		s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
+	maxLine, err := s.cfg.maxLine()
+	if err != nil {
+		return err
 	}
-	switch format {
-	case "csv":
-		s.csvBatch(&b, path, name)
-	case "jsonl":
-		s.jsonlBatch(&b, path, name)
-	case "parquet":
-		b.Relation = fmt.Sprintf("(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _ordinal FROM read_parquet(%s, file_row_number=true))", warehouse.Quote(path))
-		b.Position = fmt.Sprintf("%s || ':row ' || _ordinal", warehouse.Quote(name))
+	sc, err := scanFile(path, format != "parquet", maxLine)
+	if err != nil {
+		return err
+	}
+	old, err := s.stored(ctx, name)
+	if err != nil {
+		return err
+	}
+	if old.known && old.size == sc.size && old.checksum == sc.checksum {
+		if old.damage != "" {
+			s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "source", s.env.Source, "file", name, "damage", old.damage)
+		} else {
+			s.env.Log.Debug("file unchanged, skipped", "source", s.env.Source, "file", name)
+		}
+		return nil
+	}
+	b := connectors.Batch{Label: name, Stream: warehouse.Quote(name), PositionSep: ":"}
+	if format == "parquet" && sc.damage == "" {
+		sc.damage = s.parquetDamage(ctx, path)
+	}
+	damage := sc.damage
+	switch {
+	case damage != "":
+		// The file's earlier rows stay; the damage is one dead letter, and the file is read
+		// again when it changes (a file still being written, or sent again whole).
+		s.env.Log.Error("file damaged, not loaded", "source", s.env.Source, "file", name, "damage", damage)
+		b.Rejects = []connectors.Reject{{Stream: name, Position: name, Reason: damage + ": the file was not loaded; it is read again once it changes"}}
+	case sc.empty:
+		// No bytes: nothing to read (DuckDB would invent a column). A file emptied since its last
+		// load takes its rows with it.
+		if old.known {
+			b.ReplaceStream = name
+		}
 	default:
-		return fmt.Errorf("%s: unknown format %q", name, format)
+		if old.known {
+			b.ReplaceStream = name
+			s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
+		}
+		dir, err := os.MkdirTemp("", "ckm-file-")
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		defer os.RemoveAll(dir)
+		target, err := readable(path, dir, sc)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		switch format {
+		case "csv":
+			if err := s.csvBatch(ctx, &b, target, name, dir, sc, maxLine); err != nil {
+				return err
+			}
+		case "jsonl":
+			s.jsonlBatch(&b, target, name, maxLine)
+		case "parquet":
+			b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", warehouse.Quote(target))
+			b.Seq, b.PositionSep = "{ordinal} + 1", ":row "
+		default:
+			return fmt.Errorf("%s: unknown format %q", name, format)
+		}
 	}
 	b.Checkpoint = func(ctx context.Context, tx connectors.Querier, st connectors.BatchStats) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, checksum, rows_loaded, dead_letters, loaded_at, run_id)
-			VALUES (?, ?, ?, ?, ?, ?, now(), ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, checksum, rows_loaded, dead_letters, loaded_at, run_id,
+				rows_read, rows_collapsed, rows_skipped, damage)
+			VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, nullif(?, ''))
 			ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, checksum = excluded.checksum,
-				rows_loaded = excluded.rows_loaded, dead_letters = excluded.dead_letters, loaded_at = excluded.loaded_at, run_id = excluded.run_id`,
-			s.env.Source, name, size, sum, st.Loaded, st.DeadLettered, s.env.RunID)
+				rows_loaded = excluded.rows_loaded, dead_letters = excluded.dead_letters, loaded_at = excluded.loaded_at, run_id = excluded.run_id,
+				rows_read = excluded.rows_read, rows_collapsed = excluded.rows_collapsed, rows_skipped = excluded.rows_skipped, damage = excluded.damage`,
+			s.env.Source, name, sc.size, sc.checksum, st.Loaded, st.DeadLettered, s.env.RunID, st.Read, st.Collapsed, st.Skipped, damage)
 		return err
 	}
-	if _, err := w.Write(ctx, b); err != nil {
-		return err
+	_, err = w.Write(ctx, b)
+	return err
+}
+
+// globMeta are the characters DuckDB's readers expand in a path.
+const globMeta = "*?[]{}\\"
+
+// readable is a path DuckDB reads as exactly this file's content: the file itself, a link to it
+// in dir when its name holds characters DuckDB would expand as a glob (orders[1].csv,
+// orders_*.csv), or a copy with \n line endings when it mixes \r\n and \n.
+func readable(path, dir string, sc scan) (string, error) {
+	ext := ""
+	for _, e := range []string{".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet"} {
+		if i := strings.LastIndex(strings.ToLower(path), e); i >= 0 {
+			ext = path[i:]
+			break
+		}
 	}
-	return nil
+	if sc.mixedEndings() {
+		plain := filepath.Join(dir, "normalized"+strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(ext), ".gz"), ".zst"))
+		return plain, writeNormalized(path, plain)
+	}
+	if !strings.ContainsAny(path, globMeta) {
+		return path, nil
+	}
+	link := filepath.Join(dir, "file"+strings.ToLower(ext))
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return link, os.Symlink(abs, link)
+}
+
+// parquetDamage reads a Parquet file's footer; a file DuckDB cannot read it from is damaged.
+func (s *Source) parquetDamage(ctx context.Context, path string) string {
+	dir, err := os.MkdirTemp("", "ckm-file-")
+	if err != nil {
+		return ""
+	}
+	defer os.RemoveAll(dir)
+	target, err := readable(path, dir, scan{})
+	if err != nil {
+		return ""
+	}
+	var n int64
+	if err := s.env.DB.QueryRowContext(ctx, "SELECT count(*) FROM parquet_metadata("+warehouse.Quote(target)+")").Scan(&n); err != nil {
+		return "truncated or corrupt Parquet: " + firstLine(err.Error())
+	}
+	return ""
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 const rejectsTable, rejectsScan = "ckm_csv_rejects", "ckm_csv_rejects_scan"
 
-// csvBatch reads every field as text (the mapping casts them) and has DuckDB keep the lines it
-// cannot parse (wrong column count, broken quoting, oversized) in a rejects table, with their line numbers.
-func (s *Source) csvBatch(b *connectors.Batch, path, name string) {
-	opts := []string{warehouse.Quote(path), "all_varchar=true", "store_rejects=true",
-		"rejects_table=" + warehouse.Quote(rejectsTable), "rejects_scan=" + warehouse.Quote(rejectsScan)}
-	header := s.cfg.CSV.Header == nil || *s.cfg.CSV.Header
-	opts = append(opts, fmt.Sprintf("header=%t", header))
+// dialect is how a CSV file is written, as DuckDB's sniffer read it.
+type dialect struct {
+	delim, quote, escape, comment string
+	header                        bool
+	skip                          int64
+	columns                       []string
+}
+
+// sniff asks DuckDB how the file is written, with the configured settings fixed. A file whose
+// first lines include one longer than the maximum is sniffed from a sample without such lines
+// (DuckDB's sniffer gives up on them).
+func (s *Source) sniff(ctx context.Context, target, dir string, sc scan, maxLine int64) (dialect, error) {
+	d, err := s.sniffFile(ctx, target, maxLine)
+	if err != nil && sc.longest > maxLine && len(sc.sample) > 0 {
+		sample := filepath.Join(dir, "sample.csv")
+		if werr := os.WriteFile(sample, sc.sample, 0o600); werr != nil {
+			return d, werr
+		}
+		d, err = s.sniffFile(ctx, sample, maxLine)
+	}
+	if err != nil {
+		return d, err
+	}
+	// A sample without a single double quote tells nothing about quoting: quote as CSV does, so
+	// a quoted value further down is read as one value.
+	if d.quote == "" && s.cfg.CSV.Quote == "" && !sc.quoted {
+		d.quote, d.escape = `"`, `"`
+	}
+	return d, nil
+}
+
+func (s *Source) sniffFile(ctx context.Context, path string, maxLine int64) (dialect, error) {
+	opts := []string{warehouse.Quote(path), fmt.Sprintf("max_line_size=%d", maxLine), "ignore_errors=true"}
+	opts = append(opts, s.dialectOptions()...)
+	var d dialect
+	var cols []any
+	err := s.env.DB.QueryRowContext(ctx, `SELECT Delimiter, Quote, Escape, Comment, HasHeader, SkipRows, list_transform(Columns, c -> c.name)
+		FROM sniff_csv(`+strings.Join(opts, ", ")+`)`).Scan(&d.delim, &d.quote, &d.escape, &d.comment, &d.header, &d.skip, &cols)
+	if err != nil {
+		return d, err
+	}
+	for _, v := range []*string{&d.delim, &d.quote, &d.escape, &d.comment} {
+		if *v == "(empty)" {
+			*v = ""
+		}
+	}
+	for _, c := range cols {
+		d.columns = append(d.columns, fmt.Sprint(c))
+	}
+	return d, nil
+}
+
+// dialectOptions are the configured CSV settings as read_csv options.
+func (s *Source) dialectOptions() []string {
+	var opts []string
+	if s.cfg.CSV.Header != nil {
+		opts = append(opts, fmt.Sprintf("header=%t", *s.cfg.CSV.Header))
+	}
 	if s.cfg.CSV.Delimiter != "" {
 		opts = append(opts, "delim="+warehouse.Quote(s.cfg.CSV.Delimiter))
 	}
@@ -171,35 +347,53 @@ func (s *Source) csvBatch(b *connectors.Batch, path, name string) {
 	if s.cfg.CSV.Escape != "" {
 		opts = append(opts, "escape="+warehouse.Quote(s.cfg.CSV.Escape))
 	}
-	headerLines := 0
-	if header {
-		headerLines = 1
+	return opts
+}
+
+// csvBatch reads every field as text (the mapping casts them) in the dialect DuckDB sniffed,
+// fixed, so that a line DuckDB cannot parse (wrong column count, broken quoting, not UTF-8,
+// longer than max_line_size) is kept in a rejects table with its line number instead of failing
+// the file.
+func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, name, dir string, sc scan, maxLine int64) error {
+	d, err := s.sniff(ctx, target, dir, sc, maxLine)
+	if err != nil {
+		return fmt.Errorf("%s: cannot tell how the CSV file is written: %s", name, firstLine(err.Error()))
 	}
-	b.Relation = withOrdinal("read_csv(" + strings.Join(opts, ", ") + ")")
-	b.Position = fmt.Sprintf("%s || ':' || (_ordinal + %d)", warehouse.Quote(name), headerLines)
+	columns := make([]string, len(d.columns))
+	for i, c := range d.columns {
+		columns[i] = warehouse.Quote(c) + ": 'VARCHAR'"
+	}
+	opts := []string{warehouse.Quote(target), "auto_detect=false", "delim=" + warehouse.Quote(d.delim), "quote=" + warehouse.Quote(d.quote),
+		"escape=" + warehouse.Quote(d.escape), fmt.Sprintf("header=%t", d.header), fmt.Sprintf("skip=%d", d.skip),
+		"columns={" + strings.Join(columns, ", ") + "}", fmt.Sprintf("max_line_size=%d", maxLine),
+		"store_rejects=true", "rejects_table=" + warehouse.Quote(rejectsTable), "rejects_scan=" + warehouse.Quote(rejectsScan)}
+	if d.comment != "" {
+		opts = append(opts, "comment="+warehouse.Quote(d.comment))
+	}
+	headerLines := d.skip
+	if d.header {
+		headerLines++
+	}
+	b.Relation = "(SELECT * FROM read_csv(" + strings.Join(opts, ", ") + ") WITH ORDINALITY)"
+	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
 	b.AfterScan = s.harvestRejects(name, headerLines)
+	return nil
 }
 
 // jsonlBatch reads each line whole as text; the mapping parses it, so a malformed line becomes
 // a dead letter with its line number instead of failing the file.
-func (s *Source) jsonlBatch(b *connectors.Batch, path, name string) {
-	b.Relation = withOrdinal(fmt.Sprintf("read_csv(%s, columns={'payload': 'VARCHAR'}, header=false, delim=chr(30), quote='', escape='', "+
-		"auto_detect=false, store_rejects=true, rejects_table=%s, rejects_scan=%s)", warehouse.Quote(path), warehouse.Quote(rejectsTable), warehouse.Quote(rejectsScan)))
+func (s *Source) jsonlBatch(b *connectors.Batch, target, name string, maxLine int64) {
+	b.Relation = fmt.Sprintf("(SELECT * FROM read_csv(%s, columns={'payload': 'VARCHAR'}, header=false, delim=chr(30), quote='', escape='', "+
+		"auto_detect=false, max_line_size=%d, store_rejects=true, rejects_table=%s, rejects_scan=%s) WITH ORDINALITY)",
+		warehouse.Quote(target), maxLine, warehouse.Quote(rejectsTable), warehouse.Quote(rejectsScan))
 	b.JSON = true
-	b.Position = fmt.Sprintf("%s || ':' || _ordinal", warehouse.Quote(name))
+	b.Seq = "{ordinal}"
 	b.AfterScan = s.harvestRejects(name, 0)
 }
 
-// withOrdinal numbers a table function's rows in file order, for file:line lineage. DuckDB
-// plans this as a streaming window, which runs the mapping above it on one thread: the largest
-// single cost of ingest besides parsing, and the price of exact positions.
-func withOrdinal(tableFunction string) string {
-	return "(SELECT * EXCLUDE (ordinality), ordinality AS _ordinal FROM " + tableFunction + " WITH ORDINALITY)"
-}
-
 // harvestRejects moves the lines DuckDB's reader rejected into dead_letters and, when there were
-// any, shifts the positions of later good rows so each names its true line.
-func (s *Source) harvestRejects(name string, headerLines int) func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
+// any, shifts the numbers of later good rows so each names its true line.
+func (s *Source) harvestRejects(name string, headerLines int64) func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
 	return func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
 		defer tx.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+rejectsTable+"; DROP TABLE IF EXISTS temp."+rejectsScan)
 		var n int64
@@ -209,13 +403,15 @@ func (s *Source) harvestRejects(name string, headerLines int) func(ctx context.C
 		if n == 0 {
 			return 0, nil
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at)
-			SELECT ?, ?, ? || ':' || line, string_agg(DISTINCT error_type || ': ' || error_message, '; '), any_value(csv_line), now()
-			FROM `+rejectsTable+` GROUP BY line`, s.env.RunID, s.env.Source, name); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
+			SELECT ?, ?, ? || ':' || line, string_agg(DISTINCT error_type || ': ' || error_message, '; '),
+				left(any_value(csv_line), 4096), now(), ?
+			FROM `+rejectsTable+` GROUP BY line`, s.env.RunID, s.env.Source, name, name); err != nil {
 			return 0, fmt.Errorf("dead-letter rejected lines: %w", err)
 		}
 		// Good row k sits after every rejected line whose own good-row count is below k.
-		_, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET _position = %[2]s || ':' || (%[1]s._ordinal + %[3]d + shift.skipped)
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET _seq = %[1]s._ordinal + %[3]d + shift.skipped,
+				_position = %[2]s || ':' || (%[1]s._ordinal + %[3]d + shift.skipped)
 			FROM (SELECT m._ordinal, count(r.line) AS skipped FROM %[1]s m
 			      JOIN (SELECT line - %[3]d - row_number() OVER (ORDER BY line) AS good_before, line FROM (SELECT DISTINCT line FROM %[4]s)) r
 			        ON r.good_before < m._ordinal GROUP BY m._ordinal) shift
@@ -270,21 +466,4 @@ func formatOf(path string) string {
 		return "parquet"
 	}
 	return ""
-}
-
-// fingerprint is the file's size and a 128-bit xxh3 of its bytes (fast enough to be a
-// small fraction of the load itself).
-func fingerprint(path string) (int64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", fmt.Errorf("open %s: %w", path, err)
-	}
-	defer f.Close()
-	h := xxh3.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return 0, "", fmt.Errorf("read %s: %w", path, err)
-	}
-	sum := h.Sum128().Bytes()
-	return n, "xxh3:" + hex.EncodeToString(sum[:]), nil
 }

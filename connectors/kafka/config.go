@@ -158,7 +158,7 @@ func (c *Config) settings(source string) (settings, []settingError) {
 		if b.value == "" {
 			continue
 		}
-		v, err := parseBytes(b.value)
+		v, err := connectors.ParseBytes(b.value)
 		if err != nil {
 			errs = append(errs, settingError{b.key, err.Error(), "e.g. 512KiB, 1MiB, 64MiB"})
 			continue
@@ -166,27 +166,6 @@ func (c *Config) settings(source string) (settings, []settingError) {
 		*b.into = v
 	}
 	return s, errs
-}
-
-// parseBytes reads sizes such as 1048576, 512KiB, 1MiB, 2MB.
-func parseBytes(v string) (int, error) {
-	units := []struct {
-		suffix string
-		factor int
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1000}, {"mb", 1000_000}, {"gb", 1000_000_000}, {"b", 1}}
-	s := strings.ToLower(strings.TrimSpace(v))
-	factor := 1
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, factor = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.factor
-			break
-		}
-	}
-	var n int
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
-		return 0, fmt.Errorf("cannot read %q as a size", v)
-	}
-	return n * factor, nil
 }
 
 // security builds the TLS config and SASL mechanism the brokers need (nil when they need none).

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -24,63 +26,42 @@ var schema = arrow.NewSchema([]arrow.Field{
 	{Name: "kafka_topic", Type: arrow.BinaryTypes.String},
 	{Name: "kafka_partition", Type: arrow.PrimitiveTypes.Int32},
 	{Name: "kafka_offset", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "kafka_key", Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: "kafka_key", Type: arrow.BinaryTypes.String, Nullable: true}, // NULL also when the key is not UTF-8
 	{Name: "kafka_timestamp", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	{Name: "kafka_key_unreadable", Type: arrow.FixedWidthTypes.Boolean}, // the key is not UTF-8 text
 	{Name: "_ordinal", Type: arrow.PrimitiveTypes.Int64},
 }, nil)
 
 // span is the offsets one batch covers in one partition: it read from `from` up to `to` (next).
 type span struct{ from, to int64 }
 
-// oversized is a message too large to map, dead-lettered by the connector itself.
-type oversized struct {
-	position string
-	size     int
-	prefix   string
-}
-
 // pending is one filled batch on its way to the warehouse.
 type pending struct {
-	rec       arrow.RecordBatch
-	spans     map[partition]span
-	oversized []oversized
-	maxBytes  int
+	rec     arrow.RecordBatch
+	spans   map[partition]span
+	rejects []connectors.Reject // messages that cannot be rows: oversized, not UTF-8
 }
 
 func (b *pending) release() { b.rec.Release() }
 
 // batch is the pending messages as a connector batch of in-memory records, labelled with the
 // offsets it covers.
-func (b *pending) batch(env connectors.Env) connectors.Batch {
+func (b *pending) batch() connectors.Batch {
 	var labels []string
 	for p, sp := range b.spans {
 		labels = append(labels, fmt.Sprintf("%s@%d..%d", p, sp.from, sp.to))
 	}
 	slices.Sort(labels)
-	out := connectors.Batch{
-		Label:    strings.Join(labels, " "),
-		Records:  b.rec,
-		JSON:     true,
-		Position: "kafka_topic || '/' || kafka_partition || '@' || kafka_offset",
+	return connectors.Batch{
+		Label:       strings.Join(labels, " "),
+		Records:     b.rec,
+		JSON:        true,
+		Stream:      "kafka_topic || '/' || kafka_partition",
+		Seq:         "kafka_offset",
+		PositionSep: "@",
+		Unreadable:  map[string]string{"kafka_key": "kafka_key_unreadable"},
+		Rejects:     b.rejects,
 	}
-	if len(b.oversized) > 0 {
-		out.AfterScan = func(ctx context.Context, tx connectors.Querier, _ string) (int64, error) {
-			rows := make([]string, len(b.oversized))
-			var args []any
-			for i, o := range b.oversized {
-				rows[i] = "(?, ?, ?, ?, ?, now())"
-				args = append(args, env.RunID, env.Source, o.position,
-					fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d (payload holds its first %d bytes)", o.size, b.maxBytes, len(o.prefix)),
-					o.prefix)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at) VALUES `+
-				strings.Join(rows, ", "), args...); err != nil {
-				return 0, fmt.Errorf("dead-letter %d oversized messages: %w", len(rows), err)
-			}
-			return int64(len(rows)), nil
-		}
-	}
-	return out
 }
 
 // fetcher reads the assigned partitions into batches of batch_size messages or batch_bytes of
@@ -92,11 +73,11 @@ type fetcher struct {
 	follow bool
 	pin    []partition // partitions first read now: their start offset is stored even if nothing is read
 
-	b      *array.RecordBuilder
-	spans  map[partition]span
-	over   []oversized
-	bytes  int
-	opened time.Time
+	b       *array.RecordBuilder
+	spans   map[partition]span
+	rejects []connectors.Reject
+	bytes   int
+	opened  time.Time
 }
 
 // fetchBytes bounds one fetch response; a larger single message still arrives whole.
@@ -236,7 +217,9 @@ func (f *fetcher) skipLost(ctx context.Context, p partition) error {
 	return nil
 }
 
-// append adds one message of p to the batch; from is where p's reading stood before it.
+// append adds one message of p to the batch; from is where p's reading stood before it. A
+// message that cannot be a row (larger than max_message_bytes, a payload that is not UTF-8) is
+// a reject, dead-lettered with the batch: it never stops the partition.
 func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	sp, ok := f.spans[p]
 	if !ok {
@@ -244,31 +227,43 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	}
 	sp.to = r.Offset + 1
 	f.spans[p] = sp
-	payload := f.b.Field(0).(*array.StringBuilder)
-	switch {
-	case r.Value == nil:
-		payload.AppendNull() // a tombstone: the mapping skips empty payloads
-	case r.Value.Len() > f.src.set.maxMessageBytes:
+	stream := p.String()
+	reject := func(reason string, head []byte) {
+		f.rejects = append(f.rejects, connectors.Reject{Stream: stream, Seq: r.Offset, Position: fmt.Sprintf("%s@%d", stream, r.Offset),
+			Reason: reason, Payload: head})
+	}
+	var value []byte
+	if r.Value != nil {
 		size := r.Value.Len()
-		head := make([]byte, min(size, 4096))
-		if _, err := io.ReadFull(r.Value, head); err != nil {
+		if size > f.src.set.maxMessageBytes {
+			head := make([]byte, min(size, 4096))
+			if _, err := io.ReadFull(r.Value, head); err != nil {
+				return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
+			}
+			reject(fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d (payload holds its first %d bytes)", size, f.src.set.maxMessageBytes, len(head)), head)
+			f.src.env.Log.Debug("oversized message", "partition", stream, "offset", r.Offset, "bytes", size)
+			return nil
+		}
+		value = make([]byte, size)
+		if _, err := io.ReadFull(r.Value, value); err != nil {
 			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
 		}
-		f.over = append(f.over, oversized{position: fmt.Sprintf("%s@%d", p, r.Offset), size: size, prefix: strings.ToValidUTF8(string(head), "?")})
-		f.src.env.Log.Debug("oversized message", "partition", p.String(), "offset", r.Offset, "bytes", size)
-		return nil
-	default:
-		v := make([]byte, r.Value.Len())
-		if _, err := io.ReadFull(r.Value, v); err != nil {
-			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
+		if problem := notText(value); problem != "" {
+			reject("payload "+problem, value)
+			return nil
 		}
-		payload.BinaryBuilder.Append(v)
-		f.bytes += len(v)
+	}
+	payload := f.b.Field(0).(*array.StringBuilder)
+	if r.Value == nil {
+		payload.AppendNull() // a tombstone: the mapping skips empty payloads
+	} else {
+		payload.BinaryBuilder.Append(value)
+		f.bytes += len(value)
 	}
 	f.b.Field(1).(*array.StringBuilder).Append(p.topic)
 	f.b.Field(2).(*array.Int32Builder).Append(int32(p.id))
 	f.b.Field(3).(*array.Int64Builder).Append(r.Offset)
-	key := f.b.Field(4).(*array.StringBuilder)
+	key, keyUnreadable := f.b.Field(4).(*array.StringBuilder), false
 	if r.Key == nil {
 		key.AppendNull()
 	} else {
@@ -276,19 +271,45 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 		if _, err := io.ReadFull(r.Key, k); err != nil {
 			return fmt.Errorf("read key of %s at offset %d: %w", p, r.Offset, err)
 		}
-		key.BinaryBuilder.Append(k)
+		if notText(k) != "" {
+			// Binary keys are common (a serialized id): only a mapping that reads the key as text
+			// dead-letters the message.
+			key.AppendNull()
+			keyUnreadable = true
+		} else {
+			key.BinaryBuilder.Append(k)
+		}
 	}
 	f.b.Field(5).(*array.TimestampBuilder).Append(arrow.Timestamp(r.Time.UnixMicro()))
-	f.b.Field(6).(*array.Int64Builder).Append(int64(f.b.Field(6).Len() + 1))
+	f.b.Field(6).(*array.BooleanBuilder).Append(keyUnreadable)
+	f.b.Field(7).(*array.Int64Builder).Append(int64(f.b.Field(7).Len() + 1))
 	return nil
 }
 
+// notText says why b is not text DuckDB can store ("" when it is): not UTF-8, or a NUL byte.
+func notText(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return fmt.Sprintf("holds a NUL byte at offset %d", i)
+	}
+	if utf8.Valid(b) {
+		return ""
+	}
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Sprintf("is not valid UTF-8 (byte 0x%02X at offset %d)", b[i], i)
+		}
+		i += size
+	}
+	return "is not valid UTF-8"
+}
+
 func (f *fetcher) full() bool {
-	return f.b.Field(6).Len() >= f.src.set.batchSize || f.bytes >= f.src.set.batchBytes
+	return f.b.Field(7).Len()+len(f.rejects) >= f.src.set.batchSize || f.bytes >= f.src.set.batchBytes
 }
 
 func (f *fetcher) flush(ctx context.Context, out chan<- *pending) error {
-	b := &pending{rec: f.b.NewRecordBatch(), spans: f.spans, oversized: f.over, maxBytes: f.src.set.maxMessageBytes}
+	b := &pending{rec: f.b.NewRecordBatch(), spans: f.spans, rejects: f.rejects}
 	f.reset()
 	select {
 	case out <- b:
@@ -300,5 +321,5 @@ func (f *fetcher) flush(ctx context.Context, out chan<- *pending) error {
 }
 
 func (f *fetcher) reset() {
-	f.spans, f.over, f.bytes, f.opened = map[partition]span{}, nil, 0, time.Now()
+	f.spans, f.rejects, f.bytes, f.opened = map[partition]span{}, nil, 0, time.Now()
 }

@@ -341,7 +341,7 @@ func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assign
 
 // write commits one batch with its offsets, then commits the group offsets as a hint.
 func (s *Source) write(ctx context.Context, gen *kafka.Generation, b *pending, stored map[partition]int64, w connectors.Writer) error {
-	batch := b.batch(s.env)
+	batch := b.batch()
 	batch.Checkpoint = func(ctx context.Context, tx connectors.Querier, _ connectors.BatchStats) error {
 		return s.checkpoint(ctx, tx, b.spans, stored)
 	}

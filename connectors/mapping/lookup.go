@@ -80,15 +80,38 @@ func ValidateLookup(l Lookup) map[string]string {
 	return out
 }
 
-// WithLookups wraps a batch relation so each record also has its lookups' columns, named
-// <lookup>.<column> (NULL when no row matches). columns lists each lookup file's columns.
-func WithLookups(relation string, lookups map[string]Lookup, order []string, columns map[string][]string) string {
+// WithLookups wraps a batch's relation so each record also has its lookups' columns, named
+// <lookup>.<column> (NULL when no row matches), as fields after the source's own. columns
+// lists each lookup file's columns. A source field with a lookup column's name is refused: the
+// mapping could not tell the two apart.
+func WithLookups(b Batch, lookups map[string]Lookup, order []string, columns map[string][]string) (Batch, error) {
+	var added []string
+	for _, name := range order {
+		for _, c := range columns[name] {
+			added = append(added, name+"."+c)
+		}
+	}
+	for _, a := range added {
+		for _, f := range b.Fields {
+			if strings.EqualFold(a, f) {
+				return b, fmt.Errorf("the source has a field %q, which is also the name of a lookup column: rename the lookup", f)
+			}
+		}
+	}
+	p := FreshPrefix(append(slices.Clone(b.Fields), added...))
+	ord := p + "ord"
+	renamed := make([]string, 0, len(b.Fields)+1)
+	sel := make([]string, 0, len(b.Fields)+len(added)+1)
+	for i, f := range b.Fields {
+		renamed = append(renamed, fmt.Sprintf("#%d AS %s", i+1, warehouse.Ident(f)))
+		sel = append(sel, "s."+warehouse.Ident(f))
+	}
+	renamed = append(renamed, fmt.Sprintf("#%d AS %s", len(b.Fields)+1, ord))
 	alias := map[string]string{}
-	sel := []string{"s.*"}
 	var joins []string
 	for i, name := range order {
 		l := lookups[name]
-		a := fmt.Sprintf("l%d", i)
+		a := fmt.Sprintf("%sl%d", p, i)
 		alias[name] = a
 		on := "s." + warehouse.Ident(l.On)
 		if dep := l.dependsOn(lookups); dep != "" {
@@ -99,5 +122,8 @@ func WithLookups(relation string, lookups map[string]Lookup, order []string, col
 		}
 		joins = append(joins, fmt.Sprintf("LEFT JOIN %s %s ON CAST(%s.%s AS VARCHAR) = CAST(%s AS VARCHAR)", l.Relation(), a, a, warehouse.Ident(l.Key), on))
 	}
-	return "(SELECT " + strings.Join(sel, ", ") + " FROM " + relation + " s " + strings.Join(joins, " ") + ")"
+	sel = append(sel, "s."+ord)
+	b.Relation = "(SELECT " + strings.Join(sel, ", ") + " FROM (SELECT " + strings.Join(renamed, ", ") + " FROM " + b.Relation + ") s " + strings.Join(joins, " ") + ")"
+	b.Fields = append(slices.Clone(b.Fields), added...)
+	return b, nil
 }

@@ -127,19 +127,77 @@ func (s Spec) Validate() map[string]string {
 	return problems
 }
 
-// Compile returns a SELECT over relation yielding the canonical columns, _position, _ordinal,
-// _reason (NULL when the row maps cleanly) and
-// _payload (the raw record, only for rows with a reason). It relies on DuckDB's lateral
-// column aliases so each raw value and each cast is computed once.
+// Batch is what Compile maps: a relation and how to name each of its records.
+type Batch struct {
+	// Relation is a table function or subquery whose columns are the source's fields followed by
+	// one last column, the record's 1-based number within the batch (in source order; any name).
+	// Fields names the source's fields, in order (every column but the last).
+	Relation string
+	Fields   []string
+	// Stream and Seq are SQL over the relation's columns giving where each record came from (a
+	// file, a topic/partition) and its number there (a line, a row, an offset); {ordinal} stands
+	// for the record's number within the batch. The record's _position is
+	// Stream || PositionSep || Seq, e.g. orders.csv:12.
+	Stream, Seq, PositionSep string
+	// Unreadable maps a source field to an SQL condition over the relation that holds when the
+	// field's value on a record could not be read (e.g. a Kafka key that is not UTF-8); a record
+	// whose mapping reads such a field is dead-lettered, naming it.
+	Unreadable map[string]string
+}
+
+// InternalPrefix is where the names of the generated SQL start; FreshPrefix picks another when
+// a source field starts with it.
+const InternalPrefix = "_ckm_"
+
+// FreshPrefix returns a prefix for the generated SQL's names that no source field starts with
+// (DuckDB's names are case-insensitive), so that no column of an untrusted file, whatever its
+// name, can stand in for a value the mapping computes.
+func FreshPrefix(fields []string) string {
+	for n := 0; ; n++ {
+		p := InternalPrefix
+		if n > 0 {
+			p = fmt.Sprintf("_ckm%d_", n)
+		}
+		clash := false
+		for _, f := range fields {
+			if strings.HasPrefix(strings.ToLower(f), p) {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			return p
+		}
+	}
+}
+
+// Mapped lists the columns of Compile's result besides the table's own: lineage, the record's
+// number in its batch, why it cannot be loaded (NULL when it can), its raw form (only with a
+// reason), whether it is skipped on purpose (a filter, a blank record), and _extra.
+var Mapped = []string{"_position", "_stream", "_seq", "_ordinal", "_reason", "_payload", "_skip", "_extra"}
+
+// Compile returns a SELECT over the batch yielding the table's columns (converted to their types)
+// and the Mapped columns. It relies on DuckDB's lateral column aliases so each raw value and
+// each conversion is computed once.
 //
-// The relation has the source's fields plus `_ordinal`, the 1-based record number within the
-// batch, in source order. fields names the source's fields, so the raw record (the dead
-// letter's payload) is only assembled for rows that need it.
-func (s Spec) Compile(relation, position string, fields []string) string {
+// The source's fields are untrusted names: they are renamed by position at the boundary, and
+// every name the generated SQL introduces starts with a prefix no field starts with, so that the
+// only names a source can bring into scope are its own fields, which mapping expressions and
+// filters read.
+func (s Spec) Compile(b Batch) string {
+	p := FreshPrefix(b.Fields)
+	ord := p + "ord"
+	cols := make([]string, 0, len(b.Fields)+1)
+	for i, f := range b.Fields {
+		cols = append(cols, fmt.Sprintf("#%d AS %s", i+1, warehouse.Ident(f)))
+	}
+	cols = append(cols, fmt.Sprintf("#%d AS %s", len(b.Fields)+1, ord))
+	renamed := "(SELECT " + strings.Join(cols, ", ") + " FROM " + b.Relation + ")"
+
 	record := "s.payload"
 	if !s.JSON {
-		parts := make([]string, len(fields))
-		for i, f := range fields {
+		parts := make([]string, len(b.Fields))
+		for i, f := range b.Fields {
 			parts[i] = warehouse.Ident(f) + " := s." + warehouse.Ident(f)
 		}
 		record = "struct_pack(" + strings.Join(parts, ", ") + ")"
@@ -147,84 +205,97 @@ func (s Spec) Compile(relation, position string, fields []string) string {
 	var sel []string
 	var checks []check
 	for _, c := range s.Table.Columns {
-		raw, val := "r_"+c.Name, "v_"+c.Name
+		raw, val := p+"r_"+c.Name, p+"v_"+c.Name
 		f, mapped := s.Fields[c.Name]
 		rawExpr := "NULL"
 		if mapped {
-			rawExpr = s.rawExpr(f)
+			rawExpr = s.rawExpr(f, p)
 		} else if c.Name == s.Table.Key {
 			// A source without ids gets a deterministic hash of the record; identical records
 			// are told apart by their occurrence number so none collapse.
-			rawExpr = "md5(concat(" + record + ", '#', _dup_seq))"
+			rawExpr = "md5(concat(" + record + ", '#', " + p + "dup_seq))"
 		}
-		sel = append(sel, rawExpr+" AS "+raw, s.convert(c, f, raw)+" AS "+val)
+		sel = append(sel, rawExpr+" AS "+raw)
+		if c.Type == Integer {
+			sel = append(sel, "TRY_CAST("+raw+" AS DOUBLE) AS "+p+"d_"+c.Name)
+		}
+		sel = append(sel, s.convert(c, f, raw, p)+" AS "+val)
 		checks = append(checks, s.checks(c, f, mapped, raw, val)...)
 	}
-	out := make([]string, 0, len(s.Table.Columns)+1)
-	for _, c := range s.Table.Columns {
-		out = append(out, "v_"+c.Name+" AS "+c.Name)
-	}
-	unknown, extra := s.unknownFields(fields)
+	unknown, extra := s.unknownFields(b.Fields, p)
 	if unknown != "" {
-		sel = append(sel, unknown+" AS _unknown")
+		sel = append(sel, unknown+" AS "+p+"unknown")
 		if s.UnknownFields == UnknownFail {
-			checks = append(checks, check{"len(_unknown) > 0", "'unknown fields: ' || array_to_string(_unknown, ', ')"})
+			checks = append(checks, check{"len(" + p + "unknown) > 0", "'unknown fields: ' || array_to_string(" + p + "unknown, ', ')"})
 		}
 	}
-	out = append(out, extra+" AS _extra")
+	known := s.knownFields()
+	for _, field := range slices.Sorted(maps.Keys(b.Unreadable)) {
+		if known[field] {
+			checks = append(checks, check{"(" + b.Unreadable[field] + ")", warehouse.Quote(field + " could not be read as text")})
+		}
+	}
 	payload := record
 	if !s.JSON {
 		payload = "to_json(" + record + ")"
 	}
 	reason := reasonExpr(checks)
-	var conds []string
+	var skip []string
 	if s.JSON {
 		// A record that is not a JSON object gets that one reason, not a reason per column.
 		reason = "CASE WHEN _doc IS NULL THEN 'not valid JSON' " +
-			"WHEN _type <> 'OBJECT' THEN 'not a JSON object' ELSE " + reason + " END"
+			"WHEN " + p + "type <> 'OBJECT' THEN 'not a JSON object' ELSE " + reason + " END"
 		// Blank records are skipped. Only a record starting with a blank is trimmed: trimming
 		// every whole document cost more than parsing it.
-		conds = append(conds, "payload IS NOT NULL AND (ascii(payload) > 32 OR trim(payload) <> '')")
+		skip = append(skip, "payload IS NULL OR (ascii(payload) <= 32 AND trim(payload) = '')")
 	}
 	switch {
 	case s.Filter != "" && s.JSON:
 		// A document that is not valid JSON cannot be told apart by a filter: it stays, to be dead-lettered.
-		conds = append(conds, "(_doc IS NULL OR ("+s.Filter+"))")
+		skip = append(skip, "(_doc IS NOT NULL AND NOT coalesce(("+s.Filter+"), false))")
 	case s.Filter != "":
-		conds = append(conds, "("+s.Filter+")")
+		skip = append(skip, "NOT coalesce(("+s.Filter+"), false)")
 	}
-	where := ""
-	if len(conds) > 0 {
-		where = "WHERE " + strings.Join(conds, " AND ")
+	skipExpr := "false"
+	if len(skip) > 0 {
+		skipExpr = "coalesce(" + strings.Join(skip, " OR ") + ", false)"
 	}
 	doc := ""
 	if s.JSON {
 		// Fields are read only from valid documents: DuckDB's JSON functions abort on malformed input.
 		// Each document is parsed three times, not once per field: to validate it, for its
 		// type, and once for all the paths the mapping reads (a list-valued extract).
-		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc, json_type(_doc) AS _type"
+		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc, json_type(_doc) AS " + p + "type"
 		if paths := s.jsonPaths(); len(paths) > 0 {
 			lits := make([]string, len(paths))
-			for i, p := range paths {
-				lits[i] = warehouse.Quote(p)
+			for i, path := range paths {
+				lits[i] = warehouse.Quote(path)
 			}
-			doc += ", json_extract_string(_doc, [" + strings.Join(lits, ", ") + "]) AS _fields"
+			doc += ", json_extract_string(_doc, [" + strings.Join(lits, ", ") + "]) AS " + p + "fields"
 		}
 	}
-	inner := fmt.Sprintf("SELECT s.*%s FROM %s s", doc, relation)
+	inner := fmt.Sprintf("SELECT s.*%s FROM %s s", doc, renamed)
 	if _, hasKey := s.Fields[s.Table.Key]; !hasKey {
-		inner = fmt.Sprintf("SELECT s.*, row_number() OVER (PARTITION BY %s ORDER BY _ordinal) AS _dup_seq FROM (%s) s", record, inner)
+		inner = fmt.Sprintf("SELECT s.*, row_number() OVER (PARTITION BY %s ORDER BY %s) AS %sdup_seq FROM (%s) s", record, ord, p, inner)
 	}
-	return fmt.Sprintf(`SELECT %s, _position, _ordinal, _reason, CASE WHEN _reason IS NOT NULL THEN %s END AS _payload
-FROM (SELECT s.*, %s, %s AS _position, %s AS _reason FROM (%s) s %s) s`,
-		strings.Join(out, ", "), payload, strings.Join(sel, ", "), position, reason, inner, where)
+	lineage := func(expr string) string { return "(" + strings.ReplaceAll(expr, "{ordinal}", ord) + ")" }
+	out := make([]string, 0, len(s.Table.Columns)+len(Mapped))
+	for _, c := range s.Table.Columns {
+		out = append(out, p+"v_"+c.Name+" AS "+c.Name)
+	}
+	out = append(out, p+"stream || "+warehouse.Quote(b.PositionSep)+" || "+p+"seq AS _position", p+"stream AS _stream", p+"seq AS _seq",
+		ord+" AS _ordinal", p+"reason AS _reason", "CASE WHEN "+p+"reason IS NOT NULL THEN "+p+"payload END AS _payload",
+		p+"skip AS _skip", extra+" AS _extra")
+	sel = append(sel, "CAST("+lineage(b.Stream)+" AS VARCHAR) AS "+p+"stream", "CAST("+lineage(b.Seq)+" AS BIGINT) AS "+p+"seq",
+		reason+" AS "+p+"reason", payload+" AS "+p+"payload", skipExpr+" AS "+p+"skip")
+	return fmt.Sprintf("SELECT %s\nFROM (SELECT s.*, %s FROM (%s) s) s", strings.Join(out, ", "), strings.Join(sel, ", "), inner)
 }
 
 // unknownFields returns an SQL list of the record's fields the mapping does not read ("" when the
 // policy ignores them) and the _extra column's expression: those fields as a JSON object under
 // the keep policy, NULL otherwise. A JSON document's unknown fields differ per record; a
 // file's are its columns, the same for every row.
-func (s Spec) unknownFields(fields []string) (list, extra string) {
+func (s Spec) unknownFields(fields []string, p string) (list, extra string) {
 	if s.UnknownFields == "" || s.UnknownFields == UnknownIgnore {
 		return "", "NULL::JSON"
 	}
@@ -234,9 +305,9 @@ func (s Spec) unknownFields(fields []string) (list, extra string) {
 		for _, k := range slices.Sorted(maps.Keys(known)) {
 			lits = append(lits, warehouse.Quote(k))
 		}
-		list = "CASE WHEN _type = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains([" +
+		list = "CASE WHEN " + p + "type = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains([" +
 			strings.Join(lits, ", ") + "]::VARCHAR[], k)) END"
-		extra = `CASE WHEN len(_unknown) > 0 THEN to_json(map_from_entries(list_transform(_unknown,
+		extra = `CASE WHEN len(` + p + `unknown) > 0 THEN to_json(map_from_entries(list_transform(` + p + `unknown,
 			k -> {'key': k, 'value': json_extract(_doc, '$."' || replace(k, '"', '\"') || '"')}))) END`
 	} else {
 		var names, pack []string
@@ -304,7 +375,7 @@ func (s Spec) fromLookup(field string) bool {
 }
 
 // rawExpr is the value before conversion to the column type.
-func (s Spec) rawExpr(f Field) string {
+func (s Spec) rawExpr(f Field, p string) string {
 	switch {
 	case f.Const != nil:
 		return warehouse.Quote(*f.Const)
@@ -313,21 +384,21 @@ func (s Spec) rawExpr(f Field) string {
 	case len(f.Hash) > 0:
 		parts := make([]string, len(f.Hash))
 		for i, h := range f.Hash {
-			parts[i] = "coalesce(CAST(" + s.ref(h) + " AS VARCHAR), '')"
+			parts[i] = "coalesce(CAST(" + s.ref(h, p) + " AS VARCHAR), '')"
 		}
 		return "md5(concat_ws(chr(31), " + strings.Join(parts, ", ") + "))"
 	}
-	return s.ref(f.From)
+	return s.ref(f.From, p)
 }
 
 // ref reads one source field: a column, or a path into the JSON payload (an element of the
-// _fields list Compile extracts).
-func (s Spec) ref(field string) string {
+// fields list Compile extracts).
+func (s Spec) ref(field, p string) string {
 	if !s.JSON {
 		return "s." + warehouse.Ident(field)
 	}
 	i, _ := slices.BinarySearch(s.jsonPaths(), jsonPath(field))
-	return fmt.Sprintf("s._fields[%d]", i+1)
+	return fmt.Sprintf("s.%sfields[%d]", p, i+1)
 }
 
 // jsonPaths lists, sorted, the JSON paths of every field the mapping reads.
@@ -356,14 +427,21 @@ func jsonPath(field string) string {
 	return "$." + strings.Join(parts, ".")
 }
 
+// MaxMagnitude bounds the numbers ckm takes: amounts are summed as exact decimals with 6 places
+// and 38 digits, which any sum of values below ±1e15 fits; beyond it a value is a unit or
+// parsing mistake, not an amount.
+const MaxMagnitude = 1e15
+
 // convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
-func (s Spec) convert(c Column, f Field, raw string) string {
+func (s Spec) convert(c Column, f Field, raw, p string) string {
 	text := "CAST(" + raw + " AS VARCHAR)"
 	switch c.Type {
 	case Double:
 		return "TRY_CAST(" + raw + " AS DOUBLE)"
 	case Integer:
-		return "TRY_CAST(round(TRY_CAST(" + raw + " AS DOUBLE)) AS INTEGER)"
+		// A whole number only: 4.6 is not a rating (a cast would round it to 5).
+		d := p + "d_" + c.Name
+		return fmt.Sprintf("CASE WHEN isfinite(%[1]s) AND %[1]s = floor(%[1]s) AND abs(%[1]s) < 2147483648 THEN CAST(%[1]s AS INTEGER) END", d)
 	case Boolean:
 		return fmt.Sprintf("CASE lower(trim(%s)) WHEN 'true' THEN true WHEN 't' THEN true WHEN 'yes' THEN true WHEN 'y' THEN true WHEN '1' THEN true "+
 			"WHEN 'false' THEN false WHEN 'f' THEN false WHEN 'no' THEN false WHEN 'n' THEN false WHEN '0' THEN false END", text)
@@ -404,6 +482,7 @@ type check struct{ cond, msg string }
 func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 	var out []check
 	text := "CAST(" + raw + " AS VARCHAR)"
+	shown := func(v string) string { return "left(" + v + ", 80)" } // a value quoted in a reason, bounded
 	if c.Required {
 		what := "missing " + c.Name
 		if f.From != "" {
@@ -417,7 +496,18 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 			how += " in format " + f.Format
 		}
 		out = append(out, check{fmt.Sprintf("%s IS NULL AND trim(%s) <> ''", val, text),
-			fmt.Sprintf("%s || left(%s, 80) || %s", warehouse.Quote(c.Name+": cannot read '"), text, warehouse.Quote("' as "+how))})
+			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": cannot read '"), shown(text), warehouse.Quote("' as "+how))})
+	}
+	switch c.Type {
+	case Double:
+		// NaN, ±Inf and absurd magnitudes would load, then fail every later run's exact sums.
+		out = append(out, check{fmt.Sprintf("NOT isfinite(%[1]s) OR abs(%[1]s) > %[2]g", val, MaxMagnitude),
+			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote(fmt.Sprintf("' is not a finite number within ±%g", MaxMagnitude)))})
+	case Date, Timestamp:
+		out = append(out, check{"NOT isfinite(" + val + ")",
+			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote("' is not a finite "+c.Type.word()[2:]))})
+	case Text:
+		out = append(out, check{"strpos(" + val + ", chr(0)) > 0", warehouse.Quote(c.Name + ": contains a NUL byte")})
 	}
 	if len(c.Allowed) > 0 {
 		list := make([]string, len(c.Allowed))
@@ -425,7 +515,7 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 			list[i] = warehouse.Quote(a)
 		}
 		out = append(out, check{fmt.Sprintf("%s NOT IN (%s)", val, strings.Join(list, ", ")),
-			fmt.Sprintf("%s || left(%s, 80) || %s", warehouse.Quote(c.Name+": '"), val, warehouse.Quote("' is not one of "+strings.Join(c.Allowed, ", ")))})
+			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(val), warehouse.Quote("' is not one of "+strings.Join(c.Allowed, ", ")))})
 	}
 	if c.Max > c.Min {
 		out = append(out, check{fmt.Sprintf("%s NOT BETWEEN %g AND %g", val, c.Min, c.Max),

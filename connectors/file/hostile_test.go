@@ -1,0 +1,393 @@
+package file_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/pipelines"
+)
+
+// Broken and hostile input, each case fed exactly as a real feed sends it. Every run must account
+// for every record: read = loaded + dead-lettered + collapsed + skipped, per source and stored.
+
+// requireAccounted checks the invariant on a run's sources and on what pipeline_runs and
+// pipeline_run_sources stored for it.
+func requireAccounted(t *testing.T, e *env, res *pipelines.Result) {
+	t.Helper()
+	for _, s := range res.Sources {
+		require.Equal(t, s.Read, s.Loaded+s.DeadLettered+s.Collapsed+s.Skipped, "source %s: read = loaded + dead letters + collapsed + skipped (%+v)", s.Name, s.BatchStats)
+		var read, loaded, dead, collapsed, skipped int64
+		require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded, dead_letters, rows_collapsed, rows_skipped FROM pipeline_run_sources
+			WHERE run_id = ? AND source = ?`, res.RunID, s.Name).Scan(&read, &loaded, &dead, &collapsed, &skipped))
+		require.Equal(t, []int64{s.Read, s.Loaded, s.DeadLettered, s.Collapsed, s.Skipped}, []int64{read, loaded, dead, collapsed, skipped}, "stored for %s", s.Name)
+	}
+	var runRead, runLoaded, runDead, runCollapsed, runSkipped int64
+	require.NoError(t, e.db().QueryRow(`SELECT rows_in, rows_loaded, dead_letters, rows_collapsed, rows_skipped FROM pipeline_runs WHERE run_id = ?`, res.RunID).
+		Scan(&runRead, &runLoaded, &runDead, &runCollapsed, &runSkipped))
+	require.Equal(t, runRead, runLoaded+runDead+runCollapsed+runSkipped, "pipeline_runs accounts for every record")
+	// Every file read in this run accounts for its own records, and every dead letter of the run
+	// names a position and a reason.
+	var unbalanced, nameless int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM ingest_files WHERE run_id = ? AND rows_read <> rows_loaded + dead_letters + rows_collapsed + rows_skipped`,
+		res.RunID).Scan(&unbalanced))
+	require.Zero(t, unbalanced, "ingest_files rows that do not add up")
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE run_id = ? AND (coalesce(position, '') = '' OR coalesce(reason, '') = '')`,
+		res.RunID).Scan(&nameless))
+	require.Zero(t, nameless)
+}
+
+func gzipped(t *testing.T, body string) string {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	_, err := gz.Write([]byte(body))
+	require.NoError(t, err)
+	require.NoError(t, gz.Close())
+	return buf.String()
+}
+
+const ordersHeader = "id,cust,ts,amt\n"
+
+// Item 1, files: a line with invalid UTF-8 (Latin-1 café) is a dead letter of its own, in CSV
+// and in JSON Lines; the lines around it load.
+func TestInvalidUTF8LinesAreDeadLetteredPerLine(t *testing.T) {
+	e := setup(t, ordersSource+"\n  events:\n    table: orders\n    file: {paths: [\"*.jsonl\"]}\n"+
+		"    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}", map[string]string{
+		"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\nA2,caf\xe9,2026-01-01 10:00:00,2\nA3,C3,2026-01-01 10:00:00,3\n",
+		"b.jsonl": `{"id":"J1","cust":"C1","ts":"2026-01-01T10:00:00Z","amt":1}` + "\n" +
+			`{"id":"J2","cust":"caf` + "\xe9" + `","ts":"2026-01-01T10:00:00Z","amt":2}` + "\n" +
+			`{"id":"J3","cust":"C3","ts":"2026-01-01T10:00:00Z","amt":3}` + "\n",
+	})
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.Equal(t, map[string]string{"A1": "a.csv:2", "A3": "a.csv:4", "J1": "b.jsonl:1", "J3": "b.jsonl:3"},
+		e.pairs(t, `SELECT order_id, _position FROM orders`))
+	dead := e.pairs(t, `SELECT position, reason FROM dead_letters`)
+	require.Len(t, dead, 2)
+	require.Contains(t, dead["a.csv:3"], "INVALID ENCODING")
+	require.Contains(t, dead["b.jsonl:2"], "INVALID ENCODING")
+	// A later run reads nothing new and fails on nothing.
+	again := e.run(t)
+	require.Zero(t, again.Sources[0].Read+again.Sources[1].Read)
+}
+
+// Item 2: NaN, ±Inf and numbers too large to sum exactly are dead letters at ingest, for every
+// numeric column; a rating must be a whole number 1–5; an infinite timestamp is no timestamp.
+// Later runs score without tripping over anything.
+func TestNonFiniteAndHugeNumbersAreDeadLetters(t *testing.T) {
+	e := setupRatio(t, `  orders:
+    table: orders
+    file: {paths: ["o.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, quantity: qty, status: {const: completed}}
+  events:
+    table: feedback
+    file: {paths: ["f.csv"]}
+    mapping: {event_id: id, customer_id: cust, event_ts: ts, direction: {const: inbound}, kind: {const: review}, rating: rating}`,
+		map[string]string{
+			"o.csv": "id,cust,ts,amt,qty\n" +
+				"O1,C1,2026-01-01 10:00:00,10.5,1\n" + // line 2: good
+				"O2,C1,2026-01-01 10:00:00,NaN,1\n" +
+				"O3,C1,2026-01-01 10:00:00,inf,1\n" +
+				"O4,C1,2026-01-01 10:00:00,-Infinity,1\n" +
+				"O5,C1,2026-01-01 10:00:00,1e400,1\n" +
+				"O6,C1,2026-01-01 10:00:00,1e33,1\n" +
+				"O7,C1,2026-01-01 10:00:00,5,NaN\n" + // a quantity is a number too
+				"O8,C1,infinity,5,1\n" + // line 9
+				"O9,C2,2026-01-02 10:00:00,-999999999999999,2\n", // line 10: within ±1e15
+			"f.csv": "id,cust,ts,rating\nE1,C1,2026-01-01 10:00:00,5\nE2,C1,2026-01-01 10:00:00,4.6\nE3,C1,2026-01-01 10:00:00,7\nE4,C1,2026-01-01 10:00:00,4.0\nE5,C1,2026-01-01 10:00:00,NaN\n",
+		}, 0.9)
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.Equal(t, map[string]string{"O1": "10.5", "O9": "-999999999999999"}, e.pairs(t, `SELECT order_id, CAST(amount AS VARCHAR) FROM orders`))
+	dead := e.pairs(t, `SELECT position, reason FROM dead_letters WHERE source = 'orders'`)
+	require.Equal(t, map[string]string{
+		"o.csv:3": "amount: 'NaN' is not a finite number within ±1e+15",
+		"o.csv:4": "amount: 'inf' is not a finite number within ±1e+15",
+		"o.csv:5": "amount: '-Infinity' is not a finite number within ±1e+15",
+		"o.csv:6": "amount: '1e400' is not a finite number within ±1e+15",
+		"o.csv:7": "amount: '1e33' is not a finite number within ±1e+15",
+		"o.csv:8": "quantity: 'NaN' is not a finite number within ±1e+15",
+		"o.csv:9": "order_ts: 'infinity' is not a finite timestamp",
+	}, dead)
+	require.Equal(t, map[string]string{"E1": "5", "E4": "4"}, e.pairs(t, `SELECT event_id, CAST(rating AS VARCHAR) FROM feedback`))
+	require.Equal(t, map[string]string{
+		"f.csv:3": "rating: cannot read '4.6' as a whole number",
+		"f.csv:4": "rating: 7 is outside 1..5",
+		"f.csv:6": "rating: cannot read 'NaN' as a whole number",
+	}, e.pairs(t, `SELECT position, reason FROM dead_letters WHERE source = 'events'`))
+	// RFM sums what loaded, exactly.
+	var monetary float64
+	require.NoError(t, e.db().QueryRow(`SELECT monetary FROM customer_rfm WHERE customer_id = 'C1'`).Scan(&monetary))
+	require.Equal(t, 10.5, monetary)
+}
+
+// Item 3: a matched file is read as exactly that file, whatever characters its name holds:
+// orders[1].csv is not orders1.csv, and orders_*.csv is one file, not a pattern.
+func TestFileNamesWithGlobCharactersAreReadLiterally(t *testing.T) {
+	e := setup(t, `  orders:
+    table: orders
+    file: {paths: ["orders*.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, map[string]string{
+		"orders[1].csv": ordersHeader + "B1,C1,2026-01-01 10:00:00,1\nB2,C1,2026-01-01 10:00:00,2\n",
+		"orders1.csv":   ordersHeader + "P1,C1,2026-01-01 10:00:00,3\n",
+		"orders_*.csv":  ordersHeader + "S1,C1,2026-01-01 10:00:00,4\n",
+		"orders_x.csv":  ordersHeader + "X1,C1,2026-01-01 10:00:00,5\n",
+		"orders{a}.csv": ordersHeader + "Y1,C1,2026-01-01 10:00:00,6\n",
+	})
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 6, res.Sources[0].Read)
+	require.Equal(t, map[string]string{"B1": "orders[1].csv:2", "B2": "orders[1].csv:3", "P1": "orders1.csv:2", "S1": "orders_*.csv:2",
+		"X1": "orders_x.csv:2", "Y1": "orders{a}.csv:2"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+}
+
+// identifiers lists every name-like word of an SQL text.
+func identifiers(sql string) []string {
+	words := regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`).FindAllString(sql, -1)
+	slices.Sort(words)
+	return slices.Compact(words)
+}
+
+// Item 4: no column name of an untrusted file reaches the names of the generated SQL. A file
+// whose header holds every identifier the mapping SQL uses (v_amount, _reason, _position,
+// _ordinal, ordinality, the internal prefix itself, ...) loads exactly as the same file without
+// those columns.
+func TestHeadersNamedLikeTheGeneratedSQLChangeNothing(t *testing.T) {
+	const good = "A1,C1,2026-01-01 10:00:00,10\nA2,C2,2026-01-01 11:00:00,garbage\nA3,,2026-01-01 12:00:00,30\nA1,C1,2026-01-02 10:00:00,11\n"
+	clean := setupRatio(t, ordersSource, map[string]string{"a.csv": ordersHeader + good}, 0.9)
+	want := clean.run(t)
+	requireAccounted(t, clean, want)
+
+	spec := clean.cfg.MappingSpec("orders", false)
+	sql := spec.Compile(mapping.Batch{Relation: "read_csv('a.csv')", Fields: []string{"id", "cust", "ts", "amt"}, Stream: "'a.csv'", Seq: "{ordinal} + 1", PositionSep: ":"})
+	var hostile []string
+	for _, id := range append(identifiers(sql), "ordinality", "file_row_number", "_ckm_v_amount", "payload", "_doc", "mapped", "merge_rows") {
+		if !slices.Contains([]string{"id", "cust", "ts", "amt"}, id) && !slices.Contains(hostile, id) {
+			hostile = append(hostile, id)
+		}
+	}
+	require.Contains(t, hostile, "_ckm_v_amount", "the generated SQL's own names are in the header")
+	require.Contains(t, hostile, "_reason")
+	t.Logf("%d hostile column names", len(hostile))
+	poison := func(name string) string {
+		switch name {
+		case "_reason", "_ckm_reason":
+			return "" // an empty reason would switch dead-lettering off
+		case "_position", "_stream", "_ckm_stream":
+			return "forged.csv"
+		}
+		return "888"
+	}
+	var header, values []string
+	for _, h := range hostile {
+		header = append(header, h)
+		values = append(values, poison(h))
+	}
+	var body strings.Builder
+	body.WriteString(strings.TrimSuffix(ordersHeader, "\n") + "," + strings.Join(header, ",") + "\n")
+	for _, line := range strings.Split(strings.TrimSpace(good), "\n") {
+		body.WriteString(line + "," + strings.Join(values, ",") + "\n")
+	}
+	e := setupRatio(t, ordersSource, map[string]string{"a.csv": body.String()}, 0.9)
+	got := e.run(t)
+	requireAccounted(t, e, got)
+	require.Equal(t, want.Sources[0].BatchStats, got.Sources[0].BatchStats)
+	const rows = `SELECT order_id, concat_ws('|', customer_id, order_ts, amount, status, _position, _stream, _seq) FROM orders`
+	require.Equal(t, clean.pairs(t, rows), e.pairs(t, rows))
+	const dead = `SELECT position, reason FROM dead_letters`
+	require.Equal(t, clean.pairs(t, dead), e.pairs(t, dead))
+	require.Equal(t, map[string]string{"a.csv:3": "amount: cannot read 'garbage' as a number", "a.csv:4": "missing customer_id (field cust)"}, e.pairs(t, dead))
+
+	// The same header in Parquet.
+	pq := setupRatio(t, strings.Replace(ordersSource, `"*.csv"`, `"*.parquet"`, 1), nil, 0.9)
+	_, err := pq.db().Exec(`COPY (SELECT * FROM read_csv(?, all_varchar = true)) TO '` + filepath.Join(pq.dir, "a.parquet") + `' (FORMAT parquet)`,
+		filepath.Join(e.dir, "a.csv"))
+	require.NoError(t, err)
+	pres := pq.run(t)
+	requireAccounted(t, pq, pres)
+	require.Equal(t, want.Sources[0].BatchStats, pres.Sources[0].BatchStats)
+	require.Equal(t, map[string]string{"a.parquet:row 2": "amount: cannot read 'garbage' as a number", "a.parquet:row 3": "missing customer_id (field cust)"}, pq.pairs(t, dead))
+}
+
+// Item 5: a truncated gzip file is not a silent success. It is one dead letter naming the file
+// and the damage, none of its rows load, and once the file arrives whole it loads and its dead
+// letter is marked superseded.
+func TestTruncatedGzipFailsTheFileLoudlyAndIsRetriedWhenWhole(t *testing.T) {
+	var lines strings.Builder
+	lines.WriteString(ordersHeader)
+	for i := 1; i <= 2000; i++ {
+		fmt.Fprintf(&lines, "O%04d,C%03d,2026-01-%02d 10:00:00,%d.5\n", i, i%100, 1+i%28, i)
+	}
+	whole := gzipped(t, lines.String())
+	e := setupRatio(t, `  orders:
+    table: orders
+    file: {paths: ["*.csv.gz"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`,
+		map[string]string{"orders.csv.gz": whole[:len(whole)/2], "other.csv.gz": gzipped(t, ordersHeader+"X1,C1,2026-01-01 10:00:00,1\n")}, 0.9)
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 1, res.Sources[0].Loaded, "the sound file loads")
+	require.EqualValues(t, 1, res.Sources[0].DeadLettered, "the damaged file is one dead letter")
+	var reason, damage string
+	require.NoError(t, e.db().QueryRow(`SELECT reason FROM dead_letters WHERE position = 'orders.csv.gz'`).Scan(&reason))
+	require.Contains(t, reason, "truncated or corrupt gzip")
+	require.Contains(t, reason, "read again once the file changes")
+	require.NoError(t, e.db().QueryRow(`SELECT damage FROM ingest_files WHERE path = 'orders.csv.gz'`).Scan(&damage))
+	require.Contains(t, damage, "truncated or corrupt gzip")
+	// Unchanged, it is not reported again.
+	again := e.run(t)
+	require.Zero(t, again.Sources[0].Read)
+
+	writeFile(t, filepath.Join(e.dir, "orders.csv.gz"), whole)
+	res = e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 2000, res.Sources[0].Loaded)
+	var orders, current int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&orders))
+	require.Equal(t, 2001, orders)
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL`).Scan(&current))
+	require.Zero(t, current, "the damage is superseded by the complete file")
+	require.NoError(t, e.db().QueryRow(`SELECT coalesce(damage, '') FROM ingest_files WHERE path = 'orders.csv.gz'`).Scan(&damage))
+	require.Empty(t, damage)
+}
+
+// Item 6: one bad line never fails a CSV file: a line over max_line_size is a dead letter with
+// its true line number, a CRLF line among LF lines is simply a line, and a 0-byte file is an
+// empty file.
+func TestOneBadLineDoesNotFailACSVFile(t *testing.T) {
+	long := "L2,C1,2026-01-01 10:00:00," + strings.Repeat("9", 3_000_000) + "\n"
+	e := setupRatio(t, ordersSource, map[string]string{
+		"long.csv":  ordersHeader + "L1,C1,2026-01-01 10:00:00,1\n" + long + "L3,C1,2026-01-01 10:00:00,3\n",
+		"mixed.csv": "id,cust,ts,amt\nM1,C1,2026-01-01 10:00:00,1\nM2,C2,2026-01-01 10:00:00,2\r\nM3,C3,2026-01-01 10:00:00,3\nM4,C4,2026-01-01 10:00:00,4\n",
+		"empty.csv": "",
+	}, 0.9)
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.Equal(t, map[string]string{"L1": "long.csv:2", "L3": "long.csv:4", "M1": "mixed.csv:2", "M2": "mixed.csv:3", "M3": "mixed.csv:4", "M4": "mixed.csv:5"},
+		e.pairs(t, `SELECT order_id, _position FROM orders`))
+	require.Equal(t, map[string]string{"M2": "C2"}, e.pairs(t, `SELECT order_id, customer_id FROM orders WHERE order_id = 'M2'`), "no stray \\r")
+	dead := e.pairs(t, `SELECT position, reason FROM dead_letters`)
+	require.Len(t, dead, 1)
+	require.Contains(t, dead["long.csv:3"], "LINE SIZE OVER MAXIMUM")
+	var payload string
+	require.NoError(t, e.db().QueryRow(`SELECT payload FROM dead_letters`).Scan(&payload))
+	require.LessOrEqual(t, len(payload), 4096, "a dead letter keeps a bounded payload")
+	var emptyRead int64
+	require.NoError(t, e.db().QueryRow(`SELECT rows_read FROM ingest_files WHERE path = 'empty.csv'`).Scan(&emptyRead))
+	require.Zero(t, emptyRead)
+
+	// max_line_size can be raised for a source whose lines are long.
+	raised := setupRatio(t, strings.Replace(ordersSource, `file: {paths: ["*.csv"]}`, `file: {paths: ["*.csv"], max_line_size: 4MiB}`, 1),
+		map[string]string{"long.csv": ordersHeader + "L1,C1,2026-01-01 10:00:00,1\n" + long}, 0.9)
+	r2 := raised.run(t)
+	require.EqualValues(t, 1, r2.Sources[0].Loaded)
+	require.EqualValues(t, 1, r2.Sources[0].DeadLettered, "the 3 MB amount loads as text, and is no number")
+	require.Contains(t, raised.pairs(t, `SELECT position, reason FROM dead_letters`)["long.csv:3"], "is not a finite number")
+}
+
+// orderRows is every stored order with its lineage, for comparing warehouses.
+const orderRows = `SELECT order_id, concat_ws('|', customer_id, amount, _position) FROM orders`
+
+// Item 7: which record wins when one key arrives from several records does not depend on the
+// order files were loaded or changed in: any history of the same final files ends in the
+// tables a fresh load of them gives.
+func TestFinalStateDoesNotDependOnLoadHistory(t *testing.T) {
+	a1 := ordersHeader + "K1,C1,2026-01-01 10:00:00,1\nK2,C1,2026-01-01 10:00:00,2\nA1,C1,2026-01-01 10:00:00,3\n"
+	a2 := ordersHeader + "K1,C1,2026-01-01 10:00:00,100\nK2,C1,2026-01-01 10:00:00,200\nA1,C1,2026-01-01 10:00:00,300\nK3,C1,2026-01-01 10:00:00,4\n"
+	b1 := ordersHeader + "K1,C2,2026-01-02 10:00:00,10\nK2,C2,2026-01-02 10:00:00,20\nB1,C2,2026-01-02 10:00:00,30\nK1,C2,2026-01-03 10:00:00,11\n"
+	b2 := ordersHeader + "K1,C2,2026-01-02 10:00:00,12\nB1,C2,2026-01-02 10:00:00,30\n" // b.csv drops K2: a.csv's K2 is current again
+	fresh := func(t *testing.T, files map[string]string) map[string]string {
+		e := setup(t, ordersSource, files)
+		requireAccounted(t, e, e.run(t))
+		return e.pairs(t, orderRows)
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []map[string]string // the files written before each run
+		final map[string]string
+	}{
+		{"b after a", []map[string]string{{"a.csv": a1}, {"b.csv": b1}}, map[string]string{"a.csv": a1, "b.csv": b1}},
+		{"a after b", []map[string]string{{"b.csv": b1}, {"a.csv": a1}}, map[string]string{"a.csv": a1, "b.csv": b1}},
+		{"a changes after b", []map[string]string{{"a.csv": a1, "b.csv": b1}, {"a.csv": a2}}, map[string]string{"a.csv": a2, "b.csv": b1}},
+		{"b drops a key a has", []map[string]string{{"a.csv": a1}, {"b.csv": b1}, {"b.csv": b2}}, map[string]string{"a.csv": a1, "b.csv": b2}},
+		{"both change, in turns", []map[string]string{{"b.csv": b2}, {"a.csv": a2}, {"b.csv": b1}, {"a.csv": a1}, {"b.csv": b2}},
+			map[string]string{"a.csv": a1, "b.csv": b2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, ordersSource, nil)
+			for _, step := range tc.steps {
+				for name, body := range step {
+					writeFile(t, filepath.Join(e.dir, name), body)
+				}
+				requireAccounted(t, e, e.run(t))
+			}
+			require.Equal(t, fresh(t, tc.final), e.pairs(t, orderRows))
+			// Nothing is lost: every line of the final files is current or superseded.
+			var current, superseded int
+			require.NoError(t, e.db().QueryRow(`SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM orders_superseded)`).Scan(&current, &superseded))
+			lines := 0
+			for _, body := range tc.final {
+				lines += strings.Count(body, "\n") - 1
+			}
+			require.Equal(t, lines, current+superseded)
+		})
+	}
+}
+
+// Item 8: a changed file replaces its own rows only, not those of a file whose name extends its own.
+func TestAChangedFileLeavesFilesWithLongerNamesAlone(t *testing.T) {
+	e := setup(t, ordersSource, map[string]string{
+		"orders_a.csv":                 ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n",
+		"orders_a.csv:2026-01-02.csv": ordersHeader + "D1,C1,2026-01-02 10:00:00,2\nD2,C1,2026-01-02 10:00:00,3\n",
+	})
+	requireAccounted(t, e, e.run(t))
+	writeFile(t, filepath.Join(e.dir, "orders_a.csv"), ordersHeader+"A2,C1,2026-01-01 10:00:00,5\n")
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"A2": "orders_a.csv:2", "D1": "orders_a.csv:2026-01-02.csv:2", "D2": "orders_a.csv:2026-01-02.csv:3"},
+		e.pairs(t, `SELECT order_id, _position FROM orders`))
+}
+
+// Item 9: duplicates are counted as collapsed, "loaded" counts only what is current, dead letters
+// of a file since fixed are marked superseded, and a NUL byte in text is a dead letter.
+func TestAccountingOfDuplicatesFixesAndNULBytes(t *testing.T) {
+	e := setupRatio(t, ordersSource+"\n    filter: \"cust <> 'TEST'\"", map[string]string{
+		"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\nA1,C1,2026-01-01 10:00:00,2\nA2,C1,2026-01-01 10:00:00,x\n" +
+			"A3,C\x001,2026-01-01 10:00:00,3\nA4,TEST,2026-01-01 10:00:00,4\n",
+	}, 0.9)
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	s := res.Sources[0]
+	require.EqualValues(t, 5, s.Read)
+	require.EqualValues(t, 1, s.Loaded, "A1 once")
+	require.EqualValues(t, 1, s.Collapsed, "the earlier A1")
+	require.EqualValues(t, 2, s.DeadLettered, "A2's amount, A3's NUL byte")
+	require.EqualValues(t, 1, s.Skipped, "the filtered test order")
+	require.Equal(t, "customer_id: contains a NUL byte", e.pairs(t, `SELECT position, reason FROM dead_letters`)["a.csv:5"])
+	require.Equal(t, map[string]string{"A1": "2"}, e.pairs(t, `SELECT order_id, CAST(amount AS VARCHAR) FROM orders`))
+	require.Equal(t, map[string]string{"A1": "1"}, e.pairs(t, `SELECT order_id, CAST(amount AS VARCHAR) FROM orders_superseded`))
+
+	// The file is fixed: its old dead letters are superseded, the new version's counts stand.
+	writeFile(t, filepath.Join(e.dir, "a.csv"), ordersHeader+"A1,C1,2026-01-01 10:00:00,2\nA2,C1,2026-01-01 10:00:00,7\nA3,C1,2026-01-01 10:00:00,3\n")
+	res = e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 3, res.Sources[0].Loaded)
+	var current, superseded int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FILTER (superseded_by IS NULL), count(*) FILTER (superseded_by = ?) FROM dead_letters`, res.RunID).
+		Scan(&current, &superseded))
+	require.Equal(t, []int{0, 2}, []int{current, superseded})
+	var fileLoaded, fileDead int64
+	require.NoError(t, e.db().QueryRow(`SELECT rows_loaded, dead_letters FROM ingest_files WHERE path = 'a.csv'`).Scan(&fileLoaded, &fileDead))
+	require.Equal(t, []int64{3, 0}, []int64{fileLoaded, fileDead})
+	var superseded2 int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders_superseded`).Scan(&superseded2))
+	require.Zero(t, superseded2, "the earlier A1 left with its file's old version")
+}

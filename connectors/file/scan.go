@@ -1,0 +1,236 @@
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/xxh3"
+)
+
+// scan is what one pass over a file tells before DuckDB reads it.
+type scan struct {
+	size     int64
+	checksum string // xxh3-128 of the file's bytes as stored
+	// damage says why the file cannot be read whole (a truncated or corrupt compressed stream);
+	// empty for a sound file.
+	damage string
+	empty  bool // no bytes once decompressed
+	// crlf and lf count lines ending in \r\n and in a bare \n: DuckDB's CSV reader fails a file
+	// that mixes them, so such a file is read through a copy with \n endings.
+	crlf, lf int64
+	// longest is the longest line's length in bytes; sample holds the first lines (without the
+	// ones longer than the maximum line size, which DuckDB's dialect sniffer cannot read past),
+	// endings made \n; quoted tells whether the sample holds a double quote.
+	longest int64
+	sample  []byte
+	quoted  bool
+}
+
+// Sample bounds: DuckDB sniffs the first 20,480 rows.
+const (
+	sampleLines = 20_480
+	sampleBytes = 8 << 20
+)
+
+// scanFile reads the file once: its size and checksum, and for text formats (text true) the
+// decompressed content's soundness, line endings, longest line and a sample of its first lines.
+func scanFile(path string, text bool, maxLine int64) (scan, error) {
+	var sc scan
+	f, err := os.Open(path)
+	if err != nil {
+		return sc, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	h := xxh3.New()
+	counted := &countingReader{r: f}
+	raw := io.TeeReader(counted, h)
+	if info, err := f.Stat(); err == nil && info.Size() == 0 {
+		text = false // no bytes: an empty file, whatever its name says it is compressed with
+		sc.empty = true
+	}
+	if !text {
+		if _, err := io.Copy(io.Discard, raw); err != nil {
+			return sc, fmt.Errorf("read %s: %w", path, err)
+		}
+	} else {
+		content, closeContent, err := decompressed(path, raw)
+		if err != nil {
+			sc.damage = err.Error()
+		} else {
+			err = sc.lines(content, maxLine)
+			closeContent()
+			if err != nil {
+				var readErr *os.PathError
+				if errors.As(err, &readErr) {
+					return sc, fmt.Errorf("read %s: %w", path, err)
+				}
+				sc.damage = err.Error()
+			}
+		}
+		// The checksum covers every byte, also past the damage.
+		if _, err := io.Copy(io.Discard, raw); err != nil {
+			return sc, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	sum := h.Sum128().Bytes()
+	sc.size, sc.checksum = counted.n, "xxh3:"+hex.EncodeToString(sum[:])
+	return sc, nil
+}
+
+// decompressed reads the file's content: gunzipped or un-zstd'ed by its name, as DuckDB would.
+// Decompressing checks the stream's own integrity (gzip's CRC and length): DuckDB reads a
+// truncated gzip file up to the cut and says nothing.
+func decompressed(path string, raw io.Reader) (io.Reader, func(), error) {
+	switch lower := strings.ToLower(path); {
+	case strings.HasSuffix(lower, ".gz"):
+		zr, err := gzip.NewReader(raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("truncated or corrupt gzip: %v", err)
+		}
+		zr.Multistream(true)
+		return &damageReader{r: zr, what: "gzip"}, func() { zr.Close() }, nil
+	case strings.HasSuffix(lower, ".zst"):
+		zr, err := zstd.NewReader(raw, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("truncated or corrupt zstd: %v", err)
+		}
+		return &damageReader{r: zr, what: "zstd"}, zr.Close, nil
+	}
+	return raw, func() {}, nil
+}
+
+// damageReader names a decompressor's errors as damage to the file.
+type damageReader struct {
+	r    io.Reader
+	what string
+	n    int64
+}
+
+func (d *damageReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.n += int64(n)
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("truncated or corrupt %s (after %d decompressed bytes): %v", d.what, d.n, err)
+	}
+	return n, err
+}
+
+// lines scans decompressed content for its line endings, its longest line and a sample.
+func (sc *scan) lines(r io.Reader, maxLine int64) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	var line []byte  // the current line so far, kept while it may go into the sample
+	var length int64 // the current line's bytes so far, without its \n
+	var last byte    // the current line's last byte so far
+	lines := 0
+	sc.empty = true
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if err != nil && err != bufio.ErrBufferFull && err != io.EOF {
+			return err
+		}
+		sc.empty = sc.empty && len(chunk) == 0
+		newline := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
+		body := chunk
+		if newline {
+			body = chunk[:len(chunk)-1]
+		}
+		if len(body) > 0 {
+			last = body[len(body)-1]
+		}
+		length += int64(len(body))
+		sampling := lines < sampleLines && len(sc.sample) < sampleBytes
+		if sampling && length <= maxLine+1 {
+			line = append(line, body...)
+		}
+		if newline || (err == io.EOF && length > 0) {
+			content := length
+			switch {
+			case newline && length > 0 && last == '\r':
+				sc.crlf++
+				content--
+			case newline:
+				sc.lf++
+			}
+			sc.longest = max(sc.longest, content)
+			if sampling && content <= maxLine {
+				kept := line[:content]
+				sc.quoted = sc.quoted || bytes.IndexByte(kept, '"') >= 0
+				sc.sample = append(append(sc.sample, kept...), '\n')
+			}
+			lines++
+			line, length, last = line[:0], 0, 0
+		}
+		if err == io.EOF {
+			return nil
+		}
+	}
+}
+
+// mixedEndings tells whether the file ends some lines with \r\n and others with \n.
+func (sc scan) mixedEndings() bool { return sc.crlf > 0 && sc.lf > 0 }
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// writeNormalized copies the file's decompressed content to dst with every \r\n made \n.
+func writeNormalized(path, dst string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	content, closeContent, err := decompressed(path, f)
+	if err != nil {
+		return err
+	}
+	defer closeContent()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(out, 1<<20)
+	br := bufio.NewReaderSize(content, 1<<20)
+	pendingCR := false
+	for {
+		b, err := br.ReadByte()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			out.Close()
+			return err
+		}
+		if pendingCR && b != '\n' {
+			w.WriteByte('\r')
+		}
+		pendingCR = b == '\r'
+		if !pendingCR {
+			w.WriteByte(b)
+		}
+	}
+	if pendingCR {
+		w.WriteByte('\r')
+	}
+	if err := w.Flush(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
