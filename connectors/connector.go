@@ -91,6 +91,9 @@ type Reject struct {
 	Position string
 	Reason   string
 	Payload  []byte
+	// WholeStream marks a reject that stands for a whole stream that could not be read (a
+	// damaged file): a dead letter, but not a record that max_bad_ratio counts.
+	WholeStream bool
 }
 
 // BatchStats counts what one batch did. Every record read is accounted for:

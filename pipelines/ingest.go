@@ -3,8 +3,8 @@ package pipelines
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"database/sql"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -43,6 +43,8 @@ type batchWriter struct {
 	maxBadRatio float64
 	log         *slog.Logger
 	total       connectors.BatchStats
+	// wholeStreams counts the run's dead letters that stand for a whole stream, not a record.
+	wholeStreams int64
 	// The lookup files' join order and columns, read and checked once per run, not per batch.
 	lookupOrder   []string
 	lookupColumns map[string][]string
@@ -67,14 +69,19 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 	if b.Records == nil {
 		return w.write(ctx, b, spec)
 	}
-	var st connectors.BatchStats
+	// The records are copied into a temp table whole: DuckDB pushes column projections into an
+	// Arrow view's stream, which cannot project, and then reads the wrong columns (a query that
+	// did not read every column got the key's bytes for another column). SELECT * reads them all.
 	err := w.conn.WithArrowView(b.Records, func(view string) error {
-		var err error
-		b.Relation = "(SELECT * FROM " + view + ")"
-		st, err = w.write(ctx, b, spec)
+		_, err := w.exec(ctx, "copy records", "CREATE OR REPLACE TEMP TABLE batch_records AS SELECT * FROM "+view)
 		return err
 	})
-	return st, err
+	if err != nil {
+		return connectors.BatchStats{}, fmt.Errorf("read %s: %w", b.Label, err)
+	}
+	defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.batch_records")
+	b.Relation, b.Records = "batch_records", nil
+	return w.write(ctx, b, spec)
 }
 
 func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mapping.Spec) (connectors.BatchStats, error) {
@@ -114,6 +121,12 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		if err := w.reject(ctx, b.Rejects); err != nil {
 			return fmt.Errorf("dead-letter %s: %w", b.Label, err)
 		}
+		var wholeStreams int64
+		for _, r := range b.Rejects {
+			if r.WholeStream {
+				wholeStreams++
+			}
+		}
 		st.Read += int64(len(b.Rejects))
 		st.DeadLettered += int64(len(b.Rejects))
 		if rows {
@@ -125,8 +138,10 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			st.DeadLettered += bad
 			st.Skipped += skipped
 		}
-		// The ratio is the source's over the whole run; the batch that crosses it is rolled back.
-		runRead, runBad := w.total.Read+st.Read, w.total.DeadLettered+st.DeadLettered
+		// The ratio is the source's records' over the whole run; the batch that crosses it is
+		// rolled back. A whole stream that could not be read (a damaged file) is not a record.
+		w.wholeStreams += wholeStreams
+		runRead, runBad := w.total.Read+st.Read-w.wholeStreams, w.total.DeadLettered+st.DeadLettered-w.wholeStreams
 		if runRead > 0 && float64(runBad)/float64(runRead) > w.maxBadRatio {
 			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: runBad, Read: runRead, Max: w.maxBadRatio}
 			if len(b.Rejects) > 0 {
@@ -139,6 +154,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 					ORDER BY o, length(position), position LIMIT 1`,
 					w.runID, w.source).Scan(&e.FirstPosition, &e.FirstReason)
 			}
+			w.wholeStreams -= wholeStreams // rolled back
 			return e
 		}
 		if rows {
@@ -180,7 +196,8 @@ const maxPayload = 4096
 
 // boundedPayload keeps the first maxPayload bytes of a dead letter's raw record, saying so when it cut.
 func boundedPayload(col string) string {
-	return fmt.Sprintf(`CASE WHEN strlen(%[1]s) > %[2]d THEN left(%[1]s, %[2]d) || ' … (' || strlen(%[1]s) || ' bytes, cut to the first %[2]d)' ELSE %[1]s END`, col, maxPayload)
+	return fmt.Sprintf(`CASE WHEN strlen(CAST(%[1]s AS VARCHAR)) > %[2]d THEN left(CAST(%[1]s AS VARCHAR), %[2]d) || ' … (' || strlen(CAST(%[1]s AS VARCHAR)) || ' bytes, cut to the first %[2]d)'
+		ELSE CAST(%[1]s AS VARCHAR) END`, col, maxPayload)
 }
 
 // reject dead-letters the records a connector could not hand over as rows. Their raw bytes are

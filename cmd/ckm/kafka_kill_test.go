@@ -34,7 +34,7 @@ func TestKilledKafkaIngestResumesExactlyOnce(t *testing.T) {
 sources:
   orders:
     table: orders
-    kafka: {brokers: ["%s"], topics: [orders], batch_size: 3000, session_timeout: 1s}
+    kafka: {brokers: ["%s"], topics: [orders], batch_size: 3000}
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
 pipelines:
   nightly: {transforms: [rfm]}

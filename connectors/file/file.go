@@ -166,8 +166,9 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		return nil
 	}
 	b := connectors.Batch{Label: name, Stream: warehouse.Quote(name), PositionSep: ":"}
+	rowNumbered := false // a Parquet file's own column named file_row_number
 	if format == "parquet" && sc.damage == "" {
-		sc.damage = s.parquetDamage(ctx, path)
+		sc.damage, rowNumbered = s.parquetCheck(ctx, path)
 	}
 	damage := sc.damage
 	switch {
@@ -175,7 +176,8 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		// The file's earlier rows stay; the damage is one dead letter, and the file is read
 		// again when it changes (a file still being written, or sent again whole).
 		s.env.Log.Error("file damaged, not loaded", "source", s.env.Source, "file", name, "damage", damage)
-		b.Rejects = []connectors.Reject{{Stream: name, Position: name, Reason: damage + ": the file was not loaded; it is read again once it changes"}}
+		b.Rejects = []connectors.Reject{{Stream: name, Position: name, Reason: damage + ": the file was not loaded; it is read again once the file changes",
+			WholeStream: true}}
 	case sc.empty:
 		// No bytes: nothing to read (DuckDB would invent a column). A file emptied since its last
 		// load takes its rows with it.
@@ -204,8 +206,13 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		case "jsonl":
 			s.jsonlBatch(&b, target, name, maxLine)
 		case "parquet":
+			// DuckDB's file_row_number is exact and cheap, but not for a file with a column of that name.
 			b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", warehouse.Quote(target))
 			b.Seq, b.PositionSep = "{ordinal} + 1", ":row "
+			if rowNumbered {
+				b.Relation = fmt.Sprintf("(SELECT * FROM read_parquet(%s) WITH ORDINALITY)", warehouse.Quote(target))
+				b.Seq = "{ordinal}"
+			}
 		default:
 			return fmt.Errorf("%s: unknown format %q", name, format)
 		}
@@ -253,22 +260,23 @@ func readable(path, dir string, sc scan) (string, error) {
 	return link, os.Symlink(abs, link)
 }
 
-// parquetDamage reads a Parquet file's footer; a file DuckDB cannot read it from is damaged.
-func (s *Source) parquetDamage(ctx context.Context, path string) string {
+// parquetCheck reads a Parquet file's footer: a file DuckDB cannot read it from is damaged. It
+// also tells whether the file has a column named file_row_number.
+func (s *Source) parquetCheck(ctx context.Context, path string) (damage string, rowNumbered bool) {
 	dir, err := os.MkdirTemp("", "ckm-file-")
 	if err != nil {
-		return ""
+		return "", false
 	}
 	defer os.RemoveAll(dir)
 	target, err := readable(path, dir, scan{})
 	if err != nil {
-		return ""
+		return "", false
 	}
 	var n int64
-	if err := s.env.DB.QueryRowContext(ctx, "SELECT count(*) FROM parquet_metadata("+warehouse.Quote(target)+")").Scan(&n); err != nil {
-		return "truncated or corrupt Parquet: " + firstLine(err.Error())
+	if err := s.env.DB.QueryRowContext(ctx, "SELECT count(*) FILTER (lower(name) = 'file_row_number') FROM parquet_schema("+warehouse.Quote(target)+")").Scan(&n); err != nil {
+		return "truncated or corrupt Parquet: " + firstLine(err.Error()), false
 	}
-	return ""
+	return "", n > 0
 }
 
 func firstLine(s string) string {

@@ -23,7 +23,7 @@ import (
 type Config struct {
 	Brokers []string `yaml:"brokers"` // host:port of one or more brokers
 	Topics  []string `yaml:"topics"`  // every topic holds JSON messages for this source's table
-	Group   string   `yaml:"group"`   // consumer group id; default ckm-<source>
+	Group   string   `yaml:"group"`   // the consumer group whose offsets show ckm's lag to monitoring tools; default ckm-<source>
 	// Start is where a partition this source has never read starts: earliest (default),
 	// latest (what arrives after the first run), or an RFC 3339 time.
 	Start string `yaml:"start"`
@@ -33,7 +33,7 @@ type Config struct {
 	FlushInterval   string `yaml:"flush_interval"`    // continuous ingest commits at least this often; default 5s
 	MaxMessageBytes string `yaml:"max_message_bytes"` // larger messages are dead-lettered; default 1MiB
 
-	SessionTimeout string `yaml:"session_timeout"` // group membership; a crashed reader's partitions wait this long; default 30s
+	SessionTimeout string `yaml:"session_timeout"` // no longer used: ckm joins no group (accepted so older configs load)
 	ConnectTimeout string `yaml:"connect_timeout"` // how long unreachable brokers are retried before the run fails; default 30s
 
 	TLS  TLS  `yaml:"tls"`
@@ -67,7 +67,7 @@ type settings struct {
 	startTime                              time.Time
 	batchSize                              int
 	batchBytes, maxMessageBytes            int
-	flushInterval, sessionTimeout, connect time.Duration
+	flushInterval, connect time.Duration
 }
 
 // Validate checks every key it can without contacting the brokers.
@@ -132,7 +132,6 @@ func (c *Config) settings(source string) (settings, []settingError) {
 		into       *time.Duration
 	}{
 		{"flush_interval", c.FlushInterval, 5 * time.Second, &s.flushInterval},
-		{"session_timeout", c.SessionTimeout, 30 * time.Second, &s.sessionTimeout},
 		{"connect_timeout", c.ConnectTimeout, 30 * time.Second, &s.connect},
 	} {
 		*d.into = d.def
@@ -223,10 +222,7 @@ func resolve(baseDir, path string) string {
 	return filepath.Join(baseDir, path)
 }
 
-// clients builds the transport for requests and the dialer for the consumer group, both with
-// the brokers' TLS and SASL settings.
-func clients(tc *tls.Config, mech sasl.Mechanism, timeout time.Duration) (*kafka.Transport, *kafka.Dialer) {
-	tr := &kafka.Transport{TLS: tc, SASL: mech, DialTimeout: min(timeout, 10*time.Second), ClientID: "ckm", MetadataTTL: 10 * time.Second}
-	d := &kafka.Dialer{TLS: tc, SASLMechanism: mech, Timeout: min(timeout, 10*time.Second), ClientID: "ckm", DualStack: true}
-	return tr, d
+// transport builds the transport for requests with the brokers' TLS and SASL settings.
+func transport(tc *tls.Config, mech sasl.Mechanism, timeout time.Duration) *kafka.Transport {
+	return &kafka.Transport{TLS: tc, SASL: mech, DialTimeout: min(timeout, 10*time.Second), ClientID: "ckm", MetadataTTL: 10 * time.Second}
 }

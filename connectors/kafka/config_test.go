@@ -19,7 +19,7 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
       topics: [orders]
       start: yesterday
       batch_bytes: lots
-      session_timeout: 10 parsecs
+      flush_interval: 10 parsecs
       sasl: {mechanism: GSSAPI}
       tls: {cert_file: client.pem}
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
@@ -35,7 +35,7 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
 		"sources.orders.kafka.brokers: no brokers given",
 		`:7: sources.orders.kafka.start: cannot read "yesterday"`,
 		`sources.orders.kafka.batch_bytes: cannot read "lots" as a size`,
-		`sources.orders.kafka.session_timeout: cannot read "10 parsecs" as a duration`,
+		`sources.orders.kafka.flush_interval: cannot read "10 parsecs" as a duration`,
 		"sources.orders.kafka.sasl.mechanism: unknown mechanism GSSAPI",
 		"sources.orders.kafka.sasl: a SASL mechanism needs username and password_env",
 		"sources.orders.kafka.tls: cert_file and key_file go together",

@@ -32,7 +32,7 @@ func (h *harness) Setup(t *testing.T, _ string) {
 
 func (h *harness) SourceYAML() string {
 	return fmt.Sprintf(`    table: orders
-    kafka: {brokers: ["%s"], topics: [orders], session_timeout: 2s, connect_timeout: 5s}
+    kafka: {brokers: ["%s"], topics: [orders], connect_timeout: 5s}
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, h.broker.Addr)
 }
 

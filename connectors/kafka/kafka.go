@@ -1,11 +1,13 @@
-// Package kafka is the Kafka connector: JSON messages from topics, read with segmentio/kafka-go
-// as a member of a consumer group.
+// Package kafka is the Kafka connector: JSON messages from topics, read with segmentio/kafka-go.
 //
-// Each batch's rows and the next offset of every partition it read are committed in one DuckDB
-// transaction (ingest_offsets), and a reader always resumes from those stored offsets. The
-// group's committed offsets are written only afterwards, as a lag hint for monitoring tools.
-// A batch whose partitions another reader advanced meanwhile (a rebalance) fails its offset
-// check and rolls back, so nothing is doubled; the canonical key absorbs what still could be.
+// A source reads every partition of its topics itself, from the offsets stored in the warehouse:
+// there is no group membership to wait for or to lose. Only one process can write the
+// warehouse, so a consumer group's balancing would buy nothing, and a dead member left in a
+// group (a reader killed right after joining) could hand partitions to nobody and let a bounded
+// read end short. Each batch's rows and the next offset of every partition it read are committed
+// in one DuckDB transaction (ingest_offsets). The offset update is a compare-and-set: a batch
+// whose partition another reader advanced meanwhile rolls back and is reread. The consumer
+// group's committed offsets are written afterwards, only as a lag hint for monitoring tools.
 package kafka
 
 import (
@@ -38,7 +40,6 @@ type Source struct {
 	cfg    Config
 	set    settings
 	tr     *kafka.Transport
-	dialer *kafka.Dialer
 	client *kafka.Client
 
 	// afterCommit runs after each batch's DuckDB commit and before the group commit; tests
@@ -56,8 +57,11 @@ func Open(env connectors.Env, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, dialer := clients(tc, mech, set.connect)
-	return &Source{env: env, cfg: cfg, set: set, tr: tr, dialer: dialer,
+	if cfg.SessionTimeout != "" {
+		env.Log.Warn("kafka session_timeout is no longer used (ckm reads partitions itself, without consumer group membership); remove it", "source", env.Source)
+	}
+	tr := transport(tc, mech, set.connect)
+	return &Source{env: env, cfg: cfg, set: set, tr: tr,
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: set.connect}}, nil
 }
 
@@ -69,53 +73,60 @@ type partition struct {
 
 func (p partition) String() string { return fmt.Sprintf("%s/%d", p.topic, p.id) }
 
-// Read consumes the partitions the group assigns to this reader up to the high watermarks seen
-// when it started, committing a batch at a time, and returns once they are caught up. With
-// env.Follow it keeps reading new messages until ctx ends.
+// Read consumes every partition of the source's topics up to the high watermarks seen when it
+// started, committing a batch at a time, and returns once each is caught up; a partition it
+// could not read to its starting watermark fails the read, naming it. With env.Follow it keeps
+// reading new messages until ctx ends, and picks up partitions added to the topics.
 func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	defer s.tr.CloseIdleConnections()
-	ends, err := s.watermarks(ctx)
-	if err != nil {
-		return err
-	}
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID: s.set.group, Brokers: s.cfg.Brokers, Dialer: s.dialer, Topics: s.cfg.Topics,
-		SessionTimeout: s.set.sessionTimeout, RebalanceTimeout: s.set.sessionTimeout,
-		HeartbeatInterval: s.set.sessionTimeout / 10, JoinGroupBackoff: time.Second,
-		Timeout: min(s.set.connect, 10*time.Second), StartOffset: kafka.FirstOffset,
-		// Following, partitions added to a topic join by a rebalance.
-		WatchPartitionChanges: s.env.Follow, PartitionWatchInterval: 30 * time.Second,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			s.env.Log.Debug("kafka group: " + fmt.Sprintf(msg, args...))
-		}),
-	})
-	if err != nil {
-		return fmt.Errorf("consumer group %s: %w", s.set.group, err)
-	}
-	defer group.Close()
-	var failingSince time.Time
 	for {
-		gen, err := group.Next(ctx)
+		ends, err := s.watermarks(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			// Joins fail during rebalances and while brokers restart: retry for connect_timeout.
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			if time.Since(failingSince) > s.set.connect {
-				return fmt.Errorf("join consumer group %s at %s: %w", s.set.group, strings.Join(s.cfg.Brokers, ","), err)
-			}
-			s.env.Log.Debug("consumer group join failed, retrying", "group", s.set.group, "err", err)
-			continue
-		}
-		failingSince = time.Time{}
-		done, err := s.consume(ctx, gen, ends, w)
-		if err != nil || done {
 			return err
 		}
-		s.env.Log.Info("consumer group rebalanced", "group", s.set.group, "generation", gen.ID)
+		parts := slices.SortedFunc(maps.Keys(ends), func(a, b partition) int { return strings.Compare(a.String(), b.String()) })
+		roundCtx, cancel := context.WithCancel(ctx)
+		grown := make(chan struct{})
+		if s.env.Follow {
+			go s.watchPartitions(roundCtx, len(parts), func() { close(grown); cancel() })
+		}
+		err = s.readPartitions(roundCtx, parts, ends, w)
+		cancel()
+		select {
+		case <-grown:
+			s.env.Log.Info("partitions added to the topics; reading them too")
+			continue
+		default:
+		}
+		switch {
+		case errors.Is(err, errMoved):
+			s.env.Log.Info("another reader advanced a partition; rereading stored offsets", "err", err)
+			continue
+		case s.env.Follow && ctx.Err() != nil:
+			return ctx.Err()
+		}
+		return err
+	}
+}
+
+// partitionWatch is how often a following reader looks for partitions added to its topics.
+const partitionWatch = 30 * time.Second
+
+// watchPartitions calls grown once the topics have more than n partitions, until ctx ends.
+func (s *Source) watchPartitions(ctx context.Context, n int, grown func()) {
+	t := time.NewTicker(partitionWatch)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		parts, err := s.partitions(ctx)
+		if err == nil && len(parts) > n {
+			grown()
+			return
+		}
 	}
 }
 
@@ -250,59 +261,21 @@ func (s *Source) Backlog(ctx context.Context) ([]connectors.Backlog, error) {
 // offset: the batch rolled back and the reader starts again from the stored offsets.
 var errMoved = errors.New("partition advanced by another reader")
 
-// consume reads the partitions of one group generation. It returns done once they are caught
-// up, and not done when the generation ended (a rebalance) first.
-func (s *Source) consume(ctx context.Context, gen *kafka.Generation, ends map[partition]int64, w connectors.Writer) (done bool, err error) {
-	genCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// The generation ends when the group rebalances: stop reading, roll back what is in flight.
-	gen.Start(func(g context.Context) {
-		select {
-		case <-g.Done():
-			cancel()
-		case <-genCtx.Done():
-		}
-	})
-	var assigned []partition
-	for topic, ps := range gen.Assignments {
-		for _, p := range ps {
-			assigned = append(assigned, partition{topic, p.ID})
-		}
-	}
-	slices.SortFunc(assigned, func(a, b partition) int { return strings.Compare(a.String(), b.String()) })
-	s.env.Log.Debug("partitions assigned", "generation", gen.ID, "partitions", fmt.Sprint(assigned))
-	for {
-		err := s.readAssigned(genCtx, gen, assigned, ends, w)
-		switch {
-		case err == nil:
-			return true, nil
-		case ctx.Err() != nil:
-			return false, ctx.Err()
-		case genCtx.Err() != nil:
-			return false, nil // rebalanced: whatever was in flight rolled back
-		case errors.Is(err, errMoved):
-			s.env.Log.Info("another reader advanced a partition; rereading stored offsets", "err", err)
-			continue
-		}
-		return false, err
-	}
-}
-
-// readAssigned reads the assigned partitions from their stored offsets, writing batches as the
+// readPartitions reads the partitions from their stored offsets, writing batches as the
 // fetcher fills them.
-func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assigned []partition, ends map[partition]int64, w connectors.Writer) error {
-	if len(assigned) == 0 {
+func (s *Source) readPartitions(ctx context.Context, parts []partition, ends map[partition]int64, w connectors.Writer) error {
+	if len(parts) == 0 {
 		return nil
 	}
-	stored, err := s.storedOffsets(ctx, assigned)
+	stored, err := s.storedOffsets(ctx, parts)
 	if err != nil {
 		return err
 	}
 	// A reader stopped between its DuckDB commit and its group commit left the hint behind.
-	s.commitGroup(ctx, gen, stored)
+	s.commitGroup(ctx, stored)
 	pos := maps.Clone(stored)
 	var fresh []partition
-	for _, p := range assigned {
+	for _, p := range parts {
 		next, ok := stored[p]
 		if !ok {
 			fresh = append(fresh, p)
@@ -318,14 +291,15 @@ func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assign
 		}
 		maps.Copy(pos, starts)
 	}
+	goal := maps.Clone(ends)
 	f := &fetcher{src: s, pos: pos, ends: ends, follow: s.env.Follow, pin: fresh}
 	batches := make(chan *pending, 1)
 	fetchCtx, stopFetching := context.WithCancel(ctx)
 	defer stopFetching()
 	fetchErr := make(chan error, 1)
-	go func() { fetchErr <- f.run(fetchCtx, assigned, batches) }()
+	go func() { fetchErr <- f.run(fetchCtx, parts, batches) }()
 	for b := range batches {
-		err := s.write(ctx, gen, b, stored, w)
+		err := s.write(ctx, b, stored, w)
 		b.release()
 		if err != nil {
 			stopFetching()
@@ -336,11 +310,27 @@ func (s *Source) readAssigned(ctx context.Context, gen *kafka.Generation, assign
 			return err
 		}
 	}
-	return <-fetchErr
+	if err := <-fetchErr; err != nil {
+		return err
+	}
+	if s.env.Follow {
+		return nil
+	}
+	// A bounded read ends at every partition's starting watermark, or says which it did not reach.
+	var short []string
+	for _, p := range parts {
+		if stored[p] < goal[p] && pos[p] < goal[p] {
+			short = append(short, fmt.Sprintf("%s (at %d of %d)", p, max(stored[p], pos[p]), goal[p]))
+		}
+	}
+	if len(short) > 0 {
+		return fmt.Errorf("partitions not read to the end they had when the run started: %s", strings.Join(short, ", "))
+	}
+	return nil
 }
 
 // write commits one batch with its offsets, then commits the group offsets as a hint.
-func (s *Source) write(ctx context.Context, gen *kafka.Generation, b *pending, stored map[partition]int64, w connectors.Writer) error {
+func (s *Source) write(ctx context.Context, b *pending, stored map[partition]int64, w connectors.Writer) error {
 	batch := b.batch()
 	batch.Checkpoint = func(ctx context.Context, tx connectors.Querier, _ connectors.BatchStats) error {
 		return s.checkpoint(ctx, tx, b.spans, stored)
@@ -363,7 +353,7 @@ func (s *Source) write(ctx context.Context, gen *kafka.Generation, b *pending, s
 	for p, sp := range b.spans {
 		next[p] = sp.to
 	}
-	s.commitGroup(ctx, gen, next)
+	s.commitGroup(ctx, next)
 	return nil
 }
 
@@ -398,9 +388,10 @@ func (s *Source) checkpoint(ctx context.Context, tx connectors.Querier, spans ma
 	return nil
 }
 
-// commitGroup records the group's offsets after the DuckDB commit, for lag monitoring only. It
-// has a deadline and its failure is logged, never fatal: the stored offsets are the truth.
-func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, next map[partition]int64) {
+// commitGroup records the group's offsets after the DuckDB commit, for lag monitoring only, as
+// a consumer outside any generation (the way standalone consumers commit). It has a deadline and
+// its failure is logged, never fatal: the stored offsets are the truth.
+func (s *Source) commitGroup(ctx context.Context, next map[partition]int64) {
 	if len(next) == 0 {
 		return
 	}
@@ -410,8 +401,7 @@ func (s *Source) commitGroup(ctx context.Context, gen *kafka.Generation, next ma
 	}
 	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	res, err := s.client.OffsetCommit(commitCtx, &kafka.OffsetCommitRequest{GroupID: s.set.group,
-		GenerationID: int(gen.ID), MemberID: gen.MemberID, Topics: topics})
+	res, err := s.client.OffsetCommit(commitCtx, &kafka.OffsetCommitRequest{GroupID: s.set.group, GenerationID: -1, Topics: topics})
 	if err == nil {
 		var each []error
 		for _, ps := range res.Topics {
