@@ -37,10 +37,10 @@ type Params struct {
 	WillingShare    float64
 	ComplainerShare float64
 	ChattyShare     float64
-	ReturnShare float64 // share of purchases later partly refunded (a returned row with negative amount)
-	CancelShare float64 // share of extra cancelled orders
-	Dirty       float64 // share of deliberately malformed records, for dead-letter demos
-	Gzip        bool
+	ReturnShare     float64 // share of purchases later partly refunded (a returned row with negative amount)
+	CancelShare     float64 // share of extra cancelled orders
+	Dirty           float64 // share of deliberately malformed records, for dead-letter demos
+	Gzip            bool
 }
 
 // Defaults are a mid-size retailer over 2.5 years; the spend parameters are the CDNOW fit.

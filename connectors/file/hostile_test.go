@@ -217,7 +217,7 @@ func TestHeadersNamedLikeTheGeneratedSQLChangeNothing(t *testing.T) {
 
 	// The same header in Parquet.
 	pq := setupRatio(t, strings.Replace(ordersSourceMayBeEmpty, `"*.csv"`, `"*.parquet"`, 1), nil, 0.9)
-	_, err := pq.db().Exec(`COPY (SELECT * FROM read_csv(?, all_varchar = true)) TO '` + filepath.Join(pq.dir, "a.parquet") + `' (FORMAT parquet)`,
+	_, err := pq.db().Exec(`COPY (SELECT * FROM read_csv(?, all_varchar = true)) TO '`+filepath.Join(pq.dir, "a.parquet")+`' (FORMAT parquet)`,
 		filepath.Join(e.dir, "a.csv"))
 	require.NoError(t, err)
 	pres := pq.run(t)
@@ -354,7 +354,7 @@ func TestFinalStateDoesNotDependOnLoadHistory(t *testing.T) {
 // Item 8: a changed file replaces its own rows only, not those of a file whose name extends its own.
 func TestAChangedFileLeavesFilesWithLongerNamesAlone(t *testing.T) {
 	e := setup(t, ordersSource, map[string]string{
-		"orders_a.csv":                 ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n",
+		"orders_a.csv":                ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n",
 		"orders_a.csv:2026-01-02.csv": ordersHeader + "D1,C1,2026-01-02 10:00:00,2\nD2,C1,2026-01-02 10:00:00,3\n",
 	})
 	requireAccounted(t, e, e.run(t))

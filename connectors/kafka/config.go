@@ -62,12 +62,12 @@ var mechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
 // settings are the parsed, defaulted values of a Config.
 type settings struct {
-	group                                  string
-	start                                  string
-	startTime                              time.Time
-	batchSize                              int
-	batchBytes, maxMessageBytes            int
-	flushInterval, connect time.Duration
+	group                       string
+	start                       string
+	startTime                   time.Time
+	batchSize                   int
+	batchBytes, maxMessageBytes int
+	flushInterval, connect      time.Duration
 }
 
 // Validate checks every key it can without contacting the brokers.
