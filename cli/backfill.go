@@ -11,11 +11,13 @@ import (
 
 func (a *app) backfillCmd() *cobra.Command {
 	var pipeline, from, to string
-	var force bool
+	var force, allowFuture bool
 	cmd := &cobra.Command{
 		Use:   "backfill --from YYYY-MM-DD --to YYYY-MM-DD",
 		Short: "Run a pipeline for every as_of date in a range, oldest first; resumable, skips dates that succeeded",
-		Args:  cobra.NoArgs,
+		Example: `  ckm backfill --from 2026-06-01 --to 2026-06-30            # June, oldest first; rerun to resume
+  ckm backfill -p nightly --from 2026-06-01 --to 2026-06-07 --force   # recompute a week`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -26,8 +28,8 @@ func (a *app) backfillCmd() *cobra.Command {
 			}
 			dates := make([]time.Time, 2)
 			for i, s := range []string{from, to} {
-				if dates[i], err = time.Parse(time.DateOnly, s); err != nil {
-					return fmt.Errorf("--%s %q: want a date as YYYY-MM-DD", []string{"from", "to"}[i], s)
+				if dates[i], err = parseDate("--"+[]string{"from", "to"}[i], s); err != nil {
+					return err
 				}
 			}
 			w, err := a.openWarehouse(cmd.Context(), cfg, false)
@@ -38,7 +40,7 @@ func (a *app) backfillCmd() *cobra.Command {
 			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
 			began := time.Now()
 			var ran int
-			err = r.Backfill(cmd.Context(), pipeline, dates[0], dates[1], force, func(s pipelines.BackfillStep) {
+			err = r.Backfill(cmd.Context(), pipeline, dates[0], dates[1], force, allowFuture, func(s pipelines.BackfillStep) {
 				day := s.AsOf.Format(time.DateOnly)
 				width := len(fmt.Sprint(s.Total))
 				if s.Skipped {
@@ -61,6 +63,7 @@ func (a *app) backfillCmd() *cobra.Command {
 	cmd.Flags().StringVar(&from, "from", "", "first as_of date, YYYY-MM-DD")
 	cmd.Flags().StringVar(&to, "to", "", "last as_of date, YYYY-MM-DD (inclusive)")
 	cmd.Flags().BoolVar(&force, "force", false, "rerun dates that already succeeded")
+	cmd.Flags().BoolVar(&allowFuture, "allow-future", false, "score dates after today (refused otherwise)")
 	_ = cmd.MarkFlagRequired("from")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd

@@ -22,7 +22,12 @@ func (a *app) sqlCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   `sql "SELECT …"`,
 		Short: "Run a read-only query on the warehouse and print the result (table, csv or json)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Run a query on the warehouse's tables and print the result. The connection is read-only and
+reads the warehouse alone: statements that write, read or write files (COPY, read_csv, glob),
+attach other databases or change settings are refused.`,
+		Example: `  ckm sql "SELECT segment, count(*) FROM customer_rfm GROUP BY ALL ORDER BY 2 DESC"
+  ckm sql -f csv "SELECT source, position, reason FROM dead_letters WHERE superseded_by IS NULL"`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := a.openReadOnly(cmd.Context())
 			if err != nil {
@@ -31,10 +36,13 @@ func (a *app) sqlCmd() *cobra.Command {
 			defer w.Close()
 			rows, err := w.DB().QueryContext(cmd.Context(), args[0])
 			if err != nil {
-				return fmt.Errorf("query: %w", err)
+				return queryError(err)
 			}
 			defer rows.Close()
-			return printRows(a.stdout, rows, format, limit)
+			if err := printRows(a.stdout, rows, format, limit); err != nil {
+				return queryError(err)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: table, csv or json")
@@ -103,6 +111,26 @@ func (a *app) printBacklog(ctx context.Context, r *pipelines.Runner) error {
 	}
 	fmt.Fprintln(a.stdout)
 	return nil
+}
+
+// queryError says in one line why a query was refused or failed.
+func queryError(err error) error {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	var why string
+	switch {
+	case strings.Contains(msg, "read-only mode"):
+		why = "ckm sql is read-only: it cannot change the warehouse"
+	case strings.Contains(msg, "disabled by configuration"), strings.Contains(msg, "configuration has been locked"),
+		strings.Contains(msg, "enable_external_access"), strings.Contains(msg, "Permission Error"):
+		why = "ckm sql reads the warehouse's own tables only (no files, other databases or settings)"
+	}
+	if why != "" {
+		return fmt.Errorf("%s: %s", why, msg)
+	}
+	return fmt.Errorf("query: %s", msg)
 }
 
 func printRows(out io.Writer, rows *sql.Rows, format string, limit int) error {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,9 +30,19 @@ type app struct {
 	log            *slog.Logger
 }
 
-// Main runs ckm with args and returns the exit code: 0 on success, 2 for a bad config,
-// 1 for anything else, with one clear line on stderr saying what failed.
+// Exit codes. An invalid config has its own (sysexits' EX_CONFIG): Go exits 2 on a panic or a
+// fatal signal, so a scheduler must be able to tell a crash from a config mistake.
+const (
+	ExitFailure = 1
+	ExitConfig  = 78
+)
+
+// Main runs ckm with args and returns the exit code: 0 on success, ExitConfig for a bad config,
+// ExitFailure for anything else, with one clear line on stderr saying what failed.
 func Main(args []string, stdout, stderr io.Writer) int {
+	// What ckm writes is private to its user unless configured otherwise (publish.mode): the
+	// warehouse keeps raw records in dead_letters, and DuckDB creates its files with the umask.
+	syscall.Umask(0o077)
 	a := &app{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "ckm",
@@ -45,7 +56,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "config.yaml", "config file")
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(a.runCmd(), a.serveCmd(), a.backfillCmd(), a.ingestCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(), a.generateCmd(), a.benchCmd())
+	root.AddCommand(a.runCmd(), a.serveCmd(), a.backfillCmd(), a.ingestCmd(), a.publishCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(),
+		a.generateCmd(), a.benchCmd())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -61,10 +73,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		for _, line := range p {
 			fmt.Fprintln(stderr, "  "+line.String())
 		}
-		return 2
+		return ExitConfig
 	}
 	fmt.Fprintln(stderr, "ckm: "+oneLine(err))
-	return 1
+	return ExitFailure
 }
 
 func oneLine(err error) string {
@@ -104,16 +116,28 @@ func (a *app) loadConfig() (*config.Config, error) {
 }
 
 // openWarehouse opens the configured warehouse. A writer waits up to warehouse.lock_wait for
-// another process (a scheduled run, a backfill) to release the file; a reader does not wait.
+// another process (a scheduled run, a backfill) to release the file; a reader does not wait,
+// and reads the warehouse alone: no files, other databases or settings.
 func (a *app) openWarehouse(ctx context.Context, cfg *config.Config, readOnly bool) (*warehouse.Warehouse, error) {
-	opts := warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads, ReadOnly: readOnly}
+	opts := warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads,
+		ReadOnly: readOnly, Sandbox: readOnly}
 	if !readOnly {
 		opts.LockWait = cfg.Warehouse.LockWaitDuration()
+		opts.Waiting = func(h warehouse.Holder, waited time.Duration) {
+			if a.interactive() {
+				fmt.Fprintf(a.stderr, "waiting for the warehouse %s: in use by %s; waiting up to %s (warehouse.lock_wait), %s so far\n",
+					cfg.Warehouse.Path, h, opts.LockWait, waited.Round(time.Second))
+				return
+			}
+			a.log.Warn("waiting for the warehouse", "path", cfg.Warehouse.Path, "held_by_pid", h.PID, "held_by", h.Command,
+				"held_since", h.Since, "lock_wait", opts.LockWait.String(), "waited", waited.Round(time.Second).String())
+		}
 	}
 	w, err := warehouse.Open(ctx, opts)
-	if errors.Is(err, warehouse.ErrInUse) && readOnly {
-		return nil, fmt.Errorf("%w; BI tools and scripts can read the published snapshot %s meanwhile",
-			err, filepath.Join(cfg.Publish.Dir, publish.SnapshotFile))
+	var inUse *warehouse.InUseError
+	if errors.As(err, &inUse) && readOnly {
+		return nil, fmt.Errorf("the warehouse is being written by %s: read the published snapshot %s meanwhile",
+			inUse.Holder, filepath.Join(cfg.Publish.Dir, publish.SnapshotFile))
 	}
 	return w, err
 }

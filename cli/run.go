@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -17,10 +19,14 @@ import (
 
 func (a *app) runCmd() *cobra.Command {
 	var pipeline, asOf string
+	var allowFuture bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run a pipeline once: load new source data, score every customer, replace the as_of outputs",
-		Args:  cobra.NoArgs,
+		Example: `  ckm run --as-of 2026-06-30                                   # the shipped sample
+  ckm run --config examples/cdnow/config.yaml --as-of 1997-09-30   # another config
+  ckm run                                                      # yesterday, in the configured time zone`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -42,7 +48,7 @@ func (a *app) runCmd() *cobra.Command {
 			if a.interactive() {
 				r.Step = a.progress
 			}
-			res, err := r.Run(cmd.Context(), pipelines.Request{Pipeline: pipeline, AsOf: date, Trigger: pipelines.Manual})
+			res, err := r.Run(cmd.Context(), pipelines.Request{Pipeline: pipeline, AsOf: date, Trigger: pipelines.Manual, AllowFuture: allowFuture})
 			if err != nil {
 				return fmt.Errorf("run %s for %s failed: %w", pipeline, date.Format(time.DateOnly), err)
 			}
@@ -52,6 +58,7 @@ func (a *app) runCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&pipeline, "pipeline", "p", "", "pipeline to run (default: the only one configured)")
 	cmd.Flags().StringVar(&asOf, "as-of", "", "scoring date YYYY-MM-DD (default: yesterday in the configured time zone)")
+	cmd.Flags().BoolVar(&allowFuture, "allow-future", false, "score an as_of after today (refused otherwise)")
 	return cmd
 }
 
@@ -72,11 +79,21 @@ func parseAsOf(s string, loc *time.Location) (time.Time, error) {
 	if s == "" {
 		return pipelines.DayBefore(time.Now(), loc), nil
 	}
+	return parseDate("--as-of", s)
+}
+
+var dateShape = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
+
+// parseDate reads a flag's YYYY-MM-DD date.
+func parseDate(flag, s string) (time.Time, error) {
 	t, err := time.Parse(time.DateOnly, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("--as-of %q: want a date as YYYY-MM-DD", s)
+	switch {
+	case err == nil:
+		return t, nil
+	case dateShape.MatchString(s):
+		return time.Time{}, fmt.Errorf("%s %s: not a calendar date", flag, s)
 	}
-	return t, nil
+	return time.Time{}, fmt.Errorf("%s %q: want a date as YYYY-MM-DD", flag, s)
 }
 
 // progress shows a step with a live elapsed time on the terminal.
@@ -137,6 +154,9 @@ func (a *app) printSummary(res *pipelines.Result) {
 	a.printKnowledge(res)
 	for _, w := range res.Warnings {
 		fmt.Fprintln(out, "warning: "+w)
+	}
+	if res.Published != "" {
+		fmt.Fprintf(out, "\npublished for BI tools: %s (report), %s\n", res.Published, filepath.Dir(filepath.Dir(res.Published)))
 	}
 }
 

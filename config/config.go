@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,6 +103,19 @@ type Publish struct {
 	Parquet  *bool  `yaml:"parquet"`  // Parquet per output, partitioned by as_of, and latest/; default true
 	Snapshot *bool  `yaml:"snapshot"` // a read-only DuckDB file with the latest outputs; default true
 	Report   *bool  `yaml:"report"`   // a static HTML report per run; default true
+	// Mode is the permission of the published files, octal (directories get the matching search
+	// bits); default 0600, only ckm's user: e.g. 0640 for a group BI tools run as.
+	Mode string `yaml:"mode"`
+	// CustomerColumns are the customers' columns BI tools may see in the snapshot and
+	// customer_scores (the others, names among them, are NULL there); default customer_id,
+	// segment, region.
+	CustomerColumns []string `yaml:"customer_columns"`
+}
+
+// FileMode is Mode, read once validation has checked it (0: the default).
+func (p Publish) FileMode() os.FileMode {
+	m, _ := strconv.ParseUint(p.Mode, 8, 32)
+	return os.FileMode(m)
 }
 
 // Grace is GracePeriod, read once validation has checked it.
@@ -505,6 +519,17 @@ func (c *Config) validate(lines map[string]int) []Problem {
 				hint = "did you mean " + cl + "?"
 			}
 			add("scoring.knowledge.kind_weights."+kind, "unknown feedback kind "+kind, hint)
+		}
+	}
+	if m := c.Publish.Mode; m != "" {
+		if v, err := strconv.ParseUint(m, 8, 32); err != nil || v > 0o777 || v&0o600 != 0o600 {
+			add("publish.mode", fmt.Sprintf("%q is not a file permission ckm can write and read", m), "octal, e.g. 0600 (default) or 0640")
+		}
+	}
+	customers, _ := mapping.TableNamed("customers")
+	for i, col := range c.Publish.CustomerColumns {
+		if _, ok := customers.Column(col); !ok {
+			add(fmt.Sprintf("publish.customer_columns[%d]", i), "customers has no column "+col, "one of "+strings.Join(customers.ColumnNames(), ", "))
 		}
 	}
 	if err := rfm.ValidateSegments(c.Scoring.RFM.Segments); err != nil {

@@ -21,10 +21,13 @@ type BackfillStep struct {
 // Backfill runs pipeline for every as_of from..to (inclusive) in order. Each run replaces its
 // as_of partition, so a backfill can be repeated; dates that already succeeded are skipped
 // unless force, so an interrupted backfill resumes where it stopped.
-func (r *Runner) Backfill(ctx context.Context, pipeline string, from, to time.Time, force bool, progress func(BackfillStep)) error {
+func (r *Runner) Backfill(ctx context.Context, pipeline string, from, to time.Time, force, allowFuture bool, progress func(BackfillStep)) error {
 	from, to = civilDate(from), civilDate(to)
 	if to.Before(from) {
 		return fmt.Errorf("backfill %s: --to %s is before --from %s", pipeline, to.Format(time.DateOnly), from.Format(time.DateOnly))
+	}
+	if err := r.checkAsOf(to, allowFuture); err != nil {
+		return fmt.Errorf("backfill %s: %w", pipeline, err)
 	}
 	total := int(to.Sub(from).Hours()/24) + 1
 	i := 0
@@ -43,7 +46,7 @@ func (r *Runner) Backfill(ctx context.Context, pipeline string, from, to time.Ti
 			}
 		}
 		start := time.Now()
-		res, err := r.Run(ctx, Request{Pipeline: pipeline, AsOf: d, Trigger: Backfill})
+		res, err := r.Run(ctx, Request{Pipeline: pipeline, AsOf: d, Trigger: Backfill, AllowFuture: allowFuture})
 		if err != nil {
 			return fmt.Errorf("backfill %s stopped at as_of %s (%d of %d; earlier dates are done, rerun to resume): %w",
 				pipeline, d.Format(time.DateOnly), i, total, err)

@@ -214,7 +214,7 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 	if err != nil {
 		return
 	}
-	st := &scoring{conn: conn, res: res, log: log, zone: zone}
+	st := r.newScoring(conn, res, log, zone)
 	err = timed(&t.rfm, func() error {
 		out, err := r.scoreRFM(ctx, st)
 		if err != nil {

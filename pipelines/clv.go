@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unique"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/transforms/value"
@@ -79,16 +79,16 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		}
 	}
 	defer st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.clv_summary; DROP TABLE IF EXISTS temp.clv_histories")
-	histories, err := queryTuples(ctx, st.conn, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
+	histories, err := st.tuples(ctx, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
 	if err != nil {
 		return nil, err
 	}
-	spend, err := queryTuples(ctx, st.conn, `SELECT x, zbar, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary
+	spend, err := st.tuples(ctx, `SELECT x, zbar, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary
 		WHERE x > 0 AND zbar > 0 GROUP BY x, zbar ORDER BY x, zbar`)
 	if err != nil {
 		return nil, err
 	}
-	batches, release, err := arrowBatches(ctx, st.conn, `SELECT s.*, h.history FROM clv_summary s JOIN clv_histories h USING (x, t_x, t_cal)`)
+	batches, release, err := st.batches(ctx, `SELECT s.*, h.history FROM clv_summary s JOIN clv_histories h USING (x, t_x, t_cal)`)
 	if err != nil {
 		return nil, fmt.Errorf("customer summary: %w", err)
 	}
@@ -112,7 +112,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	for i, h := range histories {
 		byHistory[i] = h.Customer
 	}
-	rec, err := clv.Score(batches, byHistory, bgUse.BGNBD(), ggUse.GammaGamma(), p, memory.DefaultAllocator)
+	rec, err := clv.Score(batches, byHistory, bgUse.BGNBD(), ggUse.GammaGamma(), p, st.mem)
 	if err != nil {
 		return nil, err
 	}
@@ -144,9 +144,9 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	return outs, nil
 }
 
-// queryTuples reads weighted tuples (see clv.ReadTuples) from a query.
-func queryTuples(ctx context.Context, conn *warehouse.Conn, query string) ([]clv.Tuple, error) {
-	batches, release, err := arrowBatches(ctx, conn, query)
+// tuples reads weighted tuples (see clv.ReadTuples) from a query.
+func (st *scoring) tuples(ctx context.Context, query string) ([]clv.Tuple, error) {
+	batches, release, err := st.batches(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +293,7 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, errors.New("needs the clv transform in the same pipeline")
 	}
 	defer st.clv.release()
-	rec, err := value.Score(st.clv.summary, st.clv.clv, st.clv.pAlive, r.Config.Scoring.Value, memory.DefaultAllocator)
+	rec, err := value.Score(st.clv.summary, st.clv.clv, st.clv.pAlive, r.Config.Scoring.Value, st.mem)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +301,7 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 	tiers := rec.Column(3).(*array.String)
 	stages := rec.Column(4).(*array.String)
 	for i := 0; i < tiers.Len(); i++ {
-		st.res.TierStage[[2]string{tiers.Value(i), stages.Value(i)}]++
+		st.res.TierStage[[2]string{unique.Make(tiers.Value(i)).Value(), unique.Make(stages.Value(i)).Value()}]++ // interned: they outlive the batch
 	}
 	return outputs{arrowOutput("customer_value", rec, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
 		potential_value, value_tier, lifecycle_stage, trend)

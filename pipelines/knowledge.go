@@ -14,7 +14,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ckm-dev/ckm/connectors/mapping"
 	"github.com/ckm-dev/ckm/transforms/arrowutil"
@@ -206,14 +205,14 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		dropInputs()
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
-	batches, release, err := arrowBatches(ctx, st.conn, `SELECT * FROM `+knowledgeInputs+` WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
+	batches, release, err := st.batches(ctx, `SELECT * FROM `+knowledgeInputs+` WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
 	if err != nil {
 		dropInputs()
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	defer release()
 	inputs := time.Since(start)
-	rec, model, err := knowledge.Score(batches, p, memory.DefaultAllocator)
+	rec, model, err := knowledge.Score(batches, p, st.mem)
 	if err != nil {
 		dropInputs()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/google/uuid"
 
 	"github.com/ckm-dev/ckm/config"
@@ -35,6 +36,9 @@ type Request struct {
 	AsOf         time.Time // a calendar date; only its year, month and day count
 	Trigger      Trigger
 	ScheduledFor *time.Time
+	// AllowFuture lets a run score an as_of after today in the configured zone (refused by
+	// default: it would score days that have not happened and move what BI sees ahead).
+	AllowFuture bool
 }
 
 // SourceResult is what one source delivered in a run.
@@ -60,7 +64,8 @@ type Result struct {
 	Warnings  []string
 	RowsOut   int64
 	Elapsed   time.Duration
-	Succeeded bool // the outputs and the run's success committed
+	Succeeded bool   // the outputs and the run's success committed
+	Published string // the report of what BI tools see, once published
 }
 
 // CLVStats shows where CLV time goes: fitting works on distinct histories, not on orders.
@@ -76,6 +81,41 @@ type Runner struct {
 	Log       *slog.Logger
 	// Step, when set, is told when a long step starts; the returned func is called when it ends.
 	Step func(name string) (done func())
+	// Arrow, when set, is the memory transforms build their batches in, and batches read from
+	// DuckDB are copied into it (by default they are read in DuckDB's own memory): tests set an
+	// allocator that overwrites what is freed, so that a string kept past its batch's release
+	// shows up as wrong output instead of a crash after commit in production.
+	Arrow memory.Allocator
+	// Now is the clock that tells what "today" is (default time.Now).
+	Now func() time.Time
+}
+
+// today is the current calendar date in the configured zone.
+func (r *Runner) today() time.Time {
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	return civilDate(now().In(r.Config.Location()))
+}
+
+// FutureAsOfError refuses an as_of after today.
+type FutureAsOfError struct {
+	AsOf, Today time.Time
+	Zone        string
+}
+
+func (e *FutureAsOfError) Error() string {
+	return fmt.Sprintf("as_of %s is after today (%s in %s): a run would score days that have not happened yet and move what BI tools see ahead; pass --allow-future if that is what you want",
+		e.AsOf.Format(time.DateOnly), e.Today.Format(time.DateOnly), e.Zone)
+}
+
+// checkAsOf refuses an as_of after today unless allowed.
+func (r *Runner) checkAsOf(asOf time.Time, allowFuture bool) error {
+	if today := r.today(); !allowFuture && asOf.After(today) {
+		return &FutureAsOfError{AsOf: asOf, Today: today, Zone: r.Config.Timezone}
+	}
+	return nil
 }
 
 func (r *Runner) step(name string) func() {
@@ -105,6 +145,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		req.Trigger = Manual
 	}
 	asOf := civilDate(req.AsOf)
+	if err := r.checkAsOf(asOf, req.AllowFuture); err != nil {
+		return nil, err
+	}
 	conn, err := r.Warehouse.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -132,26 +175,22 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	res.Succeeded = true
 	log.Info("run succeeded", "rows_out", res.RowsOut, "elapsed", res.Elapsed.Round(time.Millisecond).String())
-	if err := r.publish(ctx, conn, res); err != nil {
+	if err := r.publish(ctx, conn, res, false); err != nil {
 		return res, fmt.Errorf("the run succeeded but publishing its outputs failed (the next run publishes again): %w", err)
 	}
 	return res, nil
 }
 
 // RepublishIfBehind publishes the newest successful run again when latest/ does not show it:
-// the process died after the run committed and before its publishing finished.
+// the process died after the run committed and before its publishing finished. Runs of an
+// as_of after today are not considered: one was a mistake that `ckm publish` undid.
 func (r *Runner) RepublishIfBehind(ctx context.Context) error {
 	if !*r.Config.Publish.Parquet {
 		return nil // the manifest that tells is in latest/, written with the Parquet files
 	}
-	res := &Result{}
-	err := r.Warehouse.DB().QueryRowContext(ctx, `SELECT run_id, pipeline, as_of FROM pipeline_runs WHERE status = 'succeeded'
-		ORDER BY as_of DESC, finished_at DESC LIMIT 1`).Scan(&res.RunID, &res.Pipeline, &res.AsOf)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("find the newest successful run: %w", err)
+	res, err := r.newestSucceeded(ctx, "", nil)
+	if res == nil || err != nil {
+		return err
 	}
 	m, err := publish.ReadManifest(filepath.Join(r.Config.Publish.Dir, "latest"))
 	if err != nil || (m != nil && (m.RunID == res.RunID || m.AsOf > res.AsOf.Format(time.DateOnly))) {
@@ -163,16 +202,69 @@ func (r *Runner) RepublishIfBehind(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	return r.publish(ctx, conn, res)
+	return r.publish(ctx, conn, res, false)
 }
 
-// publish hands the run's committed outputs to BI tools (see package publish).
-func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result) error {
+// Publish publishes a successful run again and makes it what latest/ and the snapshot show,
+// even when they show a newer as_of: `ckm publish` undoes a run of the wrong date. It is the
+// newest successful run of pipeline ("" for any) for asOf, or with asOf nil the newest one up
+// to today.
+func (r *Runner) Publish(ctx context.Context, pipeline string, asOf *time.Time) (*Result, error) {
+	res, err := r.newestSucceeded(ctx, pipeline, asOf)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		what := "up to today"
+		if asOf != nil {
+			what = "for as_of " + asOf.Format(time.DateOnly)
+		}
+		return nil, fmt.Errorf("no successful run %s to publish (see ckm status)", what)
+	}
+	conn, err := r.Warehouse.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return res, r.publish(ctx, conn, res, true)
+}
+
+// newestSucceeded is the newest successful run of pipeline ("" for any) for asOf, or with asOf
+// nil of any as_of up to today; nil when there is none.
+func (r *Runner) newestSucceeded(ctx context.Context, pipeline string, asOf *time.Time) (*Result, error) {
+	q := `SELECT run_id, pipeline, as_of FROM pipeline_runs WHERE status = 'succeeded' AND (? = '' OR pipeline = ?)`
+	args := []any{pipeline, pipeline}
+	if asOf != nil {
+		q += ` AND as_of = ?`
+		args = append(args, civilDate(*asOf))
+	} else {
+		q += ` AND as_of <= ?`
+		args = append(args, r.today())
+	}
+	res := &Result{}
+	err := r.Warehouse.DB().QueryRowContext(ctx, q+` ORDER BY as_of DESC, finished_at DESC LIMIT 1`, args...).Scan(&res.RunID, &res.Pipeline, &res.AsOf)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find the newest successful run: %w", err)
+	}
+	return res, nil
+}
+
+// publish hands the run's committed outputs to BI tools (see package publish). force makes it
+// what latest/ shows even if latest/ shows a newer as_of.
+func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result, force bool) error {
 	done := r.step("publish for BI")
 	defer done()
 	p := r.Config.Publish
-	return publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log},
+	err := publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
+		Force: force, Today: r.today(), Mode: p.FileMode(), CustomerColumns: p.CustomerColumns},
 		publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf, Holdout: res.Holdout})
+	if err == nil {
+		res.Published = filepath.Join(p.Dir, "latest", "report.html")
+	}
+	return err
 }
 
 func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pipeline, res *Result, log *slog.Logger) error {

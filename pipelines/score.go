@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -79,6 +80,10 @@ type scoring struct {
 	conn *warehouse.Conn
 	res  *Result
 	log  *slog.Logger
+	// mem is the memory transforms build their batches in; copy says batches read from DuckDB
+	// are copied into it too (see Runner.Arrow).
+	mem  memory.Allocator
+	copy bool
 	clv  *clvState
 	// Rows of customer_clv and customer_value, owned by their outputs, for knowledge to join.
 	clvScores, valueScores arrow.RecordBatch
@@ -94,7 +99,7 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 	if !zone.Fast() {
 		log.Warn("Go's and DuckDB's time zone databases disagree on this zone; converting every timestamp with ICU (slower)", "zone", r.Config.Timezone)
 	}
-	st := &scoring{conn: conn, res: res, log: log, zone: zone}
+	st := r.newScoring(conn, res, log, zone)
 	stages := map[string]func(context.Context, *scoring) (outputs, error){
 		"rfm": func(ctx context.Context, st *scoring) (outputs, error) {
 			out, err := r.scoreRFM(ctx, st)
@@ -112,6 +117,9 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 		o, err := stages[name](ctx, st)
 		if err != nil {
 			outs.release()
+			if bad := unscoreable(context.WithoutCancel(ctx), conn); bad != nil {
+				err = bad // the cause, named, rather than the cast that tripped over it
+			}
 			return nil, fmt.Errorf("transform %s: %w", name, err)
 		}
 		outs = append(outs, o...)
@@ -119,9 +127,52 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 	return outs, nil
 }
 
-// arrowBatches runs a query and keeps all its record batches; release them when done.
-func arrowBatches(ctx context.Context, conn *warehouse.Conn, query string, args ...any) ([]arrow.RecordBatch, func(), error) {
-	reader, err := conn.ArrowQuery(ctx, query, args...)
+// unscoreableChecks are the stored values no score can use. ckm's ingest refuses them, but a
+// warehouse written by other tools or earlier versions may hold some.
+var unscoreableChecks = []struct{ table, column, cond string }{
+	{"orders", "amount", "NOT isfinite(amount) OR abs(amount) > 1e15"},
+	{"orders", "margin", "NOT isfinite(margin) OR abs(margin) > 1e15"},
+	{"orders", "quantity", "NOT isfinite(quantity) OR abs(quantity) > 1e15"},
+	{"orders", "order_ts", "NOT isfinite(order_ts)"},
+	{"orders", "product_launch_date", "NOT isfinite(product_launch_date)"},
+	{"feedback", "event_ts", "NOT isfinite(event_ts)"},
+	{"feedback", "rating", "rating NOT BETWEEN 1 AND 5"},
+	{"customers", "signup_date", "NOT isfinite(signup_date)"},
+	{"customers", "updated_at", "NOT isfinite(updated_at)"},
+}
+
+// unscoreable names the first stored value no score can use (nil when there is none): the
+// table, the record's position and source, and the value.
+func unscoreable(ctx context.Context, conn *warehouse.Conn) error {
+	parts := make([]string, len(unscoreableChecks))
+	for i, c := range unscoreableChecks {
+		parts[i] = fmt.Sprintf("SELECT %d AS k, _position, _source, CAST(%s AS VARCHAR) AS v FROM %s WHERE %s",
+			i, c.column, c.table, c.cond)
+	}
+	var k int
+	var position, source, value string
+	err := conn.QueryRowContext(ctx, "SELECT k, _position, _source, v FROM ("+strings.Join(parts, " UNION ALL ")+") ORDER BY k, _position LIMIT 1").
+		Scan(&k, &position, &source, &value)
+	if err != nil {
+		return nil
+	}
+	c := unscoreableChecks[k]
+	return fmt.Errorf("%s.%s holds %s at %s (source %s), which no score can use: ckm does not load such values, so another tool or an "+
+		"earlier version wrote it; delete that row, or correct and reload its source", c.table, c.column, value, position, source)
+}
+
+// newScoring starts a run's scoring state.
+func (r *Runner) newScoring(conn *warehouse.Conn, res *Result, log *slog.Logger, zone Zone) *scoring {
+	st := &scoring{conn: conn, res: res, log: log, zone: zone, mem: memory.DefaultAllocator}
+	if r.Arrow != nil {
+		st.mem, st.copy = r.Arrow, true
+	}
+	return st
+}
+
+// batches runs a query and keeps all its record batches; release them when done.
+func (st *scoring) batches(ctx context.Context, query string, args ...any) ([]arrow.RecordBatch, func(), error) {
+	reader, err := st.conn.ArrowQuery(ctx, query, args...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,7 +185,11 @@ func arrowBatches(ctx context.Context, conn *warehouse.Conn, query string, args 
 	}
 	for reader.Next() {
 		b := reader.RecordBatch()
-		b.Retain()
+		if st.copy {
+			b = copyBatch(b, st.mem)
+		} else {
+			b.Retain()
+		}
 		batches = append(batches, b)
 	}
 	if err := reader.Err(); err != nil {
@@ -172,24 +227,39 @@ HAVING count(*) FILTER (WHERE purchase) > 0`
 }
 
 func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
-	conn, res := st.conn, st.res
+	res := st.res
 	done := r.step("score rfm")
 	defer done()
-	batches, release, err := arrowBatches(ctx, conn, RFMAggregateSQL(st.zone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
+	batches, release, err := st.batches(ctx, RFMAggregateSQL(st.zone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
 	if err != nil {
 		return output{}, err
 	}
 	defer release()
-	rec, err := rfm.Score(batches, r.Config.Scoring.RFM, memory.DefaultAllocator)
+	rec, err := rfm.Score(batches, r.Config.Scoring.RFM, st.mem)
 	if err != nil {
 		return output{}, err
 	}
 	res.Customers = rec.NumRows()
+	// The summary outlives the batch: segment names are interned (copied once).
 	seg := rec.Column(rec.Schema().FieldIndices("segment")[0]).(*array.String)
 	for i := 0; i < seg.Len(); i++ {
-		res.Segments[seg.Value(i)]++
+		res.Segments[unique.Make(seg.Value(i)).Value()]++
 	}
 	return arrowOutput("customer_rfm", rec, `INSERT INTO customer_rfm
 		(as_of, customer_id, run_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment)
 		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM `+scored), nil
+}
+
+// copyBatch copies rec into mem and releases rec.
+func copyBatch(rec arrow.RecordBatch, mem memory.Allocator) arrow.RecordBatch {
+	defer rec.Release()
+	cols := make([]arrow.Array, rec.NumCols())
+	for i, c := range rec.Columns() {
+		var err error
+		if cols[i], err = array.Concatenate([]arrow.Array{c}, mem); err != nil {
+			panic(fmt.Sprintf("copy arrow column %s: %v", rec.ColumnName(i), err)) // only a failing allocator gets here
+		}
+		defer cols[i].Release()
+	}
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows())
 }

@@ -12,8 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +34,29 @@ type Options struct {
 	Dir                       string
 	Parquet, Snapshot, Report bool
 	Log                       *slog.Logger // each part's time, at debug level; nil: not logged
+	// Force makes the run what latest/ and the snapshot show even when they show a newer as_of
+	// (`ckm publish` undoing a run of the wrong date).
+	Force bool
+	// Today: latest/ and the snapshot otherwise only move forward, but one showing an as_of
+	// after Today was a mistake and gives way to any run.
+	Today time.Time
+	// Mode is the permission of the published files (0: 0600); directories get the matching
+	// search bits.
+	Mode os.FileMode
+	// CustomerColumns are the customers' columns BI tools may see (nil: customer_id, segment,
+	// region); the others, names among them, are NULL in the snapshot and customer_scores.
+	CustomerColumns []string
+}
+
+// DefaultCustomerColumns are the customers' columns published unless configured.
+var DefaultCustomerColumns = []string{"customer_id", "segment", "region"}
+
+// fileMode and dirMode are the permissions of what is published.
+func (o Options) fileMode() os.FileMode { return cmp.Or(o.Mode, 0o600) }
+
+func (o Options) dirMode() os.FileMode {
+	m := o.fileMode()
+	return m | (m&0o444)>>2 // a readable directory can be searched
 }
 
 // Run is the run whose outputs are published.
@@ -67,24 +93,34 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 	if !opts.Parquet && !opts.Snapshot && !opts.Report {
 		return nil
 	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.CustomerColumns == nil {
+		opts.CustomerColumns = DefaultCustomerColumns
+	}
 	p := &publisher{conn: conn, opts: opts, run: run, asOf: run.AsOf.Format(time.DateOnly)}
 	// Whatever is in the scratch space was left by a process that died while publishing: only
 	// the process that writes the warehouse publishes, and that is this one.
 	if err := os.RemoveAll(filepath.Join(opts.Dir, tmpDir)); err != nil {
 		return fmt.Errorf("publish to %s: clear leftovers: %w", opts.Dir, err)
 	}
-	if err := os.MkdirAll(filepath.Join(opts.Dir, tmpDir), 0o755); err != nil {
+	if err := mkdirs(filepath.Join(opts.Dir, tmpDir), opts.dirMode()); err != nil {
 		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
 	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
+	if err := os.Chmod(opts.Dir, opts.dirMode()); err != nil {
+		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
 	}
 	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC()}
 	current, err := ReadManifest(filepath.Join(opts.Dir, latestDir))
 	if err != nil {
 		return err
 	}
-	advance := current == nil || current.AsOf <= p.asOf
+	advance := current == nil || current.AsOf <= p.asOf || opts.Force || current.AsOf > opts.Today.Format(time.DateOnly)
+	if !advance {
+		opts.Log.Warn("latest/ and the snapshot stay at a newer as_of; `ckm publish --as-of` makes another run what they show",
+			"latest_as_of", current.AsOf, "as_of", p.asOf)
+	}
 
 	var report []byte
 	parts := []struct {
@@ -100,7 +136,7 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 			if report, err = p.report(ctx); err != nil {
 				return err
 			}
-			return writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report)
+			return p.writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report)
 		}},
 		{"parquet partitions", opts.Parquet, p.partitions},
 		{"snapshot", opts.Snapshot && advance, p.snapshot},
@@ -153,12 +189,33 @@ var sortKeys = map[string]string{"model_fits": "model, parameter"}
 // hive partitioning carries it in the directory name (tools such as Spark refuse a column
 // that is in both).
 func (p *publisher) copyParquet(ctx context.Context, table, path string) error {
-	q := fmt.Sprintf(`COPY (SELECT * EXCLUDE (as_of) FROM %s WHERE as_of = ? ORDER BY %s) TO %s (FORMAT parquet, COMPRESSION zstd)`,
-		table, cmp.Or(sortKeys[table], "customer_id"), warehouse.Quote(path))
+	q := fmt.Sprintf(`COPY (SELECT * EXCLUDE (as_of)%s FROM %s WHERE as_of = ? ORDER BY %s) TO %s (FORMAT parquet, COMPRESSION zstd)`,
+		p.withheld(table), table, cmp.Or(sortKeys[table], "customer_id"), warehouse.Quote(path))
 	if _, err := p.conn.ExecContext(ctx, q, p.run.AsOf); err != nil {
 		return fmt.Errorf("publish %s as Parquet: %w", table, err)
 	}
-	return nil
+	return os.Chmod(path, p.opts.fileMode())
+}
+
+// scoresCustomerColumns are the customers' columns in customer_scores, by the name they have there.
+var scoresCustomerColumns = map[string]string{"name": "name", "segment": "crm_segment", "region": "region"}
+
+// withheld is the REPLACE clause that blanks, in table, the customers' columns BI tools may not
+// see ("" when none is withheld).
+func (p *publisher) withheld(table string) string {
+	if table != "customer_scores" {
+		return ""
+	}
+	var blank []string
+	for _, c := range slices.Sorted(maps.Keys(scoresCustomerColumns)) {
+		if !slices.Contains(p.opts.CustomerColumns, c) {
+			blank = append(blank, "NULL::VARCHAR AS "+scoresCustomerColumns[c])
+		}
+	}
+	if len(blank) == 0 {
+		return ""
+	}
+	return " REPLACE (" + strings.Join(blank, ", ") + ")"
 }
 
 // partitions writes parquet/<table>/as_of=<date>/data.parquet for every table, each
@@ -166,13 +223,13 @@ func (p *publisher) copyParquet(ctx context.Context, table, path string) error {
 func (p *publisher) partitions(ctx context.Context) error {
 	for _, t := range Tables {
 		tmp := p.tempPath(t)
-		if err := os.MkdirAll(tmp, 0o755); err != nil {
+		if err := mkdirs(tmp, p.opts.dirMode()); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
 		}
 		if err := p.copyParquet(ctx, t, filepath.Join(tmp, partitionFile)); err != nil {
 			return errors.Join(err, os.RemoveAll(tmp))
 		}
-		if err := swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+p.asOf)); err != nil {
+		if err := p.swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+p.asOf)); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
 		}
 	}
@@ -184,7 +241,7 @@ func (p *publisher) partitions(ctx context.Context) error {
 // are hard links to the run's partition files: the same bytes, written once.
 func (p *publisher) latest(report []byte) error {
 	tmp := p.tempPath(latestDir)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := mkdirs(tmp, p.opts.dirMode()); err != nil {
 		return fmt.Errorf("publish latest: %w", err)
 	}
 	build := func() error {
@@ -194,16 +251,16 @@ func (p *publisher) latest(report []byte) error {
 			}
 		}
 		if report != nil {
-			if err := os.WriteFile(filepath.Join(tmp, "report.html"), report, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(tmp, "report.html"), report, p.opts.fileMode()); err != nil {
 				return err
 			}
 		}
-		return writeManifest(filepath.Join(tmp, manifestFile), p.manifest)
+		return p.writeManifest(filepath.Join(tmp, manifestFile), p.manifest)
 	}
 	if err := build(); err != nil {
 		return errors.Join(fmt.Errorf("publish latest: %w", err), os.RemoveAll(tmp))
 	}
-	if err := swapDir(tmp, filepath.Join(p.opts.Dir, latestDir)); err != nil {
+	if err := p.swapDir(tmp, filepath.Join(p.opts.Dir, latestDir)); err != nil {
 		return fmt.Errorf("publish latest: %w", err)
 	}
 	return nil
@@ -225,21 +282,21 @@ func ReadManifest(dir string) (*Manifest, error) {
 	return &m, nil
 }
 
-func writeManifest(path string, m Manifest) error {
+func (p *publisher) writeManifest(path string, m Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return os.WriteFile(path, append(b, '\n'), p.opts.fileMode())
 }
 
 // writeFileAtomic writes data beside path and renames it into place.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+func (p *publisher) writeFileAtomic(path string, data []byte) error {
+	if err := mkdirs(filepath.Dir(path), p.opts.dirMode()); err != nil {
 		return err
 	}
 	tmp := path + ".tmp-" + uuid.NewString()[:8]
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, p.opts.fileMode()); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -268,9 +325,17 @@ func linkOrCopy(src, dst string) error {
 	return out.Close()
 }
 
+// mkdirs makes dir and its missing parents with mode (whatever the process umask).
+func mkdirs(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, mode)
+}
+
 // swapDir puts the directory tmp at path in one step and removes what was there.
-func swapDir(tmp, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+func (p *publisher) swapDir(tmp, path string) error {
+	if err := mkdirs(filepath.Dir(path), p.opts.dirMode()); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err == nil {

@@ -1,19 +1,36 @@
 package publish
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
-// snapshotTables are copied whole into the snapshot besides the as_of outputs: customers for
-// the customer_scores view, pipeline_runs so dashboards can show freshness.
-var snapshotTables = []string{"customers", "pipeline_runs"}
+// snapshotRuns are the columns of pipeline_runs the snapshot holds, so dashboards can show
+// freshness (errors are stored bounded and without record payloads).
+const snapshotRuns = `run_id, pipeline, as_of, trigger, scheduled_for, started_at, finished_at, status, rows_in, rows_out, dead_letters, error`
+
+// snapshotCustomers selects the customers' columns for the customer_scores view: those BI tools
+// may see, the others NULL, and no lineage or unmapped fields.
+func (p *publisher) snapshotCustomers() string {
+	cols := []string{"customer_id", "name", "segment", "region", "signup_date", "contact_consent", "updated_at"}
+	types := map[string]string{"signup_date": "DATE", "contact_consent": "BOOLEAN", "updated_at": "TIMESTAMPTZ"}
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		sel[i] = c
+		if !slices.Contains(p.opts.CustomerColumns, c) {
+			sel[i] = "CAST(NULL AS " + cmp.Or(types[c], "VARCHAR") + ") AS " + c
+		}
+	}
+	return "SELECT " + strings.Join(sel, ", ") + " FROM main.customers"
+}
 
 // snapshot builds a DuckDB file with the run's outputs next to the published one, checkpoints
 // and closes it, and renames it over the old one. A BI tool that has the old file open keeps
@@ -52,8 +69,8 @@ func (p *publisher) snapshot(ctx context.Context) (err error) {
 			return fmt.Errorf("copy %s: %w", t, err)
 		}
 	}
-	for _, t := range snapshotTables {
-		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS SELECT * FROM main.%s`, alias, t, t)); err != nil {
+	for t, q := range map[string]string{"customers": p.snapshotCustomers(), "pipeline_runs": "SELECT " + snapshotRuns + " FROM main.pipeline_runs"} {
+		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS %s`, alias, t, q)); err != nil {
 			return fmt.Errorf("copy %s: %w", t, err)
 		}
 	}
@@ -91,6 +108,9 @@ func (p *publisher) snapshot(ctx context.Context) (err error) {
 		return fmt.Errorf("close: %w", err)
 	}
 	attached = false
+	if err := os.Chmod(tmp, p.opts.fileMode()); err != nil {
+		return err
+	}
 	if err := syncFile(tmp); err != nil {
 		return err
 	}

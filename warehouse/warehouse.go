@@ -30,10 +30,19 @@ type Options struct {
 	MemoryLimit string // DuckDB memory_limit, e.g. "4GB"; empty keeps DuckDB's default
 	Threads     int    // 0 keeps DuckDB's default (all cores)
 	ReadOnly    bool
+	// Sandbox shuts DuckDB's doors to everything but the warehouse (no files read or written,
+	// no other databases attached, no settings changed), for queries users type (`ckm sql`).
+	Sandbox bool
 	// LockWait is how long Open keeps trying while another process holds the file (DuckDB lets
 	// one process write, and a writer also keeps readers of other processes out). 0: fail at once.
 	LockWait time.Duration
+	// Waiting, when set, is told at once and then every waitNotice while Open waits for the
+	// process that holds the file, and how long it has waited.
+	Waiting func(h Holder, waited time.Duration)
 }
+
+// waitNotice is how often Options.Waiting hears that Open still waits.
+const waitNotice = 15 * time.Second
 
 // Warehouse is an open DuckDB database.
 type Warehouse struct {
@@ -51,7 +60,8 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 	}
 	dir := filepath.Dir(opts.Path)
 	if !opts.ReadOnly {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		// The warehouse keeps raw records (dead_letters): only its user may read it.
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
 		}
 	} else if _, err := os.Stat(opts.Path); err != nil {
@@ -61,13 +71,29 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 	if err != nil {
 		return nil, err
 	}
-	connector, err := connect(ctx, dsn, opts.LockWait)
+	connector, err := connect(ctx, dsn, opts)
+	var inUse *InUseError
+	if errors.As(err, &inUse) {
+		return nil, err // says itself which warehouse
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
 	}
 	db := sql.OpenDB(connector)
 	w := &Warehouse{db: db, path: opts.Path}
+	if opts.Sandbox {
+		// Set once the database is open, on the whole instance: the DSN's settings apply in no
+		// fixed order, and a locked configuration refuses the ones that come after it.
+		if _, err := db.ExecContext(ctx, `SET GLOBAL enable_external_access = false; SET GLOBAL lock_configuration = true`); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open warehouse %s: sandbox: %w", opts.Path, err)
+		}
+	}
 	if !opts.ReadOnly {
+		if err := errors.Join(os.Chmod(opts.Path, 0o600), writeHolder(opts.Path)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
+		}
 		if err := errors.Join(w.migrate(ctx), w.dropStaleArrowViews(ctx)); err != nil {
 			db.Close()
 			return nil, err
@@ -79,11 +105,14 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 // ErrInUse reports that another process holds the warehouse file.
 var ErrInUse = errors.New("another process holds the warehouse")
 
-// connect opens the database, retrying with backoff for up to wait while another process holds it.
-func connect(ctx context.Context, dsn string, wait time.Duration) (*duckdb.Connector, error) {
-	deadline := time.Now().Add(wait)
+// connect opens the database, retrying with backoff for up to opts.LockWait while another
+// process holds it, and telling opts.Waiting who that is.
+func connect(ctx context.Context, dsn string, opts Options) (*duckdb.Connector, error) {
+	start := time.Now()
+	deadline := start.Add(opts.LockWait)
 	delay := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	var told time.Time
+	for {
 		c, err := duckdb.NewConnector(dsn, nil)
 		if err == nil {
 			return c, nil
@@ -91,12 +120,17 @@ func connect(ctx context.Context, dsn string, wait time.Duration) (*duckdb.Conne
 		if !strings.Contains(err.Error(), "Could not set lock on file") {
 			return nil, err
 		}
+		holder := holderOf(opts.Path, err)
 		if time.Now().Add(delay).After(deadline) {
-			return nil, fmt.Errorf("%w (waited %s, %d attempts): %v", ErrInUse, wait, attempt, err)
+			return nil, &InUseError{Path: opts.Path, Holder: holder, Waited: opts.LockWait}
+		}
+		if opts.Waiting != nil && time.Since(told) >= waitNotice {
+			opts.Waiting(holder, time.Since(start))
+			told = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v (%w)", ErrInUse, err, ctx.Err())
+			return nil, fmt.Errorf("%w (%w)", &InUseError{Path: opts.Path, Holder: holder, Waited: time.Since(start)}, ctx.Err())
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 2*time.Second)
@@ -139,7 +173,11 @@ func (w *Warehouse) Path() string { return w.path }
 func (w *Warehouse) DB() *sql.DB { return w.db }
 
 // Close closes the database and checkpoints its WAL.
-func (w *Warehouse) Close() error { return w.db.Close() }
+func (w *Warehouse) Close() error {
+	err := w.db.Close()
+	removeHolder(w.path)
+	return err
+}
 
 // Conn reserves one connection: temp tables, registered Arrow views and explicit
 // transactions all live on a single connection, so every write goes through one.

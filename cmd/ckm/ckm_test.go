@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(snapshotReaderEnv); path != "" {
 		os.Exit(readSnapshotsUntilStopped(path))
 	}
+	if path := os.Getenv(holderEnv); path != "" {
+		os.Exit(holdWarehouseUntilStopped(path))
+	}
 	dir, err := os.MkdirTemp("", "ckm-bin")
 	if err != nil {
 		panic(err)
@@ -237,7 +240,7 @@ func TestFailuresExitNonZeroWithOneClearLine(t *testing.T) {
 	bad := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("sources:\n  s:\n    table: orders\n    file: {paths: [nothing-here.csv]}\n    mapping: {order_id: a}\n"), 0o644))
 	code, _, stderr := ckm("validate", "--config", bad)
-	require.Equal(t, 2, code)
+	require.Equal(t, 78, code, "an invalid config has its own exit code, apart from Go's 2 for a crash")
 	require.Contains(t, stderr, "config.yaml:4: sources.s.file.paths: no file matches")
 	require.Contains(t, stderr, "required column customer_id is not mapped")
 
@@ -249,6 +252,9 @@ func TestFailuresExitNonZeroWithOneClearLine(t *testing.T) {
 	code, _, stderr = ckm("run", "--config", filepath.Join("..", "..", "config.yaml"), "--as-of", "30/06/2026")
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "want a date as YYYY-MM-DD")
+	code, _, stderr = ckm("run", "--config", filepath.Join("..", "..", "config.yaml"), "--as-of", "2026-06-31")
+	require.Equal(t, 1, code)
+	require.Equal(t, "ckm: --as-of 2026-06-31: not a calendar date\n", stderr)
 }
 
 func TestGenerateIsDeterministic(t *testing.T) {

@@ -166,56 +166,29 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		return nil
 	}
 	b := connectors.Batch{Label: name, Stream: warehouse.Quote(name), PositionSep: ":"}
-	rowNumbered := false // a Parquet file's own column named file_row_number
-	if format == "parquet" && sc.damage == "" {
-		sc.damage, rowNumbered = s.parquetCheck(ctx, path)
+	dir, err := os.MkdirTemp("", "ckm-file-")
+	if err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
 	}
+	defer os.RemoveAll(dir)
 	damage := sc.damage
+	if damage == "" && !sc.empty {
+		if damage, err = s.relation(ctx, &b, path, name, dir, format, sc, maxLine); err != nil {
+			return err
+		}
+	}
 	switch {
 	case damage != "":
 		// The file's earlier rows stay; the damage is one dead letter, and the file is read
 		// again when it changes (a file still being written, or sent again whole).
 		s.env.Log.Error("file damaged, not loaded", "source", s.env.Source, "file", name, "damage", damage)
-		b.Rejects = []connectors.Reject{{Stream: name, Position: name, Reason: damage + ": the file was not loaded; it is read again once the file changes",
-			WholeStream: true}}
-	case sc.empty:
-		// No bytes: nothing to read (DuckDB would invent a column). A file emptied since its last
-		// load takes its rows with it.
-		if old.known {
-			b.ReplaceStream = name
-		}
-	default:
-		if old.known {
-			b.ReplaceStream = name
-			s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
-		}
-		dir, err := os.MkdirTemp("", "ckm-file-")
-		if err != nil {
-			return fmt.Errorf("read %s: %w", name, err)
-		}
-		defer os.RemoveAll(dir)
-		target, err := readable(path, dir, sc)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", name, err)
-		}
-		switch format {
-		case "csv":
-			if err := s.csvBatch(ctx, &b, target, name, dir, sc, maxLine); err != nil {
-				return err
-			}
-		case "jsonl":
-			s.jsonlBatch(&b, target, name, maxLine)
-		case "parquet":
-			// DuckDB's file_row_number is exact and cheap, but not for a file with a column of that name.
-			b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", warehouse.Quote(target))
-			b.Seq, b.PositionSep = "{ordinal} + 1", ":row "
-			if rowNumbered {
-				b.Relation = fmt.Sprintf("(SELECT * FROM read_parquet(%s) WITH ORDINALITY)", warehouse.Quote(target))
-				b.Seq = "{ordinal}"
-			}
-		default:
-			return fmt.Errorf("%s: unknown format %q", name, format)
-		}
+		b = connectors.Batch{Label: name, Rejects: []connectors.Reject{{Stream: name, Position: name,
+			Reason: damage + ": the file was not loaded; it is read again once the file changes", WholeStream: true}}}
+	case old.known:
+		// A changed file replaces its earlier rows; an emptied one takes them with it (an empty
+		// file has no relation: DuckDB would invent a column).
+		b.ReplaceStream = name
+		s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
 	}
 	b.Checkpoint = func(ctx context.Context, tx connectors.Querier, st connectors.BatchStats) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, checksum, rows_loaded, dead_letters, loaded_at, run_id,
@@ -229,6 +202,36 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 	}
 	_, err = w.Write(ctx, b)
 	return err
+}
+
+// relation sets the batch's relation over the file, or returns why the file cannot be read as a
+// whole (a Parquet footer DuckDB cannot read, a CSV file whose dialect cannot be told).
+func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, dir, format string, sc scan, maxLine int64) (damage string, err error) {
+	target, err := readable(path, dir, sc)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", name, err)
+	}
+	switch format {
+	case "csv":
+		return s.csvBatch(ctx, b, target, dir, sc, maxLine), nil
+	case "jsonl":
+		s.jsonlBatch(b, target, name, maxLine)
+	case "parquet":
+		damage, rowNumbered := s.parquetCheck(ctx, target)
+		if damage != "" {
+			return damage, nil
+		}
+		// DuckDB's file_row_number is exact and cheap, but not for a file with a column of that name.
+		b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", warehouse.Quote(target))
+		b.Seq, b.PositionSep = "{ordinal} + 1", ":row "
+		if rowNumbered {
+			b.Relation = fmt.Sprintf("(SELECT * FROM read_parquet(%s) WITH ORDINALITY)", warehouse.Quote(target))
+			b.Seq = "{ordinal}"
+		}
+	default:
+		return "", fmt.Errorf("%s: unknown format %q", name, format)
+	}
+	return "", nil
 }
 
 // globMeta are the characters DuckDB's readers expand in a path.
@@ -262,16 +265,7 @@ func readable(path, dir string, sc scan) (string, error) {
 
 // parquetCheck reads a Parquet file's footer: a file DuckDB cannot read it from is damaged. It
 // also tells whether the file has a column named file_row_number.
-func (s *Source) parquetCheck(ctx context.Context, path string) (damage string, rowNumbered bool) {
-	dir, err := os.MkdirTemp("", "ckm-file-")
-	if err != nil {
-		return "", false
-	}
-	defer os.RemoveAll(dir)
-	target, err := readable(path, dir, scan{})
-	if err != nil {
-		return "", false
-	}
+func (s *Source) parquetCheck(ctx context.Context, target string) (damage string, rowNumbered bool) {
 	var n int64
 	if err := s.env.DB.QueryRowContext(ctx, "SELECT count(*) FILTER (lower(name) = 'file_row_number') FROM parquet_schema("+warehouse.Quote(target)+")").Scan(&n); err != nil {
 		return "truncated or corrupt Parquet: " + firstLine(err.Error()), false
@@ -361,11 +355,11 @@ func (s *Source) dialectOptions() []string {
 // csvBatch reads every field as text (the mapping casts them) in the dialect DuckDB sniffed,
 // fixed, so that a line DuckDB cannot parse (wrong column count, broken quoting, not UTF-8,
 // longer than max_line_size) is kept in a rejects table with its line number instead of failing
-// the file.
-func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, name, dir string, sc scan, maxLine int64) error {
+// the file. A file whose dialect cannot be told at all is damaged: it returns why.
+func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir string, sc scan, maxLine int64) (damage string) {
 	d, err := s.sniff(ctx, target, dir, sc, maxLine)
 	if err != nil {
-		return fmt.Errorf("%s: cannot tell how the CSV file is written: %s", name, firstLine(err.Error()))
+		return "cannot tell how the CSV file is written: " + firstLine(err.Error())
 	}
 	columns := make([]string, len(d.columns))
 	for i, c := range d.columns {
@@ -384,8 +378,8 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, name
 	}
 	b.Relation = "(SELECT * FROM read_csv(" + strings.Join(opts, ", ") + ") WITH ORDINALITY)"
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
-	b.AfterScan = s.harvestRejects(name, headerLines)
-	return nil
+	b.AfterScan = s.harvestRejects(b.Label, headerLines)
+	return ""
 }
 
 // jsonlBatch reads each line whole as text; the mapping parses it, so a malformed line becomes

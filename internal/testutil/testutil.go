@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ckm-dev/ckm/config"
@@ -80,3 +82,37 @@ func (e *Env) Run(t testing.TB, pipeline, asOf string) *pipelines.Result {
 	require.NoError(t, err)
 	return res
 }
+
+// PoisonAllocator is Arrow memory that is overwritten when freed: a string or slice kept past
+// its batch's release then reads 0xDB bytes, which a test sees as wrong output (in production
+// the same mistake reads freed C memory and crashes). Size counts the bytes not yet freed.
+type PoisonAllocator struct {
+	mem  memory.Allocator
+	live atomic.Int64
+}
+
+// NewPoisonAllocator returns an allocator over Go memory that poisons what is freed.
+func NewPoisonAllocator() *PoisonAllocator { return &PoisonAllocator{mem: memory.NewGoAllocator()} }
+
+func (p *PoisonAllocator) Allocate(size int) []byte {
+	p.live.Add(int64(size))
+	return p.mem.Allocate(size)
+}
+
+func (p *PoisonAllocator) Reallocate(size int, b []byte) []byte {
+	out := p.Allocate(size)
+	copy(out, b)
+	p.Free(b)
+	return out
+}
+
+func (p *PoisonAllocator) Free(b []byte) {
+	for i := range b {
+		b[i] = 0xDB
+	}
+	p.live.Add(-int64(len(b)))
+	p.mem.Free(b)
+}
+
+// Size is how many allocated bytes are not yet freed.
+func (p *PoisonAllocator) Size() int64 { return p.live.Load() }
