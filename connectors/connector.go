@@ -4,6 +4,7 @@
 package connectors
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -204,4 +206,23 @@ func ParseBytes(v string) (int, error) {
 		return 0, fmt.Errorf("cannot read %q as a size", v)
 	}
 	return n * factor, nil
+}
+
+// NotText says why raw bytes are not text DuckDB can store ("" when they are): not UTF-8, or a
+// NUL byte. A connector rejects such a record rather than hand it over.
+func NotText(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return fmt.Sprintf("holds a NUL byte at offset %d", i)
+	}
+	if utf8.Valid(b) {
+		return ""
+	}
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Sprintf("is not valid UTF-8 (byte 0x%02X at offset %d)", b[i], i)
+		}
+		i += size
+	}
+	return "is not valid UTF-8"
 }

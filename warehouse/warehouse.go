@@ -397,8 +397,12 @@ func loadMigrations() ([]migration, error) {
 	return out, nil
 }
 
+// sqlText makes s safe inside an SQL text: DuckDB's parser ends a statement at a NUL byte, so a
+// NUL (which untrusted names, such as a file's header, may hold) becomes ␀.
+var sqlText = strings.NewReplacer("\x00", "\u2400")
+
 // Quote quotes an SQL string literal.
-func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+func Quote(s string) string { return "'" + strings.ReplaceAll(sqlText.Replace(s), "'", "''") + "'" }
 
 // Ident quotes an SQL identifier.
-func Ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+func Ident(s string) string { return `"` + strings.ReplaceAll(sqlText.Replace(s), `"`, `""`) + `"` }

@@ -172,7 +172,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 	}
 	defer os.RemoveAll(dir)
 	damage := sc.damage
-	if damage == "" && !sc.empty {
+	if damage == "" && !sc.empty && format != "jsonl" {
 		if damage, err = s.relation(ctx, &b, path, name, dir, format, sc, maxLine); err != nil {
 			return err
 		}
@@ -190,18 +190,41 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		b.ReplaceStream = name
 		s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
 	}
-	b.Checkpoint = func(ctx context.Context, tx connectors.Querier, st connectors.BatchStats) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, checksum, rows_loaded, dead_letters, loaded_at, run_id,
-				rows_read, rows_collapsed, rows_skipped, damage)
-			VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, nullif(?, ''))
-			ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, checksum = excluded.checksum,
-				rows_loaded = excluded.rows_loaded, dead_letters = excluded.dead_letters, loaded_at = excluded.loaded_at, run_id = excluded.run_id,
-				rows_read = excluded.rows_read, rows_collapsed = excluded.rows_collapsed, rows_skipped = excluded.rows_skipped, damage = excluded.damage`,
-			s.env.Source, name, sc.size, sc.checksum, st.Loaded, st.DeadLettered, s.env.RunID, st.Read, st.Collapsed, st.Skipped, damage)
-		return err
+	checkpoint := s.checkpoint(name, sc, damage)
+	if format == "jsonl" && damage == "" && !sc.empty {
+		return s.readJSONLines(ctx, w, path, b, maxLine, checkpoint)
 	}
+	b.Checkpoint = checkpoint(true)
 	_, err = w.Write(ctx, b)
 	return err
+}
+
+// checkpoint records a file's version in ingest_files with each of its batches: the counts of
+// all its batches so far, and until the final one a checksum that matches nothing, so that a file
+// whose load stopped half-way is read again whole (replacing its first batches' rows).
+func (s *Source) checkpoint(name string, sc scan, damage string) func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error {
+	var total connectors.BatchStats // of the batches committed before this one
+	return func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error {
+		checksum := sc.checksum
+		if !final {
+			checksum = "partial:" + checksum
+		}
+		return func(ctx context.Context, tx connectors.Querier, st connectors.BatchStats) error {
+			all := total
+			all.Add(st)
+			_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, checksum, rows_loaded, dead_letters, loaded_at, run_id,
+					rows_read, rows_collapsed, rows_skipped, damage)
+				VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, nullif(?, ''))
+				ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, checksum = excluded.checksum,
+					rows_loaded = excluded.rows_loaded, dead_letters = excluded.dead_letters, loaded_at = excluded.loaded_at, run_id = excluded.run_id,
+					rows_read = excluded.rows_read, rows_collapsed = excluded.rows_collapsed, rows_skipped = excluded.rows_skipped, damage = excluded.damage`,
+				s.env.Source, name, sc.size, checksum, all.Loaded, all.DeadLettered, s.env.RunID, all.Read, all.Collapsed, all.Skipped, damage)
+			if err == nil {
+				total = all // the transaction may still roll back: then the load stops here anyway
+			}
+			return err
+		}
+	}
 }
 
 // relation sets the batch's relation over the file, or returns why the file cannot be read as a
@@ -214,8 +237,6 @@ func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, 
 	switch format {
 	case "csv":
 		return s.csvBatch(ctx, b, target, dir, sc, maxLine), nil
-	case "jsonl":
-		s.jsonlBatch(b, target, name, maxLine)
 	case "parquet":
 		damage, rowNumbered := s.parquetCheck(ctx, target)
 		if damage != "" {
@@ -380,17 +401,6 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
 	b.AfterScan = s.harvestRejects(b.Label, headerLines)
 	return ""
-}
-
-// jsonlBatch reads each line whole as text; the mapping parses it, so a malformed line becomes
-// a dead letter with its line number instead of failing the file.
-func (s *Source) jsonlBatch(b *connectors.Batch, target, name string, maxLine int64) {
-	b.Relation = fmt.Sprintf("(SELECT * FROM read_csv(%s, columns={'payload': 'VARCHAR'}, header=false, delim=chr(30), quote='', escape='', "+
-		"auto_detect=false, max_line_size=%d, store_rejects=true, rejects_table=%s, rejects_scan=%s) WITH ORDINALITY)",
-		warehouse.Quote(target), maxLine, warehouse.Quote(rejectsTable), warehouse.Quote(rejectsScan))
-	b.JSON = true
-	b.Seq = "{ordinal}"
-	b.AfterScan = s.harvestRejects(name, 0)
 }
 
 // harvestRejects moves the lines DuckDB's reader rejected into dead_letters and, when there were

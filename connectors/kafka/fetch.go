@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -248,7 +246,7 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 		if _, err := io.ReadFull(r.Value, value); err != nil {
 			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
 		}
-		if problem := notText(value); problem != "" {
+		if problem := connectors.NotText(value); problem != "" {
 			reject("payload "+problem, value)
 			return nil
 		}
@@ -271,7 +269,7 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 		if _, err := io.ReadFull(r.Key, k); err != nil {
 			return fmt.Errorf("read key of %s at offset %d: %w", p, r.Offset, err)
 		}
-		if notText(k) != "" {
+		if connectors.NotText(k) != "" {
 			// Binary keys are common (a serialized id): only a mapping that reads the key as text
 			// dead-letters the message.
 			key.AppendNull()
@@ -284,24 +282,6 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	f.b.Field(6).(*array.BooleanBuilder).Append(keyUnreadable)
 	f.b.Field(7).(*array.Int64Builder).Append(int64(f.b.Field(7).Len() + 1))
 	return nil
-}
-
-// notText says why b is not text DuckDB can store ("" when it is): not UTF-8, or a NUL byte.
-func notText(b []byte) string {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		return fmt.Sprintf("holds a NUL byte at offset %d", i)
-	}
-	if utf8.Valid(b) {
-		return ""
-	}
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && size == 1 {
-			return fmt.Sprintf("is not valid UTF-8 (byte 0x%02X at offset %d)", b[i], i)
-		}
-		i += size
-	}
-	return "is not valid UTF-8"
 }
 
 func (f *fetcher) full() bool {

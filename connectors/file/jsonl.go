@@ -1,0 +1,130 @@
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+// JSON Lines are split into lines here, not by DuckDB: its CSV reader, which has no business
+// with JSON, fails a whole file on a stray \r and stores no line it cannot decode. A line is
+// what ends with \n (a \r before it is dropped); the mapping parses each as a JSON document.
+
+// jsonlSchema is a batch of lines: the line's text and its number in the file.
+var jsonlSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "payload", Type: arrow.BinaryTypes.String},
+	{Name: "line", Type: arrow.PrimitiveTypes.Int64},
+}, nil)
+
+// Lines go to the writer in batches of at most this many lines or bytes.
+const (
+	jsonlBatchLines = 100_000
+	jsonlBatchBytes = 64 << 20
+)
+
+// readJSONLines hands the file's lines to w a batch at a time. A line that is not UTF-8 text
+// or is longer than maxLine is a reject. first is the file's first batch, with what it replaces;
+// checkpoint records the file's progress with each batch (final with the last).
+func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path string, first connectors.Batch, maxLine int64,
+	checkpoint func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", first.Label, err)
+	}
+	defer f.Close()
+	content, closeContent, err := decompressed(path, f)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", first.Label, err)
+	}
+	defer closeContent()
+	br := bufio.NewReaderSize(content, 1<<20)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, jsonlSchema)
+	defer b.Release()
+	batch, bytesIn := first, 0
+	flush := func(final bool) error {
+		rec := b.NewRecordBatch()
+		defer rec.Release()
+		batch.Records, batch.JSON, batch.Seq = rec, true, "{ordinal}"
+		batch.Checkpoint = checkpoint(final)
+		if _, err := w.Write(ctx, batch); err != nil {
+			return err
+		}
+		// Later batches add to the file: only the first replaces its earlier rows.
+		batch, bytesIn = connectors.Batch{Label: first.Label, Stream: first.Stream, PositionSep: first.PositionSep}, 0
+		return ctx.Err()
+	}
+	var line []byte
+	for n := int64(1); ; n++ {
+		line, err = readLine(br, line[:0], maxLine)
+		if err == io.EOF && line == nil {
+			return flush(true)
+		}
+		if err != nil && err != io.EOF && err != errLongLine {
+			return fmt.Errorf("read %s: %w", first.Label, err)
+		}
+		text := bytes.TrimSuffix(line, []byte("\r"))
+		position := fmt.Sprintf("%s:%d", first.Label, n)
+		switch problem := connectors.NotText(text); {
+		case err == errLongLine:
+			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: position,
+				Reason: fmt.Sprintf("line longer than max_line_size %d bytes", maxLine), Payload: text})
+		case problem != "":
+			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: position,
+				Reason: "line " + problem, Payload: text})
+		default:
+			b.Field(0).(*array.StringBuilder).BinaryBuilder.Append(text)
+			b.Field(1).(*array.Int64Builder).Append(n)
+			bytesIn += len(text)
+		}
+		if b.Field(1).Len()+len(batch.Rejects) >= jsonlBatchLines || bytesIn >= jsonlBatchBytes {
+			if err := flush(false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// errLongLine is a line longer than the maximum: readLine keeps its start and skips the rest.
+var errLongLine = errors.New("line too long")
+
+// readLine reads the next line, without its \n, into buf, keeping at most max+1 bytes of it. A
+// last line without \n comes with io.EOF; after it, a nil line and io.EOF.
+func readLine(br *bufio.Reader, buf []byte, max int64) ([]byte, error) {
+	var length int64
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if err != nil && err != bufio.ErrBufferFull && err != io.EOF {
+			return nil, err
+		}
+		ended := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
+		body := chunk
+		if ended {
+			body = chunk[:len(chunk)-1]
+		}
+		length += int64(len(body))
+		if room := max + 1 - int64(len(buf)); room > 0 {
+			buf = append(buf, body[:min(int64(len(body)), room)]...)
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case !ended && length == 0:
+			return nil, io.EOF
+		case length > max:
+			return buf, errLongLine
+		case !ended:
+			return buf, io.EOF
+		}
+		return buf, nil
+	}
+}
