@@ -260,7 +260,7 @@ func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result,
 	p := r.Config.Publish
 	err := publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
 		Force: force, Today: r.today(), Mode: p.FileMode(), CustomerColumns: p.CustomerColumns},
-		publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf, Holdout: res.Holdout})
+		publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf})
 	if err == nil {
 		res.Published = filepath.Join(p.Dir, "latest", "report.html")
 	}

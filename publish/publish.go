@@ -21,7 +21,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -64,7 +63,6 @@ type Run struct {
 	RunID    string
 	Pipeline string
 	AsOf     time.Time
-	Holdout  []clv.HoldoutGroup // BG/NBD holdout check, when the run made one
 }
 
 // Manifest describes what latest/ and the snapshot hold.

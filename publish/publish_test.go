@@ -141,10 +141,24 @@ func TestReportShowsTheRun(t *testing.T) {
 	}
 	require.NotEmpty(t, top, "the sample plants key sources")
 	var shown []string
-	for _, m := range regexp.MustCompile(`<tr><td>(C[0-9]+)</td><td>[0-9]+</td>`).FindAllStringSubmatch(html, -1) {
+	for _, m := range regexp.MustCompile(`<tr><td class="id" title="C[0-9]+">(C[0-9]+)</td><td>[0-9]+</td>`).FindAllStringSubmatch(html, -1) {
 		shown = append(shown, m[1])
 	}
 	require.Equal(t, top, shown)
+	// The class mix: each class's customers, and all of them.
+	classRows, err := db.DB().Query(`SELECT class, count(*) FROM customer_knowledge WHERE as_of = DATE '2026-06-30' GROUP BY ALL
+		UNION ALL SELECT 'all customers', count(*) FROM customer_knowledge WHERE as_of = DATE '2026-06-30'`)
+	require.NoError(t, err)
+	for classRows.Next() {
+		var class string
+		var n int64
+		require.NoError(t, classRows.Scan(&class, &n))
+		row := regexp.MustCompile(`data-class="` + class + `">(.*)</tr>`).FindStringSubmatch(html)
+		require.NotNil(t, row, class)
+		cells := regexp.MustCompile(`<td[^>]*>([^<]*)</td>`).FindAllStringSubmatch(row[1], -1)
+		require.Equal(t, strconv.FormatInt(n, 10), cells[len(cells)-2][1], "%s total", class)
+	}
+	require.NoError(t, classRows.Err())
 	require.Contains(t, html, "No holdout check in this run")
 }
 

@@ -13,7 +13,9 @@ import (
 	"strings"
 
 	"github.com/ckm-dev/ckm/transforms/clv"
+	"github.com/ckm-dev/ckm/transforms/knowledge"
 	"github.com/ckm-dev/ckm/transforms/rfm"
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 //go:embed report.html.tmpl
@@ -24,23 +26,45 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"num":    func(v float64) string { return groupThousands(fmt.Sprintf("%.0f", v)) },
 	"fixed":  func(v float64, digits int) string { return fmt.Sprintf("%.*f", digits, v) },
 	"mul100": func(v float64) float64 { return 100 * v },
+	"at":     func(v []float64, i int) float64 { return v[i] },
 }).Parse(reportTemplate))
 
-// reportData is everything the report shows, read from the run's as_of partition.
+// reportData is everything the report shows, read from the run's as_of partition. A section
+// is shown only when its transform ran; NotRun names the others.
 type reportData struct {
 	Run          Run
 	AsOf         string
 	Customers    float64
+	NotRun       []string
 	RFMCustomers float64 // customers with an RFM score (buyers in the lookback)
 	Segments     []segmentRow
 	SegmentMap   template.HTML
+	EmptyCells   string // why cells of the map are empty, when some are
 	Tiers        []tierCell
 	TierTotal    struct{ Customers, Current, Potential float64 }
 	Stages       template.HTML
 	Holdout      template.HTML
 	Fits         []fitRow
-	Sources      []sourceRow
-	SourceKind   string // "key sources" or "highest ranked customers" when none is a key source
+	Knowledge    *knowledgeSection
+}
+
+// knowledgeSection is the key-knowledge-source index's part of the report.
+type knowledgeSection struct {
+	Customers, Ranked, KeySources float64
+	Classes                       []classRow
+	TierNames                     []string
+	Sources                       []sourceRow
+	SourceKind                    string  // "key knowledge sources", or "highest ranked customers" when none is a key source
+	AxisFrom                      float64 // the dimension bars start here: near the smallest value shown, so differences show
+}
+
+// classRow counts one class's customers by value tier ("" when the customer has no tier).
+type classRow struct {
+	Class   string
+	ByTier  []float64
+	Total   float64
+	Ranked  bool // the class of ranked customers (all but insufficient_evidence)
+	Summary bool // the totals row
 }
 
 type segmentRow struct {
@@ -65,24 +89,38 @@ type sourceRow struct {
 	CustomerID, Class, TopFactors string
 	Rank                          int64
 	KKSI, KV, W, AC               float64
+	Bars                          []float64 // KV, W, AC as shares of the chart's axis, from AxisFrom to 1
 }
 
 // report renders the run's HTML report: static, self-contained, no network needed to view it.
 func (p *publisher) report(ctx context.Context) ([]byte, error) {
 	d := reportData{Run: p.run, AsOf: p.asOf, Customers: float64(p.manifest.Rows["customer_scores"])}
 	steps := []struct {
-		name string
-		fn   func(context.Context, *reportData) error
+		name, table string // the section, and the output its transform writes
+		fn          func(context.Context, *reportData) error
 	}{
-		{"RFM segment map", p.segmentMap}, {"value tiers", p.tiers}, {"lifecycle stages", p.stages},
-		{"model fits", p.fits}, {"key knowledge sources", p.keySources},
+		{"RFM segment map", "customer_rfm", p.segmentMap}, {"value tiers and lifecycle stages", "customer_value", p.tiers},
+		{"lifecycle stages", "customer_value", p.stages}, {"CLV model fits", "customer_clv", p.fits},
+		{"key knowledge sources", "customer_knowledge", p.keySources},
 	}
 	for _, s := range steps {
+		if p.manifest.Rows[s.table] == 0 {
+			if !slices.Contains(d.NotRun, s.name) && s.name != "lifecycle stages" {
+				d.NotRun = append(d.NotRun, s.name)
+			}
+			continue
+		}
 		if err := s.fn(ctx, &d); err != nil {
 			return nil, fmt.Errorf("report: %s: %w", s.name, err)
 		}
 	}
-	d.Holdout = holdoutChart(p.run.Holdout)
+	if p.manifest.Rows["customer_clv"] > 0 {
+		groups, err := p.holdout(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("report: holdout: %w", err)
+		}
+		d.Holdout = holdoutChart(groups)
+	}
 	var buf bytes.Buffer
 	if err := reportPage.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("report: render: %w", err)
@@ -154,6 +192,7 @@ func (p *publisher) segmentMap(ctx context.Context, d *reportData) error {
 		d.Segments = append(d.Segments, *totals[n])
 	}
 	slices.SortFunc(d.Segments, func(a, b segmentRow) int { return int(b.Count - a.Count) })
+	d.EmptyCells = emptyCellsNote(cells)
 	const size, pad = 64, 34
 	var svg strings.Builder
 	fmt.Fprintf(&svg, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="RFM segment map">`,
@@ -185,6 +224,36 @@ func (p *publisher) segmentMap(ctx context.Context, d *reportData) error {
 	fmt.Fprintf(&svg, `<text x="10" y="%d" class="axis" transform="rotate(-90 10 %d)" text-anchor="middle">frequency score →</text></svg>`, 5*size/2, 5*size/2)
 	d.SegmentMap = template.HTML(svg.String())
 	return nil
+}
+
+// emptyCellsNote says why cells of the RFM map are empty ("" when none is). A score nobody has
+// comes from ties: customers with equal values share the score at the bottom of the range they
+// span, so when most customers bought once, frequency has few scores.
+func emptyCellsNote[C any](cells map[[2]int][]C) string {
+	used := [2]map[int]bool{{}, {}}
+	for rf := range cells {
+		used[0][rf[0]], used[1][rf[1]] = true, true
+	}
+	var notes []string
+	for dim, name := range []string{"recency", "frequency"} {
+		var missing []string
+		for s := 1; s <= 5; s++ {
+			if !used[dim][s] {
+				missing = append(missing, fmt.Sprint(s))
+			}
+		}
+		if len(missing) > 0 {
+			notes = append(notes, fmt.Sprintf("no customer has %s score %s", name, strings.Join(missing, ", ")))
+		}
+	}
+	switch {
+	case len(notes) > 0:
+		return "Empty cells: " + strings.Join(notes, "; ") + ". Customers with equal values share one score, the lowest of the range they span " +
+			"(1 + ⌊5 × (rank − 1) / n⌋), so a value most customers share, such as one purchase day, leaves the scores above it empty."
+	case len(cells) < 25:
+		return "Empty cells: no customer has that combination of recency and frequency scores."
+	}
+	return ""
 }
 
 // tiers reads the current × potential value matrix.
@@ -251,27 +320,83 @@ func (p *publisher) fits(ctx context.Context, d *reportData) error {
 	})
 }
 
-// keySources lists the top key knowledge sources with their three factors.
+// tierOrder is the value tiers in report order; "" is a customer without a tier.
+var tierOrder = []string{"IV", "III", "II", "I", ""}
+
+// keySources reads the class mix by value tier and lists the top key knowledge sources with
+// their three dimensions.
 func (p *publisher) keySources(ctx context.Context, d *reportData) error {
-	d.SourceKind = "key knowledge sources"
+	k := &knowledgeSection{SourceKind: "key knowledge sources", TierNames: []string{"IV", "III", "II", "I", "no tier"}}
+	d.Knowledge = k
+	byClass := map[string]*classRow{}
+	err := p.query(ctx, `SELECT k.class, coalesce(v.value_tier, ''), count(*), count(k.rank), count(*) FILTER (k.is_key_source)
+		FROM customer_knowledge k LEFT JOIN customer_value v USING (as_of, customer_id)
+		WHERE k.as_of = ? GROUP BY ALL`, func(rows *sql.Rows) error {
+		var class, tier string
+		var n, ranked, key float64
+		if err := rows.Scan(&class, &tier, &n, &ranked, &key); err != nil {
+			return err
+		}
+		row := byClass[class]
+		if row == nil {
+			row = &classRow{Class: class, ByTier: make([]float64, len(tierOrder))}
+			byClass[class] = row
+		}
+		row.ByTier[slices.Index(tierOrder, tier)] += n
+		row.Total += n
+		row.Ranked = row.Ranked || ranked > 0
+		k.Customers += n
+		k.Ranked += ranked
+		k.KeySources += key
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	total := classRow{Class: "all customers", ByTier: make([]float64, len(tierOrder)), Summary: true}
+	for _, class := range knowledge.Classes {
+		if row := byClass[class]; row != nil {
+			k.Classes = append(k.Classes, *row)
+			for i, n := range row.ByTier {
+				total.ByTier[i] += n
+			}
+			total.Total += row.Total
+		}
+	}
+	k.Classes = append(k.Classes, total)
 	for _, onlyKey := range []bool{true, false} {
 		where := "rank IS NOT NULL"
 		if onlyKey {
 			where += " AND is_key_source"
 		}
 		err := p.query(ctx, `SELECT customer_id, rank, kksi, kv, w, ac, class, coalesce(top_factors, '') FROM customer_knowledge
-			WHERE as_of = ? AND `+where+` ORDER BY rank LIMIT 15`, func(rows *sql.Rows) error {
+			WHERE as_of = ? AND `+where+` ORDER BY rank, customer_id LIMIT 15`, func(rows *sql.Rows) error {
 			var s sourceRow
 			if err := rows.Scan(&s.CustomerID, &s.Rank, &s.KKSI, &s.KV, &s.W, &s.AC, &s.Class, &s.TopFactors); err != nil {
 				return err
 			}
-			d.Sources = append(d.Sources, s)
+			k.Sources = append(k.Sources, s)
 			return nil
 		})
-		if err != nil || len(d.Sources) > 0 {
-			return err
+		if err != nil || len(k.Sources) > 0 {
+			break
 		}
-		d.SourceKind = "highest ranked customers (none is a key source)"
+		k.SourceKind = "highest ranked customers (none is a key source)"
+	}
+	if err != nil {
+		return err
+	}
+	// The bars run from a round value below the smallest shown to 1: top sources all score high,
+	// and bars from 0 would hide how they differ.
+	low := 1.0
+	for _, s := range k.Sources {
+		low = min(low, s.KV, s.W, s.AC)
+	}
+	k.AxisFrom = math.Max(0, math.Floor(low*10-0.5)/10)
+	for i, s := range k.Sources {
+		for _, v := range []float64{s.KV, s.W, s.AC} {
+			k.Sources[i].Bars = append(k.Sources[i].Bars, (v-k.AxisFrom)/(1-k.AxisFrom))
+		}
 	}
 	return nil
 }
@@ -304,6 +429,21 @@ func barChart(title string, bars []bar) template.HTML {
 	}
 	svg.WriteString(`</svg>`)
 	return template.HTML(svg.String())
+}
+
+// holdout reads the run's BG/NBD holdout check (none when it made none), in clv_holdout's order.
+func (p *publisher) holdout(ctx context.Context) ([]clv.HoldoutGroup, error) {
+	var out []clv.HoldoutGroup
+	err := p.query(ctx, `SELECT frequency, customers, expected_mean, actual_mean, mean_abs_error FROM clv_holdout
+		WHERE as_of = ? AND run_id = `+warehouse.Quote(p.run.RunID)+` ORDER BY rowid`, func(rows *sql.Rows) error {
+		var g clv.HoldoutGroup
+		if err := rows.Scan(&g.Group, &g.Customers, &g.Expected, &g.Actual, &g.MeanAbsError); err != nil {
+			return err
+		}
+		out = append(out, g)
+		return nil
+	})
+	return out, err
 }
 
 // holdoutChart draws the BG/NBD calibration check: by purchases in the calibration period,
