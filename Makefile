@@ -2,24 +2,25 @@
 GOFLAGS_CKM := -tags=duckdb_arrow
 export CGO_ENABLED := 1
 
-.PHONY: build test browser bench bench-kafka sample clean
+.PHONY: build test fuzz bench bench-kafka sample clean
 
+# Every binary the README names.
 build:
 	go build $(GOFLAGS_CKM) -o bin/ckm ./cmd/ckm
+	go build $(GOFLAGS_CKM) -o bin/ckm-devkafka ./cmd/ckm-devkafka
 
-test: browser
+# Every test, then the file connector's fuzz test for a bounded time. The report's rendering
+# tests need a Chromium; without one they are skipped, saying how to install it.
+test:
 	go test $(GOFLAGS_CKM) -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=20s
 
-# The report test renders in headless Chromium: install Debian's package when none is found.
-browser:
-	@if [ -z "$$CKM_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
-	   && ! command -v google-chrome >/dev/null 2>&1; then \
-	  echo "installing Debian's chromium for the report rendering test"; \
-	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
-	  { echo "could not install chromium: install it (apt-get install chromium) or set CKM_CHROMIUM"; exit 1; }; \
-	fi
+# Broken and hostile bytes through the file connector and the mapping (longer: make fuzz FUZZTIME=10m).
+FUZZTIME ?= 1m
+fuzz:
+	go test $(GOFLAGS_CKM) -run '^$$' -fuzz '^FuzzFileConnector$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 20x ./connectors/file
 
-# The issue's benchmark: 1M customers / ~15M orders (generated once into bench-data/).
+# The benchmark: 1M customers / ~15M orders (generated once into bench-data/).
 bench: build
 	bin/ckm bench --customers 1000000 --dir bench-data
 

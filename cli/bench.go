@@ -12,7 +12,9 @@ import (
 func (a *app) benchCmd() *cobra.Command {
 	opts := pipelines.BenchOptions{Customers: 1_000_000, Seed: 7, Dir: "bench-data", MemoryLimit: "4GB", Repeat: 2}
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use: "bench",
+		Example: `  ckm bench --customers 100000 --repeat 2        # quick, into bench-data/
+  make bench                                       # 1M customers, as the README reports`,
 		Short: "Measure ingest and every scoring stage against DuckDB's own read_csv and aggregate on the same data, in one process",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

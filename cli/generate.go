@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,7 +14,9 @@ func (a *app) generateCmd() *cobra.Command {
 	p := generate.Defaults()
 	var out, start, end string
 	cmd := &cobra.Command{
-		Use:   "generate",
+		Use: "generate",
+		Example: `  ckm generate --customers 100000 --seed 1 --out data/generated
+  CKM_DATA=data/generated CKM_WAREHOUSE=data/generated/ckm.duckdb ckm run --as-of 2026-06-30`,
 		Short: "Write synthetic customers, orders and feedback with known true BG/NBD and Gamma-Gamma parameters",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -32,6 +35,8 @@ func (a *app) generateCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "wrote %d customers, %d orders, %d feedback events to %s\n", sum.Customers, sum.Orders, sum.Feedback, out)
+			fmt.Fprintf(a.stdout, "score them with the shipped config, in a warehouse of their own:\n  CKM_DATA=%s CKM_WAREHOUSE=%s ckm run --as-of %s\n",
+				out, filepath.Join(out, "ckm.duckdb"), p.End.Format(time.DateOnly))
 			return nil
 		},
 	}

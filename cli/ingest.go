@@ -15,7 +15,9 @@ func (a *app) ingestCmd() *cobra.Command {
 	var sources []string
 	var follow bool
 	cmd := &cobra.Command{
-		Use:   "ingest",
+		Use: "ingest",
+		Example: `  ckm ingest                                         # every source, what is new
+  ckm ingest --config examples/kafka/config.yaml --source shop_orders --follow`,
 		Short: "Load new source data into the warehouse without scoring; --follow keeps streaming sources loading",
 		Long: `Load what is new in the sources (default: all) into the canonical tables, batch by batch,
 each batch committed with its checkpoint. With --follow, streaming sources (kafka) keep loading

@@ -54,7 +54,9 @@ func (a *app) statusCmd() *cobra.Command {
 	var n int
 	var lag bool
 	cmd := &cobra.Command{
-		Use:   "status",
+		Use: "status",
+		Example: `  ckm status -n 5
+  ckm status --config examples/kafka/config.yaml --lag`,
 		Short: "List recent pipeline runs; --lag also asks streaming sources how much waits to be read",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

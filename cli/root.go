@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/pipelines"
 	"github.com/ckm-dev/ckm/publish"
 	"github.com/ckm-dev/ckm/warehouse"
 )
@@ -152,10 +153,17 @@ func (a *app) openReadOnly(ctx context.Context) (*warehouse.Warehouse, error) {
 }
 
 func (a *app) validateCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "validate",
-		Short: "Check the config: every problem with file:line and a hint",
-		Args:  cobra.NoArgs,
+	var connect bool
+	cmd := &cobra.Command{
+		Use:   "validate [--connect]",
+		Short: "Check the config: every problem with file:line and a hint; --connect also opens every source",
+		Long: `Check the config: every problem at once, each with file:line, the YAML path and a hint (exit 78
+if any). With --connect, also open every source the way a run would, loading nothing: files are
+matched and their headers read against the mapping, Kafka brokers reached and topics looked up;
+every problem is reported at once (exit 1 if any).`,
+		Example: `  ckm validate
+  ckm validate --config examples/kafka/config.yaml --connect`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -163,7 +171,30 @@ func (a *app) validateCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "%s is valid: %d sources, %d pipelines, warehouse %s\n",
 				a.configPath, len(cfg.Sources), len(cfg.Pipelines), cfg.Warehouse.Path)
-			return nil
+			if !connect {
+				return nil
+			}
+			scratch, err := warehouse.OpenScratch(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer scratch.Close()
+			r := &pipelines.Runner{Config: cfg, Warehouse: scratch, Log: a.log}
+			problems, err := r.Check(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if len(problems) == 0 {
+				fmt.Fprintf(a.stdout, "every source opened: %s\n", strings.Join(cfg.SourceNames(nil), ", "))
+				return nil
+			}
+			fmt.Fprintf(a.stdout, "%d problems opening the sources:\n", len(problems))
+			for _, p := range problems {
+				fmt.Fprintln(a.stdout, "  "+p)
+			}
+			return fmt.Errorf("%d problems opening the sources (listed above)", len(problems))
 		},
 	}
+	cmd.Flags().BoolVar(&connect, "connect", false, "also open every source, loading nothing")
+	return cmd
 }

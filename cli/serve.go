@@ -23,7 +23,9 @@ import (
 func (a *app) serveCmd() *cobra.Command {
 	var listen string
 	cmd := &cobra.Command{
-		Use:   "serve",
+		Use: "serve",
+		Example: `  ckm serve                                   # every pipeline with a schedule; SIGTERM stops it gracefully
+  ckm serve --listen 0.0.0.0:9464           # metrics and health checks for another host`,
 		Short: "Run the scheduled pipelines as a daemon, with /healthz, /readyz and Prometheus /metrics",
 		Long: `Runs each pipeline that has a schedule (cron, in the pipeline's time zone) until SIGTERM or
 SIGINT. A run in progress then gets serve.grace_period to finish before it is cancelled and

@@ -132,6 +132,16 @@ type Backlog struct {
 	Waiting   int64 // records between Next (or the stream's start) and End
 }
 
+// Checker is implemented by sources that can be opened and looked at without loading anything
+// (`ckm validate --connect`).
+type Checker interface {
+	// Check opens the source as a run would, loads nothing, and returns what would stop a run
+	// (unreachable brokers, missing topics, files that cannot be read), every problem at once,
+	// and the fields each stream (a file) would hand over, for the mapping to be checked
+	// against; a stream of free-form records (JSON) has none.
+	Check(ctx context.Context) (fields map[string][]string, problems []string)
+}
+
 // ConfigValidator is implemented by connector configs to check themselves; each problem names the key it is about.
 type ConfigValidator interface {
 	Validate(baseDir string) []FieldProblem

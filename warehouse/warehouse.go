@@ -102,6 +102,24 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 	return w, nil
 }
 
+// OpenScratch opens an empty in-memory DuckDB with the warehouse's safe settings, for work that
+// needs DuckDB but not the warehouse (sniffing files while another process writes it).
+func OpenScratch(ctx context.Context) (*Warehouse, error) {
+	dir := filepath.Join(os.TempDir(), "ckm-scratch")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open scratch DuckDB: %w", err)
+	}
+	q := url.Values{}
+	q.Set("autoload_known_extensions", "false")
+	q.Set("autoinstall_known_extensions", "false")
+	q.Set("extension_directory", filepath.Join(dir, ".duckdb_extensions"))
+	c, err := duckdb.NewConnector("?"+q.Encode(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("open scratch DuckDB: %w", err)
+	}
+	return &Warehouse{db: sql.OpenDB(c), path: ":memory:"}, nil
+}
+
 // ErrInUse reports that another process holds the warehouse file.
 var ErrInUse = errors.New("another process holds the warehouse")
 

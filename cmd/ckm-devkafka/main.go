@@ -32,6 +32,10 @@ func run() error {
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: ckm-devkafka [--port 9092] [--partitions 3] [topic=file[:key_field] ...]")
 		flag.PrintDefaults()
+		fmt.Fprintln(os.Stderr, `examples:
+  bin/ckm-devkafka --port 9092 customers=data/sample/customers.csv.gz:customer_id \
+      orders=data/sample/orders.csv.gz:customer_id feedback=data/sample/feedback.jsonl.gz
+  bin/ckm-devkafka --partitions 6 orders=data/generated/orders.csv:customer_id`)
 	}
 	flag.Parse()
 	type feed struct{ topic, path, key string }

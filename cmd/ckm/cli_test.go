@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ckm-dev/ckm/internal/devkafka"
 	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/warehouse"
 )
@@ -221,4 +222,54 @@ func TestAWaitingRunSaysWhoHoldsTheWarehouse(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "waited 1s")
 	require.Contains(t, stderr, "in use by "+pid)
+}
+
+// `ckm validate --connect` opens every source without loading anything and reports every
+// problem at once: a file lacking a mapped column, a damaged file, a topic that does not exist,
+// brokers that cannot be found or refuse the connection (at once, without the retry budget).
+func TestValidateConnectReportsEveryProblemAtOnce(t *testing.T) {
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"good.csv":  "id,cust,ts,amt\nO1,C1,2026-01-01,1\n",
+		"wrong.csv": "id,customer,ts,amt\nO2,C1,2026-01-01,1\n",
+		"cut.csv.gz": "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", // a gzip header and nothing after it
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600))
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	const mapping = `mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`warehouse: {path: ckm.duckdb}
+sources:
+  files:
+    table: orders
+    file: {paths: ["*.csv", "*.csv.gz"]}
+    %[2]s
+  no_topic:
+    table: orders
+    kafka: {brokers: ["%[1]s"], topics: [ordres], connect_timeout: 1m}
+    %[2]s
+  no_host:
+    table: orders
+    kafka: {brokers: ["kafka.invalid:9092"], topics: [orders], connect_timeout: 10m}
+    %[2]s
+  refused:
+    table: orders
+    kafka: {brokers: ["127.0.0.1:1"], topics: [orders], connect_timeout: 10m}
+    %[2]s
+pipelines:
+  p: {transforms: [rfm]}
+`, b.Addr, mapping)), 0o600))
+	code, out, stderr := ckm("validate", "--config", cfg, "--connect")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, out, "5 problems opening the sources:")
+	require.Contains(t, out, "source files: wrong.csv has no column cust, which the mapping reads (it has id, customer, ts, amt)")
+	require.Contains(t, out, "source files: cut.csv.gz: truncated or corrupt gzip")
+	require.Contains(t, out, "source no_topic: topic ordres at "+b.Addr)
+	require.Contains(t, out, "source no_host: cannot reach any kafka broker (kafka.invalid:9092: no such host)")
+	require.Contains(t, out, "source refused: cannot reach any kafka broker (127.0.0.1:1: connection refused)")
+	require.NotContains(t, out, "good.csv")
+	require.NoFileExists(t, filepath.Join(dir, "ckm.duckdb"), "nothing was loaded, no warehouse made")
 }

@@ -4,6 +4,7 @@
 package file
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -478,4 +479,82 @@ func formatOf(path string) string {
 		return "parquet"
 	}
 	return ""
+}
+
+// Check reads every matched file's header without loading anything (ckm validate --connect):
+// files that are damaged or cannot be told apart as CSV are problems; the fields each file would
+// hand over (nil for JSON Lines, whose records are free-form) are for the mapping to be checked
+// against.
+func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
+	files, err := expand(s.env.BaseDir, s.cfg.Paths)
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	if len(files) == 0 && !s.cfg.AllowEmpty {
+		return nil, []string{"no file matches " + strings.Join(s.cfg.Paths, ", ")}
+	}
+	maxLine, err := s.cfg.maxLine()
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	fields := map[string][]string{}
+	var problems []string
+	for _, path := range files {
+		name := s.displayName(path)
+		format := cmp.Or(s.cfg.Format, formatOf(path))
+		cols, problem := s.checkFile(ctx, path, format, maxLine)
+		switch {
+		case problem != "":
+			problems = append(problems, name+": "+problem)
+		case format != "jsonl":
+			fields[name] = cols
+		}
+	}
+	return fields, problems
+}
+
+// checkFile reads one file's fields, or says why it cannot be read.
+func (s *Source) checkFile(ctx context.Context, path, format string, maxLine int64) ([]string, string) {
+	sc, err := scanFile(path, format != "parquet", maxLine)
+	switch {
+	case err != nil:
+		return nil, err.Error()
+	case sc.damage != "":
+		return nil, sc.damage
+	case sc.empty || format == "jsonl":
+		return nil, ""
+	}
+	dir, err := os.MkdirTemp("", "ckm-file-")
+	if err != nil {
+		return nil, err.Error()
+	}
+	defer os.RemoveAll(dir)
+	target, err := readable(path, dir, sc)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if format == "csv" {
+		d, err := s.sniff(ctx, target, dir, sc, maxLine)
+		if err != nil {
+			return nil, "cannot tell how the CSV file is written: " + firstLine(err.Error())
+		}
+		return d.columns, ""
+	}
+	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet("+warehouse.Quote(target)+"))")
+	if err != nil {
+		return nil, "truncated or corrupt Parquet: " + firstLine(err.Error())
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err.Error()
+		}
+		cols = append(cols, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "truncated or corrupt Parquet: " + firstLine(err.Error())
+	}
+	return cols, ""
 }

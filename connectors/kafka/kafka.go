@@ -16,8 +16,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -41,6 +43,9 @@ type Source struct {
 	set    settings
 	tr     *kafka.Transport
 	client *kafka.Client
+	// answered says a broker has answered this source: from then on, unreachable brokers are
+	// retried for connect_timeout.
+	answered bool
 
 	// afterCommit runs after each batch's DuckDB commit and before the group commit; tests
 	// use it to stop a reader at exactly that point.
@@ -148,8 +153,14 @@ func (s *Source) watermarks(ctx context.Context) (map[partition]int64, error) {
 }
 
 // partitions lists the partitions of the source's topics, retrying unreachable brokers with
-// backoff for connect_timeout.
+// backoff for connect_timeout. Brokers that have not answered yet and cannot be found or refuse
+// the connection, every one of them, fail at once: waiting would not mend a wrong address.
 func (s *Source) partitions(ctx context.Context) ([]partition, error) {
+	if !s.answered {
+		if err := s.dialable(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var out []partition
 	attempts, elapsed, err := s.retry(ctx, func() error {
 		attemptCtx, cancel := context.WithTimeout(ctx, min(s.set.connect, 10*time.Second))
@@ -167,6 +178,7 @@ func (s *Source) partitions(ctx context.Context) ([]partition, error) {
 				out = append(out, partition{t.Name, p.ID})
 			}
 		}
+		s.answered = true
 		return nil
 	})
 	var stop permanent
@@ -179,6 +191,32 @@ func (s *Source) partitions(ctx context.Context) ([]partition, error) {
 	}
 	return nil, fmt.Errorf("cannot connect to kafka brokers %s: %d attempts over %s (connect_timeout %s): %w%s",
 		strings.Join(s.cfg.Brokers, ","), attempts, elapsed.Round(time.Millisecond), s.set.connect, err, hint)
+}
+
+// dialable fails when no broker can be reached because every one's name does not resolve or its
+// host refuses the connection; any other outcome (one answers, one times out) leaves it to the
+// metadata request and its retries.
+func (s *Source) dialable(ctx context.Context) error {
+	var why []string
+	for _, b := range s.cfg.Brokers {
+		dialCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		conn, err := (&net.Dialer{}).DialContext(dialCtx, "tcp", b)
+		cancel()
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(err, &dnsErr):
+			why = append(why, b+": no such host")
+		case errors.Is(err, syscall.ECONNREFUSED):
+			why = append(why, b+": connection refused")
+		default:
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot reach any kafka broker (%s)", strings.Join(why, "; "))
 }
 
 // permanent marks an error retrying cannot mend.
@@ -225,6 +263,16 @@ func (s *Source) listOffsets(ctx context.Context, parts []partition, req func(id
 		}
 	}
 	return out, nil
+}
+
+// Check reaches the brokers and finds the source's topics, loading nothing (ckm validate
+// --connect). Messages are JSON documents: no fields to check.
+func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
+	defer s.tr.CloseIdleConnections()
+	if _, err := s.partitions(ctx); err != nil {
+		return nil, []string{err.Error()}
+	}
+	return nil, nil
 }
 
 // Backlog reports, per partition, the stored next offset, the high watermark now and the

@@ -1,0 +1,61 @@
+package pipelines
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+// Check opens every source the way a run would, loading nothing, and returns every problem that
+// would stop a run, each naming its source: brokers that cannot be reached, topics that do not
+// exist, files that are damaged or lack a column the mapping reads. The warehouse is only
+// DuckDB to sniff files with: it may be a scratch one.
+func (r *Runner) Check(ctx context.Context) ([]string, error) {
+	conn, err := r.Warehouse.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	var problems []string
+	for _, name := range r.Config.SourceNames(nil) {
+		src, err := r.openSource(ctx, connectors.Env{Source: name, DB: conn, Log: r.Log.With("source", name)})
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		checker, ok := src.(connectors.Checker)
+		if !ok {
+			continue
+		}
+		streams, found := checker.Check(ctx)
+		for _, p := range found {
+			problems = append(problems, fmt.Sprintf("source %s: %s", name, p))
+		}
+		spec := r.Config.MappingSpec(name, false)
+		var lookups []string
+		if len(spec.Lookups) > 0 && len(streams) > 0 {
+			w := newBatchWriter(conn, r.Config, name, "check", r.Log)
+			if err := w.resolveLookups(ctx, spec.Lookups); err != nil {
+				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
+				continue
+			}
+			for _, l := range w.lookupOrder {
+				for _, c := range w.lookupColumns[l] {
+					lookups = append(lookups, l+"."+c)
+				}
+			}
+		}
+		for _, stream := range slices.Sorted(maps.Keys(streams)) {
+			have := streams[stream]
+			if missing := spec.MissingFields(append(slices.Clone(have), lookups...)); len(missing) > 0 {
+				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s)",
+					name, stream, strings.Join(missing, ", "), strings.Join(have, ", ")))
+			}
+		}
+	}
+	return problems, nil
+}
