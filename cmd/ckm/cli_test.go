@@ -273,3 +273,18 @@ pipelines:
 	require.NotContains(t, out, "good.csv")
 	require.NoFileExists(t, filepath.Join(dir, "ckm.duckdb"), "nothing was loaded, no warehouse made")
 }
+
+// What `ckm generate` writes, the shipped config reads without editing: the command it prints
+// (CKM_DATA pointing there) runs.
+func TestGenerateThenRunWithTheShippedConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "generated")
+	code, out, stderr := ckm("generate", "--customers", "400", "--seed", "3", "--out", dir)
+	require.Zero(t, code, stderr)
+	require.Contains(t, out, "CKM_DATA="+dir+" CKM_WAREHOUSE="+filepath.Join(dir, "ckm.duckdb")+" ckm run --as-of 2026-06-30")
+	t.Setenv("CKM_DATA", dir)
+	t.Setenv("CKM_WAREHOUSE", filepath.Join(dir, "ckm.duckdb"))
+	code, out, stderr = ckm("run", "--config", filepath.Join(testutil.RepoRoot(), "config.yaml"), "--as-of", "2026-06-30")
+	require.Zero(t, code, stderr)
+	require.Regexp(t, `crm_customers\s+customers\s+4\d\d\s`, out, "the generated customers were read")
+	require.Contains(t, out, "published for BI tools: "+filepath.Join(dir, "publish", "latest", "report.html"))
+}

@@ -316,28 +316,81 @@ type dialect struct {
 // first lines include one longer than the maximum is sniffed from a sample without such lines
 // (DuckDB's sniffer gives up on them).
 func (s *Source) sniff(ctx context.Context, target, dir string, sc scan, maxLine int64) (dialect, error) {
+	sample := filepath.Join(dir, "sample.csv")
+	if err := os.WriteFile(sample, sc.sample, 0o600); err != nil {
+		return dialect{}, err
+	}
 	d, err := s.sniffFile(ctx, target, maxLine)
 	if err != nil && sc.longest > maxLine && len(sc.sample) > 0 {
-		sample := filepath.Join(dir, "sample.csv")
-		if werr := os.WriteFile(sample, sc.sample, 0o600); werr != nil {
-			return d, werr
-		}
 		d, err = s.sniffFile(ctx, sample, maxLine)
 	}
-	if err != nil {
+	if err != nil || d.quote != "" || s.cfg.CSV.Quote != "" {
 		return d, err
 	}
-	// A sample without a single double quote tells nothing about quoting: quote as CSV does, so
-	// a quoted value further down is read as one value.
-	if d.quote == "" && s.cfg.CSV.Quote == "" && !sc.quoted {
-		d.quote, d.escape = `"`, `"`
+	// DuckDB's sniffer gives up quoting for the whole file when one quote in its sample is never
+	// closed: values then keep their quotes, and a quoted comma splits a value. Quote as CSV
+	// does unless the sample reads with fewer rejected lines without. (A sample without a single
+	// double quote tells nothing: quote, so a quoted value further down is read as one value.)
+	if sc.quoted {
+		with, without, err := s.rejectedBothWays(ctx, sample, d, maxLine)
+		if err != nil || without < with {
+			return d, err
+		}
 	}
-	return d, nil
+	// The header is read again with quotes; all else stays as sniffed.
+	fixed := []string{`quote='"'`, `escape='"'`, fmt.Sprintf("skip=%d", d.skip)}
+	if s.cfg.CSV.Delimiter == "" {
+		fixed = append(fixed, "delim="+warehouse.Quote(d.delim))
+	}
+	if s.cfg.CSV.Header == nil {
+		fixed = append(fixed, fmt.Sprintf("header=%t", d.header))
+	}
+	quoted, err := s.sniffFile(ctx, target, maxLine, fixed...)
+	if err != nil || len(quoted.columns) != len(d.columns) {
+		d.quote, d.escape = `"`, `"` // the names stay the unquoted sniff's: the file has no quotes to strip from them
+		return d, nil
+	}
+	return quoted, nil
 }
 
-func (s *Source) sniffFile(ctx context.Context, path string, maxLine int64) (dialect, error) {
+// rejectedBothWays counts the sample's lines DuckDB rejects when it reads them quoting with a
+// double quote, and not quoting.
+func (s *Source) rejectedBothWays(ctx context.Context, sample string, d dialect, maxLine int64) (with, without int64, err error) {
+	for i, quote := range []string{`"`, ""} {
+		q := fmt.Sprintf(`SELECT count(*) FROM read_csv(%s, auto_detect=false, delim=%s, quote=%s, escape=%s, header=%t, skip=%d,
+			columns={%s}, max_line_size=%d, store_rejects=true, rejects_table='ckm_sniff_rejects', rejects_scan='ckm_sniff_scan')`,
+			warehouse.Quote(sample), warehouse.Quote(d.delim), warehouse.Quote(quote), warehouse.Quote(quote), d.header, d.skip,
+			varcharColumns(d.columns), maxLine)
+		var rows, rejected int64
+		if err := s.env.DB.QueryRowContext(ctx, q).Scan(&rows); err != nil {
+			return 0, 0, err
+		}
+		if err := s.env.DB.QueryRowContext(ctx, `SELECT count(DISTINCT line) FROM ckm_sniff_rejects`).Scan(&rejected); err != nil {
+			return 0, 0, err
+		}
+		if i == 0 {
+			with = rejected
+		} else {
+			without = rejected
+		}
+	}
+	_, err = s.env.DB.ExecContext(ctx, `DROP TABLE IF EXISTS temp.ckm_sniff_rejects; DROP TABLE IF EXISTS temp.ckm_sniff_scan`)
+	return with, without, err
+}
+
+// varcharColumns is read_csv's columns option: every column as text.
+func varcharColumns(names []string) string {
+	cols := make([]string, len(names))
+	for i, c := range names {
+		cols[i] = warehouse.Quote(c) + ": 'VARCHAR'"
+	}
+	return strings.Join(cols, ", ")
+}
+
+func (s *Source) sniffFile(ctx context.Context, path string, maxLine int64, fixed ...string) (dialect, error) {
 	opts := []string{warehouse.Quote(path), fmt.Sprintf("max_line_size=%d", maxLine), "ignore_errors=true"}
 	opts = append(opts, s.dialectOptions()...)
+	opts = append(opts, fixed...)
 	var d dialect
 	var cols []any
 	err := s.env.DB.QueryRowContext(ctx, `SELECT Delimiter, Quote, Escape, Comment, HasHeader, SkipRows, list_transform(Columns, c -> c.name)
@@ -383,13 +436,9 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	if err != nil {
 		return "cannot tell how the CSV file is written: " + firstLine(err.Error())
 	}
-	columns := make([]string, len(d.columns))
-	for i, c := range d.columns {
-		columns[i] = warehouse.Quote(c) + ": 'VARCHAR'"
-	}
 	opts := []string{warehouse.Quote(target), "auto_detect=false", "delim=" + warehouse.Quote(d.delim), "quote=" + warehouse.Quote(d.quote),
 		"escape=" + warehouse.Quote(d.escape), fmt.Sprintf("header=%t", d.header), fmt.Sprintf("skip=%d", d.skip),
-		"columns={" + strings.Join(columns, ", ") + "}", fmt.Sprintf("max_line_size=%d", maxLine),
+		"columns={" + varcharColumns(d.columns) + "}", fmt.Sprintf("max_line_size=%d", maxLine),
 		"store_rejects=true", "rejects_table=" + warehouse.Quote(rejectsTable), "rejects_scan=" + warehouse.Quote(rejectsScan)}
 	if d.comment != "" {
 		opts = append(opts, "comment="+warehouse.Quote(d.comment))
