@@ -233,8 +233,8 @@ func TestValidateConnectReportsEveryProblemAtOnce(t *testing.T) {
 	defer b.Close()
 	dir := t.TempDir()
 	for name, body := range map[string]string{
-		"good.csv":  "id,cust,ts,amt\nO1,C1,2026-01-01,1\n",
-		"wrong.csv": "id,customer,ts,amt\nO2,C1,2026-01-01,1\n",
+		"good.csv":   "id,cust,ts,amt\nO1,C1,2026-01-01,1\n",
+		"wrong.csv":  "id,customer,ts,amt\nO2,C1,2026-01-01,1\n",
 		"cut.csv.gz": "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", // a gzip header and nothing after it
 	} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600))
