@@ -381,7 +381,7 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	if err != nil {
 		return sr, fmt.Errorf("source %s: %w", name, err)
 	}
-	env.Log.Info("source loaded", "read", sr.Read, "loaded", sr.Loaded, "dead_letters", sr.DeadLettered)
+	env.Log.Info("source loaded", "read", sr.Read, "loaded", sr.Loaded, "dead_letters", sr.DeadLettered, "collapsed", sr.Collapsed, "skipped", sr.Skipped)
 	return sr, nil
 }
 
