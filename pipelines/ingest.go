@@ -342,6 +342,10 @@ func precedence(t mapping.Table, alias string) string {
 // record of highest precedence (this batch's or the stored one) is current, and the others go to
 // <table>_superseded. It returns how many of the batch's records became current, how many gave
 // way, and how many stored records gave way to them.
+//
+// The common batch (new keys, none repeated) costs one pass to count its keys and the insert:
+// the batch is staged in a table of its own only when keys repeat or lines roll up, and stored
+// records are joined only when the table has any.
 func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, error) {
 	var ms mergeStats
 	key := t.Key
@@ -349,29 +353,31 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 	superseded := t.Name + "_superseded"
 	const good = "(SELECT * FROM mapped WHERE _reason IS NULL AND NOT _skip)"
 	rows := good
-	var goodRows int64
 	if w.spec.RollupLines {
-		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+good).Scan(&goodRows); err != nil {
-			return ms, err
-		}
 		rows = w.rollup(t)
 	}
-	// The batch's records with lineage, as they would be stored.
+	// The batch's records with lineage, as they are stored. Lineage constants are inlined: DuckDB
+	// then stores them as constant segments, where a bound parameter is materialised row by row.
 	incoming := fmt.Sprintf(`(SELECT %s, %s AS _source, _position, now() AS _loaded_at, %s AS _run_id, _extra, _stream, _seq FROM %s m)`,
 		strings.Join(t.ColumnNames(), ", "), warehouse.Quote(w.source), warehouse.Quote(w.runID), rows)
-	if _, err := w.exec(ctx, "stage", "CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM "+incoming); err != nil {
-		return ms, err
-	}
-	defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_rows")
-	var staged, keys int64
-	if err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*), count(DISTINCT %s) FROM merge_rows`, key)).Scan(&staged, &keys); err != nil {
+	var records, keys int64
+	if err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*), count(DISTINCT %s) FROM %s`, key, rows)).Scan(&records, &keys); err != nil {
 		return ms, err
 	}
 	if w.spec.RollupLines {
-		ms.Collapsed += goodRows - staged // lines rolled up into their order
+		var lines int64
+		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+good).Scan(&lines); err != nil {
+			return ms, err
+		}
+		ms.Collapsed += lines - records // lines rolled up into their order
 	}
-	if staged > keys {
+	if records > keys {
 		// Several records of one key in the batch (rare): all but the highest give way now.
+		if _, err := w.exec(ctx, "stage", "CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM "+incoming); err != nil {
+			return ms, err
+		}
+		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_rows")
+		incoming = "merge_rows"
 		res, err := w.exec(ctx, "collapse", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM merge_rows m
 			QUALIFY row_number() OVER (PARTITION BY %[3]s ORDER BY %[4]s DESC) > 1`, superseded, cols, key, precedence(t, "m")))
 		if err != nil {
@@ -384,34 +390,49 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 			return ms, err
 		}
 	}
-	// Stored records that rank below the batch's give way to them...
-	res, err := w.exec(ctx, "replace keys", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM %[3]s t JOIN merge_rows m ON t.%[4]s = m.%[4]s
-		WHERE %[6]s >= %[7]s`, superseded, cols, t.Name, key, prefixed(cols, "t."), precedence(t, "m"), precedence(t, "t")))
-	if err != nil {
+	// Stored records of the batch's keys: which side of each pair stays current.
+	var clashes int64
+	var stored bool
+	if err := w.conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.Name+")").Scan(&stored); err != nil {
 		return ms, err
 	}
-	ms.Replaced, _ = res.RowsAffected()
-	if ms.Replaced > 0 {
-		if _, err := w.exec(ctx, "replace keys", fmt.Sprintf(`DELETE FROM %[1]s t USING merge_rows m WHERE t.%[2]s = m.%[2]s AND %[3]s >= %[4]s`,
-			t.Name, key, precedence(t, "m"), precedence(t, "t"))); err != nil {
+	if stored {
+		if _, err := w.exec(ctx, "match stored", fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE merge_clash AS
+			SELECT m.%[1]s AS k, %[2]s >= %[3]s AS incoming_wins FROM %[4]s m JOIN %[5]s t ON t.%[1]s = m.%[1]s`,
+			key, precedence(t, "m"), precedence(t, "t"), incoming, t.Name)); err != nil {
+			return ms, err
+		}
+		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_clash")
+		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM merge_clash").Scan(&clashes); err != nil {
 			return ms, err
 		}
 	}
-	// ... and the batch's records that rank below a stored one give way to it.
-	res, err = w.exec(ctx, "keep stored", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM merge_rows m WHERE EXISTS (SELECT 1 FROM %[3]s t WHERE t.%[4]s = m.%[4]s)`,
-		superseded, cols, t.Name, key, prefixed(cols, "m.")))
-	if err != nil {
-		return ms, err
+	insert := fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM %[3]s m`, t.Name, cols, incoming)
+	if clashes > 0 {
+		// Stored records that rank below the batch's give way to them, and the batch's records
+		// that rank below a stored one give way to it.
+		res, err := w.exec(ctx, "replace keys", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM %[3]s t JOIN merge_clash c ON t.%[4]s = c.k
+			WHERE c.incoming_wins`, superseded, cols, t.Name, key, prefixed(cols, "t.")))
+		if err != nil {
+			return ms, err
+		}
+		ms.Replaced, _ = res.RowsAffected()
+		if _, err := w.exec(ctx, "replace keys", fmt.Sprintf(`DELETE FROM %[1]s t USING merge_clash c WHERE t.%[2]s = c.k AND c.incoming_wins`,
+			t.Name, key)); err != nil {
+			return ms, err
+		}
+		res, err = w.exec(ctx, "keep stored", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM %[3]s m JOIN merge_clash c ON m.%[4]s = c.k
+			WHERE NOT c.incoming_wins`, superseded, cols, incoming, key, prefixed(cols, "m.")))
+		if err != nil {
+			return ms, err
+		}
+		older, _ := res.RowsAffected()
+		ms.Collapsed += older
+		if older > 0 {
+			insert += fmt.Sprintf(` WHERE m.%s NOT IN (SELECT k FROM merge_clash WHERE NOT incoming_wins)`, key)
+		}
 	}
-	older, _ := res.RowsAffected()
-	ms.Collapsed += older
-	// Lineage constants are inlined: DuckDB then stores them as constant segments, where a bound
-	// parameter is materialised row by row.
-	insert := fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM merge_rows m`, t.Name, cols)
-	if older > 0 { // else no stored record of these keys is left: each gave way or was never there
-		insert += fmt.Sprintf(` WHERE NOT EXISTS (SELECT 1 FROM %[1]s t WHERE t.%[2]s = m.%[2]s)`, t.Name, key)
-	}
-	res, err = w.exec(ctx, "insert", insert)
+	res, err := w.exec(ctx, "insert", insert)
 	if err != nil {
 		return ms, err
 	}

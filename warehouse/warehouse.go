@@ -212,6 +212,26 @@ type Conn struct {
 	*sql.Conn
 }
 
+// ExecContext runs one statement. DuckDB reports a statement it stopped because ctx ended as
+// "INTERRUPT Error"; the error then also wraps ctx's, so callers tell a stop from a failure.
+func (c *Conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := c.Conn.ExecContext(ctx, query, args...)
+	return res, stopped(ctx, err)
+}
+
+// QueryContext runs a query; see ExecContext for how a stop is reported.
+func (c *Conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := c.Conn.QueryContext(ctx, query, args...)
+	return rows, stopped(ctx, err)
+}
+
+func stopped(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, ctx.Err())
+}
+
 // Tx runs fn inside BEGIN … COMMIT, rolling back when fn fails or ctx ends.
 // DuckDB's WAL makes the commit all-or-nothing even if the process dies mid-way.
 func (c *Conn) Tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
@@ -247,7 +267,7 @@ func (c *Conn) ArrowQuery(ctx context.Context, query string, args ...any) (array
 			return err
 		}
 		rr, err = a.QueryContext(ctx, query, args...)
-		return err
+		return stopped(ctx, err)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("arrow query: %w", err)

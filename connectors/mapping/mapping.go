@@ -284,10 +284,13 @@ func (s Spec) Compile(b Batch) string {
 		out = append(out, p+"v_"+c.Name+" AS "+c.Name)
 	}
 	out = append(out, p+"stream || "+warehouse.Quote(b.PositionSep)+" || "+p+"seq AS _position", p+"stream AS _stream", p+"seq AS _seq",
-		ord+" AS _ordinal", p+"reason AS _reason", "CASE WHEN "+p+"reason IS NOT NULL THEN "+p+"payload END AS _payload",
+		// The raw record is assembled in the outer query, where the subquery's columns include the
+		// source's fields, and only for rows with a reason: as a column of its own DuckDB would
+		// build it for every row (it cost a third of mapping a large file).
+		ord+" AS _ordinal", p+"reason AS _reason", "CASE WHEN "+p+"reason IS NOT NULL THEN "+payload+" END AS _payload",
 		p+"skip AS _skip", extra+" AS _extra")
 	sel = append(sel, "CAST("+lineage(b.Stream)+" AS VARCHAR) AS "+p+"stream", "CAST("+lineage(b.Seq)+" AS BIGINT) AS "+p+"seq",
-		reason+" AS "+p+"reason", payload+" AS "+p+"payload", skipExpr+" AS "+p+"skip")
+		reason+" AS "+p+"reason", skipExpr+" AS "+p+"skip")
 	return fmt.Sprintf("SELECT %s\nFROM (SELECT s.*, %s FROM (%s) s) s", strings.Join(out, ", "), strings.Join(sel, ", "), inner)
 }
 
