@@ -37,6 +37,9 @@ type Config struct {
 	// MaxLineSize: a CSV or JSON Lines line longer than this is a dead letter; default 2MB
 	// (DuckDB's), e.g. 8MiB.
 	MaxLineSize string `yaml:"max_line_size"`
+	// BatchSize: JSON Lines go to the warehouse at most this many lines (and 64 MiB) per
+	// transaction; default 1,000,000. CSV and Parquet files load in one transaction each.
+	BatchSize int `yaml:"batch_size"`
 }
 
 // CSVOptions set the CSV dialect.
@@ -72,6 +75,9 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	}
 	if _, err := c.maxLine(); err != nil {
 		out = append(out, connectors.FieldProblem{Key: "max_line_size", Msg: err.Error(), Hint: "e.g. 2MB, 8MiB"})
+	}
+	if c.BatchSize < 0 {
+		out = append(out, connectors.FieldProblem{Key: "batch_size", Msg: fmt.Sprintf("%d is negative", c.BatchSize), Hint: "leave it out for 1000000"})
 	}
 	for _, p := range c.Paths {
 		files, err := expand(baseDir, []string{p})

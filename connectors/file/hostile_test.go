@@ -432,13 +432,14 @@ func TestAJSONLinesFileStoppedHalfWayIsReadAgainWhole(t *testing.T) {
 		fmt.Fprintf(&good, `{"id":"J%d","cust":"C%d","ts":"2026-01-01T10:00:00Z","amt":%d}`+"\n", i, i%50, i%90)
 	}
 	bad := strings.Repeat("not json\n", 30_000)
-	e := setupRatio(t, eventsSource, map[string]string{"a.jsonl": good.String() + bad}, 0.1)
+	batched := strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], batch_size: 50000`, 1)
+	e := setupRatio(t, batched, map[string]string{"a.jsonl": good.String() + bad}, 0.1)
 	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
 	require.ErrorContains(t, err, "max_bad_ratio")
 	var loaded int
 	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
-	require.Equal(t, 100_000, loaded, "the first batch committed")
+	require.Equal(t, 100_000, loaded, "the first two batches committed")
 
 	writeFile(t, filepath.Join(e.dir, "a.jsonl"), good.String()+"not json\n")
 	res := e.run(t)

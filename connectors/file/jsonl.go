@@ -3,6 +3,7 @@ package file
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,10 +27,12 @@ var jsonlSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "line", Type: arrow.PrimitiveTypes.Int64},
 }, nil)
 
-// Lines go to the writer in batches of at most this many lines or bytes.
+// Lines go to the writer in batches of at most batch_size lines or this many bytes. Batches are
+// large because DuckDB maps a batch with one thread per row group (122,880 rows): 100k-line
+// batches mapped 1.7× slower than the whole file at once.
 const (
-	jsonlBatchLines = 100_000
-	jsonlBatchBytes = 64 << 20
+	defaultJSONLBatchLines = 1_000_000
+	jsonlBatchBytes        = 64 << 20
 )
 
 // readJSONLines hands the file's lines to w a batch at a time. A line that is not UTF-8 text
@@ -51,6 +54,7 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 	b := array.NewRecordBuilder(memory.DefaultAllocator, jsonlSchema)
 	defer b.Release()
 	batch, bytesIn := first, 0
+	batchLines := cmp.Or(s.cfg.BatchSize, defaultJSONLBatchLines)
 	flush := func(final bool) error {
 		rec := b.NewRecordBatch()
 		defer rec.Release()
@@ -73,20 +77,19 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 			return fmt.Errorf("read %s: %w", first.Label, err)
 		}
 		text := bytes.TrimSuffix(line, []byte("\r"))
-		position := fmt.Sprintf("%s:%d", first.Label, n)
 		switch problem := connectors.NotText(text); {
 		case err == errLongLine:
-			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: position,
+			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),
 				Reason: fmt.Sprintf("line longer than max_line_size %d bytes", maxLine), Payload: text})
 		case problem != "":
-			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: position,
+			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),
 				Reason: "line " + problem, Payload: text})
 		default:
 			b.Field(0).(*array.StringBuilder).BinaryBuilder.Append(text)
 			b.Field(1).(*array.Int64Builder).Append(n)
 			bytesIn += len(text)
 		}
-		if b.Field(1).Len()+len(batch.Rejects) >= jsonlBatchLines || bytesIn >= jsonlBatchBytes {
+		if b.Field(1).Len()+len(batch.Rejects) >= batchLines || bytesIn >= jsonlBatchBytes {
 			if err := flush(false); err != nil {
 				return err
 			}
