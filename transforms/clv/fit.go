@@ -167,6 +167,9 @@ func minimize(obj objective, start []float64) ([]float64, *optimize.Result, erro
 		return start, &optimize.Result{}, fmt.Errorf("optimiser failed: %w", err)
 	}
 	if err != nil {
+		if res.Status == optimize.Failure && nearOptimum(obj, res.X) {
+			return res.X, res, nil
+		}
 		return res.X, res, fmt.Errorf("optimiser stopped (%s): %w", res.Status, err)
 	}
 	switch res.Status {
@@ -174,6 +177,21 @@ func minimize(obj objective, start []float64) ([]float64, *optimize.Result, erro
 		return res.X, res, nil
 	}
 	return res.X, res, fmt.Errorf("optimiser stopped without converging: %s after %d iterations", res.Status, res.MajorIterations)
+}
+
+// nearOptimum says whether a point where the line search gave up is an optimum all the same.
+// The objective is a mean over up to a million distinct histories; its rounding noise (gradient
+// ≈ 3e-7 at 871k histories) can stop the line search short of GradientThreshold. A gradient
+// below 1e-5 moves the log-parameters by about that much, far less than their standard errors.
+func nearOptimum(obj objective, x []float64) bool {
+	grad := make([]float64, len(x))
+	obj(x, grad)
+	for _, g := range grad {
+		if !(math.Abs(g) <= 1e-5) {
+			return false
+		}
+	}
+	return true
 }
 
 // standardErrors are the square roots of the diagonal of the inverse Hessian of the negative
