@@ -294,9 +294,10 @@ func (c *Conn) RegisterArrow(reader array.RecordReader, name string) (release fu
 
 // WithArrowView exposes rec to SQL as a view while fn runs; fn gets the view's name, unique to
 // this call (DuckDB's Arrow views are visible across connections, so a fixed name would let
-// two concurrent writers read each other's rows). Queries must read every column in schema
-// order: DuckDB pushes a column projection into the exported stream, which cannot project, and
-// then reads the wrong columns (seen: a crash reading doubles as strings).
+// two concurrent writers read each other's rows). A query must read every column in schema
+// order, or run through ExecReadingArrowView: DuckDB pushes a column projection into the
+// exported stream, which cannot project, and then reads the wrong columns (seen: a crash
+// reading doubles as strings; duckdb/duckdb-go#24).
 func (c *Conn) WithArrowView(rec arrow.RecordBatch, fn func(view string) error) error {
 	// DuckDB's threads share the scan a slice at a time; one big batch is read by one thread.
 	// Slices are a row group (122,880 rows) at most and an eighth of the rows at least, so a
@@ -324,6 +325,16 @@ func (c *Conn) WithArrowView(rec arrow.RecordBatch, fn func(view string) error) 
 		return err
 	}
 	return c.dropView(view)
+}
+
+// ExecReadingArrowView runs a statement that reads only some columns of a WithArrowView view.
+// Column pruning is off while it runs, so the view's stream is read whole and in order.
+func (c *Conn) ExecReadingArrowView(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if _, err := c.ExecContext(ctx, "SET disabled_optimizers = 'unused_columns'"); err != nil {
+		return nil, err
+	}
+	defer c.ExecContext(context.WithoutCancel(ctx), "RESET disabled_optimizers")
+	return c.ExecContext(ctx, query, args...)
 }
 
 // arrowViewPrefix names the views WithArrowView registers.
