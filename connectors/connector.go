@@ -85,6 +85,9 @@ type Batch struct {
 	Checkpoint func(ctx context.Context, tx Querier, stats BatchStats) error
 }
 
+// MaxPayload bounds what a dead letter keeps of a raw record: a connector need not read more.
+const MaxPayload = 4096
+
 // Reject is a record a connector could not read: where it was, why, and its raw bytes (which the
 // writer stores bounded and made safe to keep as text).
 type Reject struct {

@@ -1,7 +1,6 @@
 package pipelines
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors"
@@ -105,10 +103,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		if fromArrow {
 			exec = w.conn.ExecReadingArrowView
 		}
-		start := time.Now()
-		_, err = exec(ctx, "CREATE OR REPLACE TEMP TABLE mapped AS "+spec.Compile(mb))
-		w.log.Debug("batch step", "step", "map", "elapsed", time.Since(start).Round(time.Microsecond).String())
-		if err != nil {
+		if _, err := w.timed(ctx, exec, "map", "CREATE OR REPLACE TEMP TABLE mapped AS "+spec.Compile(mb)); err != nil {
 			return st, fmt.Errorf("read %s: %w", b.Label, err)
 		}
 		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.mapped")
@@ -196,17 +191,14 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 	return st, nil
 }
 
-// maxPayload bounds what a dead letter keeps of a raw record.
-const maxPayload = 4096
-
-// boundedPayload keeps the first maxPayload bytes of a dead letter's raw record, saying so when it cut.
+// boundedPayload keeps the first MaxPayload bytes of a dead letter's raw record, saying so when it cut.
 func boundedPayload(col string) string {
 	return fmt.Sprintf(`CASE WHEN strlen(CAST(%[1]s AS VARCHAR)) > %[2]d THEN left(CAST(%[1]s AS VARCHAR), %[2]d) || ' … (' || strlen(CAST(%[1]s AS VARCHAR)) || ' bytes, cut to the first %[2]d)'
-		ELSE CAST(%[1]s AS VARCHAR) END`, col, maxPayload)
+		ELSE CAST(%[1]s AS VARCHAR) END`, col, connectors.MaxPayload)
 }
 
 // reject dead-letters the records a connector could not hand over as rows. Their raw bytes are
-// kept as text when they are UTF-8, else as base64 (marked so), the first maxPayload bytes.
+// kept as text when they are UTF-8, else as base64 (marked so), the first MaxPayload bytes.
 func (w *batchWriter) reject(ctx context.Context, rejects []connectors.Reject) error {
 	if len(rejects) == 0 {
 		return nil
@@ -222,15 +214,15 @@ func (w *batchWriter) reject(ctx context.Context, rejects []connectors.Reject) e
 	return err
 }
 
-// SafePayload is raw bytes as a dead letter keeps them: the first maxPayload bytes, as text when
+// SafePayload is raw bytes as a dead letter keeps them: the first MaxPayload bytes, as text when
 // they are valid UTF-8 without NUL bytes, otherwise base64 with a "base64:" prefix.
 func SafePayload(raw []byte) string {
 	cut := ""
-	if len(raw) > maxPayload {
-		cut = fmt.Sprintf(" … (%d bytes, cut to the first %d)", len(raw), maxPayload)
-		raw = raw[:maxPayload]
+	if len(raw) > connectors.MaxPayload {
+		cut = fmt.Sprintf(" … (%d bytes, cut to the first %d)", len(raw), connectors.MaxPayload)
+		raw = raw[:connectors.MaxPayload]
 	}
-	if utf8.Valid(raw) && !bytes.Contains(raw, []byte{0}) {
+	if connectors.NotText(raw) == "" {
 		return string(raw) + cut
 	}
 	return "base64:" + base64.StdEncoding.EncodeToString(raw) + cut
@@ -321,8 +313,13 @@ func (w *batchWriter) columns(ctx context.Context, relation string) ([]string, e
 
 // exec runs one statement of a batch, logging its duration at debug level for tuning.
 func (w *batchWriter) exec(ctx context.Context, step, query string, args ...any) (sql.Result, error) {
+	return w.timed(ctx, w.conn.ExecContext, step, query, args...)
+}
+
+// timed runs a statement with exec, logging how long the step took.
+func (w *batchWriter) timed(ctx context.Context, exec func(context.Context, string, ...any) (sql.Result, error), step, query string, args ...any) (sql.Result, error) {
 	start := time.Now()
-	res, err := w.conn.ExecContext(ctx, query, args...)
+	res, err := exec(ctx, query, args...)
 	w.log.Debug("batch step", "step", step, "elapsed", time.Since(start).Round(time.Microsecond).String())
 	return res, err
 }
@@ -354,10 +351,9 @@ func precedence(t mapping.Table, alias string) string {
 func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, error) {
 	var ms mergeStats
 	key := t.Key
-	cols := strings.Join(append(t.ColumnNames(), "_source", "_position", "_loaded_at", "_run_id", "_extra", "_stream", "_seq"), ", ")
+	cols := strings.Join(t.StoredColumns(), ", ")
 	superseded := t.Name + "_superseded"
-	const good = "(SELECT * FROM mapped WHERE _reason IS NULL AND NOT _skip)"
-	rows := good
+	rows := goodRows
 	if w.spec.RollupLines {
 		rows = w.rollup(t)
 	}
@@ -371,7 +367,7 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 	}
 	if w.spec.RollupLines {
 		var lines int64
-		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+good).Scan(&lines); err != nil {
+		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+goodRows).Scan(&lines); err != nil {
 			return ms, err
 		}
 		ms.Collapsed += lines - records // lines rolled up into their order
@@ -445,6 +441,9 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 	return ms, err
 }
 
+// goodRows are the mapped records that load: no reason against them, not skipped.
+const goodRows = "(SELECT * FROM mapped WHERE _reason IS NULL AND NOT _skip)"
+
 // prefixed qualifies each column of a comma-separated list.
 func prefixed(cols, alias string) string {
 	parts := strings.Split(cols, ", ")
@@ -459,7 +458,7 @@ func prefixed(cols, alias string) string {
 // current, and marks the stream's dead letters superseded by this run.
 func (w *batchWriter) replaceStream(ctx context.Context, t mapping.Table, stream string) error {
 	key, superseded := t.Key, t.Name+"_superseded"
-	cols := strings.Join(append(t.ColumnNames(), "_source", "_position", "_loaded_at", "_run_id", "_extra", "_stream", "_seq"), ", ")
+	cols := strings.Join(t.StoredColumns(), ", ")
 	steps := []struct {
 		query string
 		args  []any
@@ -497,5 +496,5 @@ func (w *batchWriter) rollup(t mapping.Table) string {
 		}
 	}
 	return fmt.Sprintf(`(SELECT %s, arg_min(_position, _ordinal) AS _position, arg_min(_stream, _ordinal) AS _stream, arg_min(_seq, _ordinal) AS _seq,
-		arg_min(_extra, _ordinal) AS _extra FROM mapped WHERE _reason IS NULL AND NOT _skip GROUP BY %s)`, strings.Join(aggs, ", "), t.Key)
+		arg_min(_extra, _ordinal) AS _extra FROM %s GROUP BY %s)`, strings.Join(aggs, ", "), goodRows, t.Key)
 }

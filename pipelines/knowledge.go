@@ -199,29 +199,31 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	dropInputs := func() { st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs) }
+	handedOver := false // to the output that writes from the table, which drops it when released
+	defer func() {
+		if !handedOver {
+			dropInputs()
+		}
+	}()
 	kr := &KnowledgeResult{ClassTierStage: map[[3]string]int64{}, MinEvents: p.MinEvents}
 	err = st.conn.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (knowledge_events >= ?) FROM `+knowledgeInputs, p.MinEvents).Scan(&kr.Customers, &kr.Eligible)
 	if err != nil {
-		dropInputs()
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	batches, release, err := st.batches(ctx, `SELECT * FROM `+knowledgeInputs+` WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
 	if err != nil {
-		dropInputs()
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	defer release()
 	inputs := time.Since(start)
 	rec, model, err := knowledge.Score(batches, p, st.mem)
 	if err != nil {
-		dropInputs()
 		return nil, err
 	}
 	st.log.Debug("knowledge scored", "copies", copies.Round(time.Millisecond).String(), "inputs", inputs.Round(time.Millisecond).String(),
 		"index", (time.Since(start) - inputs).Round(time.Millisecond).String(), "customers", kr.Customers, "eligible", kr.Eligible)
 	if err := summarizeKnowledge(kr, batches, rec, model); err != nil {
 		rec.Release()
-		dropInputs()
 		return nil, err
 	}
 	kr.ClassTierStage[[3]string{knowledge.InsufficientEvidence, "", ""}] += kr.Customers - kr.Eligible
@@ -273,6 +275,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		}
 		return r.RowsAffected()
 	}}
+	handedOver = true
 	return outputs{knowledgeRows, fitsOutput(knowledgeFits(model)), mix}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/connectors/mapping"
 	"github.com/ckm-dev/ckm/transforms/rfm"
 	"github.com/ckm-dev/ckm/warehouse"
 )
@@ -127,27 +128,21 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 	return outs, nil
 }
 
-// unscoreableChecks are the stored values no score can use. ckm's ingest refuses them, but a
-// warehouse written by other tools or earlier versions may hold some.
-var unscoreableChecks = []struct{ table, column, cond string }{
-	{"orders", "amount", "NOT isfinite(amount) OR abs(amount) > 1e15"},
-	{"orders", "margin", "NOT isfinite(margin) OR abs(margin) > 1e15"},
-	{"orders", "quantity", "NOT isfinite(quantity) OR abs(quantity) > 1e15"},
-	{"orders", "order_ts", "NOT isfinite(order_ts)"},
-	{"orders", "product_launch_date", "NOT isfinite(product_launch_date)"},
-	{"feedback", "event_ts", "NOT isfinite(event_ts)"},
-	{"feedback", "rating", "rating NOT BETWEEN 1 AND 5"},
-	{"customers", "signup_date", "NOT isfinite(signup_date)"},
-	{"customers", "updated_at", "NOT isfinite(updated_at)"},
-}
-
 // unscoreable names the first stored value no score can use (nil when there is none): the
-// table, the record's position and source, and the value.
+// table, the record's position and source, and the value. ckm's ingest refuses such values, but
+// a warehouse written by other tools or earlier versions may hold some.
 func unscoreable(ctx context.Context, conn *warehouse.Conn) error {
-	parts := make([]string, len(unscoreableChecks))
-	for i, c := range unscoreableChecks {
-		parts[i] = fmt.Sprintf("SELECT %d AS k, _position, _source, CAST(%s AS VARCHAR) AS v FROM %s WHERE %s",
-			i, c.column, c.table, c.cond)
+	type check struct{ table, column string }
+	var checks []check
+	var parts []string
+	for _, t := range mapping.Tables {
+		for _, c := range t.Columns {
+			if cond := c.Unusable(); cond != "" {
+				parts = append(parts, fmt.Sprintf("SELECT %d AS k, _position, _source, CAST(%s AS VARCHAR) AS v FROM %s WHERE %s",
+					len(checks), c.Name, t.Name, cond))
+				checks = append(checks, check{t.Name, c.Name})
+			}
+		}
 	}
 	var k int
 	var position, source, value string
@@ -156,7 +151,7 @@ func unscoreable(ctx context.Context, conn *warehouse.Conn) error {
 	if err != nil {
 		return nil
 	}
-	c := unscoreableChecks[k]
+	c := checks[k]
 	return fmt.Errorf("%s.%s holds %s at %s (source %s), which no score can use: ckm does not load such values, so another tool or an "+
 		"earlier version wrote it; delete that row, or correct and reload its source", c.table, c.column, value, position, source)
 }
@@ -186,7 +181,7 @@ func (st *scoring) batches(ctx context.Context, query string, args ...any) ([]ar
 	for reader.Next() {
 		b := reader.RecordBatch()
 		if st.copy {
-			b = copyBatch(b, st.mem)
+			b = copyBatch(b, st.mem) // the reader keeps and releases its own
 		} else {
 			b.Retain()
 		}
@@ -250,9 +245,8 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM `+scored), nil
 }
 
-// copyBatch copies rec into mem and releases rec.
+// copyBatch copies rec into mem.
 func copyBatch(rec arrow.RecordBatch, mem memory.Allocator) arrow.RecordBatch {
-	defer rec.Release()
 	cols := make([]arrow.Array, rec.NumCols())
 	for i, c := range rec.Columns() {
 		var err error

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	_ "embed"
@@ -326,7 +327,10 @@ var tierOrder = []string{"IV", "III", "II", "I", ""}
 // keySources reads the class mix by value tier and lists the top key knowledge sources with
 // their three dimensions.
 func (p *publisher) keySources(ctx context.Context, d *reportData) error {
-	k := &knowledgeSection{SourceKind: "key knowledge sources", TierNames: []string{"IV", "III", "II", "I", "no tier"}}
+	k := &knowledgeSection{SourceKind: "key knowledge sources"}
+	for _, tier := range tierOrder {
+		k.TierNames = append(k.TierNames, cmp.Or(tier, "no tier"))
+	}
 	d.Knowledge = k
 	byClass := map[string]*classRow{}
 	err := p.query(ctx, `SELECT k.class, coalesce(v.value_tier, ''), count(*), count(k.rank), count(*) FILTER (k.is_key_source)

@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ckm-dev/ckm/connectors/mapping"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -20,13 +20,12 @@ const snapshotRuns = `run_id, pipeline, as_of, trigger, scheduled_for, started_a
 // snapshotCustomers selects the customers' columns for the customer_scores view: those BI tools
 // may see, the others NULL, and no lineage or unmapped fields.
 func (p *publisher) snapshotCustomers() string {
-	cols := []string{"customer_id", "name", "segment", "region", "signup_date", "contact_consent", "updated_at"}
-	types := map[string]string{"signup_date": "DATE", "contact_consent": "BOOLEAN", "updated_at": "TIMESTAMPTZ"}
-	sel := make([]string, len(cols))
-	for i, c := range cols {
-		sel[i] = c
-		if !slices.Contains(p.opts.CustomerColumns, c) {
-			sel[i] = "CAST(NULL AS " + cmp.Or(types[c], "VARCHAR") + ") AS " + c
+	customers, _ := mapping.TableNamed("customers")
+	sel := make([]string, len(customers.Columns))
+	for i, c := range customers.Columns {
+		sel[i] = c.Name
+		if !slices.Contains(p.opts.CustomerColumns, c.Name) {
+			sel[i] = "CAST(NULL AS " + c.Type.SQL() + ") AS " + c.Name
 		}
 	}
 	return "SELECT " + strings.Join(sel, ", ") + " FROM main.customers"

@@ -109,11 +109,7 @@ func OpenScratch(ctx context.Context) (*Warehouse, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open scratch DuckDB: %w", err)
 	}
-	q := url.Values{}
-	q.Set("autoload_known_extensions", "false")
-	q.Set("autoinstall_known_extensions", "false")
-	q.Set("extension_directory", filepath.Join(dir, ".duckdb_extensions"))
-	c, err := duckdb.NewConnector("?"+q.Encode(), nil)
+	c, err := duckdb.NewConnector("?"+offline(dir).Encode(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("open scratch DuckDB: %w", err)
 	}
@@ -155,18 +151,24 @@ func connect(ctx context.Context, dsn string, opts Options) (*duckdb.Connector, 
 	}
 }
 
-// dsnFor turns options into a DuckDB DSN. Extension autoloading is off and the extension
-// directory sits next to the warehouse so nothing is fetched from the network or written to $HOME.
+// offline are the DuckDB settings every database ckm opens has: extension autoloading off and
+// the extension directory under dir, so nothing is fetched from the network or written to $HOME.
+func offline(dir string) url.Values {
+	q := url.Values{}
+	q.Set("autoload_known_extensions", "false")
+	q.Set("autoinstall_known_extensions", "false")
+	q.Set("extension_directory", filepath.Join(dir, ".duckdb_extensions"))
+	return q
+}
+
+// dsnFor turns options into a DuckDB DSN, offline, with its spill files next to the warehouse.
 func dsnFor(opts Options) (string, error) {
 	abs, err := filepath.Abs(opts.Path)
 	if err != nil {
 		return "", fmt.Errorf("warehouse path %s: %w", opts.Path, err)
 	}
 	dir := filepath.Dir(abs)
-	q := url.Values{}
-	q.Set("autoload_known_extensions", "false")
-	q.Set("autoinstall_known_extensions", "false")
-	q.Set("extension_directory", filepath.Join(dir, ".duckdb_extensions"))
+	q := offline(dir)
 	q.Set("temp_directory", filepath.Join(dir, ".duckdb_tmp"))
 	// At the default 16 MB every ingest batch's commit also checkpointed the file (measured:
 	// 60% of a 100k-message commit). The WAL is still written at each commit, so a crash

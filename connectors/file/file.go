@@ -148,10 +148,7 @@ func (s *Source) stored(ctx context.Context, name string) (stored, error) {
 
 func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string) error {
 	name := s.displayName(path)
-	format := s.cfg.Format
-	if format == "" {
-		format = formatOf(path)
-	}
+	format := s.format(path)
 	maxLine, err := s.cfg.maxLine()
 	if err != nil {
 		return err
@@ -473,8 +470,8 @@ func (s *Source) harvestRejects(name string, headerLines int64) func(ctx context
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
 			SELECT ?, ?, ? || ':' || line, string_agg(DISTINCT error_type || ': ' || error_message, '; '),
-				left(any_value(csv_line), 4096), now(), ?
-			FROM `+rejectsTable+` GROUP BY line`, s.env.RunID, s.env.Source, name, name); err != nil {
+				left(any_value(csv_line), ?), now(), ?
+			FROM `+rejectsTable+` GROUP BY line`, s.env.RunID, s.env.Source, name, connectors.MaxPayload, name); err != nil {
 			return 0, fmt.Errorf("dead-letter rejected lines: %w", err)
 		}
 		// Good row k sits after every rejected line whose own good-row count is below k.
@@ -523,6 +520,9 @@ func expand(baseDir string, patterns []string) ([]string, error) {
 	return out, nil
 }
 
+// format is the file's format: configured, or told by its name.
+func (s *Source) format(path string) string { return cmp.Or(s.cfg.Format, formatOf(path)) }
+
 func formatOf(path string) string {
 	p := strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(path, ".gz"), ".zst"))
 	switch {
@@ -556,8 +556,8 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 	var problems []string
 	for _, path := range files {
 		name := s.displayName(path)
-		format := cmp.Or(s.cfg.Format, formatOf(path))
-		cols, problem := s.checkFile(ctx, path, format, maxLine)
+		format := s.format(path)
+		cols, problem := s.checkFile(ctx, path, name, format, maxLine)
 		switch {
 		case problem != "":
 			problems = append(problems, name+": "+problem)
@@ -568,8 +568,8 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 	return fields, problems
 }
 
-// checkFile reads one file's fields, or says why it cannot be read.
-func (s *Source) checkFile(ctx context.Context, path, format string, maxLine int64) ([]string, string) {
+// checkFile reads one file's fields the way a run reads the file, or says why it cannot be read.
+func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLine int64) ([]string, string) {
 	sc, err := scanFile(path, format != "parquet", maxLine)
 	switch {
 	case err != nil:
@@ -584,20 +584,17 @@ func (s *Source) checkFile(ctx context.Context, path, format string, maxLine int
 		return nil, err.Error()
 	}
 	defer os.RemoveAll(dir)
-	target, err := readable(path, dir, sc)
-	if err != nil {
+	var b connectors.Batch
+	damage, err := s.relation(ctx, &b, path, name, dir, format, sc, maxLine)
+	switch {
+	case err != nil:
 		return nil, err.Error()
+	case damage != "":
+		return nil, damage
 	}
-	if format == "csv" {
-		d, err := s.sniff(ctx, target, dir, sc, maxLine)
-		if err != nil {
-			return nil, "cannot tell how the CSV file is written: " + firstLine(err.Error())
-		}
-		return d.columns, ""
-	}
-	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet("+warehouse.Quote(target)+"))")
+	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM "+b.Relation+")")
 	if err != nil {
-		return nil, "truncated or corrupt Parquet: " + firstLine(err.Error())
+		return nil, firstLine(err.Error())
 	}
 	defer rows.Close()
 	var cols []string
@@ -609,7 +606,7 @@ func (s *Source) checkFile(ctx context.Context, path, format string, maxLine int
 		cols = append(cols, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "truncated or corrupt Parquet: " + firstLine(err.Error())
+		return nil, firstLine(err.Error())
 	}
-	return cols, ""
+	return cols[:len(cols)-1], "" // the last column numbers the records
 }

@@ -100,13 +100,10 @@ func WithLookups(b Batch, lookups map[string]Lookup, order []string, columns map
 	}
 	p := FreshPrefix(append(slices.Clone(b.Fields), added...))
 	ord := p + "ord"
-	renamed := make([]string, 0, len(b.Fields)+1)
 	sel := make([]string, 0, len(b.Fields)+len(added)+1)
-	for i, f := range b.Fields {
-		renamed = append(renamed, fmt.Sprintf("#%d AS %s", i+1, warehouse.Ident(f)))
+	for _, f := range b.Fields {
 		sel = append(sel, "s."+warehouse.Ident(f))
 	}
-	renamed = append(renamed, fmt.Sprintf("#%d AS %s", len(b.Fields)+1, ord))
 	alias := map[string]string{}
 	var joins []string
 	for i, name := range order {
@@ -123,7 +120,7 @@ func WithLookups(b Batch, lookups map[string]Lookup, order []string, columns map
 		joins = append(joins, fmt.Sprintf("LEFT JOIN %s %s ON CAST(%s.%s AS VARCHAR) = CAST(%s AS VARCHAR)", l.Relation(), a, a, warehouse.Ident(l.Key), on))
 	}
 	sel = append(sel, "s."+ord)
-	b.Relation = "(SELECT " + strings.Join(sel, ", ") + " FROM (SELECT " + strings.Join(renamed, ", ") + " FROM " + b.Relation + ") s " + strings.Join(joins, " ") + ")"
+	b.Relation = "(SELECT " + strings.Join(sel, ", ") + " FROM " + renameByPosition(b.Relation, b.Fields, ord) + " s " + strings.Join(joins, " ") + ")"
 	b.Fields = append(slices.Clone(b.Fields), added...)
 	return b, nil
 }

@@ -171,6 +171,17 @@ func FreshPrefix(fields []string) string {
 	}
 }
 
+// renameByPosition selects a batch relation's columns under the names fields gives them and,
+// last, the record's number as ord: a column's name in the source never matters.
+func renameByPosition(relation string, fields []string, ord string) string {
+	cols := make([]string, 0, len(fields)+1)
+	for i, f := range fields {
+		cols = append(cols, fmt.Sprintf("#%d AS %s", i+1, warehouse.Ident(f)))
+	}
+	cols = append(cols, fmt.Sprintf("#%d AS %s", len(fields)+1, ord))
+	return "(SELECT " + strings.Join(cols, ", ") + " FROM " + relation + ")"
+}
+
 // Mapped lists the columns of Compile's result besides the table's own: lineage, the record's
 // number in its batch, why it cannot be loaded (NULL when it can), its raw form (only with a
 // reason), whether it is skipped on purpose (a filter, a blank record), and _extra.
@@ -187,12 +198,7 @@ var Mapped = []string{"_position", "_stream", "_seq", "_ordinal", "_reason", "_p
 func (s Spec) Compile(b Batch) string {
 	p := FreshPrefix(b.Fields)
 	ord := p + "ord"
-	cols := make([]string, 0, len(b.Fields)+1)
-	for i, f := range b.Fields {
-		cols = append(cols, fmt.Sprintf("#%d AS %s", i+1, warehouse.Ident(f)))
-	}
-	cols = append(cols, fmt.Sprintf("#%d AS %s", len(b.Fields)+1, ord))
-	renamed := "(SELECT " + strings.Join(cols, ", ") + " FROM " + b.Relation + ")"
+	renamed := renameByPosition(b.Relation, b.Fields, ord)
 
 	record := "s.payload"
 	if !s.JSON {
@@ -435,6 +441,37 @@ func jsonPath(field string) string {
 // parsing mistake, not an amount.
 const MaxMagnitude = 1e15
 
+// nonFinite is an SQL condition over val, a value of the column, that holds when it is not a
+// finite number within ±MaxMagnitude, date or timestamp ("" for other types).
+func (c Column) nonFinite(val string) string {
+	switch c.Type {
+	case Double:
+		return fmt.Sprintf("NOT isfinite(%[1]s) OR abs(%[1]s) > %[2]g", val, MaxMagnitude)
+	case Date, Timestamp:
+		return "NOT isfinite(" + val + ")"
+	}
+	return ""
+}
+
+// outOfRange is an SQL condition over val that holds when it is outside the column's range.
+func (c Column) outOfRange(val string) string {
+	return fmt.Sprintf("%s NOT BETWEEN %g AND %g", val, c.Min, c.Max)
+}
+
+// Unusable is an SQL condition over the stored column that holds for a value no score can use,
+// which ingest refuses (not finite, too large, outside the column's range); "" when the
+// column's type has no such values.
+func (c Column) Unusable() string {
+	var conds []string
+	if cond := c.nonFinite(c.Name); cond != "" {
+		conds = append(conds, cond)
+	}
+	if c.Max > c.Min {
+		conds = append(conds, c.outOfRange(c.Name))
+	}
+	return strings.Join(conds, " OR ")
+}
+
 // convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
 func (s Spec) convert(c Column, f Field, raw, p string) string {
 	text := "CAST(" + raw + " AS VARCHAR)"
@@ -504,10 +541,10 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 	switch c.Type {
 	case Double:
 		// NaN, ±Inf and absurd magnitudes would load, then fail every later run's exact sums.
-		out = append(out, check{fmt.Sprintf("NOT isfinite(%[1]s) OR abs(%[1]s) > %[2]g", val, MaxMagnitude),
+		out = append(out, check{c.nonFinite(val),
 			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote(fmt.Sprintf("' is not a finite number within ±%g", MaxMagnitude)))})
 	case Date, Timestamp:
-		out = append(out, check{"NOT isfinite(" + val + ")",
+		out = append(out, check{c.nonFinite(val),
 			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote("' is not a finite "+c.Type.word()[2:]))})
 	case Text:
 		out = append(out, check{"strpos(" + val + ", chr(0)) > 0", warehouse.Quote(c.Name + ": contains a NUL byte")})
@@ -521,7 +558,7 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(val), warehouse.Quote("' is not one of "+strings.Join(c.Allowed, ", ")))})
 	}
 	if c.Max > c.Min {
-		out = append(out, check{fmt.Sprintf("%s NOT BETWEEN %g AND %g", val, c.Min, c.Max),
+		out = append(out, check{c.outOfRange(val),
 			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": "), val, warehouse.Quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max)))})
 	}
 	return out

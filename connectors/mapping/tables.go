@@ -14,7 +14,8 @@ const (
 	Timestamp
 )
 
-func (t Type) sql() string {
+// SQL is the type's DuckDB name.
+func (t Type) SQL() string {
 	return [...]string{"VARCHAR", "DOUBLE", "INTEGER", "BOOLEAN", "DATE", "TIMESTAMPTZ"}[t]
 }
 
@@ -113,8 +114,12 @@ var Tables = []Table{
 	}},
 }
 
-// Lineage are the columns every canonical row carries after its mapped columns.
-var Lineage = []string{"_source", "_position", "_loaded_at", "_run_id"}
+// Lineage are the columns every canonical row carries after its mapped columns: where it came
+// from and when, and (_extra) the source fields the mapping did not read.
+var Lineage = []string{"_source", "_position", "_loaded_at", "_run_id", "_extra", "_stream", "_seq"}
+
+// StoredColumns lists the table's columns as stored: its own, then Lineage.
+func (t Table) StoredColumns() []string { return append(t.ColumnNames(), Lineage...) }
 
 // TableNamed returns the canonical table called name.
 func TableNamed(name string) (Table, bool) {

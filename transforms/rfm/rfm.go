@@ -145,26 +145,7 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 		return nil, err
 	}
 	rec, freq, mon := ints[0], ints[1], floats[0]
-	var r, f, m []int8
-	if len(p.Bins.Recency) > 0 {
-		r = BinScores(rec, p.Bins.Recency, true)
-	} else {
-		negRec := make([]int64, len(rec))
-		for i, v := range rec {
-			negRec[i] = -v // descending recency: the longest ago ranks first, i.e. lowest
-		}
-		r = RankScores(negRec)
-	}
-	if len(p.Bins.Frequency) > 0 {
-		f = BinScores(freq, p.Bins.Frequency, false)
-	} else {
-		f = RankScores(freq)
-	}
-	if len(p.Bins.Monetary) > 0 {
-		m = BinScores(mon, p.Bins.Monetary, false)
-	} else {
-		m = RankScores(mon)
-	}
+	r, f, m := dimensionScores(rec, p.Bins.Recency, true), dimensionScores(freq, p.Bins.Frequency, false), dimensionScores(mon, p.Bins.Monetary, false)
 
 	bld := array.NewRecordBuilder(mem, OutputSchema)
 	defer bld.Release()
@@ -232,6 +213,22 @@ func RankScores[T int64 | float64](v []T) []int8 {
 		start = end
 	}
 	return out
+}
+
+// dimensionScores scores one dimension by its fixed bins, or else by rank; fewerIsBetter ranks
+// descending (recency: the longest ago ranks first, i.e. lowest).
+func dimensionScores[T int64 | float64](v []T, bins []float64, fewerIsBetter bool) []int8 {
+	switch {
+	case len(bins) > 0:
+		return BinScores(v, bins, fewerIsBetter)
+	case fewerIsBetter:
+		neg := make([]T, len(v))
+		for i, x := range v {
+			neg[i] = -x
+		}
+		return RankScores(neg)
+	}
+	return RankScores(v)
 }
 
 // BinScores scores each value by four ascending inclusive upper bounds: of scores 1–4, or of
