@@ -305,7 +305,7 @@ func firstLine(s string) string {
 	return s
 }
 
-const rejectsTable, rejectsScan = "ckm_csv_rejects", "ckm_csv_rejects_scan"
+const rejectsTable, rejectsScan, rejectedRecords = "ckm_csv_rejects", "ckm_csv_rejects_scan", "ckm_csv_rejected_records"
 
 // dialect is how a CSV file is written, as DuckDB's sniffer read it.
 type dialect struct {
@@ -456,11 +456,15 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	return ""
 }
 
-// harvestRejects moves the lines DuckDB's reader rejected into dead_letters and, when there were
-// any, shifts the numbers of later good rows so each names its true line.
+// harvestRejects moves the records DuckDB's reader rejected into dead_letters and, when there
+// were any, shifts the numbers of later good rows so each names its true line. DuckDB numbers a
+// rejected record as if every record before it were one line; a record it rejects can span
+// several (a quote never closed takes the lines up to the next quote along), which is counted
+// from the record's own text.
 func (s *Source) harvestRejects(name string, headerLines int64) func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
 	return func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
-		defer tx.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+rejectsTable+"; DROP TABLE IF EXISTS temp."+rejectsScan)
+		defer tx.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+rejectsTable+"; DROP TABLE IF EXISTS temp."+rejectsScan+
+			"; DROP TABLE IF EXISTS temp."+rejectedRecords)
 		var n int64
 		if err := tx.QueryRowContext(ctx, "SELECT count(DISTINCT line) FROM "+rejectsTable).Scan(&n); err != nil {
 			return 0, nil // no rejects table: the reader rejected nothing
@@ -468,19 +472,29 @@ func (s *Source) harvestRejects(name string, headerLines int64) func(ctx context
 		if n == 0 {
 			return 0, nil
 		}
+		// Per rejected record: the lines it spans, the good records before it, and its first line
+		// in the file (DuckDB's number plus the extra lines of the rejected records before it).
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE %[1]s AS
+			SELECT *, line + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
+			FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
+				string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
+				coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
+				FROM %[2]s GROUP BY line)`, rejectedRecords, rejectsTable, headerLines)); err != nil {
+			return 0, fmt.Errorf("read rejected lines: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
-			SELECT ?, ?, ? || ':' || line, string_agg(DISTINCT error_type || ': ' || error_message, '; '),
-				left(any_value(csv_line), ?), now(), ?
-			FROM `+rejectsTable+` GROUP BY line`, s.env.RunID, s.env.Source, name, connectors.MaxPayload, name); err != nil {
+			SELECT ?, ?, ? || ':' || first_line,
+				reason || CASE WHEN span > 1 THEN '; one record of lines ' || first_line || '–' || (first_line + span - 1) ||
+					' (a quote opened on its first line and closed on its last)' ELSE '' END,
+				left(record, ?), now(), ?
+			FROM `+rejectedRecords, s.env.RunID, s.env.Source, name, connectors.MaxPayload, name); err != nil {
 			return 0, fmt.Errorf("dead-letter rejected lines: %w", err)
 		}
-		// Good row k sits after every rejected line whose own good-row count is below k.
+		// Good row k sits after every line of the rejected records whose good-row count is below k.
 		_, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET _seq = %[1]s._ordinal + %[3]d + shift.skipped,
 				_position = %[2]s || ':' || (%[1]s._ordinal + %[3]d + shift.skipped)
-			FROM (SELECT m._ordinal, count(r.line) AS skipped FROM %[1]s m
-			      JOIN (SELECT line - %[3]d - row_number() OVER (ORDER BY line) AS good_before, line FROM (SELECT DISTINCT line FROM %[4]s)) r
-			        ON r.good_before < m._ordinal GROUP BY m._ordinal) shift
-			WHERE %[1]s._ordinal = shift._ordinal`, mapped, warehouse.Quote(name), headerLines, rejectsTable))
+			FROM (SELECT m._ordinal, sum(r.span) AS skipped FROM %[1]s m JOIN %[4]s r ON r.good_before < m._ordinal GROUP BY m._ordinal) shift
+			WHERE %[1]s._ordinal = shift._ordinal`, mapped, warehouse.Quote(name), headerLines, rejectedRecords))
 		if err != nil {
 			return 0, fmt.Errorf("correct line numbers: %w", err)
 		}

@@ -456,3 +456,24 @@ func TestAJSONLinesFileStoppedHalfWayIsReadAgainWhole(t *testing.T) {
 	require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded FROM ingest_files WHERE path = 'a.jsonl'`).Scan(&fileRead, &fileLoaded))
 	require.Equal(t, []int64{120_001, 120_000}, []int64{fileRead, fileLoaded})
 }
+
+// A quote that is never closed joins the lines after it, up to the next quote, into one record
+// (found on the Online Retail file: 107 lines became one dead letter). That record's dead letter
+// says which lines it spans, and the records after it keep the numbers of their own lines.
+func TestAnUnclosedQuoteSpansLinesAndLaterPositionsStayTrue(t *testing.T) {
+	e := setupRatio(t, badRecordSources, map[string]string{"a.csv": "id,cust,ts,amt,qty,status\n" +
+		"Q1,\"C, 1\",2026-01-05 10:00:00,1,1,completed\n" + // 2
+		"B1,\"C1,2026-01-05 10:00:00,1,1,completed\n" + // 3: the quote opens here…
+		"S1,C1,2026-01-05 10:00:00,1,1,completed\n" + // 4
+		"S2,\"C2\",2026-01-05 10:00:00,1,1,completed\n" + // 5: …and closes here
+		"G2,C2,2026-01-05 10:00:00,5,1,completed\n" + // 6
+		"B2,C2,2026-01-05 10:00:00,1,1,completed,extra\n" + // 7
+		"G3,C3,2026-01-05 10:00:00,7,1,completed\n"}, 1) // 8
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.Equal(t, map[string]string{"Q1": "a.csv:2", "G2": "a.csv:6", "G3": "a.csv:8"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+	dead := e.pairs(t, `SELECT position, reason FROM dead_letters`)
+	require.Len(t, dead, 2, "%v", dead)
+	require.Contains(t, dead["a.csv:3"], "one record of lines 3–5")
+	require.Contains(t, dead["a.csv:7"], "TOO MANY COLUMNS")
+}
