@@ -62,6 +62,11 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 	}
 	grace := cfg.Serve.Grace()
 	metrics := pipelines.NewMetrics()
+	scheduled := make([]string, len(jobs))
+	for i, j := range jobs {
+		scheduled[i] = j.Pipeline
+	}
+	metrics.Declare(cfg, scheduled)
 	svc := &pipelines.Service{Config: cfg, Log: a.log, Metrics: metrics, Open: func(ctx context.Context, readOnly bool) (*warehouse.Warehouse, error) {
 		return a.openWarehouse(ctx, cfg, readOnly)
 	}}
@@ -86,6 +91,10 @@ func (a *app) serve(ctx context.Context, cfg *config.Config) error {
 	a.log.Info("serving", "listen", ln.Addr().String(), "pipelines", len(jobs), "grace_period", grace.String())
 
 	if err := svc.Start(ctx); err != nil {
+		if ctx.Err() != nil { // stopped while starting: nothing ran, nothing to roll back
+			a.log.Info("stopped before the first run", "reason", err)
+			return nil
+		}
 		return err
 	}
 	for _, j := range jobs {

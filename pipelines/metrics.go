@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/scheduler"
 )
@@ -59,6 +60,25 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.runs, m.stage, m.rowsIn, m.rowsOut, m.deadLetters, m.kafkaLag, m.lastSuccess, m.skipped,
 		m.nextRun, m.inProgress, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Declare creates every scheduled pipeline's series at 0, so a freshly started serve shows them
+// before the first run (Prometheus' rate() and absent() need a series to exist).
+func (m *Metrics) Declare(cfg *config.Config, pipelines []string) {
+	for _, p := range pipelines {
+		m.inProgress.WithLabelValues(p).Set(0)
+		for _, status := range []string{"succeeded", "failed"} {
+			m.runs.WithLabelValues(p, string(Schedule), status)
+		}
+		m.rowsOut.WithLabelValues(p)
+		for _, reason := range []string{"overlap", "already_ran"} {
+			m.skipped.WithLabelValues(p, reason)
+		}
+		for _, source := range cfg.SourceNames(cfg.Pipelines[p].Sources) {
+			m.rowsIn.WithLabelValues(p, source)
+			m.deadLetters.WithLabelValues(p, source)
+		}
+	}
 }
 
 // Stage returns a Runner.Step hook that times the stages of pipeline's runs.

@@ -172,7 +172,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	select {
 	case <-finished:
-	case <-time.After(s.Grace): // real time: the grace period is the operator's, not the schedule's
+	case <-s.Clock.After(s.Grace):
 		s.Log.Warn("grace period over: cancelling the run in progress; it rolls back")
 		cancelRuns()
 		<-finished

@@ -74,8 +74,12 @@ type harness struct {
 }
 
 func start(t *testing.T, now time.Time, runs scheduler.Runs, jobs ...scheduler.Job) *harness {
+	return startWithGrace(t, now, 5*time.Second, runs, jobs...)
+}
+
+func startWithGrace(t *testing.T, now time.Time, grace time.Duration, runs scheduler.Runs, jobs ...scheduler.Job) *harness {
 	h := &harness{t: t, clock: schedulertest.NewClock(now), done: make(chan error, 1)}
-	h.sched = &scheduler.Scheduler{Jobs: jobs, Runs: runs, Clock: h.clock, Grace: 5 * time.Second, Events: func(e scheduler.Event) {
+	h.sched = &scheduler.Scheduler{Jobs: jobs, Runs: runs, Clock: h.clock, Grace: grace, Events: func(e scheduler.Event) {
 		h.mu.Lock()
 		h.events = append(h.events, e)
 		h.mu.Unlock()
@@ -99,6 +103,12 @@ func (h *harness) stop() error {
 	}
 	h.cancel()
 	h.cancel = nil
+	return h.stopped()
+}
+
+// stopped waits for the scheduler's Run to return once stopping was asked for.
+func (h *harness) stopped() error {
+	h.t.Helper()
 	select {
 	case err := <-h.done:
 		return err
@@ -131,32 +141,37 @@ func job(t *testing.T, name, expr, zoneName string) scheduler.Job {
 func TestLoopAcrossDSTTransitions(t *testing.T) {
 	windows := []struct {
 		zone       string
-		from, to   string // local dates
 		special    string // local date of the transition
 		specialUTC time.Time
 		expr       string
 	}{
-		{"Europe/Berlin", "2026-03-26", "2026-04-02", "2026-03-29", utc("2026-03-29T01:00:00Z"), "30 2 * * *"},
-		{"Europe/Berlin", "2026-10-22", "2026-10-29", "2026-10-25", utc("2026-10-25T00:30:00Z"), "30 2 * * *"},
-		{"America/New_York", "2026-03-05", "2026-03-12", "2026-03-08", utc("2026-03-08T07:00:00Z"), "30 2 * * *"},
-		{"America/New_York", "2026-10-29", "2026-11-05", "2026-11-01", utc("2026-11-01T05:30:00Z"), "30 1 * * *"},
+		{"Europe/Berlin", "2026-03-29", utc("2026-03-29T01:00:00Z"), "30 2 * * *"},
+		{"Europe/Berlin", "2026-10-25", utc("2026-10-25T00:30:00Z"), "30 2 * * *"},
+		{"America/New_York", "2026-03-08", utc("2026-03-08T07:00:00Z"), "30 2 * * *"},
+		{"America/New_York", "2026-11-01", utc("2026-11-01T05:30:00Z"), "30 1 * * *"},
 	}
+	const week = 7
 	for _, w := range windows {
 		t.Run(w.zone+" "+w.special, func(t *testing.T) {
 			loc := zone(t, w.zone)
-			from, _ := time.ParseInLocation(time.DateOnly, w.from, loc)
-			to, _ := time.ParseInLocation(time.DateOnly, w.to, loc)
+			special, err := time.ParseInLocation(time.DateOnly, w.special, loc)
+			require.NoError(t, err)
+			// From the start of the day a week before the transition to the end of the day a week after.
+			from, to := special.AddDate(0, 0, -week), special.AddDate(0, 0, week+1)
 			rec := newRecorder()
 			h := start(t, from, rec, job(t, "nightly", w.expr, w.zone))
 			h.until(to)
 			require.NoError(t, h.stop())
 			ran := rec.times("nightly")
-			require.Len(t, ran, 7, "one run per day: %v", ran)
+			require.Len(t, ran, 2*week+1, "one run per day: %v", ran)
 			days := map[string]time.Time{}
 			for _, r := range ran {
 				day := r.In(loc).Format(time.DateOnly)
 				require.NotContains(t, days, day, "two runs on %s", day)
 				days[day] = r
+			}
+			for d := from; d.Before(to); d = d.AddDate(0, 0, 1) {
+				require.Contains(t, days, d.Format(time.DateOnly), "no run on %s", d.Format(time.DateOnly))
 			}
 			require.Equal(t, w.specialUTC, days[w.special].UTC())
 		})
@@ -234,27 +249,32 @@ func TestCatchUpPolicies(t *testing.T) {
 	})
 }
 
-// Shutdown lets a run finish within the grace period, and cancels it after.
+// Shutdown lets a run finish within the grace period, and cancels it after. The grace period
+// runs on the scheduler's clock, so the test decides which comes first without racing real time.
 func TestGracefulShutdown(t *testing.T) {
+	const grace = 30 * time.Second // before the ticks' next minute wake-up, so Advance ends it first
 	for _, finishes := range []bool{true, false} {
 		rec := newRecorder()
 		rec.hold = make(chan struct{})
-		h := start(t, utc("2026-06-01T00:30:00Z"), rec, job(t, "hourly", "0 * * * *", "UTC"))
-		h.sched.Grace = 300 * time.Millisecond
+		h := startWithGrace(t, utc("2026-06-01T00:30:00Z"), grace, rec, job(t, "hourly", "0 * * * *", "UTC"))
 		h.advanceTo(utc("2026-06-01T01:00:00Z"))
 		schedulertest.WaitFor(t, func() bool { return len(rec.times("hourly")) == 1 })
+		h.cancel()
+		h.cancel = nil
+		// Shutdown has begun once the scheduler waits for the grace period to end.
+		schedulertest.WaitFor(t, func() bool { return h.clock.WaitingFor(h.clock.Now().Add(grace)) })
 		if finishes {
-			go func() { time.Sleep(50 * time.Millisecond); close(rec.hold) }()
+			close(rec.hold) // the run ends before the grace period does
+		} else {
+			h.clock.Advance() // the grace period ends with the run still going
 		}
-		began := time.Now()
-		require.NoError(t, h.stop())
+		require.NoError(t, h.stopped())
 		rec.mu.Lock()
 		require.Len(t, rec.ctxErrs, 1)
 		if finishes {
 			require.NoError(t, rec.ctxErrs[0], "finished within the grace period")
 		} else {
 			require.ErrorIs(t, rec.ctxErrs[0], context.Canceled, "cancelled after the grace period")
-			require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond)
 		}
 		rec.mu.Unlock()
 	}

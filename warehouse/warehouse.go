@@ -94,7 +94,11 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 			db.Close()
 			return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
 		}
-		if err := errors.Join(w.migrate(ctx), w.dropStaleArrowViews(ctx)); err != nil {
+		err := w.migrate(ctx)
+		if err == nil {
+			err = w.dropStaleArrowViews(ctx)
+		}
+		if err != nil {
 			db.Close()
 			return nil, err
 		}

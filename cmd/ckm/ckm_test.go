@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,27 +79,6 @@ func splitOrders(t *testing.T, dir string) (first, second []byte) {
 	return []byte(header + strings.Join(body[:half], "")), []byte(header + strings.Join(body[half:], ""))
 }
 
-// startKilled starts `ckm run` and SIGKILLs it as soon as it logs that step started.
-// It reports whether the process was still running when killed.
-func startKilled(t *testing.T, dir, asOf, step string) {
-	cmd := exec.Command(ckmBin, "run", "--config", filepath.Join(dir, "config.yaml"), "--as-of", asOf)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	sc := bufio.NewScanner(stderr)
-	seen := false
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `msg="step started" step="`+step+`"`) {
-			require.NoError(t, cmd.Process.Kill())
-			seen = true
-			break
-		}
-	}
-	io.Copy(io.Discard, stderr)
-	cmd.Wait()
-	require.True(t, seen, "the run never reached step %q", step)
-}
-
 type outputState struct {
 	hash    string // of the as_of partition of every output, run ids left out
 	runID   string
@@ -142,66 +119,6 @@ func readState(t *testing.T, dir, asOf string) outputState {
 	require.NoError(t, db.QueryRow(`SELECT count(*), count(DISTINCT order_id) FROM orders`).Scan(&s.orders, &s.uniqIDs))
 	require.Equal(t, s.orders, s.uniqIDs, "no order is doubled")
 	return s
-}
-
-func TestKilledRunsLeavePreviousOutputsAndRerunsAreIdentical(t *testing.T) {
-	dir := t.TempDir()
-	code, _, stderr := ckm("generate", "--customers", "40000", "--seed", "5", "--out", filepath.Join(dir, "gen"))
-	require.Zero(t, code, stderr)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(crashConfig), 0o644))
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "data"), 0o755))
-	first, second := splitOrders(t, dir)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "orders-1.csv"), first, 0o644))
-	feedback, err := os.ReadFile(filepath.Join(dir, "gen", "feedback.jsonl"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "feedback.jsonl"), feedback, 0o644))
-	const asOf = "2026-06-30"
-	run := func() {
-		out, err := exec.Command(ckmBin, "run", "--config", filepath.Join(dir, "config.yaml"), "--as-of", asOf).CombinedOutput()
-		require.NoError(t, err, string(out))
-	}
-	run()
-	before := readState(t, dir, asOf)
-	require.Greater(t, before.rows, 1000)
-
-	// New data arrives; the next run dies while loading it.
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "data", "orders-2.csv"), second, 0o644))
-	startKilled(t, dir, asOf, "load shop_orders")
-	afterLoadKill := readState(t, dir, asOf)
-	require.Equal(t, before.hash, afterLoadKill.hash, "previous outputs intact after a kill during load")
-	require.Contains(t, []int{before.orders, before.orders + strings.Count(string(second), "\n") - 1}, afterLoadKill.orders,
-		"a file is loaded whole or not at all")
-
-	// The next run dies while scoring: the load is done, the outputs are not replaced.
-	startKilled(t, dir, asOf, "score knowledge")
-	afterScoreKill := readState(t, dir, asOf)
-	if afterScoreKill.runID == before.runID {
-		require.Equal(t, before.hash, afterScoreKill.hash, "previous outputs intact after a kill during scoring")
-	}
-	require.Equal(t, before.orders+strings.Count(string(second), "\n")-1, afterScoreKill.orders)
-
-	run()
-	final := readState(t, dir, asOf)
-	require.NotEqual(t, before.hash, final.hash, "the completed run scored the new data")
-
-	// Killed runs are closed as failed, not left running.
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true})
-	require.NoError(t, err)
-	var running, abandoned int
-	require.NoError(t, w.DB().QueryRow(`SELECT count(*) FILTER (status = 'running'), count(*) FILTER (error LIKE 'abandoned%') FROM pipeline_runs`).Scan(&running, &abandoned))
-	w.Close()
-	require.Zero(t, running)
-	require.GreaterOrEqual(t, abandoned, 1)
-
-	// A rerun gives identical results, and so does a fresh warehouse over the same files.
-	run()
-	require.Equal(t, final.hash, readState(t, dir, asOf).hash)
-	fresh := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(fresh, "config.yaml"), []byte(crashConfig), 0o644))
-	require.NoError(t, os.CopyFS(filepath.Join(fresh, "data"), os.DirFS(filepath.Join(dir, "data"))))
-	out, err := exec.Command(ckmBin, "run", "--config", filepath.Join(fresh, "config.yaml"), "--as-of", asOf).CombinedOutput()
-	require.NoError(t, err, string(out))
-	require.Equal(t, final.hash, readState(t, fresh, asOf).hash)
 }
 
 func TestQuickstartOnShippedSample(t *testing.T) {

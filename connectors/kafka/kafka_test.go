@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,18 +82,36 @@ func (s *stage) produceOrders(t *testing.T, from, to int) {
 	require.NoError(t, p.Produce(context.Background(), "orders", devkafka.Orders(from, to)))
 }
 
-// countingWriter is the pipeline's writer, counting the rows its committed batches merged.
+// countingWriter is the pipeline's writer, adding up what its committed batches did.
 type countingWriter struct {
 	connectors.Writer
-	loaded *atomic.Int64
+	stats *tally
 }
 
 func (c countingWriter) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
 	st, err := c.Writer.Write(ctx, b)
 	if err == nil {
-		c.loaded.Add(st.Loaded)
+		c.stats.add(st)
 	}
 	return st, err
+}
+
+// tally adds up batch stats from several goroutines.
+type tally struct {
+	mu    sync.Mutex
+	stats connectors.BatchStats
+}
+
+func (t *tally) add(st connectors.BatchStats) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.Add(st)
+}
+
+func (t *tally) total() connectors.BatchStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stats
 }
 
 // reader opens the source as a run would, on its own warehouse connection.
@@ -111,9 +128,10 @@ func (s *stage) reader(t *testing.T, runID string) (*Source, connectors.Writer, 
 var errCrash = errors.New("simulated crash")
 
 // requireExactlyOnce checks that orders 0..n-1 are each in the table once, with their amount,
-// that the committed batches merged n rows in all (none twice), and that the stored offsets
-// are the partitions' ends.
-func (s *stage) requireExactlyOnce(t *testing.T, n int, loaded int64) {
+// that the committed batches merged n rows in all and absorbed no message delivered twice (a
+// redelivery of the same record collapses silently into the table, so only the stats show it),
+// and that the stored offsets are the partitions' ends.
+func (s *stage) requireExactlyOnce(t *testing.T, n int, st connectors.BatchStats) {
 	var rows, distinct int
 	var total float64
 	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*), count(DISTINCT order_id), sum(amount) FROM orders`).Scan(&rows, &distinct, &total))
@@ -124,7 +142,9 @@ func (s *stage) requireExactlyOnce(t *testing.T, n int, loaded int64) {
 	require.Equal(t, n, rows, "every message once")
 	require.Equal(t, n, distinct)
 	require.InDelta(t, want, total, 1e-6)
-	require.EqualValues(t, n, loaded, "committed batches merged each message exactly once (no redelivery absorbed)")
+	require.EqualValues(t, n, st.Loaded, "committed batches merged each message")
+	require.Zero(t, st.Collapsed+st.Replaced, "no message was committed twice")
+	require.EqualValues(t, n, st.Read, "no message was read into a committed batch twice")
 	var stored int64
 	require.NoError(t, s.w.DB().QueryRow(`SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
 	require.EqualValues(t, n, stored, "stored offsets are the ends of the partitions")
@@ -156,7 +176,7 @@ func TestStoppedAtRandomPointsEveryMessageLandsExactlyOnce(t *testing.T) {
 	s := newStage(t, 6, ", batch_size: 4000", "")
 	s.produceOrders(t, 0, n)
 	rng := rand.New(rand.NewPCG(7, 11))
-	var loaded atomic.Int64
+	var loaded tally
 	var crashes, stops int
 	for attempt := 0; ; attempt++ {
 		require.Less(t, attempt, 60, "the reader never finished")
@@ -196,7 +216,7 @@ func TestStoppedAtRandomPointsEveryMessageLandsExactlyOnce(t *testing.T) {
 	t.Logf("%d crashes after the DuckDB commit, %d stops at random times", crashes, stops)
 	require.Positive(t, crashes)
 	require.Positive(t, stops)
-	s.requireExactlyOnce(t, n, loaded.Load())
+	s.requireExactlyOnce(t, n, loaded.total())
 	s.requireGroupCaughtUp(t, 6, n)
 }
 
@@ -207,35 +227,98 @@ func TestTwoReadersAtOnceNeitherDropNorDouble(t *testing.T) {
 	const n = 100_000
 	s := newStage(t, 6, ", batch_size: 2000", "")
 	s.produceOrders(t, 0, n)
-	var loadedA, loadedB atomic.Int64
+	var loadedA, loadedB tally
 	a, wa, closeA := s.reader(t, "run-a")
 	defer closeA()
 	b, wb, closeB := s.reader(t, "run-b")
 	defer closeB()
+	// After A's first commit, A waits until B, started then, has read a batch of its own: both
+	// then hold batches read from the same stored offsets.
+	gateB := &gatedWriter{countingWriter: countingWriter{wb, &loadedB}, reached: make(chan struct{}), release: make(chan struct{})}
+	close(gateB.release)
 	firstCommit := make(chan struct{})
 	var once sync.Once
 	a.afterCommit = func() error {
-		once.Do(func() { close(firstCommit) })
-		time.Sleep(5 * time.Millisecond) // leave the second reader time to start mid-read
+		once.Do(func() { close(firstCommit); <-gateB.reached })
 		return nil
 	}
 	var wg sync.WaitGroup
 	var errA, errB error
 	wg.Go(func() { errA = a.Read(context.Background(), countingWriter{wa, &loadedA}) })
 	<-firstCommit
-	wg.Go(func() { errB = b.Read(context.Background(), countingWriter{wb, &loadedB}) })
+	wg.Go(func() { errB = b.Read(context.Background(), gateB) })
 	wg.Wait()
 	require.NoError(t, errA)
 	require.NoError(t, errB)
-	t.Logf("reader A merged %d, reader B %d", loadedA.Load(), loadedB.Load())
-	s.requireExactlyOnce(t, n, loadedA.Load()+loadedB.Load())
+	both := loadedA.total()
+	both.Add(loadedB.total())
+	t.Logf("reader A merged %d, reader B %d", loadedA.total().Loaded, loadedB.total().Loaded)
+	s.requireExactlyOnce(t, n, both)
+}
+
+// gatedWriter holds its first batch until released, and keeps the error that batch got.
+type gatedWriter struct {
+	countingWriter
+	reached, release chan struct{}
+	once             sync.Once
+	firstErr         error
+}
+
+func (g *gatedWriter) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	if !first {
+		return g.countingWriter.Write(ctx, b)
+	}
+	close(g.reached)
+	<-g.release
+	st, err := g.countingWriter.Write(ctx, b)
+	g.firstErr = err
+	return st, err
+}
+
+// A stale reader — one that read the stored offsets before another reader moved them on, like
+// a process resuming from an older offset — tries to commit the batch it read from there: the
+// compare-and-set refuses it, so nothing is committed twice and the stored offset never goes
+// back; the stale reader then rereads the stored offsets and finds nothing left to do.
+func TestAStaleReaderIsRefusedItsCommit(t *testing.T) {
+	const n = 10_000
+	s := newStage(t, 1, ", batch_size: 2000", "")
+	s.produceOrders(t, 0, n)
+	var loaded tally
+
+	// A first reader commits one batch and stops: the stored offset is 2000.
+	first, w, closeFirst := s.reader(t, "run-first")
+	first.afterCommit = func() error { return errCrash }
+	require.ErrorIs(t, first.Read(context.Background(), countingWriter{w, &loaded}), errCrash)
+	closeFirst()
+
+	// The stale reader reads the stored offset and a batch from it, then stalls before its commit.
+	stale, ws, closeStale := s.reader(t, "run-stale")
+	defer closeStale()
+	var staleLoaded tally
+	gate := &gatedWriter{countingWriter: countingWriter{ws, &staleLoaded}, reached: make(chan struct{}), release: make(chan struct{})}
+	staleDone := make(chan error, 1)
+	go func() { staleDone <- stale.Read(context.Background(), gate) }()
+	<-gate.reached
+
+	// Meanwhile a newer reader reads everything to the end.
+	newer, wn, closeNewer := s.reader(t, "run-newer")
+	require.NoError(t, newer.Read(context.Background(), countingWriter{wn, &loaded}))
+	closeNewer()
+
+	close(gate.release)
+	require.NoError(t, <-staleDone, "the stale reader rereads the stored offsets and finds the partition read")
+	require.ErrorIs(t, gate.firstErr, errMoved, "the stale batch's commit is refused")
+	require.Zero(t, staleLoaded.total(), "the stale reader committed nothing")
+	s.requireExactlyOnce(t, n, loaded.total())
 }
 
 func TestBrokerLostMidRunFailsCleanlyAndTheNextRunResumes(t *testing.T) {
 	const n = 50_000
 	s := newStage(t, 4, ", batch_size: 2500", "")
 	s.produceOrders(t, 0, n)
-	var loaded atomic.Int64
+	var loaded tally
 	src, w, closeConn := s.reader(t, "run-1")
 	commits := 0
 	var restore func()
@@ -252,14 +335,14 @@ func TestBrokerLostMidRunFailsCleanlyAndTheNextRunResumes(t *testing.T) {
 	var rows, stored int64
 	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*), (SELECT sum(next_offset) FROM ingest_offsets) FROM orders`).Scan(&rows, &stored))
 	require.Equal(t, rows, stored, "rows and offsets committed together: nothing half-written")
-	require.Equal(t, loaded.Load(), rows)
+	require.EqualValues(t, loaded.total().Loaded, rows)
 	require.Less(t, rows, int64(n))
 	restore()
 
 	src, w, closeConn = s.reader(t, "run-2")
 	defer closeConn()
 	require.NoError(t, src.Read(context.Background(), countingWriter{w, &loaded}))
-	s.requireExactlyOnce(t, n, loaded.Load())
+	s.requireExactlyOnce(t, n, loaded.total())
 }
 
 // Brokers that refuse the connection, every one of them, fail the run at once, naming each: a
@@ -403,7 +486,7 @@ func TestFollowLoadsNewMessagesInMicroBatchesUntilStopped(t *testing.T) {
 	waitForOrders(1500)
 	stop()
 	require.NoError(t, <-done, "an interrupt ends continuous ingest cleanly")
-	s.requireExactlyOnce(t, 1500, res.Loaded)
+	s.requireExactlyOnce(t, 1500, res.BatchStats)
 }
 
 func TestSASLMechanismsAuthenticateAndAWrongPasswordFailsClearly(t *testing.T) {
@@ -687,11 +770,11 @@ func TestADeadGroupMemberNeitherBlocksNorShortensABoundedRead(t *testing.T) {
 	require.NoError(t, res.Error)
 	dead := res.MemberID
 
-	var loaded atomic.Int64
+	var loaded tally
 	src, w, closeConn := s.reader(t, "run-1")
 	defer closeConn()
 	require.NoError(t, src.Read(ctx, countingWriter{w, &loaded}))
-	s.requireExactlyOnce(t, n, loaded.Load())
+	s.requireExactlyOnce(t, n, loaded.total())
 
 	desc, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{"ckm-orders"}})
 	require.NoError(t, err)

@@ -67,6 +67,18 @@ func (c *Clock) Advance() {
 	c.waiters = kept
 }
 
+// WaitingFor tells whether a wait ends exactly at at.
+func (c *Clock) WaitingFor(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.waiters {
+		if w.at.Equal(at) {
+			return true
+		}
+	}
+	return false
+}
+
 // Waiting is how many waits are pending.
 func (c *Clock) Waiting() int {
 	c.mu.Lock()
