@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +98,66 @@ func TestChangedFileReplacesOnlyItsOwnRows(t *testing.T) {
 	}
 	require.Equal(t, []row{{"A1", 11, "a.csv:2"}, {"A3", 40, "a.csv:3"}, {"B1", 30, "b.csv:2"}}, got,
 		"A2 left with the old version of a.csv; b.csv untouched")
+}
+
+// A file whose size and modification time match what was loaded is skipped without being read;
+// one whose time moved is hashed, and skipped if its bytes are the same. A time too recent to
+// trust (the file may change again within the file system's clock tick) is not kept.
+// verify_unchanged hashes every file every run.
+func TestUnchangedFilesAreRecognisedByTheirStatWithoutBeingRead(t *testing.T) {
+	const (
+		v1 = "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,10\n"
+		v2 = "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,11\n" // same size
+	)
+	for _, verify := range []bool{false, true} {
+		t.Run(fmt.Sprintf("verify_unchanged=%v", verify), func(t *testing.T) {
+			source := strings.Replace(ordersSource, `paths: ["*.csv"]`, fmt.Sprintf(`paths: ["*.csv"], verify_unchanged: %v`, verify), 1)
+			e := setup(t, source, map[string]string{"a.csv": v1})
+			path := filepath.Join(e.dir, "a.csv")
+			stamp := func(at time.Time) { require.NoError(t, os.Chtimes(path, at, at)) }
+			stored := func() (amount float64, modified sql.NullInt64) {
+				require.NoError(t, e.db().QueryRow(`SELECT (SELECT amount FROM orders), (SELECT modified_ns FROM ingest_files)`).Scan(&amount, &modified))
+				return amount, modified
+			}
+			hour := time.Now().Add(-time.Hour).Truncate(time.Second)
+			stamp(hour)
+			require.EqualValues(t, 1, e.run(t).Sources[0].Read)
+			amount, modified := stored()
+			require.Equal(t, 10.0, amount)
+			require.Equal(t, hour.UnixNano(), modified.Int64, "a settled modification time is kept")
+
+			// Other bytes of the same size, the time put back: only hashing can tell.
+			writeFile(t, path, v2)
+			stamp(hour)
+			res := e.run(t)
+			amount, _ = stored()
+			if verify {
+				require.EqualValues(t, 1, res.Sources[0].Read)
+				require.Equal(t, 11.0, amount, "verify_unchanged hashes the file and loads the change")
+			} else {
+				require.EqualValues(t, 0, res.Sources[0].Read)
+				require.Equal(t, 10.0, amount, "same size and time: skipped without reading the file")
+				stamp(hour.Add(time.Minute)) // the time moved: hashed, changed, loaded
+				require.EqualValues(t, 1, e.run(t).Sources[0].Read)
+				amount, _ = stored()
+				require.Equal(t, 11.0, amount)
+			}
+
+			// Touched, not changed: hashed, skipped, and the new time kept.
+			touched := hour.Add(2 * time.Minute)
+			stamp(touched)
+			require.EqualValues(t, 0, e.run(t).Sources[0].Read)
+			_, modified = stored()
+			require.Equal(t, touched.UnixNano(), modified.Int64)
+
+			// Written just now: its time is not trusted yet.
+			writeFile(t, path, v1)
+			require.EqualValues(t, 1, e.run(t).Sources[0].Read)
+			amount, modified = stored()
+			require.Equal(t, 10.0, amount)
+			require.False(t, modified.Valid, "a time within the clock tick of the last write is not kept")
+		})
+	}
 }
 
 func TestPositionsNameTrueLinesAroundRejectedLines(t *testing.T) {

@@ -1,6 +1,7 @@
 // Package file is the file connector: CSV, JSON Lines and Parquet files, gzip-compressed or
 // not, matched by globs and loaded in bulk through DuckDB's own readers. A file already loaded
-// with the same size and checksum is skipped; a changed file replaces its own earlier rows.
+// with the same size and modification time is skipped unread, one with the same size and
+// checksum after hashing; a changed file replaces its own earlier rows.
 package file
 
 import (
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/warehouse"
@@ -40,6 +42,9 @@ type Config struct {
 	// BatchSize: JSON Lines go to the warehouse at most this many lines (and 64 MiB) per
 	// transaction; default 1,000,000. CSV and Parquet files load in one transaction each.
 	BatchSize int `yaml:"batch_size"`
+	// VerifyUnchanged hashes every file on every run, even when its size and modification time
+	// match what was loaded: for tools that rewrite files keeping their size and mtime.
+	VerifyUnchanged bool `yaml:"verify_unchanged"`
 }
 
 // CSVOptions set the CSV dialect.
@@ -125,17 +130,18 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 
 // stored is what ingest_files knows of a file.
 type stored struct {
-	known    bool
-	size     int64
-	checksum string
-	damage   string
+	known      bool
+	size       int64
+	modifiedNS sql.NullInt64
+	checksum   string
+	damage     string
 }
 
 func (s *Source) stored(ctx context.Context, name string) (stored, error) {
 	var st stored
 	var damage sql.NullString
-	err := s.env.DB.QueryRowContext(ctx, `SELECT size, checksum, damage FROM ingest_files WHERE source = ? AND path = ?`, s.env.Source, name).
-		Scan(&st.size, &st.checksum, &damage)
+	err := s.env.DB.QueryRowContext(ctx, `SELECT size, modified_ns, checksum, damage FROM ingest_files WHERE source = ? AND path = ?`, s.env.Source, name).
+		Scan(&st.size, &st.modifiedNS, &st.checksum, &damage)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return st, nil
@@ -146,6 +152,38 @@ func (s *Source) stored(ctx context.Context, name string) (stored, error) {
 	return st, nil
 }
 
+// sameStat tells whether the file's size and modification time are those of the version loaded
+// (a load that stopped half-way stored a "partial:" checksum and never matches).
+func (st stored) sameStat(info os.FileInfo) bool {
+	return st.known && st.size == info.Size() && st.modifiedNS.Valid && st.modifiedNS.Int64 == info.ModTime().UnixNano() &&
+		!strings.HasPrefix(st.checksum, partial)
+}
+
+// settledModTime is the modification time to trust a file's stat by later, or NULL while the
+// file may still change without its time moving: file systems stamp times at a coarse clock
+// tick (FAT at 2 s), so a file rewritten with the same size within the tick of its last write
+// would keep its time. A time this recent is not stored, and the next run hashes the file (as
+// git does for "racily clean" entries).
+func settledModTime(info os.FileInfo, now time.Time) sql.NullInt64 {
+	const tick = 2 * time.Second
+	if now.Sub(info.ModTime()) < tick {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: info.ModTime().UnixNano(), Valid: true}
+}
+
+// partial prefixes the checksum stored with a file's batches until its last one commits.
+const partial = "partial:"
+
+// unchanged logs that a file is skipped as it was loaded (or left unloaded, when damaged).
+func (s *Source) unchanged(name string, old stored, how string) {
+	if old.damage != "" {
+		s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "source", s.env.Source, "file", name, "damage", old.damage)
+		return
+	}
+	s.env.Log.Debug("file unchanged, skipped", "source", s.env.Source, "file", name, "by", how)
+}
+
 func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string) error {
 	name := s.displayName(path)
 	format := s.format(path)
@@ -153,20 +191,31 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 	if err != nil {
 		return err
 	}
-	sc, err := scanFile(path, format != "parquet", maxLine)
+	// Stat before reading: a file written to while it is read then shows a newer time next run.
+	info, err := os.Stat(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("read %s: %w", name, err)
 	}
 	old, err := s.stored(ctx, name)
 	if err != nil {
 		return err
 	}
+	if !s.cfg.VerifyUnchanged && old.sameStat(info) {
+		s.unchanged(name, old, "size and modification time")
+		return nil
+	}
+	sc, err := scanFile(path, format != "parquet", maxLine)
+	if err != nil {
+		return err
+	}
+	sc.modifiedNS = settledModTime(info, time.Now())
 	if old.known && old.size == sc.size && old.checksum == sc.checksum {
-		if old.damage != "" {
-			s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "source", s.env.Source, "file", name, "damage", old.damage)
-		} else {
-			s.env.Log.Debug("file unchanged, skipped", "source", s.env.Source, "file", name)
+		// Touched or copied, not changed: remember the new time so the next run need not hash it.
+		if _, err := s.env.DB.ExecContext(ctx, `UPDATE ingest_files SET modified_ns = ? WHERE source = ? AND path = ?`,
+			sc.modifiedNS, s.env.Source, name); err != nil {
+			return fmt.Errorf("record modification time of %s: %w", name, err)
 		}
+		s.unchanged(name, old, "checksum")
 		return nil
 	}
 	b := connectors.Batch{Label: name, Stream: warehouse.Quote(name), PositionSep: ":"}
@@ -211,18 +260,18 @@ func (s *Source) checkpoint(name string, sc scan, damage string) func(final bool
 	return func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error {
 		checksum := sc.checksum
 		if !final {
-			checksum = "partial:" + checksum
+			checksum = partial + checksum
 		}
 		return func(ctx context.Context, tx connectors.Querier, st connectors.BatchStats) error {
 			all := total
 			all.Add(st)
-			_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, checksum, rows_loaded, dead_letters, loaded_at, run_id,
+			_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, modified_ns, checksum, rows_loaded, dead_letters, loaded_at, run_id,
 					rows_read, rows_collapsed, rows_skipped, damage)
-				VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, nullif(?, ''))
-				ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, checksum = excluded.checksum,
+				VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, nullif(?, ''))
+				ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns, checksum = excluded.checksum,
 					rows_loaded = excluded.rows_loaded, dead_letters = excluded.dead_letters, loaded_at = excluded.loaded_at, run_id = excluded.run_id,
 					rows_read = excluded.rows_read, rows_collapsed = excluded.rows_collapsed, rows_skipped = excluded.rows_skipped, damage = excluded.damage`,
-				s.env.Source, name, sc.size, checksum, all.Loaded, all.DeadLettered, s.env.RunID, all.Read, all.Collapsed, all.Skipped, damage)
+				s.env.Source, name, sc.size, sc.modifiedNS, checksum, all.Loaded, all.DeadLettered, s.env.RunID, all.Read, all.Collapsed, all.Skipped, damage)
 			if err == nil {
 				total = all // the transaction may still roll back: then the load stops here anyway
 			}

@@ -3,6 +3,7 @@ package file
 import (
 	"bufio"
 	"bytes"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,8 +18,9 @@ import (
 
 // scan is what one pass over a file tells before DuckDB reads it.
 type scan struct {
-	size     int64
-	checksum string // xxh3-128 of the file's bytes as stored
+	size       int64
+	modifiedNS sql.NullInt64 // the modification time seen before reading, once settled (see settledModTime)
+	checksum   string        // xxh3-128 of the file's bytes as stored
 	// damage says why the file cannot be read whole (a truncated or corrupt compressed stream);
 	// empty for a sound file.
 	damage string
