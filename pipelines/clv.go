@@ -12,18 +12,21 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/ckm-dev/ckm/transforms/arrowutil"
 	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/transforms/value"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
-// clvState is what the clv transform hands to value.
+// clvState is what the clv transform hands to value: the summary stays in DuckDB (the temp table
+// clv_summary, with value's inputs); Go keeps two numbers per customer in its row order.
 type clvState struct {
-	summary []arrow.RecordBatch // the per-customer summary, with value inputs
-	release func()
-	clv     []float64 // per summary row, in the summary's row order
-	pAlive  []float64
+	clv, pAlive []float64 // per clv_summary row, in rowid order
 }
+
+// clvSummary is the temp table of every customer's calibration summary and value inputs during a
+// run, with the index of its purchase history in clv_histories.
+const clvSummary = "clv_summary"
 
 // CustomerSummarySQL is the per-customer calibration summary for CLV and the inputs of value
 // tiers and lifecycle stages, in one pass over orders up to the end of as_of. Days are calendar
@@ -68,31 +71,28 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	// The summary is materialised once; DuckDB then groups it into the distinct histories the
 	// fits and predictions work on, and numbers them so Go can index predictions without maps.
 	setup := []string{
-		"CREATE OR REPLACE TEMP TABLE clv_summary AS " + CustomerSummarySQL(st.zone, st.res.AsOf, unit,
+		"CREATE OR REPLACE TEMP TABLE clv_customers AS " + CustomerSummarySQL(st.zone, st.res.AsOf, unit,
 			r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current),
 		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
-			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary GROUP BY x, t_x, t_cal`,
+			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM clv_customers GROUP BY x, t_x, t_cal`,
+		`CREATE OR REPLACE TEMP TABLE ` + clvSummary + ` AS SELECT s.*, h.history FROM clv_customers s JOIN clv_histories h USING (x, t_x, t_cal)`,
+		`DROP TABLE temp.clv_customers`,
 	}
+	st.dropAfterRun(clvSummary, "clv_histories", "clv_customers")
 	for _, q := range setup {
 		if _, err := st.conn.ExecContext(ctx, q); err != nil {
 			return nil, fmt.Errorf("customer summary: %w", err)
 		}
 	}
-	defer st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.clv_summary; DROP TABLE IF EXISTS temp.clv_histories")
 	histories, err := st.tuples(ctx, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
 	if err != nil {
 		return nil, err
 	}
-	spend, err := st.tuples(ctx, `SELECT x, zbar, CAST(count(*) AS DOUBLE) AS weight FROM clv_summary
+	spend, err := st.tuples(ctx, `SELECT x, zbar, CAST(count(*) AS DOUBLE) AS weight FROM `+clvSummary+`
 		WHERE x > 0 AND zbar > 0 GROUP BY x, zbar ORDER BY x, zbar`)
 	if err != nil {
 		return nil, err
 	}
-	batches, release, err := st.batches(ctx, `SELECT s.*, h.history FROM clv_summary s JOIN clv_histories h USING (x, t_x, t_cal)`)
-	if err != nil {
-		return nil, fmt.Errorf("customer summary: %w", err)
-	}
-	st.clv = &clvState{summary: batches, release: release}
 	st.res.CLVStats.Summary = time.Since(start)
 
 	start = time.Now()
@@ -112,29 +112,44 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	for i, h := range histories {
 		byHistory[i] = h.Customer
 	}
-	rec, err := clv.Score(batches, byHistory, bgUse.BGNBD(), ggUse.GammaGamma(), p, st.mem)
+	scorer, err := clv.NewScorer(byHistory, bgUse.BGNBD(), ggUse.GammaGamma(), p)
 	if err != nil {
 		return nil, err
 	}
-	st.res.CLVStats.Customers = int(rec.NumRows())
-	// clv.Score keeps the summary's row order, so value can read these by row.
-	st.clv.clv = append([]float64(nil), rec.Column(rec.Schema().FieldIndices("clv")[0]).(*array.Float64).Float64Values()...)
-	st.clv.pAlive = append([]float64(nil), rec.Column(rec.Schema().FieldIndices("p_alive")[0]).(*array.Float64).Float64Values()...)
 	st.res.Fits = append(st.res.Fits, bgFit, ggFit)
-	st.clvScores = rec
-	outs := outputs{
-		arrowOutput("customer_clv", rec, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
-			p_alive, expected_purchases, expected_avg_value, clv)
-			SELECT CAST(? AS DATE), customer_id, ?, x, t_x, t_cal, avg_value, p_alive, expected_purchases, expected_avg_value, clv FROM `+scored),
-		fitsOutput([]clv.Fit{bgFit, ggFit}),
+	scores, err := st.stager(ctx, "customer_clv", clv.OutputSchema)
+	if err != nil {
+		return nil, err
 	}
-	if p.HoldoutEnd != "" {
-		ids, customers, err := clv.ReadCustomers(batches)
+	state := &clvState{}
+	err = st.chunks(ctx, clvSummary, "customer_id, x, t_x, t_cal, zbar, history", func(rec arrow.RecordBatch) error {
+		out, err := scorer.Score(rec, st.mem)
 		if err != nil {
-			outs.release()
-			return nil, err
+			return err
 		}
-		h, err := r.holdout(ctx, st, customers, ids, bgUse.BGNBD(), unit)
+		state.clv, err = arrowutil.Float64s(state.clv, out, "clv")
+		if err != nil {
+			out.Release()
+			return err
+		}
+		state.pAlive, _ = arrowutil.Float64s(state.pAlive, out, "p_alive")
+		st.res.CLVStats.Customers += int(out.NumRows())
+		return scores.add(ctx, out)
+	})
+	if err != nil {
+		scores.release()
+		return nil, err
+	}
+	clvRows, err := scores.output(ctx, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
+			p_alive, expected_purchases, expected_avg_value, clv)
+			SELECT CAST(? AS DATE), customer_id, ?, x, t_x, t_cal, avg_value, p_alive, expected_purchases, expected_avg_value, clv FROM `+scored)
+	if err != nil {
+		return nil, err
+	}
+	st.clv = state
+	outs := outputs{clvRows, fitsOutput([]clv.Fit{bgFit, ggFit})}
+	if p.HoldoutEnd != "" {
+		h, err := r.holdout(ctx, st, bgUse.BGNBD(), unit)
 		if err != nil {
 			outs.release()
 			return nil, fmt.Errorf("holdout: %w", err)
@@ -243,33 +258,29 @@ func nullString(s string) any {
 }
 
 // holdout compares predicted repeat purchases over (as_of, holdout_end] with what happened.
-func (r *Runner) holdout(ctx context.Context, st *scoring, customers []clv.Customer, ids []string, bg clv.BGNBD, unit float64) (output, error) {
+func (r *Runner) holdout(ctx context.Context, st *scoring, bg clv.BGNBD, unit float64) (output, error) {
 	end, _ := time.Parse(time.DateOnly, r.Config.Scoring.CLV.HoldoutEnd)
 	z := st.zone
-	rows, err := st.conn.QueryContext(ctx, `SELECT customer_id, count(DISTINCT `+z.LocalDate("order_ts")+`)
-		FROM orders WHERE status = 'completed'
-		  AND order_ts >= `+z.DayStart("CAST(? AS DATE) + 1")+`
-		  AND order_ts <  `+z.DayStart("CAST(? AS DATE) + 1")+`
-		GROUP BY customer_id`, st.res.AsOf, end)
+	batches, release, err := st.batches(ctx, `WITH actual AS (
+			SELECT customer_id, count(DISTINCT `+z.LocalDate("order_ts")+`) AS n
+			FROM orders WHERE status = 'completed'
+			  AND order_ts >= `+z.DayStart("CAST(? AS DATE) + 1")+`
+			  AND order_ts <  `+z.DayStart("CAST(? AS DATE) + 1")+`
+			GROUP BY customer_id)
+		SELECT s.x, s.t_x, s.t_cal, CAST(coalesce(a.n, 0) AS DOUBLE) AS weight
+		FROM `+clvSummary+` s LEFT JOIN actual a USING (customer_id)`, st.res.AsOf, end)
 	if err != nil {
 		return output{}, err
 	}
-	defer rows.Close()
-	actualByID := map[string]float64{}
-	for rows.Next() {
-		var id string
-		var n float64
-		if err := rows.Scan(&id, &n); err != nil {
-			return output{}, err
-		}
-		actualByID[id] = n
-	}
-	if err := rows.Err(); err != nil {
+	defer release()
+	rows, err := clv.ReadTuples(batches) // the weight column holds each customer's actual purchases
+	if err != nil {
 		return output{}, err
 	}
-	actual := make([]float64, len(ids))
-	for i, id := range ids {
-		actual[i] = actualByID[id]
+	customers := make([]clv.Customer, len(rows))
+	actual := make([]float64, len(rows))
+	for i, t := range rows {
+		customers[i], actual[i] = t.Customer, t.Weight
 	}
 	days := end.Sub(st.res.AsOf).Hours() / 24
 	groups := clv.Holdout(customers, actual, bg, days/unit)
@@ -292,18 +303,61 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 	if st.clv == nil {
 		return nil, errors.New("needs the clv transform in the same pipeline")
 	}
-	defer st.clv.release()
-	rec, err := value.Score(st.clv.summary, st.clv.clv, st.clv.pAlive, r.Config.Scoring.Value, st.mem)
+	p := r.Config.Scoring.Value
+	// The thresholds need every active customer's current and potential value: two numbers
+	// each, in clv_summary's row order like the CLV values.
+	var active []int64
+	var current []float64
+	err := st.chunks(ctx, clvSummary, "active, current_value", func(rec arrow.RecordBatch) error {
+		var err error
+		if active, err = arrowutil.Int64s(active, rec, "active"); err != nil {
+			return err
+		}
+		current, err = arrowutil.Float64s(current, rec, "current_value")
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	st.valueScores = rec
-	tiers := rec.Column(3).(*array.String)
-	stages := rec.Column(4).(*array.String)
-	for i := 0; i < tiers.Len(); i++ {
-		st.res.TierStage[[2]string{unique.Make(tiers.Value(i)).Value(), unique.Make(stages.Value(i)).Value()}]++ // interned: they outlive the batch
+	if len(active) != len(st.clv.clv) {
+		return nil, fmt.Errorf("%d customers in %s but %d CLV values", len(active), clvSummary, len(st.clv.clv))
 	}
-	return outputs{arrowOutput("customer_value", rec, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
+	var activeCurrent, activePotential []float64
+	for i, a := range active {
+		if a == 1 {
+			activeCurrent = append(activeCurrent, current[i])
+			activePotential = append(activePotential, st.clv.clv[i])
+		}
+	}
+	th := value.NewThresholds(activeCurrent, activePotential, p)
+	scores, err := st.stager(ctx, "customer_value", value.OutputSchema)
+	if err != nil {
+		return nil, err
+	}
+	row := 0
+	err = st.chunks(ctx, clvSummary, "customer_id, current_value, active, tenure_days, purchase_days, recent_amount, before_amount", func(rec arrow.RecordBatch) error {
+		n := int(rec.NumRows())
+		out, err := value.Score(rec, st.clv.clv[row:row+n], st.clv.pAlive[row:row+n], th, p, st.mem)
+		if err != nil {
+			return err
+		}
+		row += n
+		tiers, stages := out.Column(3).(*array.String), out.Column(4).(*array.String)
+		for i := 0; i < tiers.Len(); i++ {
+			st.res.TierStage[[2]string{unique.Make(tiers.Value(i)).Value(), unique.Make(stages.Value(i)).Value()}]++ // interned: they outlive the batch
+		}
+		return scores.add(ctx, out)
+	})
+	if err != nil {
+		scores.release()
+		return nil, err
+	}
+	out, err := scores.output(ctx, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
 		potential_value, value_tier, lifecycle_stage, trend)
-		SELECT CAST(? AS DATE), customer_id, ?, current_value, potential_value, value_tier, lifecycle_stage, trend FROM `+scored)}, nil
+		SELECT CAST(? AS DATE), customer_id, ?, current_value, potential_value, value_tier, lifecycle_stage, trend FROM `+scored)
+	if err != nil {
+		return nil, err
+	}
+	st.valueStaged = true
+	return outputs{out}, nil
 }

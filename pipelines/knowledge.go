@@ -166,36 +166,20 @@ const knowledgeInputs = "knowledge_inputs"
 func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
 	done := r.step("score knowledge")
 	defer done()
-	if st.clvScores == nil {
+	if st.clv == nil {
 		return nil, fmt.Errorf("needs the clv transform in the same pipeline")
 	}
 	unit, err := r.Config.Scoring.CLV.UnitDays()
 	if err != nil {
 		return nil, err
 	}
-	copyStart := time.Now()
-	// The CLV and value rows go into temp tables the input query joins.
-	for table, rec := range map[string]arrow.RecordBatch{"clv_scores": st.clvScores, "value_scores": st.valueScores} {
-		if rec == nil {
-			continue
-		}
-		err := st.conn.WithArrowView(rec, func(view string) error {
-			_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+table+" AS SELECT * FROM "+view)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("knowledge inputs: %w", err)
-		}
-		defer st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+table)
-	}
-	copies := time.Since(copyStart)
 	p := r.Config.Scoring.Knowledge
 	start := time.Now()
 	// Every customer's inputs stay in DuckDB. Only the eligible customers, the population the
 	// index ranks, cross into Go; the others are written straight from the table as
 	// insufficient_evidence (usually most customers: few ever give feedback).
 	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+knowledgeInputs+" AS "+
-		KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueScores != nil)); err != nil {
+		KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueStaged)); err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
 	dropInputs := func() { st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs) }
@@ -220,7 +204,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	if err != nil {
 		return nil, err
 	}
-	st.log.Debug("knowledge scored", "copies", copies.Round(time.Millisecond).String(), "inputs", inputs.Round(time.Millisecond).String(),
+	st.log.Debug("knowledge scored", "inputs", inputs.Round(time.Millisecond).String(),
 		"index", (time.Since(start) - inputs).Round(time.Millisecond).String(), "customers", kr.Customers, "eligible", kr.Eligible)
 	if err := summarizeKnowledge(kr, batches, rec, model); err != nil {
 		rec.Release()
@@ -236,8 +220,11 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		names = append(names, warehouse.Ident(f.Name))
 	}
 	columns := strings.Join(names, ", ")
-	scoredRows := arrowOutput("customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
+	scoredRows, err := st.stage(ctx, "customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
 			SELECT CAST(? AS DATE), ?, `+columns+` FROM `+scored)
+	if err != nil {
+		return nil, err
+	}
 	// The customers outside the population: their counts, no scores, nothing imputed.
 	var imputedFlags []string
 	for _, in := range knowledge.Indicators {

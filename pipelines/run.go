@@ -88,6 +88,9 @@ type Runner struct {
 	Arrow memory.Allocator
 	// Now is the clock that tells what "today" is (default time.Now).
 	Now func() time.Time
+	// ChunkRows is how many customers scoring hands to the transforms at a time (default
+	// DefaultChunkRows); what a transform needs of every customer it keeps as compact numbers.
+	ChunkRows int
 }
 
 // today is the current calendar date in the configured zone.

@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/transforms/arrowutil"
 	"github.com/ckm-dev/ckm/transforms/rfm"
 	"github.com/ckm-dev/ckm/warehouse"
 )
@@ -56,25 +58,153 @@ func (o outputs) write(ctx context.Context, conn *warehouse.Conn, res *Result) (
 	return total, nil
 }
 
-// scored stands for the Arrow view of an output's rows in its INSERT statement.
+// scored stands for the staged rows of an output in its INSERT statement.
 const scored = "{scored}"
 
-// arrowOutput writes a record batch through an Arrow view; insert is an INSERT … SELECT …
-// FROM {scored} that binds (as_of, run_id).
-func arrowOutput(table string, rec arrow.RecordBatch, insert string) output {
-	return output{table: table, release: rec.Release,
-		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (n int64, err error) {
-			err = conn.WithArrowView(rec, func(view string) error {
-				r, err := conn.ExecContext(ctx, strings.ReplaceAll(insert, scored, view), res.AsOf, res.RunID)
-				if err != nil {
-					return err
-				}
-				n, err = r.RowsAffected()
-				return err
-			})
-			return n, err
-		}}
+// stagingTable is the temp table an output's rows wait in until they are written (customer_clv:
+// clv_scores), where later transforms of the run can join them.
+func stagingTable(table string) string {
+	return strings.TrimPrefix(table, "customer_") + "_scores"
 }
+
+// stager collects an output's rows in its staging table in DuckDB as they are computed: the Go
+// side holds no output past the batch that computed it, and DuckDB keeps the rows within its
+// memory_limit (spilling if it must) until the run writes them.
+type stager struct {
+	conn    *warehouse.Conn
+	table   string // the output table
+	temp    string // its staging table
+	pending []arrow.RecordBatch
+	rows    int64 // in pending
+	flushAt int64
+}
+
+// stager creates the output's empty staging table with the columns of schema.
+func (st *scoring) stager(ctx context.Context, table string, schema *arrow.Schema) (*stager, error) {
+	s := &stager{conn: st.conn, table: table, temp: "temp." + stagingTable(table), flushAt: st.chunkRows}
+	cols := make([]arrow.Array, schema.NumFields())
+	for i, f := range schema.Fields() {
+		cols[i] = array.MakeArrayOfNull(st.mem, f.Type, 0)
+		defer cols[i].Release()
+	}
+	empty := array.NewRecordBatch(schema, cols, 0)
+	defer empty.Release()
+	err := st.conn.WithArrowView(empty, func(view string) error {
+		_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+stagingTable(table)+" AS SELECT * FROM "+view)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: %w", table, err)
+	}
+	return s, nil
+}
+
+// add appends rec's rows to the staging table, a chunk's worth at a time (one INSERT per
+// DuckDB batch of 2,048 rows cost more than the scoring), and takes over rec.
+func (s *stager) add(ctx context.Context, rec arrow.RecordBatch) error {
+	s.pending = append(s.pending, rec)
+	s.rows += rec.NumRows()
+	if s.rows < s.flushAt {
+		return nil
+	}
+	return s.flush(ctx)
+}
+
+// flush inserts the pending batches and releases them.
+func (s *stager) flush(ctx context.Context) error {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	defer func() {
+		for _, rec := range s.pending {
+			rec.Release()
+		}
+		s.pending, s.rows = nil, 0
+	}()
+	err := s.conn.WithArrowViews(s.pending, func(view string) error {
+		_, err := s.conn.ExecContext(ctx, "INSERT INTO "+s.temp+" SELECT * FROM "+view)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", s.table, err)
+	}
+	return nil
+}
+
+// release drops the staging table and what is pending.
+func (s *stager) release() {
+	for _, rec := range s.pending {
+		rec.Release()
+	}
+	s.pending = nil
+	s.conn.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+s.temp)
+}
+
+// output stages what is pending and returns the output that writes the staged rows with
+// insert, an INSERT … SELECT … FROM {scored} that binds (as_of, run_id), and drops the staging
+// table when released.
+func (s *stager) output(ctx context.Context, insert string) (output, error) {
+	if err := s.flush(ctx); err != nil {
+		s.release()
+		return output{}, err
+	}
+	return output{table: s.table, release: s.release,
+		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
+			r, err := conn.ExecContext(ctx, strings.ReplaceAll(insert, scored, s.temp), res.AsOf, res.RunID)
+			if err != nil {
+				return 0, err
+			}
+			return r.RowsAffected()
+		}}, nil
+}
+
+// stage stages one batch as an output (see stager) and takes it over.
+func (st *scoring) stage(ctx context.Context, table string, rec arrow.RecordBatch, insert string) (output, error) {
+	s, err := st.stager(ctx, table, rec.Schema())
+	if err != nil {
+		rec.Release()
+		return output{}, err
+	}
+	if err := s.add(ctx, rec); err != nil {
+		s.release()
+		return output{}, err
+	}
+	return s.output(ctx, insert)
+}
+
+// DefaultChunkRows is how many customers cross into Go at a time (see chunks): enough that the
+// per-chunk scans cost little, few enough that a chunk's batches stay far below a GB.
+const DefaultChunkRows = 1 << 20
+
+// chunks hands fn the rows of a temp table in rowid order, a chunk of batches at a time, so that
+// a transform over every customer holds one chunk in Go, not every customer. fn borrows each
+// batch: it is released after fn returns.
+func (st *scoring) chunks(ctx context.Context, table, columns string, fn func(arrow.RecordBatch) error) error {
+	var n int64
+	if err := st.conn.QueryRowContext(ctx, "SELECT count(*) FROM temp."+table).Scan(&n); err != nil {
+		return fmt.Errorf("count %s: %w", table, err)
+	}
+	for lo := int64(0); lo < n; lo += st.chunkRows {
+		// A plain scan keeps the table's order (DuckDB's preserve_insertion_order, on by default).
+		batches, release, err := st.batches(ctx, "SELECT "+columns+" FROM temp."+table+" WHERE rowid >= ? AND rowid < ?", lo, lo+st.chunkRows)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", table, err)
+		}
+		for _, b := range batches {
+			if err = fn(b); err != nil {
+				break
+			}
+		}
+		release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropAfterRun drops the temp tables when the run's scoring ends.
+func (st *scoring) dropAfterRun(tables ...string) { st.temps = append(st.temps, tables...) }
 
 // scoring carries what one transform hands to a later one within a run.
 type scoring struct {
@@ -86,9 +216,12 @@ type scoring struct {
 	mem  memory.Allocator
 	copy bool
 	clv  *clvState
-	// Rows of customer_clv and customer_value, owned by their outputs, for knowledge to join.
-	clvScores, valueScores arrow.RecordBatch
-	zone                   Zone // calendar days
+	// valueStaged says the value transform's rows wait in value_scores for knowledge to join
+	// (the CLV rows are in clv_scores whenever clv is set).
+	valueStaged bool
+	zone        Zone     // calendar days
+	temps       []string // temp tables the run's scoring drops when it ends
+	chunkRows   int64
 }
 
 // score runs the pipeline's transforms in their fixed order and returns their outputs, not yet written.
@@ -101,6 +234,11 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 		log.Warn("Go's and DuckDB's time zone databases disagree on this zone; converting every timestamp with ICU (slower)", "zone", r.Config.Timezone)
 	}
 	st := r.newScoring(conn, res, log, zone)
+	defer func() {
+		for _, t := range st.temps {
+			conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+t)
+		}
+	}()
 	stages := map[string]func(context.Context, *scoring) (outputs, error){
 		"rfm": func(ctx context.Context, st *scoring) (outputs, error) {
 			out, err := r.scoreRFM(ctx, st)
@@ -158,7 +296,7 @@ func unscoreable(ctx context.Context, conn *warehouse.Conn) error {
 
 // newScoring starts a run's scoring state.
 func (r *Runner) newScoring(conn *warehouse.Conn, res *Result, log *slog.Logger, zone Zone) *scoring {
-	st := &scoring{conn: conn, res: res, log: log, zone: zone, mem: memory.DefaultAllocator}
+	st := &scoring{conn: conn, res: res, log: log, zone: zone, mem: memory.DefaultAllocator, chunkRows: int64(cmp.Or(r.ChunkRows, DefaultChunkRows))}
 	if r.Arrow != nil {
 		st.mem, st.copy = r.Arrow, true
 	}
@@ -225,24 +363,61 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 	res := st.res
 	done := r.step("score rfm")
 	defer done()
-	batches, release, err := st.batches(ctx, RFMAggregateSQL(st.zone), res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays)
+	const inputs = "rfm_inputs"
+	st.dropAfterRun(inputs)
+	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+inputs+" AS "+RFMAggregateSQL(st.zone),
+		res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays); err != nil {
+		return output{}, fmt.Errorf("rfm aggregate: %w", err)
+	}
+	// Ranks need every customer's three values; the customers themselves cross a chunk at a time.
+	var recency, frequency []int64
+	var monetary []float64
+	err := st.chunks(ctx, inputs, "recency_days, frequency, monetary", func(rec arrow.RecordBatch) error {
+		var err error
+		if recency, err = arrowutil.Int64s(recency, rec, "recency_days"); err != nil {
+			return err
+		}
+		if frequency, err = arrowutil.Int64s(frequency, rec, "frequency"); err != nil {
+			return err
+		}
+		monetary, err = arrowutil.Float64s(monetary, rec, "monetary")
+		return err
+	})
 	if err != nil {
 		return output{}, err
 	}
-	defer release()
-	rec, err := rfm.Score(batches, r.Config.Scoring.RFM, st.mem)
+	scores := rfm.ScoreDimensions(recency, frequency, monetary, r.Config.Scoring.RFM.Bins)
+	scorer, err := rfm.NewScorer(r.Config.Scoring.RFM)
 	if err != nil {
 		return output{}, err
 	}
-	res.Customers = rec.NumRows()
-	// The summary outlives the batch: segment names are interned (copied once).
-	seg := rec.Column(rec.Schema().FieldIndices("segment")[0]).(*array.String)
-	for i := 0; i < seg.Len(); i++ {
-		res.Segments[unique.Make(seg.Value(i)).Value()]++
+	staged, err := st.stager(ctx, "customer_rfm", rfm.OutputSchema)
+	if err != nil {
+		return output{}, err
 	}
-	return arrowOutput("customer_rfm", rec, `INSERT INTO customer_rfm
+	row := 0
+	err = st.chunks(ctx, inputs, "customer_id, recency_days, frequency, monetary", func(rec arrow.RecordBatch) error {
+		n := int(rec.NumRows())
+		out, err := scorer.Score(rec, scores.Slice(row, row+n), st.mem)
+		if err != nil {
+			return err
+		}
+		row += n
+		// The summary outlives the batch: segment names are interned (copied once).
+		seg := out.Column(out.Schema().FieldIndices("segment")[0]).(*array.String)
+		for i := 0; i < seg.Len(); i++ {
+			res.Segments[unique.Make(seg.Value(i)).Value()]++
+		}
+		return staged.add(ctx, out)
+	})
+	if err != nil {
+		staged.release()
+		return output{}, err
+	}
+	res.Customers = int64(row)
+	return staged.output(ctx, `INSERT INTO customer_rfm
 		(as_of, customer_id, run_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment)
-		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM `+scored), nil
+		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM `+scored)
 }
 
 // copyBatch copies rec into mem.

@@ -305,17 +305,31 @@ func (c *Conn) RegisterArrow(reader array.RecordReader, name string) (release fu
 // exported stream, which cannot project, and then reads the wrong columns (seen: a crash
 // reading doubles as strings; duckdb/duckdb-go#24).
 func (c *Conn) WithArrowView(rec arrow.RecordBatch, fn func(view string) error) error {
+	return c.WithArrowViews([]arrow.RecordBatch{rec}, fn)
+}
+
+// WithArrowViews is WithArrowView over several batches of one schema, read as one relation in order.
+func (c *Conn) WithArrowViews(recs []arrow.RecordBatch, fn func(view string) error) error {
+	if len(recs) == 0 {
+		return errors.New("arrow view: no batch")
+	}
+	var rows int64
+	for _, rec := range recs {
+		rows += rec.NumRows()
+	}
 	// DuckDB's threads share the scan a slice at a time; one big batch is read by one thread.
 	// Slices are a row group (122,880 rows) at most and an eighth of the rows at least, so a
 	// small batch is shared too, in multiples of DuckDB's 2,048-row vectors.
-	chunk := min(122_880, max(2048, (rec.NumRows()/8+2047)/2048*2048))
+	chunk := min(122_880, max(2048, (rows/8+2047)/2048*2048))
 	var chunks []arrow.RecordBatch
-	for lo := int64(0); lo < rec.NumRows() || lo == 0; lo += chunk {
-		c := rec.NewSlice(lo, min(lo+chunk, rec.NumRows()))
-		defer c.Release()
-		chunks = append(chunks, c)
+	for _, rec := range recs {
+		for lo := int64(0); lo < rec.NumRows() || (lo == 0 && rows == 0); lo += chunk {
+			c := rec.NewSlice(lo, min(lo+chunk, rec.NumRows()))
+			defer c.Release()
+			chunks = append(chunks, c)
+		}
 	}
-	reader, err := array.NewRecordReader(rec.Schema(), chunks)
+	reader, err := array.NewRecordReader(recs[0].Schema(), chunks)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // Column finds a column by name.
@@ -16,6 +17,39 @@ func Column(rec arrow.RecordBatch, name string) (arrow.Array, error) {
 		return nil, fmt.Errorf("column %s missing from batch (have %s)", name, rec.Schema())
 	}
 	return rec.Column(idx[0]), nil
+}
+
+// StringArray returns a string column as an Arrow string array (utf8) to put in an output
+// batch: the column itself, retained, when it is one; otherwise a copy in mem. Release it.
+func StringArray(rec arrow.RecordBatch, name string, mem memory.Allocator) (arrow.Array, error) {
+	col, err := Column(rec, name)
+	if err != nil {
+		return nil, err
+	}
+	if arrow.TypeEqual(col.DataType(), arrow.BinaryTypes.String) {
+		col.Retain()
+		return col, nil
+	}
+	values, err := Strings(nil, rec, name)
+	if err != nil {
+		return nil, err
+	}
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	b.AppendValues(values, nil)
+	return b.NewArray(), nil
+}
+
+// NewBatch makes a batch of schema from its first column (the customer ids an output shares
+// with its input) and builders for the others, in order.
+func NewBatch(schema *arrow.Schema, first arrow.Array, rest []array.Builder) arrow.RecordBatch {
+	cols := []arrow.Array{first}
+	for _, b := range rest {
+		a := b.NewArray()
+		defer a.Release()
+		cols = append(cols, a)
+	}
+	return array.NewRecordBatch(schema, cols, int64(first.Len()))
 }
 
 // Strings appends a string column's values to dst.

@@ -43,23 +43,6 @@ func (p Params) UnitDays() (float64, error) {
 	return 0, fmt.Errorf("time_unit %q: want week or day", p.TimeUnit)
 }
 
-// ReadCustomers collects ids and summaries from batches with columns customer_id, x, t_x, t_cal, zbar.
-func ReadCustomers(batches []arrow.RecordBatch) ([]string, []Customer, error) {
-	ids, err := arrowutil.StringColumn(batches, "customer_id")
-	if err != nil {
-		return nil, nil, err
-	}
-	cols, err := arrowutil.Float64Columns(batches, "x", "t_x", "t_cal", "zbar")
-	if err != nil {
-		return nil, nil, err
-	}
-	cs := make([]Customer, len(ids))
-	for i := range cs {
-		cs[i] = Customer{X: cols[0][i], Tx: cols[1][i], T: cols[2][i], Zbar: cols[3][i]}
-	}
-	return ids, cs, nil
-}
-
 // ReadTuples collects weighted tuples from batches with a `weight` column and any of x, t_x,
 // t_cal, zbar (a missing one reads as 0).
 func ReadTuples(batches []arrow.RecordBatch) ([]Tuple, error) {
@@ -127,48 +110,75 @@ func predictPurchases(c Customer, bg BGNBD, p Params) purchases {
 	return out
 }
 
-// Score predicts every customer of the batches, whose `history` column indexes histories (the
-// distinct (x, t_x, T) values). The purchase predictions — a dozen hypergeometric functions
-// each — are computed once per history, on all cores.
-func Score(batches []arrow.RecordBatch, histories []Customer, bg BGNBD, gg GammaGamma, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+// Scorer predicts customers a batch at a time from the predictions of their purchase
+// histories (the distinct (x, t_x, T) values), so that scoring holds one batch, never every
+// customer.
+type Scorer struct {
+	predicted []purchases // by history
+	gg        GammaGamma
+	p         Params
+}
+
+// NewScorer predicts each history once — a dozen hypergeometric functions each — on all cores.
+func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer, error) {
 	p = p.WithDefaults()
 	if _, err := p.UnitDays(); err != nil {
 		return nil, err
 	}
-	ids, cs, err := ReadCustomers(batches)
-	if err != nil {
-		return nil, err
-	}
-	ints, err := arrowutil.Int64Columns(batches, "history")
-	if err != nil {
-		return nil, err
-	}
-	history := ints[0]
 	predicted := make([]purchases, len(histories))
 	parallelSum(len(histories), 0, func(lo, hi int, _ []float64) {
 		for i := lo; i < hi; i++ {
 			predicted[i] = predictPurchases(histories[i], bg, p)
 		}
 	})
-	b := array.NewRecordBuilder(mem, OutputSchema)
-	defer b.Release()
-	b.Reserve(len(ids))
-	b.Field(0).(*array.StringBuilder).AppendValues(ids, nil)
-	f := func(i int) *array.Float64Builder { return b.Field(i).(*array.Float64Builder) }
-	for i, c := range cs {
-		if history[i] < 0 || int(history[i]) >= len(predicted) {
-			return nil, fmt.Errorf("customer %s: history %d outside the %d histories", ids[i], history[i], len(predicted))
-		}
-		pp := predicted[history[i]]
-		value := gg.ExpectedAverageValue(c)
-		f(1).Append(c.X)
-		f(2).Append(c.Tx)
-		f(3).Append(c.T)
-		f(4).Append(c.Zbar)
-		f(5).Append(pp.pAlive)
-		f(6).Append(pp.expected)
-		f(7).Append(value)
-		f(8).Append(pp.discounted * value * p.MarginRate)
+	return &Scorer{predicted: predicted, gg: gg, p: p}, nil
+}
+
+// Score predicts the customers of rec, whose columns are customer_id, x, t_x, t_cal, zbar and
+// history (an index into the scorer's histories). The result shares rec's customer_id column.
+func (s *Scorer) Score(rec arrow.RecordBatch, mem memory.Allocator) (arrow.RecordBatch, error) {
+	ids, err := arrowutil.StringArray(rec, "customer_id", mem)
+	if err != nil {
+		return nil, err
 	}
-	return b.NewRecordBatch(), nil
+	defer ids.Release()
+	var cols [4][]float64
+	for i, name := range []string{"x", "t_x", "t_cal", "zbar"} {
+		if cols[i], err = arrowutil.Float64s(nil, rec, name); err != nil {
+			return nil, err
+		}
+	}
+	history, err := arrowutil.Int64s(nil, rec, "history")
+	if err != nil {
+		return nil, err
+	}
+	n := int(rec.NumRows())
+	built := make([]*array.Float64Builder, len(OutputSchema.Fields())-1)
+	for i := range built {
+		built[i] = array.NewFloat64Builder(mem)
+		defer built[i].Release()
+		built[i].Reserve(n)
+	}
+	for i := range n {
+		h := history[i]
+		if h < 0 || int(h) >= len(s.predicted) {
+			return nil, fmt.Errorf("customer %s: history %d outside the %d histories", ids.ValueStr(i), h, len(s.predicted))
+		}
+		c := Customer{X: cols[0][i], Tx: cols[1][i], T: cols[2][i], Zbar: cols[3][i]}
+		pp := s.predicted[h]
+		value := s.gg.ExpectedAverageValue(c)
+		built[0].Append(c.X)
+		built[1].Append(c.Tx)
+		built[2].Append(c.T)
+		built[3].Append(c.Zbar)
+		built[4].Append(pp.pAlive)
+		built[5].Append(pp.expected)
+		built[6].Append(value)
+		built[7].Append(pp.discounted * value * s.p.MarginRate)
+	}
+	builders := make([]array.Builder, len(built))
+	for i, b := range built {
+		builders[i] = b
+	}
+	return arrowutil.NewBatch(OutputSchema, ids, builders), nil
 }

@@ -123,60 +123,91 @@ var OutputSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "segment", Type: arrow.BinaryTypes.String},
 }, nil)
 
-// Score takes batches with columns customer_id, recency_days, frequency, monetary (one row per
-// customer with at least one purchase in the window) and returns one batch scored 1–5 per
-// dimension, by RankScores (recency ranked descending, so the most recent customers score 5) or
-// by the dimension's fixed bins.
-func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+// Scores are customers' R, F and M scores 1–5, by position.
+type Scores struct{ R, F, M []int8 }
+
+// ScoreDimensions scores every customer (one with at least one purchase in the window; the three
+// slices in one order) by RankScores — recency ranked descending, so the most recent customers
+// score 5 — or by the dimension's fixed bins. Ranks need the whole population: the inputs are
+// three numbers a customer, never the customers themselves.
+func ScoreDimensions(recency, frequency []int64, monetary []float64, bins Bins) Scores {
+	return Scores{R: dimensionScores(recency, bins.Recency, true), F: dimensionScores(frequency, bins.Frequency, false),
+		M: dimensionScores(monetary, bins.Monetary, false)}
+}
+
+// Slice is the scores of positions lo … hi-1.
+func (s Scores) Slice(lo, hi int) Scores { return Scores{R: s.R[lo:hi], F: s.F[lo:hi], M: s.M[lo:hi]} }
+
+// Scorer turns scores into output batches with their RFM cells and segments.
+type Scorer struct {
+	rules    []rule
+	cells    map[[3]int8]string
+	segments map[[2]int8]string
+}
+
+// NewScorer compiles p's segment patterns.
+func NewScorer(p Params) (*Scorer, error) {
 	rules, err := compile(p.Segments)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := arrowutil.StringColumn(batches, "customer_id")
-	if err != nil {
-		return nil, err
-	}
-	ints, err := arrowutil.Int64Columns(batches, "recency_days", "frequency")
-	if err != nil {
-		return nil, err
-	}
-	floats, err := arrowutil.Float64Columns(batches, "monetary")
-	if err != nil {
-		return nil, err
-	}
-	rec, freq, mon := ints[0], ints[1], floats[0]
-	r, f, m := dimensionScores(rec, p.Bins.Recency, true), dimensionScores(freq, p.Bins.Frequency, false), dimensionScores(mon, p.Bins.Monetary, false)
+	return &Scorer{rules: rules, cells: map[[3]int8]string{}, segments: map[[2]int8]string{}}, nil
+}
 
-	bld := array.NewRecordBuilder(mem, OutputSchema)
-	defer bld.Release()
-	bld.Reserve(len(ids))
-	cols := bld.Fields()
-	cellCache := map[[3]int8]string{}
-	segCache := map[[2]int8]string{}
-	for i := range ids {
-		cols[0].(*array.StringBuilder).Append(ids[i])
-		cols[1].(*array.Int32Builder).Append(int32(rec[i]))
-		cols[2].(*array.Int32Builder).Append(int32(freq[i]))
-		cols[3].(*array.Float64Builder).Append(mon[i])
-		cols[4].(*array.Int8Builder).Append(r[i])
-		cols[5].(*array.Int8Builder).Append(f[i])
-		cols[6].(*array.Int8Builder).Append(m[i])
-		k := [3]int8{r[i], f[i], m[i]}
-		cell, ok := cellCache[k]
-		if !ok {
-			cell = strconv.Itoa(int(r[i])) + strconv.Itoa(int(f[i])) + strconv.Itoa(int(m[i]))
-			cellCache[k] = cell
-		}
-		cols[7].(*array.StringBuilder).Append(cell)
-		sk := [2]int8{r[i], f[i]}
-		seg, ok := segCache[sk]
-		if !ok {
-			seg = segmentOf(rules, cell[:2])
-			segCache[sk] = seg
-		}
-		cols[8].(*array.StringBuilder).Append(seg)
+// Score takes a batch with columns customer_id, recency_days, frequency, monetary and its rows'
+// scores, and returns the batch scored (sharing rec's customer_id column).
+func (sc *Scorer) Score(rec arrow.RecordBatch, s Scores, mem memory.Allocator) (arrow.RecordBatch, error) {
+	ids, err := arrowutil.StringArray(rec, "customer_id", mem)
+	if err != nil {
+		return nil, err
 	}
-	return bld.NewRecordBatch(), nil
+	defer ids.Release()
+	recency, err := arrowutil.Int64s(nil, rec, "recency_days")
+	if err != nil {
+		return nil, err
+	}
+	freq, err := arrowutil.Int64s(nil, rec, "frequency")
+	if err != nil {
+		return nil, err
+	}
+	mon, err := arrowutil.Float64s(nil, rec, "monetary")
+	if err != nil {
+		return nil, err
+	}
+	n := ids.Len()
+	if len(s.R) != n || len(s.F) != n || len(s.M) != n {
+		return nil, fmt.Errorf("%d customers but %d, %d and %d scores", n, len(s.R), len(s.F), len(s.M))
+	}
+	recencyB, freqB, monB := array.NewInt32Builder(mem), array.NewInt32Builder(mem), array.NewFloat64Builder(mem)
+	rB, fB, mB := array.NewInt8Builder(mem), array.NewInt8Builder(mem), array.NewInt8Builder(mem)
+	cellB, segB := array.NewStringBuilder(mem), array.NewStringBuilder(mem)
+	builders := []array.Builder{recencyB, freqB, monB, rB, fB, mB, cellB, segB} // OutputSchema's order after customer_id
+	for _, b := range builders {
+		defer b.Release()
+		b.Reserve(n)
+	}
+	for i := range n {
+		recencyB.Append(int32(recency[i]))
+		freqB.Append(int32(freq[i]))
+		monB.Append(mon[i])
+		r, f, m := s.R[i], s.F[i], s.M[i]
+		rB.Append(r)
+		fB.Append(f)
+		mB.Append(m)
+		cell, ok := sc.cells[[3]int8{r, f, m}]
+		if !ok {
+			cell = strconv.Itoa(int(r)) + strconv.Itoa(int(f)) + strconv.Itoa(int(m))
+			sc.cells[[3]int8{r, f, m}] = cell
+		}
+		cellB.Append(cell)
+		seg, ok := sc.segments[[2]int8{r, f}]
+		if !ok {
+			seg = segmentOf(sc.rules, cell[:2])
+			sc.segments[[2]int8{r, f}] = seg
+		}
+		segB.Append(seg)
+	}
+	return arrowutil.NewBatch(OutputSchema, ids, builders), nil
 }
 
 func segmentOf(rules []rule, rf string) string {

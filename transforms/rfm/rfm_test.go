@@ -102,8 +102,15 @@ func TestScoreAndSegments(t *testing.T) {
 	in := b.NewRecordBatch()
 	defer in.Release()
 
-	out, err := Score([]arrow.RecordBatch{in}, Params{Segments: DefaultSegments()}, mem)
-	require.NoError(t, err)
+	score := func(bins Bins) arrow.RecordBatch {
+		sc, err := NewScorer(Params{Segments: DefaultSegments()})
+		require.NoError(t, err)
+		scores := ScoreDimensions([]int64{1, 10, 100, 200, 300}, []int64{9, 1, 5, 2, 1}, []float64{500, 400, 300, 200, 100}, bins)
+		out, err := sc.Score(in, scores, mem)
+		require.NoError(t, err)
+		return out
+	}
+	out := score(Bins{})
 	defer out.Release()
 	cells := out.Column(7).(*array.String)
 	segs := out.Column(8).(*array.String)
@@ -121,8 +128,7 @@ func TestScoreAndSegments(t *testing.T) {
 	}, got)
 
 	// Fixed frequency bins score by thresholds instead: 9 → 5, 5 → 4, 2 → 2, 1 → 1.
-	out2, err := Score([]arrow.RecordBatch{in}, Params{Segments: DefaultSegments(), Bins: Bins{Frequency: []float64{1, 2, 3, 5}}}, mem)
-	require.NoError(t, err)
+	out2 := score(Bins{Frequency: []float64{1, 2, 3, 5}})
 	defer out2.Release()
 	require.Equal(t, []int8{5, 1, 4, 2, 1}, out2.Column(5).(*array.Int8).Int8Values())
 }

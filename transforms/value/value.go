@@ -135,53 +135,68 @@ var OutputSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "trend", Type: arrow.PrimitiveTypes.Float64},
 }, nil)
 
-// Score takes batches with columns customer_id, current_value, active, tenure_days,
+// Thresholds are the values at or above which a customer's current and potential value count
+// as high, from the active customers' values (see Threshold); with no active customer, no one
+// is high.
+type Thresholds struct {
+	Current, Potential float64
+	AnyActive          bool
+}
+
+// NewThresholds computes the thresholds from every active customer's current and potential value.
+func NewThresholds(activeCurrent, activePotential []float64, p Params) Thresholds {
+	p = p.WithDefaults()
+	return Thresholds{Current: Threshold(activeCurrent, p.Split, p.ParetoShare), Potential: Threshold(activePotential, p.Split, p.ParetoShare),
+		AnyActive: len(activeCurrent) > 0}
+}
+
+// Score takes a batch with columns customer_id, current_value, active, tenure_days,
 // purchase_days, recent_amount, before_amount (from DuckDB) and each row's potential value and
-// p_alive (from CLV, in the same row order), and returns tiers and stages.
-func Score(batches []arrow.RecordBatch, potential, pAlive []float64, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
+// p_alive (from CLV, in the same row order), and returns tiers and stages by th. The result
+// shares rec's customer_id column.
+func Score(rec arrow.RecordBatch, potential, pAlive []float64, th Thresholds, p Params, mem memory.Allocator) (arrow.RecordBatch, error) {
 	p = p.WithDefaults()
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	ids, err := arrowutil.StringColumn(batches, "customer_id")
+	ids, err := arrowutil.StringArray(rec, "customer_id", mem)
 	if err != nil {
 		return nil, err
 	}
-	floats, err := arrowutil.Float64Columns(batches, "current_value", "recent_amount", "before_amount")
-	if err != nil {
-		return nil, err
+	defer ids.Release()
+	var floats [3][]float64
+	for i, name := range []string{"current_value", "recent_amount", "before_amount"} {
+		if floats[i], err = arrowutil.Float64s(nil, rec, name); err != nil {
+			return nil, err
+		}
 	}
-	ints, err := arrowutil.Int64Columns(batches, "active", "tenure_days", "purchase_days")
-	if err != nil {
-		return nil, err
+	var ints [3][]int64
+	for i, name := range []string{"active", "tenure_days", "purchase_days"} {
+		if ints[i], err = arrowutil.Int64s(nil, rec, name); err != nil {
+			return nil, err
+		}
 	}
 	current, recent, before := floats[0], floats[1], floats[2]
 	active, tenure, days := ints[0], ints[1], ints[2]
-	if len(potential) != len(ids) || len(pAlive) != len(ids) {
-		return nil, fmt.Errorf("%d customers but %d potential values and %d p_alive", len(ids), len(potential), len(pAlive))
+	n := ids.Len()
+	if len(potential) != n || len(pAlive) != n {
+		return nil, fmt.Errorf("%d customers but %d potential values and %d p_alive", n, len(potential), len(pAlive))
 	}
-	cs := make([]Customer, len(ids))
-	var activeCur, activePot []float64
-	for i := range ids {
-		cs[i] = Customer{Current: current[i], Potential: potential[i], Active: active[i] == 1, PAlive: pAlive[i],
+	currentB, potentialB, trendB := array.NewFloat64Builder(mem), array.NewFloat64Builder(mem), array.NewFloat64Builder(mem)
+	tierB, stageB := array.NewStringBuilder(mem), array.NewStringBuilder(mem)
+	builders := []array.Builder{currentB, potentialB, tierB, stageB, trendB} // OutputSchema's order after customer_id
+	for _, b := range builders {
+		defer b.Release()
+		b.Reserve(n)
+	}
+	for i := range n {
+		c := Customer{Current: current[i], Potential: potential[i], Active: active[i] == 1, PAlive: pAlive[i],
 			TenureDays: int(tenure[i]), PurchaseDays: int(days[i]), Recent: recent[i], Before: before[i]}
-		if cs[i].Active {
-			activeCur = append(activeCur, cs[i].Current)
-			activePot = append(activePot, cs[i].Potential)
-		}
+		currentB.Append(c.Current)
+		potentialB.Append(c.Potential)
+		tierB.Append(Tier(th.AnyActive && c.Current >= th.Current, th.AnyActive && c.Potential >= th.Potential))
+		stageB.Append(Stage(c, p))
+		trendB.Append(Trend(c))
 	}
-	curT := Threshold(activeCur, p.Split, p.ParetoShare)
-	potT := Threshold(activePot, p.Split, p.ParetoShare)
-	b := array.NewRecordBuilder(mem, OutputSchema)
-	defer b.Release()
-	b.Reserve(len(ids))
-	for i, c := range cs {
-		b.Field(0).(*array.StringBuilder).Append(ids[i])
-		b.Field(1).(*array.Float64Builder).Append(c.Current)
-		b.Field(2).(*array.Float64Builder).Append(c.Potential)
-		b.Field(3).(*array.StringBuilder).Append(Tier(len(activeCur) > 0 && c.Current >= curT, len(activePot) > 0 && c.Potential >= potT))
-		b.Field(4).(*array.StringBuilder).Append(Stage(c, p))
-		b.Field(5).(*array.Float64Builder).Append(Trend(c))
-	}
-	return b.NewRecordBatch(), nil
+	return arrowutil.NewBatch(OutputSchema, ids, builders), nil
 }

@@ -90,7 +90,10 @@ func TestScoreUsesActiveCustomersForThresholds(t *testing.T) {
 	defer rec.Release()
 	potential := []float64{300, 100, 200, 5000} // a, b, c, d
 	pAlive := []float64{0.9, 0.9, 0.9, 0.9}
-	out, err := Score([]arrow.RecordBatch{rec}, potential, pAlive, Params{}, mem)
+	// The thresholds come from the active customers a, b and c only.
+	th := NewThresholds([]float64{10, 20, 30}, []float64{300, 100, 200}, Params{})
+	require.Equal(t, Thresholds{Current: 20, Potential: 200, AnyActive: true}, th)
+	out, err := Score(rec, potential, pAlive, th, Params{}, mem)
 	require.NoError(t, err)
 	defer out.Release()
 	got := map[string]string{}
