@@ -117,30 +117,23 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	st.res.Fits = append(st.res.Fits, bgFit, ggFit)
-	scores, err := st.stager(ctx, "customer_clv", clv.OutputSchema)
-	if err != nil {
-		return nil, err
-	}
 	state := &clvState{}
-	err = st.chunks(ctx, clvSummary, "customer_id, x, t_x, t_cal, zbar, history", func(rec arrow.RecordBatch) error {
-		out, err := scorer.Score(rec, st.mem)
-		if err != nil {
-			return err
-		}
-		state.clv, err = arrowutil.Float64s(state.clv, out, "clv")
-		if err != nil {
-			out.Release()
-			return err
-		}
-		state.pAlive, _ = arrowutil.Float64s(state.pAlive, out, "p_alive")
-		st.res.CLVStats.Customers += int(out.NumRows())
-		return scores.add(ctx, out)
-	})
-	if err != nil {
-		scores.release()
-		return nil, err
-	}
-	clvRows, err := scores.output(ctx, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
+	clvRows, err := st.stageChunks(ctx, "customer_clv", clv.OutputSchema, clvSummary, "customer_id, x, t_x, t_cal, zbar, history",
+		func(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+			out, err := scorer.Score(rec, st.mem)
+			if err != nil {
+				return nil, err
+			}
+			if state.clv, err = arrowutil.Float64s(state.clv, out, "clv"); err == nil {
+				state.pAlive, err = arrowutil.Float64s(state.pAlive, out, "p_alive")
+			}
+			if err != nil {
+				out.Release()
+				return nil, err
+			}
+			st.res.CLVStats.Customers += int(out.NumRows())
+			return out, nil
+		}, `INSERT INTO customer_clv (as_of, customer_id, run_id, x, t_x, t_cal, avg_value,
 			p_alive, expected_purchases, expected_avg_value, clv)
 			SELECT CAST(? AS DATE), customer_id, ?, x, t_x, t_cal, avg_value, p_alive, expected_purchases, expected_avg_value, clv FROM `+scored)
 	if err != nil {
@@ -330,29 +323,22 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 		}
 	}
 	th := value.NewThresholds(activeCurrent, activePotential, p)
-	scores, err := st.stager(ctx, "customer_value", value.OutputSchema)
-	if err != nil {
-		return nil, err
-	}
 	row := 0
-	err = st.chunks(ctx, clvSummary, "customer_id, current_value, active, tenure_days, purchase_days, recent_amount, before_amount", func(rec arrow.RecordBatch) error {
-		n := int(rec.NumRows())
-		out, err := value.Score(rec, st.clv.clv[row:row+n], st.clv.pAlive[row:row+n], th, p, st.mem)
-		if err != nil {
-			return err
-		}
-		row += n
-		tiers, stages := out.Column(3).(*array.String), out.Column(4).(*array.String)
-		for i := 0; i < tiers.Len(); i++ {
-			st.res.TierStage[[2]string{unique.Make(tiers.Value(i)).Value(), unique.Make(stages.Value(i)).Value()}]++ // interned: they outlive the batch
-		}
-		return scores.add(ctx, out)
-	})
-	if err != nil {
-		scores.release()
-		return nil, err
-	}
-	out, err := scores.output(ctx, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
+	out, err := st.stageChunks(ctx, "customer_value", value.OutputSchema, clvSummary,
+		"customer_id, current_value, active, tenure_days, purchase_days, recent_amount, before_amount",
+		func(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+			n := int(rec.NumRows())
+			out, err := value.Score(rec, st.clv.clv[row:row+n], st.clv.pAlive[row:row+n], th, p, st.mem)
+			if err != nil {
+				return nil, err
+			}
+			row += n
+			tiers, stages := out.Column(3).(*array.String), out.Column(4).(*array.String)
+			for i := 0; i < tiers.Len(); i++ {
+				st.res.TierStage[[2]string{unique.Make(tiers.Value(i)).Value(), unique.Make(stages.Value(i)).Value()}]++ // interned: they outlive the batch
+			}
+			return out, nil
+		}, `INSERT INTO customer_value (as_of, customer_id, run_id, current_value,
 		potential_value, value_tier, lifecycle_stage, trend)
 		SELECT CAST(? AS DATE), customer_id, ?, current_value, potential_value, value_tier, lifecycle_stage, trend FROM `+scored)
 	if err != nil {

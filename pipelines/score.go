@@ -158,6 +158,29 @@ func (s *stager) output(ctx context.Context, insert string) (output, error) {
 		}}, nil
 }
 
+// stageChunks stages table's rows, computed by score from the rows of the temp table from a
+// chunk at a time (see chunks and stager), and returns the output that writes them with insert.
+// score borrows its input batch and hands over the batch it returns.
+func (st *scoring) stageChunks(ctx context.Context, table string, schema *arrow.Schema, from, columns string,
+	score func(arrow.RecordBatch) (arrow.RecordBatch, error), insert string) (output, error) {
+	staged, err := st.stager(ctx, table, schema)
+	if err != nil {
+		return output{}, err
+	}
+	err = st.chunks(ctx, from, columns, func(rec arrow.RecordBatch) error {
+		out, err := score(rec)
+		if err != nil {
+			return err
+		}
+		return staged.add(ctx, out)
+	})
+	if err != nil {
+		staged.release()
+		return output{}, err
+	}
+	return staged.output(ctx, insert)
+}
+
 // stage stages one batch as an output (see stager) and takes it over.
 func (st *scoring) stage(ctx context.Context, table string, rec arrow.RecordBatch, insert string) (output, error) {
 	s, err := st.stager(ctx, table, rec.Schema())
@@ -391,33 +414,26 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 	if err != nil {
 		return output{}, err
 	}
-	staged, err := st.stager(ctx, "customer_rfm", rfm.OutputSchema)
-	if err != nil {
-		return output{}, err
-	}
 	row := 0
-	err = st.chunks(ctx, inputs, "customer_id, recency_days, frequency, monetary", func(rec arrow.RecordBatch) error {
-		n := int(rec.NumRows())
-		out, err := scorer.Score(rec, scores.Slice(row, row+n), st.mem)
-		if err != nil {
-			return err
-		}
-		row += n
-		// The summary outlives the batch: segment names are interned (copied once).
-		seg := out.Column(out.Schema().FieldIndices("segment")[0]).(*array.String)
-		for i := 0; i < seg.Len(); i++ {
-			res.Segments[unique.Make(seg.Value(i)).Value()]++
-		}
-		return staged.add(ctx, out)
-	})
-	if err != nil {
-		staged.release()
-		return output{}, err
-	}
-	res.Customers = int64(row)
-	return staged.output(ctx, `INSERT INTO customer_rfm
+	out, err := st.stageChunks(ctx, "customer_rfm", rfm.OutputSchema, inputs, "customer_id, recency_days, frequency, monetary",
+		func(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+			n := int(rec.NumRows())
+			out, err := scorer.Score(rec, scores.Slice(row, row+n), st.mem)
+			if err != nil {
+				return nil, err
+			}
+			row += n
+			// The summary outlives the batch: segment names are interned (copied once).
+			seg := out.Column(out.Schema().FieldIndices("segment")[0]).(*array.String)
+			for i := 0; i < seg.Len(); i++ {
+				res.Segments[unique.Make(seg.Value(i)).Value()]++
+			}
+			return out, nil
+		}, `INSERT INTO customer_rfm
 		(as_of, customer_id, run_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment)
 		SELECT CAST(? AS DATE), customer_id, ?, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_cell, segment FROM `+scored)
+	res.Customers = int64(row)
+	return out, err
 }
 
 // copyBatch copies rec into mem.
