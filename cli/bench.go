@@ -37,6 +37,10 @@ func (a *app) benchCmd() *cobra.Command {
 				rep.Knowledge.Seconds(), rep.Aggregate.Seconds(), rep.Knowledge.Seconds()/rep.Aggregate.Seconds())
 			fmt.Fprintf(tw, "publish for BI (s)\t%.2f\t%.2f  COPY each output to Parquet\t%.2f× of reference\t\t\n",
 				rep.Publish.Seconds(), rep.CopyParquet.Seconds(), rep.Publish.Seconds()/rep.CopyParquet.Seconds())
+			if rep.PublishPostgres > 0 {
+				fmt.Fprintf(tw, "publish to PostgreSQL (s)\t%.2f\t%.2f  bare COPY FROM STDIN, same rows\t%.2f× of reference\t≥ 0.70×\t\n",
+					rep.PublishPostgres.Seconds(), rep.BareCopyPostgres.Seconds(), rep.BareCopyPostgres.Seconds()/rep.PublishPostgres.Seconds())
+			}
 			tw.Flush()
 			fmt.Fprintf(a.stdout, "\nknowledge: %d feedback events, %d key sources\n", rep.FeedbackEvents, rep.KeySources)
 			fmt.Fprintf(a.stdout, "\nCLV: summary query %.2f s; both fits %.2f s on %d distinct (x, t_x, T) histories of %d customers (%.1f orders per history)\n",

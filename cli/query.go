@@ -77,7 +77,8 @@ func (a *app) statusCmd() *cobra.Command {
 			rows, err := w.DB().QueryContext(cmd.Context(), `SELECT run_id, pipeline, as_of, trigger, status,
 				strftime(scheduled_for AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%SZ') AS scheduled_for_utc,
 				strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started,
-				round(epoch(finished_at - started_at), 1) AS seconds, rows_in, rows_out, dead_letters, error
+				round(epoch(finished_at - started_at), 1) AS seconds, rows_in, rows_out, dead_letters, error,
+				strftime(postgres_published_at, '%Y-%m-%d %H:%M:%S') AS postgres_published
 				FROM pipeline_runs ORDER BY started_at DESC LIMIT ?`, n)
 			if err != nil {
 				return fmt.Errorf("read pipeline_runs: %w", err)

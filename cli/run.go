@@ -158,6 +158,9 @@ func (a *app) printSummary(res *pipelines.Result) {
 	if res.Published != "" {
 		fmt.Fprintf(out, "\npublished for BI tools: %s (report), %s\n", res.Published, filepath.Dir(filepath.Dir(res.Published)))
 	}
+	if res.PublishedPostgres != "" {
+		fmt.Fprintf(out, "published to PostgreSQL: schema %s\n", res.PublishedPostgres)
+	}
 }
 
 func (a *app) printFits(res *pipelines.Result) {

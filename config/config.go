@@ -110,6 +110,36 @@ type Publish struct {
 	// customer_scores (the others, names among them, are NULL there); default customer_id,
 	// segment, region.
 	CustomerColumns []string `yaml:"customer_columns"`
+	// Postgres publishes the outputs into PostgreSQL as well. Without this block, setting
+	// CKM_PG_DSN turns it on with the defaults.
+	Postgres *PublishPostgres `yaml:"postgres"`
+}
+
+// PublishPostgres says where in PostgreSQL to publish: the DSN is read from the environment
+// when publishing, so it is never in a config file or a log.
+type PublishPostgres struct {
+	DSNEnv string `yaml:"dsn_env"` // the environment variable holding the DSN; default CKM_PG_DSN
+	Schema string `yaml:"schema"`  // default ckm
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// DefaultPostgresDSNEnv is the environment variable that holds the PostgreSQL output's DSN.
+const DefaultPostgresDSNEnv = "CKM_PG_DSN"
+
+// PostgresTarget is the DSN and schema to publish into, read from the environment now; ok is
+// false when PostgreSQL is not an output. A configured block whose variable is unset is an
+// error: the operator asked for PostgreSQL.
+func (p Publish) PostgresTarget() (dsn, schema string, ok bool, err error) {
+	if p.Postgres == nil {
+		dsn = os.Getenv(DefaultPostgresDSNEnv)
+		return dsn, "ckm", dsn != "", nil
+	}
+	env := cmp.Or(p.Postgres.DSNEnv, DefaultPostgresDSNEnv)
+	if dsn = os.Getenv(env); dsn == "" {
+		return "", "", false, fmt.Errorf("publish.postgres: the environment variable %s, which holds the DSN, is not set", env)
+	}
+	return dsn, cmp.Or(p.Postgres.Schema, "ckm"), true, nil
 }
 
 // FileMode is Mode, read once validation has checked it (0: the default).
@@ -524,6 +554,14 @@ func (c *Config) validate(lines map[string]int) []Problem {
 	if m := c.Publish.Mode; m != "" {
 		if v, err := strconv.ParseUint(m, 8, 32); err != nil || v > 0o777 || v&0o600 != 0o600 {
 			add("publish.mode", fmt.Sprintf("%q is not a file permission ckm can write and read", m), "octal, e.g. 0600 (default) or 0640")
+		}
+	}
+	if pg := c.Publish.Postgres; pg != nil {
+		if pg.DSNEnv != "" && !envName.MatchString(pg.DSNEnv) {
+			add("publish.postgres.dsn_env", fmt.Sprintf("%q is not an environment variable's name", pg.DSNEnv), "e.g. CKM_PG_DSN (the default)")
+		}
+		if len(pg.Schema) > 63 || strings.ContainsRune(pg.Schema, 0) {
+			add("publish.postgres.schema", fmt.Sprintf("%q is not a PostgreSQL schema name", pg.Schema), "at most 63 bytes, e.g. ckm (the default)")
 		}
 	}
 	customers, _ := mapping.TableNamed("customers")

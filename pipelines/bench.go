@@ -47,6 +47,8 @@ type BenchReport struct {
 	Aggregate         time.Duration // bare per-customer GROUP BY over the same orders
 	Publish           time.Duration // Parquet partitions, latest/, the snapshot and the report
 	CopyParquet       time.Duration // DuckDB copying each output to one Parquet file
+	PublishPostgres   time.Duration // the run published to PostgreSQL (when CKM_PG_DSN is set)
+	BareCopyPostgres  time.Duration // the same rows sent with a bare COPY FROM STDIN
 	PeakRSS           int64         // resident-set high-water mark after the first repetition
 	MemoryAllowed     int64
 }
@@ -142,19 +144,21 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	rep.IngestRate = float64(rep.Orders) / best.ingest.Seconds()
 	rep.Aggregate, rep.RFM, rep.CLVValue, rep.Knowledge = best.agg, best.rfm, best.clv, best.knowledge
 	rep.Publish, rep.CopyParquet = best.publish, best.copyParquet
+	rep.PublishPostgres, rep.BareCopyPostgres = best.publishPG, best.bareCopyPG
 	rep.MemoryAllowed = parseBytes(o.MemoryLimit) + 1e9
 	return rep, nil
 }
 
 // benchTimes are one repetition's stage times.
 type benchTimes struct {
-	read, ingest, agg, rfm, clv, knowledge, publish, copyParquet time.Duration
+	read, ingest, agg, rfm, clv, knowledge, publish, copyParquet, publishPG, bareCopyPG time.Duration
 }
 
 // fastest keeps the shorter time of each stage.
 func (b benchTimes) fastest(o benchTimes) benchTimes {
 	return benchTimes{min(b.read, o.read), min(b.ingest, o.ingest), min(b.agg, o.agg), min(b.rfm, o.rfm),
-		min(b.clv, o.clv), min(b.knowledge, o.knowledge), min(b.publish, o.publish), min(b.copyParquet, o.copyParquet)}
+		min(b.clv, o.clv), min(b.knowledge, o.knowledge), min(b.publish, o.publish), min(b.copyParquet, o.copyParquet),
+		min(b.publishPG, o.publishPG), min(b.bareCopyPG, o.bareCopyPG)}
 }
 
 func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *BenchReport) (t benchTimes, err error) {
@@ -275,7 +279,34 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 		}
 		return nil
 	})
+	if dsn := os.Getenv(config.DefaultPostgresDSNEnv); dsn != "" && err == nil {
+		t.publishPG, t.bareCopyPG, err = benchPostgres(ctx, conn, dsn, res, dir, timed)
+	}
 	return
+}
+
+// benchPostgres publishes the run into a fresh schema ckm_bench and sends the same rows with a
+// bare COPY into ckm_bench_bare.
+func benchPostgres(ctx context.Context, conn *warehouse.Conn, dsn string, res *Result, dir string,
+	timed func(*time.Duration, func() error) error) (publishPG, bareCopy time.Duration, err error) {
+	pg, err := publish.ConnectPostgres(ctx, dsn)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, err = pg.Exec(ctx, `DROP SCHEMA IF EXISTS ckm_bench CASCADE; DROP SCHEMA IF EXISTS ckm_bench_bare CASCADE; CREATE SCHEMA ckm_bench_bare`)
+	pg.Close(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench PostgreSQL: %w", err)
+	}
+	run := publish.Run{RunID: res.RunID, Pipeline: "bench", AsOf: res.AsOf}
+	err = timed(&publishPG, func() error {
+		return publish.PublishPostgres(ctx, conn, publish.PostgresOptions{DSN: dsn, Schema: "ckm_bench"}, run)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	bareCopy, err = publish.BareCopyPostgres(ctx, conn, dsn, "ckm_bench_bare", "ckm_bench", run, dir)
+	return publishPG, bareCopy, err
 }
 
 // peakRSS is the process's resident-set high-water mark (Linux), Go heap and DuckDB together.

@@ -2,12 +2,14 @@
 package pipelines
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,6 +68,8 @@ type Result struct {
 	Elapsed   time.Duration
 	Succeeded bool   // the outputs and the run's success committed
 	Published string // the report of what BI tools see, once published
+	// PublishedPostgres is the PostgreSQL schema the run was published to ("" when not).
+	PublishedPostgres string
 }
 
 // CLVStats shows where CLV time goes: fitting works on distinct histories, not on orders.
@@ -187,25 +191,40 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 // RepublishIfBehind publishes the newest successful run again when latest/ does not show it:
 // the process died after the run committed and before its publishing finished. Runs of an
 // as_of after today are not considered: one was a mistake that `ckm publish` undid.
+// PostgreSQL gets every as_of whose newest successful run it has not (publishPostgres).
 func (r *Runner) RepublishIfBehind(ctx context.Context) error {
-	if !*r.Config.Publish.Parquet {
-		return nil // the manifest that tells is in latest/, written with the Parquet files
-	}
-	res, err := r.newestSucceeded(ctx, "", nil)
-	if res == nil || err != nil {
-		return err
-	}
-	m, err := publish.ReadManifest(filepath.Join(r.Config.Publish.Dir, "latest"))
-	if err != nil || (m != nil && (m.RunID == res.RunID || m.AsOf > res.AsOf.Format(time.DateOnly))) {
-		return err
-	}
-	r.Log.Warn("the newest successful run was not fully published: publishing it again", "run_id", res.RunID, "as_of", res.AsOf.Format(time.DateOnly))
 	conn, err := r.Warehouse.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return r.publish(ctx, conn, res, false)
+	behind, err := r.filesBehind(ctx)
+	if err != nil {
+		return err
+	}
+	if behind != nil {
+		r.Log.Warn("the newest successful run was not fully published: publishing it again", "run_id", behind.RunID, "as_of", behind.AsOf.Format(time.DateOnly))
+		return r.publish(ctx, conn, behind, false)
+	}
+	_, _, err = r.publishPostgres(ctx, conn, nil)
+	return err
+}
+
+// filesBehind is the newest successful run when latest/ does not show it; nil when it does
+// or Parquet is off (the manifest that tells is in latest/, written with the Parquet files).
+func (r *Runner) filesBehind(ctx context.Context) (*Result, error) {
+	if !*r.Config.Publish.Parquet {
+		return nil, nil
+	}
+	res, err := r.newestSucceeded(ctx, "", nil)
+	if res == nil || err != nil {
+		return nil, err
+	}
+	m, err := publish.ReadManifest(filepath.Join(r.Config.Publish.Dir, "latest"))
+	if err != nil || (m != nil && (m.RunID == res.RunID || m.AsOf > res.AsOf.Format(time.DateOnly))) {
+		return nil, err
+	}
+	return res, nil
 }
 
 // Publish publishes a successful run again and makes it what latest/ and the snapshot show,
@@ -261,13 +280,79 @@ func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result,
 	done := r.step("publish for BI")
 	defer done()
 	p := r.Config.Publish
-	err := publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
-		Force: force, Today: r.today(), Mode: p.FileMode(), CustomerColumns: p.CustomerColumns},
-		publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf})
+	run, err := r.publishRun(ctx, conn, res)
+	if err != nil {
+		return err
+	}
+	err = publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
+		Force: force, Today: r.today(), Mode: p.FileMode(), CustomerColumns: p.CustomerColumns}, run)
 	if err == nil {
 		res.Published = filepath.Join(p.Dir, "latest", "report.html")
 	}
-	return err
+	// PostgreSQL does not depend on the files: a failure of either leaves the other published.
+	var again *Result
+	if force {
+		again = res
+	}
+	schema, published, pgErr := r.publishPostgres(ctx, conn, again)
+	if slices.Contains(published, res.RunID) {
+		res.PublishedPostgres = schema
+	}
+	return errors.Join(err, pgErr)
+}
+
+// publishRun is what publishing res covers: its as_of, and the next as_of's changes.
+func (r *Runner) publishRun(ctx context.Context, conn *warehouse.Conn, res *Result) (publish.Run, error) {
+	next, err := adjacentAsOf(ctx, conn, res.Pipeline, res.AsOf, ">")
+	return publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf, Next: next}, err
+}
+
+// publishPostgres publishes to PostgreSQL, when it is an output, each as_of whose newest
+// successful run it has not got yet, oldest first (so a database that was down, or newly
+// configured, catches up), and again also the run again, when not nil. pipeline_runs records
+// each run published; published lists them.
+func (r *Runner) publishPostgres(ctx context.Context, conn *warehouse.Conn, again *Result) (schema string, published []string, err error) {
+	dsn, schema, on, err := r.Config.Publish.PostgresTarget()
+	if !on || err != nil {
+		return "", nil, err
+	}
+	rows, err := conn.QueryContext(ctx, `SELECT run_id, pipeline, as_of FROM (
+			SELECT *, row_number() OVER (PARTITION BY as_of ORDER BY finished_at DESC) AS newest
+			FROM pipeline_runs WHERE status = 'succeeded')
+		WHERE newest = 1 AND (postgres_published_at IS NULL OR run_id = ?) ORDER BY as_of`, cmp.Or(again, &Result{}).RunID)
+	if err != nil {
+		return "", nil, fmt.Errorf("find runs to publish to PostgreSQL: %w", err)
+	}
+	var todo []*Result
+	for rows.Next() {
+		res := &Result{}
+		if err := rows.Scan(&res.RunID, &res.Pipeline, &res.AsOf); err != nil {
+			rows.Close()
+			return "", nil, err
+		}
+		todo = append(todo, res)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return "", nil, fmt.Errorf("find runs to publish to PostgreSQL: %w", err)
+	}
+	done := r.step("publish to PostgreSQL")
+	defer done()
+	for _, res := range todo {
+		run, err := r.publishRun(ctx, conn, res)
+		if err != nil {
+			return schema, published, err
+		}
+		opts := publish.PostgresOptions{DSN: dsn, Schema: schema, CustomerColumns: r.Config.Publish.CustomerColumns, Log: r.Log}
+		if err := publish.PublishPostgres(ctx, conn, opts, run); err != nil {
+			return schema, published, err
+		}
+		if _, err := conn.ExecContext(ctx, `UPDATE pipeline_runs SET postgres_published_at = now() WHERE run_id = ?`, res.RunID); err != nil {
+			return schema, published, fmt.Errorf("record the run published to PostgreSQL: %w", err)
+		}
+		published = append(published, res.RunID)
+		r.Log.Info("published to PostgreSQL", "schema", schema, "as_of", res.AsOf.Format(time.DateOnly), "run_id", res.RunID)
+	}
+	return schema, published, nil
 }
 
 func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pipeline, res *Result, log *slog.Logger) error {
@@ -301,7 +386,7 @@ func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pi
 		if _, err := conn.ExecContext(ctx, `DELETE FROM pipeline_locks WHERE run_id = ?`, res.RunID); err != nil {
 			return fmt.Errorf("release pipeline lock: %w", err)
 		}
-		return nil
+		return recordChanges(ctx, conn, res.Pipeline, res.AsOf)
 	})
 }
 

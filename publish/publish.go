@@ -26,7 +26,13 @@ import (
 
 // Tables are the outputs published, each one as_of partition per run. customer_scores is the
 // view joining the others: the table most dashboards want.
-var Tables = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_scores"}
+// customer_changes and segment_transitions compare the as_of with the pipeline's previous one.
+var Tables = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_scores",
+	"customer_changes", "segment_transitions"}
+
+// ChangeTables are the tables whose rows for the next as_of depend on this one: publishing a
+// run of an earlier date publishes them again for the next date (Run.Next).
+var ChangeTables = []string{"customer_changes", "segment_transitions"}
 
 // Options say where and what to publish.
 type Options struct {
@@ -63,6 +69,9 @@ type Run struct {
 	RunID    string
 	Pipeline string
 	AsOf     time.Time
+	// Next is the pipeline's next as_of with a successful run, whose changes compare against
+	// this one and were recomputed with it; nil when this is the newest.
+	Next *time.Time
 }
 
 // Manifest describes what latest/ and the snapshot hold.
@@ -181,15 +190,16 @@ func (p *publisher) tempPath(name string) string {
 }
 
 // sortKeys order each table's rows in its files, so that a rerun writes the same bytes.
-var sortKeys = map[string]string{"model_fits": "model, parameter"}
+var sortKeys = map[string]string{"model_fits": "model, parameter", "customer_changes": "customer_id, dimension",
+	"segment_transitions": "dimension, from_value NULLS FIRST, to_value NULLS FIRST"}
 
 // copyParquet writes one table's as_of partition to a Parquet file, without the as_of column:
 // hive partitioning carries it in the directory name (tools such as Spark refuse a column
 // that is in both).
-func (p *publisher) copyParquet(ctx context.Context, table, path string) error {
+func (p *publisher) copyParquet(ctx context.Context, table string, asOf time.Time, path string) error {
 	q := fmt.Sprintf(`COPY (SELECT * EXCLUDE (as_of)%s FROM %s WHERE as_of = ? ORDER BY %s) TO %s (FORMAT parquet, COMPRESSION zstd)`,
 		p.withheld(table), table, cmp.Or(sortKeys[table], "customer_id"), warehouse.Quote(path))
-	if _, err := p.conn.ExecContext(ctx, q, p.run.AsOf); err != nil {
+	if _, err := p.conn.ExecContext(ctx, q, asOf); err != nil {
 		return fmt.Errorf("publish %s as Parquet: %w", table, err)
 	}
 	return os.Chmod(path, p.opts.fileMode())
@@ -217,21 +227,43 @@ func (p *publisher) withheld(table string) string {
 }
 
 // partitions writes parquet/<table>/as_of=<date>/data.parquet for every table, each
-// partition directory built aside and swapped in.
+// partition directory built aside and swapped in, and the next as_of's changes again.
 func (p *publisher) partitions(ctx context.Context) error {
-	for _, t := range Tables {
+	for _, part := range p.run.Partitions(Tables) {
+		t, asOf := part.Table, part.AsOf.Format(time.DateOnly)
 		tmp := p.tempPath(t)
 		if err := mkdirs(tmp, p.opts.dirMode()); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
 		}
-		if err := p.copyParquet(ctx, t, filepath.Join(tmp, partitionFile)); err != nil {
+		if err := p.copyParquet(ctx, t, part.AsOf, filepath.Join(tmp, partitionFile)); err != nil {
 			return errors.Join(err, os.RemoveAll(tmp))
 		}
-		if err := p.swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+p.asOf)); err != nil {
+		if err := p.swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+asOf)); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
 		}
 	}
 	return nil
+}
+
+// Partition is one table's rows for one as_of.
+type Partition struct {
+	Table string
+	AsOf  time.Time
+}
+
+// Partitions are what publishing the run writes of tables: each one's as_of partition, and
+// the change tables' partitions of the next as_of.
+func (r Run) Partitions(tables []string) []Partition {
+	var parts []Partition
+	for _, t := range tables {
+		parts = append(parts, Partition{t, r.AsOf})
+	}
+	for _, t := range tables {
+		if r.Next != nil && slices.Contains(ChangeTables, t) {
+			parts = append(parts, Partition{t, *r.Next})
+		}
+	}
+	return parts
 }
 
 // latest builds latest/ (one Parquet file per table, the report and the manifest) aside and

@@ -178,3 +178,68 @@ func tierCell(t *testing.T, html, tier string) string {
 }
 
 func fmtPct(f float64) string { return fmt.Sprintf("%.1f", 100*f) }
+
+// The report's "who moved" section is the warehouse's: each from × to cell of the tier and
+// stage matrices, the new, lost and moved counts, and the notable moves by CLV.
+func TestReportShowsWhoMoved(t *testing.T) {
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-05-31")
+	require.NotContains(t, readReport(t, env.Config.Publish.Dir, "2026-05-31"), "Who moved", "the first as_of has no previous one")
+	env.Run(t, "nightly", "2026-06-30")
+	html := strings.ReplaceAll(readReport(t, env.Config.Publish.Dir, "2026-06-30"), "\u202f", "")
+	db := env.Warehouse
+	require.Contains(t, html, "Who moved since 2026-05-31")
+
+	for _, dim := range []string{"rfm_segment", "value_tier", "lifecycle_stage"} {
+		table := regexp.MustCompile(`(?s)<table id="transitions-` + dim + `".*?</table>`).FindString(html)
+		require.NotEmpty(t, table, dim)
+		header := regexp.MustCompile(`<th>([^<]*)</th>`).FindAllStringSubmatch(regexp.MustCompile(`(?s)<tr>.*?</tr>`).FindString(table), -1)
+		var shown int64
+		for _, row := range regexp.MustCompile(`<tr><th class="text">([^<]*)</th>(.*)</tr>`).FindAllStringSubmatch(table, -1) {
+			cells := regexp.MustCompile(`<td[^>]*>([^<]*)</td>`).FindAllStringSubmatch(row[2], -1)
+			require.Len(t, cells, len(header)-1, dim)
+			for i, cell := range cells {
+				from, to := html2text(row[1]), html2text(header[i+1][1])
+				want := count(t, db, `SELECT coalesce(sum(customers), 0) FROM segment_transitions WHERE as_of = DATE '2026-06-30' AND dimension = ?
+					AND coalesce(from_value, '—') = ? AND coalesce(to_value, '—') = ?`, dim, from, to)
+				got := int64(0)
+				if cell[1] != "" {
+					got, _ = strconv.ParseInt(cell[1], 10, 64)
+				}
+				require.Equal(t, want, got, "%s %s → %s", dim, from, to)
+				shown += got
+			}
+		}
+		require.Equal(t, count(t, db, `SELECT sum(customers) FROM segment_transitions WHERE as_of = DATE '2026-06-30' AND dimension = ?`, dim), shown, dim)
+	}
+	counts := regexp.MustCompile(`id="moves">([0-9]+) new customers · ([0-9]+) lost [^·]*· ([0-9]+) moved`).FindStringSubmatch(html)
+	require.NotNil(t, counts)
+	for i, change := range []string{"new", "lost", "moved"} {
+		require.Equal(t, strconv.FormatInt(count(t, db, `SELECT count(DISTINCT customer_id) FROM customer_changes WHERE as_of = DATE '2026-06-30' AND change = ?`, change), 10), counts[i+1], change)
+	}
+
+	// Notable: leaving or reaching tier IV, or a key source entering decline, by CLV.
+	rows, err := db.DB().Query(`SELECT m.customer_id FROM customer_changes m JOIN customer_clv l USING (as_of, customer_id)
+		JOIN customer_knowledge k USING (as_of, customer_id)
+		WHERE m.as_of = DATE '2026-06-30' AND ((m.dimension = 'value_tier' AND 'IV' IN (m.from_value, m.to_value))
+		   OR (m.dimension = 'lifecycle_stage' AND m.to_value = 'decline' AND k.is_key_source))
+		ORDER BY l.clv DESC, m.customer_id LIMIT 25`)
+	require.NoError(t, err)
+	var want []string
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		want = append(want, id)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, want, "the sample has notable moves")
+	notable := regexp.MustCompile(`(?s)<table id="notable-moves">.*?</table>`).FindString(html)
+	var shown []string
+	for _, m := range regexp.MustCompile(`<td class="id" title="[^"]*">([^<]*)</td>`).FindAllStringSubmatch(notable, -1) {
+		shown = append(shown, m[1])
+	}
+	require.Equal(t, want, shown)
+}
+
+// html2text undoes the escaping of a label in the report.
+func html2text(s string) string { return strings.NewReplacer("&#39;", "'", "&amp;", "&").Replace(s) }

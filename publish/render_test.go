@@ -55,12 +55,15 @@ type renderedReport struct {
 	charts    int
 }
 
-// render runs a config's pipeline and renders its report in headless Chromium: every chart is
-// laid out with a real size, nothing sticks out to the side, and the page is not blank.
-func render(t *testing.T, config, pipeline, asOf string) renderedReport {
+// render runs a config's pipeline (for each earlier as_of, then asOf) and renders asOf's report
+// in headless Chromium: every chart is laid out with a real size, nothing sticks out to the
+// side, and the page is not blank.
+func render(t *testing.T, config, pipeline, asOf string, earlier ...string) renderedReport {
 	path := chromium(t)
 	env := testutil.Open(t, config)
-	env.Run(t, pipeline, asOf)
+	for _, d := range append(earlier, asOf) {
+		env.Run(t, pipeline, d)
+	}
 	report := filepath.Join(env.Config.Publish.Dir, "reports", asOf+".html")
 	html, err := os.ReadFile(report)
 	require.NoError(t, err)
@@ -130,9 +133,10 @@ func TestReportRendersInChromiumOnOlist(t *testing.T) {
 }
 
 // The sample's key sources all score high: their bars start near the smallest value shown, so
-// the differences between them show, and the class mix has its totals.
+// the differences between them show, and the class mix has its totals. After a month's earlier
+// run, the report also shows who moved since, its matrices within the window.
 func TestReportRendersInChromiumOnTheSample(t *testing.T) {
-	r := render(t, filepath.Join(testutil.RepoRoot(), "config.yaml"), "nightly", "2026-06-30")
+	r := render(t, filepath.Join(testutil.RepoRoot(), "config.yaml"), "nightly", "2026-06-30", "2026-05-31")
 	m := regexp.MustCompile(`their bars run from ([0-9.]+) to 1`).FindStringSubmatch(r.html)
 	require.NotNil(t, m)
 	from, err := strconv.ParseFloat(m[1], 64)
@@ -140,5 +144,7 @@ func TestReportRendersInChromiumOnTheSample(t *testing.T) {
 	require.Greater(t, from, 0.3, "the axis starts near the top sources' smallest dimension")
 	require.Contains(t, r.html, `data-class="key_source"`)
 	require.Contains(t, r.html, `data-class="insufficient_evidence"`)
-	require.Equal(t, 5, len(headings(r.html))-1, "every section of a full pipeline")
+	require.Equal(t, 6, len(headings(r.html))-1, "every section of a full pipeline")
+	require.Contains(t, headings(r.html), "Who moved since 2026-05-31")
+	require.Len(t, regexp.MustCompile(`<table id="transitions-`).FindAllString(r.html, -1), 3, "segments, tiers, stages")
 }

@@ -28,6 +28,7 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"fixed":  func(v float64, digits int) string { return fmt.Sprintf("%.*f", digits, v) },
 	"mul100": func(v float64) float64 { return 100 * v },
 	"at":     func(v []float64, i int) float64 { return v[i] },
+	"shade":  shade,
 }).Parse(reportTemplate))
 
 // reportData is everything the report shows, read from the run's as_of partition. A section
@@ -47,6 +48,7 @@ type reportData struct {
 	Holdout      template.HTML
 	Fits         []fitRow
 	Knowledge    *knowledgeSection
+	Changes      *changesSection // nil for a pipeline's first as_of
 }
 
 // knowledgeSection is the key-knowledge-source index's part of the report.
@@ -114,6 +116,9 @@ func (p *publisher) report(ctx context.Context) ([]byte, error) {
 		if err := s.fn(ctx, &d); err != nil {
 			return nil, fmt.Errorf("report: %s: %w", s.name, err)
 		}
+	}
+	if err := p.changes(ctx, &d); err != nil {
+		return nil, fmt.Errorf("report: changes: %w", err)
 	}
 	if p.manifest.Rows["customer_clv"] > 0 {
 		groups, err := p.holdout(ctx)

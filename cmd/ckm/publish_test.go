@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -65,7 +66,9 @@ func readSnapshot(ctx context.Context, w *warehouse.Warehouse) string {
 				return "error " + table + ": " + err.Error()
 			}
 		}
-		if rows != want || otherDates != 0 || otherRuns != 0 || rows == 0 {
+		// The change tables of a pipeline's first as_of are empty: nothing to compare with.
+		empty := rows == 0 && !slices.Contains(publish.ChangeTables, table)
+		if rows != want || otherDates != 0 || otherRuns != 0 || empty {
 			return fmt.Sprintf("error %s: %d rows (published %d), %d of another as_of, %d of another run", table, rows, want, otherDates, otherRuns)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,3 +117,30 @@ func (p *PoisonAllocator) Free(b []byte) {
 
 // Size is how many allocated bytes are not yet freed.
 func (p *PoisonAllocator) Size() int64 { return p.live.Load() }
+
+// ReadmeSQL returns the statements of the README's sql block that follows the line holding
+// marker, so a test runs what the README tells users to run.
+func ReadmeSQL(t testing.TB, marker string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(RepoRoot(), "README.md"))
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(b), marker)
+	require.True(t, ok, "README.md has no %q", marker)
+	_, block, ok := strings.Cut(after, "```sql\n")
+	require.True(t, ok, "no sql block after %q in README.md", marker)
+	block, _, ok = strings.Cut(block, "```")
+	require.True(t, ok)
+	var out []string
+	for _, stmt := range strings.Split(block, ";\n") {
+		var lines []string
+		for _, l := range strings.Split(stmt, "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "--") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 0 {
+			out = append(out, strings.Join(lines, " "))
+		}
+	}
+	return out
+}

@@ -1,0 +1,280 @@
+package pipelines_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ckm-dev/ckm/internal/pgtest"
+	"github.com/ckm-dev/ckm/internal/testutil"
+	"github.com/ckm-dev/ckm/pipelines"
+)
+
+// pgOutputs are the tables whose rows carry the run that wrote them.
+var pgOutputs = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_changes", "segment_transitions"}
+
+// readPublished is one reader query, one snapshot: for every as_of PostgreSQL holds, each
+// output's rows must all come from the run published_runs names, as many as it published.
+// It returns the run per as_of, or what was wrong.
+func readPublished(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
+	var union []string
+	for _, t := range pgOutputs {
+		union = append(union, fmt.Sprintf(`SELECT '%s' AS tbl, as_of, run_id FROM ckm.%[1]s`, t))
+	}
+	rows, err := conn.Query(ctx, `WITH t AS (`+strings.Join(union, " UNION ALL ")+`),
+		expected AS (SELECT p.as_of, p.run_id, e.key AS tbl, e.value::bigint AS n FROM ckm.published_runs p, jsonb_each_text(p.rows) e
+		             WHERE e.key = ANY($1))
+		SELECT coalesce(e.as_of, a.as_of)::text, coalesce(e.tbl, a.tbl), e.run_id, coalesce(e.n, -1), coalesce(a.rows, -1), coalesce(a.runs, 0), a.run_id
+		FROM expected e FULL JOIN (SELECT tbl, as_of, count(*) AS rows, count(DISTINCT run_id) AS runs, min(run_id) AS run_id FROM t GROUP BY 1, 2) a
+		ON a.tbl = e.tbl AND a.as_of = e.as_of`, pgOutputs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	seen := map[string]string{}
+	for rows.Next() {
+		var asOf, table string
+		var want, got, runs int64
+		var published, found sql.NullString
+		if err := rows.Scan(&asOf, &table, &published, &want, &got, &runs, &found); err != nil {
+			return nil, err
+		}
+		if want == 0 && got == -1 {
+			continue // the first as_of has no changes
+		}
+		if !published.Valid || runs != 1 || found != published || want != got {
+			return nil, fmt.Errorf("as_of %s %s: published run %v with %d rows, found %d rows of %d runs (%v)", asOf, table, published.String, want, got, runs, found.String)
+		}
+		seen[asOf] = published.String
+	}
+	return seen, rows.Err()
+}
+
+// Runs publish to a real PostgreSQL while a BI reader, with the README's read-only role,
+// queries in a loop: every read sees each as_of whole from one run; the reader sees each
+// publish land; a rerun of an as_of changes no value; PostgreSQL ends equal to DuckDB.
+func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
+	pg, writer, reader := pgtest.StartWithReadmeRoles(t)
+	t.Setenv("CKM_PG_DSN", writer)
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-05-31")
+
+	ctx, stop := context.WithCancel(context.Background())
+	rc, err := pgx.Connect(ctx, reader)
+	require.NoError(t, err)
+	var (
+		mu      sync.Mutex
+		seen    = map[string]bool{} // as_of/run_id pairs the reader has seen
+		reads   int
+		readErr error
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			runs, err := readPublished(ctx, rc)
+			mu.Lock()
+			if err != nil && ctx.Err() == nil && readErr == nil {
+				readErr = err
+			}
+			for asOf, run := range runs {
+				seen[asOf+"/"+run] = true
+			}
+			reads++
+			mu.Unlock()
+		}
+	}()
+	waitSeen := func(asOf, runID string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return seen[asOf+"/"+runID] || readErr != nil
+		}, time.Minute, 5*time.Millisecond, "the reader sees run %s of %s", runID, asOf)
+	}
+	first := env.Run(t, "nightly", "2026-05-31") // a rerun of what is there already
+	waitSeen("2026-05-31", first.RunID)
+	before := pgtest.Digest(t, writer, pgOutputs)
+	for _, asOf := range []string{"2026-06-30", "2026-06-15", "2026-06-30"} {
+		res := env.Run(t, "nightly", asOf)
+		waitSeen(asOf, res.RunID)
+	}
+	// Hold the next swap open after it replaced every output's rows (the published_runs row is
+	// its last write): reads go on meanwhile and see the previous run, whole.
+	hold := pg.HoldSwap(t, "analytics")
+	published := make(chan string)
+	go func() {
+		res, err := env.Runner().Run(context.Background(), pipelines.Request{Pipeline: "nightly", AsOf: time.Date(2026, 6, 15, 0, 0, 0, 0, time.UTC)})
+		if err != nil {
+			t.Error(err)
+		}
+		published <- res.RunID
+	}()
+	hold.WaitBlocked(t)
+	mu.Lock()
+	from := reads
+	mu.Unlock()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return reads > from+20 || readErr != nil }, time.Minute, time.Millisecond,
+		"reads go on while the swap is open")
+	hold.Release()
+	waitSeen("2026-06-15", <-published)
+	again := env.Run(t, "nightly", "2026-05-31")
+	waitSeen("2026-05-31", again.RunID)
+	stop()
+	<-done
+	rc.Close(context.Background())
+	require.NoError(t, readErr)
+	t.Logf("%d reads during 7 publishes", reads)
+
+	after := pgtest.Digest(t, writer, pgOutputs)
+	require.Equal(t, before["2026-05-31"], after["2026-05-31"], "a rerun of an as_of changes no value in PostgreSQL")
+	requirePostgresEqualsDuckDB(t, env.Warehouse.DB(), writer)
+
+	var unpublished int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM pipeline_runs WHERE status = 'succeeded' AND postgres_published_at IS NULL`).Scan(&unpublished))
+	require.Zero(t, unpublished, "pipeline_runs records every run published to PostgreSQL")
+
+	// The BI role reads and cannot write.
+	conn, err := pgx.Connect(context.Background(), reader)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var n int
+	require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM ckm.customer_scores_latest WHERE as_of = '2026-06-30'`).Scan(&n))
+	require.Positive(t, n)
+	_, err = conn.Exec(context.Background(), `DELETE FROM ckm.customer_rfm`)
+	require.ErrorContains(t, err, "permission denied")
+}
+
+// requirePostgresEqualsDuckDB compares every output row by row, every value (doubles exactly).
+func requirePostgresEqualsDuckDB(t *testing.T, db *sql.DB, dsn string) {
+	conn, err := pgx.Connect(context.Background(), dsn)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	for _, table := range append(slices.Clone(pgOutputs), "clv_holdout") {
+		order := "ORDER BY ALL"
+		cols := "*"
+		var duck, pgRows [][]string
+		rows, err := db.Query(`SELECT ` + cols + ` FROM ` + table + ` ` + order)
+		require.NoError(t, err)
+		names, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(names))
+			ptrs := make([]any, len(names))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			require.NoError(t, rows.Scan(ptrs...))
+			duck = append(duck, normalise(vals))
+		}
+		require.NoError(t, rows.Close())
+		pgOrder := make([]string, len(names))
+		for i := range names {
+			pgOrder[i] = strconv.Itoa(i + 1)
+		}
+		prows, err := conn.Query(context.Background(), `SELECT `+strings.Join(quoted(names), ", ")+` FROM ckm.`+table+` ORDER BY `+strings.Join(pgOrder, ", ")+``)
+		require.NoError(t, err)
+		for prows.Next() {
+			vals, err := prows.Values()
+			require.NoError(t, err)
+			pgRows = append(pgRows, normalise(vals))
+		}
+		require.NoError(t, prows.Err())
+		slices.SortFunc(duck, func(a, b []string) int { return slices.Compare(a, b) })
+		slices.SortFunc(pgRows, func(a, b []string) int { return slices.Compare(a, b) })
+		require.Equal(t, len(duck), len(pgRows), table)
+		require.Equal(t, duck, pgRows, table)
+		if table != "clv_holdout" {
+			require.NotEmpty(t, duck, table)
+		}
+	}
+}
+
+func quoted(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = pgx.Identifier{n}.Sanitize()
+	}
+	return out
+}
+
+// normalise writes values as text the same way whichever driver read them.
+func normalise(vals []any) []string {
+	out := make([]string, len(vals))
+	for i, v := range vals {
+		switch v := v.(type) {
+		case nil:
+			out[i] = "NULL"
+		case float64:
+			out[i] = strconv.FormatFloat(v, 'g', -1, 64)
+			if math.IsNaN(v) {
+				out[i] = "NaN"
+			}
+		case float32:
+			out[i] = strconv.FormatFloat(float64(v), 'g', -1, 32)
+		case int8, int16, int32, int64, int, uint8, uint16, uint32:
+			out[i] = fmt.Sprint(v)
+		case time.Time:
+			out[i] = v.UTC().Format(time.RFC3339Nano)
+		default:
+			out[i] = fmt.Sprint(v)
+		}
+	}
+	return out
+}
+
+// The schema name and the DSN are operators' input: an odd schema name is quoted, never
+// spliced into SQL; a configured output without its variable, or with a wrong password, fails
+// the publish with a clear line that never shows the password, and the run stays committed.
+func TestPostgresSchemaAndDSNAreHandledAsInput(t *testing.T) {
+	pg := pgtest.Start(t)
+	cfg, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	text := strings.ReplaceAll(string(cfg), "${CKM_DATA:-data/sample}", filepath.Join(testutil.RepoRoot(), "data", "sample"))
+	text = strings.ReplaceAll(text, "${CKM_WAREHOUSE:-data/ckm.duckdb}", "ckm.duckdb")
+	env := testutil.OpenYAML(t, dir, text+`
+publish:
+  postgres: {dsn_env: SCORES_PG, schema: 'odd "schema"; DROP TABLE x; --'}
+`)
+	run := func(asOf string) error {
+		date, err := time.Parse(time.DateOnly, asOf)
+		require.NoError(t, err)
+		_, err = env.Runner().Run(context.Background(), pipelines.Request{Pipeline: "nightly", AsOf: date})
+		return err
+	}
+	t.Setenv("SCORES_PG", "")
+	require.ErrorContains(t, run("2026-06-30"), "publish.postgres: the environment variable SCORES_PG, which holds the DSN, is not set")
+
+	t.Setenv("SCORES_PG", pg.DSN("postgres", pg.Admin, "not-"+pg.Password))
+	err = run("2026-06-30")
+	require.ErrorContains(t, err, "publish 2026-06-30 to PostgreSQL schema odd \"schema\"; DROP TABLE x; --: connect:")
+	require.NotContains(t, err.Error(), pg.Password)
+	t.Setenv("SCORES_PG", "postgres://u:secret-pw@[::1:bad/x")
+	err = run("2026-06-30")
+	require.ErrorContains(t, err, "parse the DSN")
+	require.NotContains(t, err.Error(), "secret-pw")
+	var succeeded int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM pipeline_runs WHERE status = 'succeeded' AND postgres_published_at IS NULL`).Scan(&succeeded))
+	require.Equal(t, 3, succeeded, "each run committed in DuckDB though PostgreSQL was not published")
+
+	t.Setenv("SCORES_PG", pg.AdminDSN("postgres"))
+	require.NoError(t, run("2026-06-30"))
+	conn, err := pgx.Connect(context.Background(), pg.AdminDSN("postgres"))
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var rows int
+	require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM "odd ""schema""; DROP TABLE x; --".customer_rfm`).Scan(&rows))
+	require.Positive(t, rows)
+}
