@@ -227,3 +227,36 @@ func TestRFMBinsAreValidated(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []float64{1, 2, 3, 5}, cfg.Scoring.RFM.Bins.Frequency)
 }
+
+// The PostgreSQL output's block is checked like the rest, and its DSN comes from the
+// environment when publishing: unset with the block present is an error, without the block
+// CKM_PG_DSN alone turns it on.
+func TestPostgresOutputIsConfiguredFromTheEnvironment(t *testing.T) {
+	_, err := Load(write(t, valid+"publish:\n  postgres: {dsn_enf: X, schema: ckm}\n"))
+	problems, ok := ErrProblems(err)
+	require.True(t, ok, "%v", err)
+	require.Contains(t, problems.Error(), ":16: publish.postgres.dsn_enf: unknown key dsn_enf (hint: did you mean dsn_env?)")
+	_, err = Load(write(t, valid+"publish:\n  postgres: {dsn_env: 1BAD}\n"))
+	require.ErrorContains(t, err, `publish.postgres.dsn_env: "1BAD" is not an environment variable's name`)
+
+	cfg, err := Load(write(t, valid+"publish:\n  postgres: {dsn_env: SCORES_DSN, schema: bi}\n"))
+	require.NoError(t, err)
+	t.Setenv("SCORES_DSN", "")
+	_, _, _, err = cfg.Publish.PostgresTarget()
+	require.ErrorContains(t, err, "SCORES_DSN, which holds the DSN, is not set")
+	t.Setenv("SCORES_DSN", "postgres://db/x")
+	dsn, schema, on, err := cfg.Publish.PostgresTarget()
+	require.NoError(t, err)
+	require.Equal(t, []any{"postgres://db/x", "bi", true}, []any{dsn, schema, on})
+
+	cfg, err = Load(write(t, valid))
+	require.NoError(t, err)
+	t.Setenv(DefaultPostgresDSNEnv, "")
+	_, _, on, err = cfg.Publish.PostgresTarget()
+	require.NoError(t, err)
+	require.False(t, on, "no block, no CKM_PG_DSN: no PostgreSQL output")
+	t.Setenv(DefaultPostgresDSNEnv, "postgres://db/y")
+	dsn, schema, on, err = cfg.Publish.PostgresTarget()
+	require.NoError(t, err)
+	require.Equal(t, []any{"postgres://db/y", "ckm", true}, []any{dsn, schema, on})
+}
