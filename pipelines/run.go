@@ -2,7 +2,6 @@
 package pipelines
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -278,10 +277,10 @@ func (r *Runner) newestSucceeded(ctx context.Context, pipeline string, asOf *tim
 // what latest/ shows even if latest/ shows a newer as_of.
 func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result, force bool) error {
 	done := r.step("publish for BI")
-	defer done()
 	p := r.Config.Publish
 	run, err := r.publishRun(ctx, conn, res)
 	if err != nil {
+		done()
 		return err
 	}
 	err = publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
@@ -289,6 +288,7 @@ func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result,
 	if err == nil {
 		res.Published = filepath.Join(p.Dir, "latest", "report.html")
 	}
+	done()
 	// PostgreSQL does not depend on the files: a failure of either leaves the other published.
 	var again *Result
 	if force {
@@ -316,10 +316,14 @@ func (r *Runner) publishPostgres(ctx context.Context, conn *warehouse.Conn, agai
 	if !on || err != nil {
 		return "", nil, err
 	}
+	againID := ""
+	if again != nil {
+		againID = again.RunID
+	}
 	rows, err := conn.QueryContext(ctx, `SELECT run_id, pipeline, as_of FROM (
 			SELECT *, row_number() OVER (PARTITION BY as_of ORDER BY finished_at DESC) AS newest
 			FROM pipeline_runs WHERE status = 'succeeded')
-		WHERE newest = 1 AND (postgres_published_at IS NULL OR run_id = ?) ORDER BY as_of`, cmp.Or(again, &Result{}).RunID)
+		WHERE newest = 1 AND (postgres_published_at IS NULL OR run_id = ?) ORDER BY as_of`, againID)
 	if err != nil {
 		return "", nil, fmt.Errorf("find runs to publish to PostgreSQL: %w", err)
 	}
