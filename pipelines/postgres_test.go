@@ -1,6 +1,7 @@
 package pipelines_test
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -130,6 +131,15 @@ func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
 		"reads go on while the swap is open")
 	hold.Release()
 	waitSeen("2026-06-15", <-published)
+	// The CRM changed meanwhile: one customer moved segment, one went, one came.
+	for _, q := range []string{
+		`UPDATE customers SET segment = 'moved' WHERE customer_id = (SELECT min(customer_id) FROM customers)`,
+		`DELETE FROM customers WHERE customer_id = (SELECT max(customer_id) FROM customers)`,
+		`INSERT INTO customers SELECT * REPLACE ('C-new' AS customer_id) FROM customers LIMIT 1`,
+	} {
+		_, err := env.Warehouse.DB().Exec(q)
+		require.NoError(t, err, q)
+	}
 	again := env.Run(t, "nightly", "2026-05-31")
 	waitSeen("2026-05-31", again.RunID)
 	stop()
@@ -162,11 +172,11 @@ func requirePostgresEqualsDuckDB(t *testing.T, db *sql.DB, dsn string) {
 	conn, err := pgx.Connect(context.Background(), dsn)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
-	for _, table := range append(slices.Clone(pgOutputs), "clv_holdout") {
-		order := "ORDER BY ALL"
-		cols := "*"
+	sources := map[string]string{"customers": `SELECT customer_id, NULL::VARCHAR AS name, segment, region, NULL::DATE AS signup_date,
+		NULL::BOOLEAN AS contact_consent, NULL::TIMESTAMPTZ AS updated_at FROM customers`} // the columns BI may see by default
+	for _, table := range append(slices.Clone(pgOutputs), "clv_holdout", "customers") {
 		var duck, pgRows [][]string
-		rows, err := db.Query(`SELECT ` + cols + ` FROM ` + table + ` ` + order)
+		rows, err := db.Query(cmp.Or(sources[table], `SELECT * FROM `+table))
 		require.NoError(t, err)
 		names, _ := rows.Columns()
 		for rows.Next() {

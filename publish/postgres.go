@@ -452,7 +452,13 @@ func (w *pgWriter) swap(ctx context.Context, staged []stagedPartition) error {
 					fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s%s`, w.ident(s.Table), s.stage.Sanitize(), orderBy(s.table.key)),
 				}
 			default:
-				stmts = []string{`DELETE FROM ` + w.ident(s.Table), fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s`, w.ident(s.Table), s.stage.Sanitize())}
+				// Only the customers that changed, came or went: most are as they were.
+				stmts = []string{
+					fmt.Sprintf(`DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM %s s WHERE s.customer_id = c.customer_id AND (s.*) IS NOT DISTINCT FROM (c.*))`,
+						w.ident(s.Table), s.stage.Sanitize()),
+					fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s s WHERE NOT EXISTS (SELECT FROM %[1]s c WHERE c.customer_id = s.customer_id)`,
+						w.ident(s.Table), s.stage.Sanitize()),
+				}
 			}
 			for _, q := range stmts {
 				if _, err := tx.Exec(ctx, q); err != nil {
