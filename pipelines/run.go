@@ -283,10 +283,19 @@ func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result,
 		done()
 		return err
 	}
-	err = publish.Publish(ctx, conn, publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
-		Force: force, Today: r.today(), Mode: p.FileMode(), CustomerColumns: p.CustomerColumns}, run)
+	opts := publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
+		Force: force, Today: r.today(), Mode: p.FileMode(), CustomerColumns: p.CustomerColumns}
+	next := run.Next
+	run.Next = nil // the files of the next as_of are published again whole, below
+	err = publish.Publish(ctx, conn, opts, run)
 	if err == nil {
 		res.Published = filepath.Join(p.Dir, "latest", "report.html")
+	}
+	// A run of an earlier date changed what the next as_of moved from: its change partitions,
+	// its report, and latest/ and the snapshot when they show it, are published again. (A
+	// forced publish changes no data, and must not move latest/ off the run it chose.)
+	if err == nil && next != nil && !force {
+		err = r.republishFiles(ctx, conn, opts, res.Pipeline, *next)
 	}
 	done()
 	// PostgreSQL does not depend on the files: a failure of either leaves the other published.
@@ -299,6 +308,16 @@ func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result,
 		res.PublishedPostgres = schema
 	}
 	return errors.Join(err, pgErr)
+}
+
+// republishFiles publishes the files of the pipeline's newest successful run for asOf again.
+func (r *Runner) republishFiles(ctx context.Context, conn *warehouse.Conn, opts publish.Options, pipeline string, asOf time.Time) error {
+	res, err := r.newestSucceeded(ctx, pipeline, &asOf)
+	if err != nil || res == nil {
+		return err
+	}
+	r.Log.Info("publishing the next as_of again: its changes compare with this run's", "as_of", asOf.Format(time.DateOnly), "run_id", res.RunID)
+	return publish.Publish(ctx, conn, opts, publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf})
 }
 
 // publishRun is what publishing res covers: its as_of, and the next as_of's changes.

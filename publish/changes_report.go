@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"html/template"
 	"math"
 	"slices"
 
@@ -177,12 +178,13 @@ func transitionMatrixOf(dimension, title string, order []string, cells map[[2]st
 }
 
 // shade is a cell's background: blue for moves, grey for stays, stronger for a larger share.
-func shade(c transitionCell) string {
-	if c.Customers == 0 {
+// It is CSS ckm writes from numbers (html/template would otherwise blank it as unsafe).
+func shade(c transitionCell) template.CSS {
+	switch {
+	case c.Customers == 0:
 		return "transparent"
+	case c.Stay:
+		return template.CSS(fmt.Sprintf("rgba(120,120,120,%.2f)", 0.08+0.3*c.Shade))
 	}
-	if c.Stay {
-		return fmt.Sprintf("rgba(120,120,120,%.2f)", 0.08+0.3*c.Shade)
-	}
-	return fmt.Sprintf("rgba(56,108,176,%.2f)", 0.12+0.6*c.Shade)
+	return template.CSS(fmt.Sprintf("rgba(56,108,176,%.2f)", 0.12+0.6*c.Shade))
 }

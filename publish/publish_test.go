@@ -39,11 +39,15 @@ func count(t *testing.T, db *warehouse.Warehouse, q string, args ...any) int64 {
 func TestPublishedOutputsEqualTheWarehouse(t *testing.T) {
 	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
 	dir := env.Config.Publish.Dir
-	env.Run(t, "nightly", "2026-06-29")
+	env.Run(t, "nightly", "2026-05-31")
 	env.Run(t, "nightly", "2026-06-30")
 	env.Run(t, "nightly", "2026-06-30") // rerun replaces its partition
-	env.Run(t, "nightly", "2026-05-31") // an older date: latest/ and the snapshot stay at 06-30
+	// An older date between the two: latest/ and the snapshot stay at 06-30, whose changes now
+	// compare with 06-29 and are published again, in its partition, latest/, snapshot and report.
+	env.Run(t, "nightly", "2026-06-29")
 	db := env.Warehouse
+	require.Contains(t, readReport(t, dir, "2026-06-30"), "Who moved since 2026-06-29")
+	require.Contains(t, readReport(t, dir, "2026-06-29"), "Who moved since 2026-05-31")
 
 	// BI tools see customers' names only when configured (publish.customer_columns).
 	withheld := func(table string) string {
@@ -189,6 +193,8 @@ func TestReportShowsWhoMoved(t *testing.T) {
 	html := strings.ReplaceAll(readReport(t, env.Config.Publish.Dir, "2026-06-30"), "\u202f", "")
 	db := env.Warehouse
 	require.Contains(t, html, "Who moved since 2026-05-31")
+	require.NotContains(t, html, "ZgotmplZ", "html/template blanked a value it found unsafe")
+	require.Regexp(t, `<td style="background:rgba\(56,108,176,0\.[0-9]+\)">`, html, "moves are shaded")
 
 	for _, dim := range []string{"rfm_segment", "value_tier", "lifecycle_stage"} {
 		table := regexp.MustCompile(`(?s)<table id="transitions-` + dim + `".*?</table>`).FindString(html)
