@@ -118,7 +118,7 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 	if err := os.Chmod(opts.Dir, opts.dirMode()); err != nil {
 		return fmt.Errorf("publish to %s: %w", opts.Dir, err)
 	}
-	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC()}
+	p.manifest = Manifest{AsOf: p.asOf, RunID: run.RunID, Pipeline: run.Pipeline, PublishedAt: time.Now().UTC(), Rows: map[string]int64{}}
 	current, err := ReadManifest(filepath.Join(opts.Dir, latestDir))
 	if err != nil {
 		return err
@@ -135,17 +135,15 @@ func Publish(ctx context.Context, conn *warehouse.Conn, opts Options, run Run) e
 		on   bool
 		do   func(context.Context) error
 	}{
-		{"row counts", true, func(ctx context.Context) (err error) {
-			p.manifest.Rows, err = p.count(ctx)
-			return err
-		}},
+		// First: writing each table's Parquet file counts its rows, which the rest need.
+		{"parquet partitions", opts.Parquet, p.partitions},
+		{"row counts", true, p.count},
 		{"report", opts.Report, func(ctx context.Context) (err error) {
 			if report, err = p.report(ctx); err != nil {
 				return err
 			}
 			return p.writeFileAtomic(filepath.Join(opts.Dir, reportsDir, p.asOf+".html"), report)
 		}},
-		{"parquet partitions", opts.Parquet, p.partitions},
 		{"snapshot", opts.Snapshot && advance, p.snapshot},
 		// Last: its manifest naming the run tells that everything before it was published.
 		{"latest", opts.Parquet && advance, func(context.Context) error { return p.latest(report) }},
@@ -171,16 +169,19 @@ type publisher struct {
 	manifest Manifest
 }
 
-func (p *publisher) count(ctx context.Context) (map[string]int64, error) {
-	rows := map[string]int64{}
+// count fills in the manifest the rows of each table not counted while it was written.
+func (p *publisher) count(ctx context.Context) error {
 	for _, t := range Tables {
+		if _, done := p.manifest.Rows[t]; done {
+			continue
+		}
 		var n int64
 		if err := p.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+t+` WHERE as_of = ?`, p.run.AsOf).Scan(&n); err != nil {
-			return nil, fmt.Errorf("publish: count %s: %w", t, err)
+			return fmt.Errorf("publish: count %s: %w", t, err)
 		}
-		rows[t] = n
+		p.manifest.Rows[t] = n
 	}
-	return rows, nil
+	return nil
 }
 
 // tempPath is a fresh name in the publish directory's scratch space, on the same file system
@@ -196,13 +197,17 @@ var sortKeys = map[string]string{"model_fits": "model, parameter", "customer_cha
 // copyParquet writes one table's as_of partition to a Parquet file, without the as_of column:
 // hive partitioning carries it in the directory name (tools such as Spark refuse a column
 // that is in both).
-func (p *publisher) copyParquet(ctx context.Context, table string, asOf time.Time, path string) error {
+func (p *publisher) copyParquet(ctx context.Context, table string, asOf time.Time, path string) (rows int64, err error) {
 	q := fmt.Sprintf(`COPY (SELECT * EXCLUDE (as_of)%s FROM %s WHERE as_of = ? ORDER BY %s) TO %s (FORMAT parquet, COMPRESSION zstd)`,
 		p.withheld(table), table, cmp.Or(sortKeys[table], "customer_id"), warehouse.Quote(path))
-	if _, err := p.conn.ExecContext(ctx, q, asOf); err != nil {
-		return fmt.Errorf("publish %s as Parquet: %w", table, err)
+	res, err := p.conn.ExecContext(ctx, q, asOf)
+	if err == nil {
+		rows, err = res.RowsAffected() // COPY TO answers the rows it wrote
 	}
-	return os.Chmod(path, p.opts.fileMode())
+	if err != nil {
+		return 0, fmt.Errorf("publish %s as Parquet: %w", table, err)
+	}
+	return rows, os.Chmod(path, p.opts.fileMode())
 }
 
 // scoresCustomerColumns are the customers' columns in customer_scores, by the name they have there.
@@ -235,8 +240,12 @@ func (p *publisher) partitions(ctx context.Context) error {
 		if err := mkdirs(tmp, p.opts.dirMode()); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
 		}
-		if err := p.copyParquet(ctx, t, part.AsOf, filepath.Join(tmp, partitionFile)); err != nil {
+		n, err := p.copyParquet(ctx, t, part.AsOf, filepath.Join(tmp, partitionFile))
+		if err != nil {
 			return errors.Join(err, os.RemoveAll(tmp))
+		}
+		if part.AsOf.Equal(p.run.AsOf) {
+			p.manifest.Rows[t] = n
 		}
 		if err := p.swapDir(tmp, filepath.Join(p.opts.Dir, parquetDir, t, "as_of="+asOf)); err != nil {
 			return fmt.Errorf("publish %s: %w", t, err)
