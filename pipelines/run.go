@@ -203,10 +203,15 @@ func (r *Runner) RepublishIfBehind(ctx context.Context) error {
 	}
 	if behind != nil {
 		r.Log.Warn("the newest successful run was not fully published: publishing it again", "run_id", behind.RunID, "as_of", behind.AsOf.Format(time.DateOnly))
-		return r.publish(ctx, conn, behind, false)
+		if err := r.publishFiles(ctx, conn, behind, false); err != nil {
+			return err
+		}
 	}
-	_, _, err = r.publishPostgres(ctx, conn, nil)
-	return err
+	// A database that is down must not keep the scheduler from starting: the next run tries again.
+	if _, _, err := r.publishPostgres(ctx, conn, nil); err != nil {
+		r.Log.Error("could not publish to PostgreSQL at start; each run tries again", "error", err)
+	}
+	return nil
 }
 
 // filesBehind is the newest successful run when latest/ does not show it; nil when it does
@@ -276,11 +281,26 @@ func (r *Runner) newestSucceeded(ctx context.Context, pipeline string, asOf *tim
 // publish hands the run's committed outputs to BI tools (see package publish). force makes it
 // what latest/ shows even if latest/ shows a newer as_of.
 func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result, force bool) error {
+	err := r.publishFiles(ctx, conn, res, force)
+	// PostgreSQL does not depend on the files: a failure of either leaves the other published.
+	var again *Result
+	if force {
+		again = res
+	}
+	schema, published, pgErr := r.publishPostgres(ctx, conn, again)
+	if slices.Contains(published, res.RunID) {
+		res.PublishedPostgres = schema
+	}
+	return errors.Join(err, pgErr)
+}
+
+// publishFiles writes the run's Parquet partitions, report, latest/ and snapshot.
+func (r *Runner) publishFiles(ctx context.Context, conn *warehouse.Conn, res *Result, force bool) error {
 	done := r.step("publish for BI")
+	defer done()
 	p := r.Config.Publish
 	run, err := r.publishRun(ctx, conn, res)
 	if err != nil {
-		done()
 		return err
 	}
 	opts := publish.Options{Dir: p.Dir, Parquet: *p.Parquet, Snapshot: *p.Snapshot, Report: *p.Report, Log: r.Log,
@@ -297,17 +317,7 @@ func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result,
 	if err == nil && next != nil && !force {
 		err = r.republishFiles(ctx, conn, opts, res.Pipeline, *next)
 	}
-	done()
-	// PostgreSQL does not depend on the files: a failure of either leaves the other published.
-	var again *Result
-	if force {
-		again = res
-	}
-	schema, published, pgErr := r.publishPostgres(ctx, conn, again)
-	if slices.Contains(published, res.RunID) {
-		res.PublishedPostgres = schema
-	}
-	return errors.Join(err, pgErr)
+	return err
 }
 
 // republishFiles publishes the files of the pipeline's newest successful run for asOf again.

@@ -143,3 +143,19 @@ func TestPostgresPublishSurvivesOutagesAndKills(t *testing.T) {
 	require.Equal(t, after["2026-06-15"], clean["2026-06-15"])
 	require.Equal(t, after["2026-06-30"], clean["2026-06-30"])
 }
+
+// PostgreSQL down when `ckm serve` starts, with a run it lacks: serve says so and starts
+// anyway (the scheduled runs try again); it does not need PostgreSQL to schedule DuckDB runs.
+func TestServeStartsWhilePostgresIsDown(t *testing.T) {
+	dir := t.TempDir()
+	serveConfig(t, dir, "0 0 1 1 *", "none") // next New Year: no run during the test
+	t.Setenv("CKM_PG_DSN", "postgres://ckm:pw@127.0.0.1:1/analytics?sslmode=disable")
+	code, out, errb := ckm("run", "--config", filepath.Join(dir, "config.yaml"), "--as-of", "2026-06-30")
+	require.NotZero(t, code, out)
+	require.Contains(t, errb, "publish 2026-06-30 to PostgreSQL schema ckm: connect:")
+	s := startServe(t, dir)
+	failed, _ := s.waitFor(0, 60*time.Second, msgIs("could not publish to PostgreSQL at start; each run tries again"))
+	require.Contains(t, failed["error"], "connect:")
+	s.waitFor(0, 30*time.Second, msgIs("serving"))
+	require.Zero(t, s.terminate(), s.log())
+}
