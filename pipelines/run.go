@@ -313,8 +313,9 @@ func (r *Runner) publishFiles(ctx context.Context, conn *warehouse.Conn, res *Re
 	}
 	// A run of an earlier date changed what the next as_of moved from: its change partitions,
 	// its report, and latest/ and the snapshot when they show it, are published again. (A
-	// forced publish changes no data, and must not move latest/ off the run it chose.)
-	if err == nil && next != nil && !force {
+	// forced publish changes no data, and must not move latest/ off the run it chose; a run of
+	// an as_of after today was a mistake, which publishing it again would bring back.)
+	if err == nil && next != nil && !force && !next.After(r.today()) {
 		err = r.republishFiles(ctx, conn, opts, res.Pipeline, *next)
 	}
 	return err
