@@ -3,7 +3,6 @@ package pipelines
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -28,33 +27,35 @@ func recordChanges(ctx context.Context, conn *warehouse.Conn, pipeline string, a
 	if err := computeChanges(ctx, conn, pipeline, asOf); err != nil {
 		return err
 	}
-	next, err := adjacentAsOf(ctx, conn, pipeline, asOf, ">")
+	next, err := adjacentAsOf(ctx, conn, pipeline, asOf, nextAsOf)
 	if err != nil || next == nil {
 		return err
 	}
 	return computeChanges(ctx, conn, pipeline, *next)
 }
 
-// adjacentAsOf is the pipeline's nearest as_of with a successful run before (cmp "<") or after
-// (">") asOf; nil when there is none.
-func adjacentAsOf(ctx context.Context, q rowQuerier, pipeline string, asOf time.Time, cmp string) (*time.Time, error) {
-	agg := map[string]string{"<": "max", ">": "min"}[cmp]
+// Which neighbour of an as_of adjacentAsOf finds.
+const (
+	previousAsOf = false
+	nextAsOf     = true
+)
+
+// adjacentAsOf is the pipeline's nearest as_of with a successful run before or after asOf;
+// nil when there is none. An aggregate always answers one row (NULL when none matched).
+func adjacentAsOf(ctx context.Context, conn *warehouse.Conn, pipeline string, asOf time.Time, next bool) (*time.Time, error) {
+	q, what := `SELECT max(as_of) FROM pipeline_runs WHERE pipeline = ? AND status = 'succeeded' AND as_of < ?`, "previous"
+	if next {
+		q, what = `SELECT min(as_of) FROM pipeline_runs WHERE pipeline = ? AND status = 'succeeded' AND as_of > ?`, "next"
+	}
 	var t sql.NullTime
-	err := q.QueryRowContext(ctx, `SELECT `+agg+`(as_of) FROM pipeline_runs WHERE pipeline = ? AND status = 'succeeded' AND as_of `+cmp+` ?`,
-		pipeline, asOf).Scan(&t)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("find the %s as_of of pipeline %s: %w", map[string]string{"<": "previous", ">": "next"}[cmp], pipeline, err)
+	if err := conn.QueryRowContext(ctx, q, pipeline, asOf).Scan(&t); err != nil {
+		return nil, fmt.Errorf("find the %s as_of of pipeline %s: %w", what, pipeline, err)
 	}
 	if !t.Valid {
 		return nil, nil
 	}
 	d := civilDate(t.Time)
 	return &d, nil
-}
-
-// rowQuerier is a warehouse connection or the pool.
-type rowQuerier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // computeChanges replaces asOf's rows of the change tables; the first as_of has none.
@@ -64,7 +65,7 @@ func computeChanges(ctx context.Context, conn *warehouse.Conn, pipeline string, 
 			return fmt.Errorf("replace %s for %s: %w", t, asOf.Format(time.DateOnly), err)
 		}
 	}
-	prev, err := adjacentAsOf(ctx, conn, pipeline, asOf, "<")
+	prev, err := adjacentAsOf(ctx, conn, pipeline, asOf, previousAsOf)
 	if err != nil || prev == nil {
 		return err
 	}

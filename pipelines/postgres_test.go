@@ -23,15 +23,12 @@ import (
 	"github.com/ckm-dev/ckm/pipelines"
 )
 
-// pgOutputs are the tables whose rows carry the run that wrote them.
-var pgOutputs = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_changes", "segment_transitions"}
-
 // readPublished is one reader query, one snapshot: for every as_of PostgreSQL holds, each
 // output's rows must all come from the run published_runs names, as many as it published.
 // It returns the run per as_of, or what was wrong.
 func readPublished(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
 	var union []string
-	for _, t := range pgOutputs {
+	for _, t := range pgtest.Outputs {
 		union = append(union, fmt.Sprintf(`SELECT '%s' AS tbl, as_of, run_id FROM ckm.%[1]s`, t))
 	}
 	rows, err := conn.Query(ctx, `WITH t AS (`+strings.Join(union, " UNION ALL ")+`),
@@ -39,7 +36,7 @@ func readPublished(ctx context.Context, conn *pgx.Conn) (map[string]string, erro
 		             WHERE e.key = ANY($1))
 		SELECT coalesce(e.as_of, a.as_of)::text, coalesce(e.tbl, a.tbl), e.run_id, coalesce(e.n, -1), coalesce(a.rows, -1), coalesce(a.runs, 0), a.run_id
 		FROM expected e FULL JOIN (SELECT tbl, as_of, count(*) AS rows, count(DISTINCT run_id) AS runs, min(run_id) AS run_id FROM t GROUP BY 1, 2) a
-		ON a.tbl = e.tbl AND a.as_of = e.as_of`, pgOutputs)
+		ON a.tbl = e.tbl AND a.as_of = e.as_of`, pgtest.Outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +104,7 @@ func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
 	}
 	first := env.Run(t, "nightly", "2026-05-31") // a rerun of what is there already
 	waitSeen("2026-05-31", first.RunID)
-	before := pgtest.Digest(t, writer, pgOutputs)
+	before := pgtest.Digest(t, writer)
 	for _, asOf := range []string{"2026-06-30", "2026-06-15", "2026-06-30"} {
 		res := env.Run(t, "nightly", asOf)
 		waitSeen(asOf, res.RunID)
@@ -148,7 +145,7 @@ func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
 	require.NoError(t, readErr)
 	t.Logf("%d reads during 7 publishes", reads)
 
-	after := pgtest.Digest(t, writer, pgOutputs)
+	after := pgtest.Digest(t, writer)
 	require.Equal(t, before["2026-05-31"], after["2026-05-31"], "a rerun of an as_of changes no value in PostgreSQL")
 	requirePostgresEqualsDuckDB(t, env.Warehouse.DB(), writer)
 
@@ -174,7 +171,7 @@ func requirePostgresEqualsDuckDB(t *testing.T, db *sql.DB, dsn string) {
 	defer conn.Close(context.Background())
 	sources := map[string]string{"customers": `SELECT customer_id, NULL::VARCHAR AS name, segment, region, NULL::DATE AS signup_date,
 		NULL::BOOLEAN AS contact_consent, NULL::TIMESTAMPTZ AS updated_at FROM customers`} // the columns BI may see by default
-	for _, table := range append(slices.Clone(pgOutputs), "clv_holdout", "customers") {
+	for _, table := range append(slices.Clone(pgtest.Outputs), "clv_holdout", "customers") {
 		var duck, pgRows [][]string
 		rows, err := db.Query(cmp.Or(sources[table], `SELECT * FROM `+table))
 		require.NoError(t, err)

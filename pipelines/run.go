@@ -333,7 +333,7 @@ func (r *Runner) republishFiles(ctx context.Context, conn *warehouse.Conn, opts 
 
 // publishRun is what publishing res covers: its as_of, and the next as_of's changes.
 func (r *Runner) publishRun(ctx context.Context, conn *warehouse.Conn, res *Result) (publish.Run, error) {
-	next, err := adjacentAsOf(ctx, conn, res.Pipeline, res.AsOf, ">")
+	next, err := adjacentAsOf(ctx, conn, res.Pipeline, res.AsOf, nextAsOf)
 	return publish.Run{RunID: res.RunID, Pipeline: res.Pipeline, AsOf: res.AsOf, Next: next}, err
 }
 

@@ -106,7 +106,14 @@ func (p *publisher) changes(ctx context.Context, d *reportData) error {
 		if err := rows.Scan(&change, &n); err != nil {
 			return err
 		}
-		*map[string]*float64{"new": &c.New, "lost": &c.Lost, "moved": &c.Moved}[change] = n
+		switch change {
+		case "new":
+			c.New = n
+		case "lost":
+			c.Lost = n
+		case "moved":
+			c.Moved = n
+		}
 		return nil
 	})
 	if err != nil {

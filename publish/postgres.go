@@ -145,11 +145,11 @@ func quoteAll(names []string) string {
 }
 
 // source is the DuckDB query whose rows make a table's partition for asOf.
-func (w *pgWriter) source(table string) string {
-	if table == "customers" {
+func (w *pgWriter) source(part Partition) string {
+	if !pgTableNamed(part.Table).byAsOf() {
 		return w.p.snapshotCustomers()
 	}
-	return "SELECT * FROM main." + table + " WHERE as_of = ?"
+	return "SELECT * FROM main." + part.Table + " WHERE as_of = " + warehouse.Quote(part.AsOf.Format(time.DateOnly)) + "::DATE"
 }
 
 // ensureSchema creates the schema, tables, indexes and views that are missing, and adds the
@@ -285,7 +285,7 @@ func (w *pgWriter) ensureViews(ctx context.Context, existing map[string]bool) er
 // duckColumns are table's columns in DuckDB (for customers: those of the published query),
 // each with its PostgreSQL type.
 func (w *pgWriter) duckColumns(ctx context.Context, table string) ([]pgColumn, error) {
-	rows, err := w.p.conn.QueryContext(ctx, `SELECT column_name, column_type FROM (DESCRIBE `+strings.Replace(w.source(table), "?", "NULL::DATE", 1)+`)`)
+	rows, err := w.p.conn.QueryContext(ctx, `SELECT column_name, column_type FROM (DESCRIBE `+w.source(Partition{Table: table})+`)`)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", table, err)
 	}
@@ -418,11 +418,7 @@ func (w *pgWriter) copyPartition(ctx context.Context, stage pgx.Identifier, part
 	for i, c := range cols {
 		names[i] = c.name
 	}
-	var args []any
-	if part.Table != "customers" {
-		args = append(args, part.AsOf)
-	}
-	rr, err := w.p.conn.ArrowQuery(ctx, w.source(part.Table), args...)
+	rr, err := w.p.conn.ArrowQuery(ctx, w.source(part))
 	if err != nil {
 		return 0, err
 	}
@@ -658,7 +654,7 @@ func BareCopyPostgres(ctx context.Context, conn *warehouse.Conn, dsn, schema, fr
 	var took time.Duration
 	for i, part := range run.Partitions(pgTableNames()) {
 		path := fmt.Sprintf("%s/bare-copy-%d.csv", scratchDir, i)
-		q := `COPY (` + strings.Replace(w.source(part.Table), "?", warehouse.Quote(part.AsOf.Format(time.DateOnly))+"::DATE", 1) + `) TO ` + warehouse.Quote(path) + ` (FORMAT csv, HEADER false)`
+		q := `COPY (` + w.source(part) + `) TO ` + warehouse.Quote(path) + ` (FORMAT csv, HEADER false)`
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			return 0, fmt.Errorf("bare copy: render %s: %w", part.Table, err)
 		}

@@ -20,8 +20,6 @@ import (
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
-var pgTables = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_changes", "segment_transitions"}
-
 // publishedRuns reads which run PostgreSQL holds for each as_of.
 func publishedRuns(t *testing.T, dsn string) map[string]string {
 	conn, err := pgx.Connect(context.Background(), dsn)
@@ -73,7 +71,7 @@ func TestPostgresPublishSurvivesOutagesAndKills(t *testing.T) {
 	require.Contains(t, out, "published to PostgreSQL: schema ckm")
 	first := publishedRuns(t, writer)
 	require.Len(t, first, 1)
-	before := pgtest.Digest(t, writer, pgTables)
+	before := pgtest.Digest(t, writer)
 
 	// Unreachable: a closed port.
 	down := strings.Replace(writer, ":"+strconv.Itoa(pg.Port), ":1", 1)
@@ -108,7 +106,7 @@ func TestPostgresPublishSurvivesOutagesAndKills(t *testing.T) {
 		return sessions == 0
 	}, time.Minute, 10*time.Millisecond, "the killed publisher's session ends")
 	require.Equal(t, first, publishedRuns(t, writer), "PostgreSQL keeps the previous state")
-	require.Equal(t, before, pgtest.Digest(t, writer, pgTables))
+	require.Equal(t, before, pgtest.Digest(t, writer))
 	require.Equal(t, []string{"2026-06-15", "2026-06-30"}, unpublished(t, dir))
 
 	// What `ckm serve` does at start publishes both, oldest first.
@@ -132,14 +130,14 @@ func TestPostgresPublishSurvivesOutagesAndKills(t *testing.T) {
 	code, out, errb = ckm("status", "--config", cfg)
 	require.Zero(t, code, errb)
 	require.Contains(t, out, "postgres_published")
-	after := pgtest.Digest(t, writer, pgTables)
+	after := pgtest.Digest(t, writer)
 	require.Equal(t, before["2026-05-31"], after["2026-05-31"])
 	pg.Exec(t, "analytics", `ALTER SCHEMA ckm RENAME TO ckm_recovered`, `CREATE SCHEMA ckm AUTHORIZATION ckm_writer`)
 	code, out, errb = ckm("publish", "--config", cfg, "--as-of", "2026-06-30")
 	require.Zero(t, code, out+errb)
 	code, out, errb = ckm("publish", "--config", cfg, "--as-of", "2026-06-15")
 	require.Zero(t, code, out+errb)
-	clean := pgtest.Digest(t, writer, pgTables)
+	clean := pgtest.Digest(t, writer)
 	require.Equal(t, after["2026-06-15"], clean["2026-06-15"])
 	require.Equal(t, after["2026-06-30"], clean["2026-06-30"])
 }

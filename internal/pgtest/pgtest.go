@@ -157,14 +157,17 @@ func StartWithReadmeRoles(t testing.TB) (server *Server, writer, reader string) 
 	return s, s.DSN("analytics", "ckm_writer", "change-me-writer"), s.DSN("analytics", "bi_reader", "change-me-reader")
 }
 
-// Digest is, per as_of, a digest of the values of tables in schema ckm, run ids left out.
-func Digest(t testing.TB, dsn string, tables []string) map[string]string {
+// Outputs are the tables ckm publishes to PostgreSQL whose rows carry the run that wrote them.
+var Outputs = []string{"customer_rfm", "customer_clv", "customer_value", "customer_knowledge", "model_fits", "customer_changes", "segment_transitions"}
+
+// Digest is, per as_of, a digest of the values of the Outputs in schema ckm, run ids left out.
+func Digest(t testing.TB, dsn string) map[string]string {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), dsn)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
 	out := map[string]string{}
-	for _, table := range tables {
+	for _, table := range Outputs {
 		rows, err := conn.Query(context.Background(), fmt.Sprintf(`SELECT as_of::text, md5(string_agg((to_jsonb(t) - 'run_id')::text, '|' ORDER BY (to_jsonb(t) - 'run_id')::text))
 			FROM ckm.%s t GROUP BY 1`, pgx.Identifier{table}.Sanitize()))
 		require.NoError(t, err)
