@@ -2,7 +2,7 @@
 GOFLAGS_CKM := -tags=duckdb_arrow
 export CGO_ENABLED := 1
 
-.PHONY: build test fuzz bench bench-kafka sample clean
+.PHONY: build test fuzz bench bench-kafka bench-postgres sample clean
 
 # Every binary the README names.
 build:
@@ -29,6 +29,11 @@ bench: build
 # Kafka → DuckDB ingest against kafka-go's raw consume rate, same broker and process.
 bench-kafka:
 	go test $(GOFLAGS_CKM) -run '^$$' -bench IngestVersusRawConsume -benchtime 3x ./connectors/kafka
+
+# PostgreSQL → DuckDB ingest of 1M orders against a bare COPY TO STDOUT of the same rows through
+# pgx, same server and process (starts a throwaway PostgreSQL; needs Debian's postgresql).
+bench-postgres:
+	go test $(GOFLAGS_CKM) -run '^$$' -bench IngestVersusCopy -benchtime 1x ./connectors/postgres
 
 # Regenerate the shipped sample data.
 sample: build

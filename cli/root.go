@@ -58,7 +58,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(a.runCmd(), a.serveCmd(), a.backfillCmd(), a.ingestCmd(), a.publishCmd(), a.validateCmd(), a.statusCmd(), a.sqlCmd(),
-		a.generateCmd(), a.benchCmd())
+		a.generateCmd(), a.benchCmd(), a.connectorsCmd())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -467,8 +467,8 @@ func (c *Config) validate(lines map[string]int) []Problem {
 		if _, err := mapping.OrderLookups(s.Lookups); err != nil {
 			add(base+".lookups", err.Error(), "a lookup may match on an earlier lookup's column, not on its own")
 		}
-		if v, ok := s.Options.(connectors.ConfigValidator); ok {
-			for _, p := range v.Validate(c.BaseDir) {
+		if kind, ok := connectors.Lookup(s.Kind); ok && s.Options != nil {
+			for _, p := range kind.Check(s.Options, c.BaseDir) {
 				add(base+"."+s.Kind+"."+p.Key, p.Msg, p.Hint)
 			}
 		}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +15,7 @@ import (
 
 // testKind is a connector kind registered only in this test binary, with one required key.
 type testKindConfig struct {
-	Topic string `yaml:"topic"`
+	Topic string `yaml:"topic" doc:"the topic"`
 }
 
 func (c *testKindConfig) Validate(string) []connectors.FieldProblem {
@@ -24,7 +26,10 @@ func (c *testKindConfig) Validate(string) []connectors.FieldProblem {
 }
 
 func init() {
-	connectors.Register("testkind", connectors.Kind{NewConfig: func() any { return &testKindConfig{} }})
+	connectors.Register("testkind", connectors.Spec{Summary: "a kind for config tests"},
+		func(context.Context, connectors.Env, testKindConfig) (connectors.Source, error) {
+			return nil, errors.New("not for reading")
+		})
 }
 
 func write(t *testing.T, body string) string {

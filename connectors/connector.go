@@ -7,8 +7,11 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +20,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 )
 
-// Querier runs SQL on the warehouse connection; inside Batch hooks it is bound to the batch's transaction.
+// Querier runs SQL on the warehouse, for connectors that read through DuckDB's own readers
+// (read_csv, parquet_schema, sniff_csv). A connector keeps no state of its own there: the
+// runtime stores its positions.
 type Querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -30,12 +35,26 @@ type Env struct {
 	Table   string // canonical table the source feeds
 	BaseDir string // directory of the config file: relative paths resolve against it
 	RunID   string
-	DB      Querier // the warehouse, to read the connector's own checkpoint state
-	Log     *slog.Logger
+	DB      Querier // the warehouse, to read files through DuckDB's readers
+	// Positions are where each of the source's streams stands: what the connector returned with
+	// the last batch of the stream that committed. A connector resumes from them.
+	Positions Positions
+	Log       *slog.Logger
 	// Follow asks a streaming source to keep reading new records in micro-batches until its
 	// context ends (continuous ingest) instead of stopping once caught up.
 	Follow bool
 }
+
+// Positions reads the positions the runtime stored for a source, stream → position. A position
+// is opaque to the runtime: an offset, a cursor, a file's version, as the connector wrote it.
+type Positions interface {
+	Load(ctx context.Context) (map[string]string, error)
+}
+
+// ErrPositionMoved is what Write returns (wrapped) when a stream's stored position is no longer
+// the batch's From: another reader committed it meanwhile. The batch rolled back; a connector
+// loads its positions again and rereads from there.
+var ErrPositionMoved = errors.New("stream position moved by another reader")
 
 // Source reads what is new in one configured source.
 type Source interface {
@@ -76,13 +95,30 @@ type Batch struct {
 	// ReplaceStream, when set, first removes this source's earlier records of that stream (a file
 	// that changed replaces its own rows and nothing else) and marks its dead letters superseded.
 	ReplaceStream string
+	// CSVRejects, when set, says the relation is DuckDB's read_csv storing the lines it rejects
+	// (store_rejects=true, rejects_table={rejects_table}, rejects_scan={rejects_scan}): the
+	// writer dead-letters them with their true line numbers.
+	CSVRejects *CSVRejects
+	// Positions are the streams this batch moves and where to: the runtime stores each in the
+	// batch's transaction, only if the stream still stands at From, so a batch is in with its
+	// positions or not at all. A batch may carry positions and no records (a file found
+	// unchanged under a new modification time).
+	Positions []Advance
+}
 
-	// AfterScan runs in the batch's transaction once the relation has been read and mapped
-	// into the temp table `mapped`, before anything is merged: a connector records rows its
-	// reader rejected itself and may correct lineage. It returns how many it dead-lettered.
-	AfterScan func(ctx context.Context, tx Querier, mapped string) (deadLettered int64, err error)
-	// Checkpoint records the connector's progress in the same transaction as the rows.
-	Checkpoint func(ctx context.Context, tx Querier, stats BatchStats) error
+// Advance moves one stream's stored position.
+type Advance struct {
+	Stream string
+	// From is the stored position the batch read on from, as Positions.Load gave it ("" for a
+	// stream never stored).
+	From string
+	To   string
+}
+
+// CSVRejects describes a read_csv relation that stores rejected lines.
+type CSVRejects struct {
+	Stream      string // the file as lineage names it
+	HeaderLines int64  // lines before the first record (skipped lines and the header)
 }
 
 // MaxPayload bounds what a dead letter keeps of a raw record: a connector need not read more.
@@ -159,10 +195,50 @@ type FieldProblem struct {
 
 // Kind is a registered connector kind.
 type Kind struct {
-	// NewConfig returns a pointer to a zero config struct (with yaml tags) for the source's block.
-	NewConfig func() any
-	// Open creates the source from its decoded config.
-	Open func(ctx context.Context, env Env, cfg any) (Source, error)
+	Name string
+	Spec Spec
+	// config is the type of the kind's config struct; open opens a source from a pointer to one.
+	config reflect.Type
+	open   func(ctx context.Context, env Env, cfg any) (Source, error)
+}
+
+// NewConfig returns a pointer to a zero config struct of the kind, for its block to be decoded into.
+func (k Kind) NewConfig() any { return reflect.New(k.config).Interface() }
+
+// Open opens a source from a config that NewConfig returned and the block was decoded into.
+func (k Kind) Open(ctx context.Context, env Env, cfg any) (Source, error) {
+	return k.open(ctx, env, cfg)
+}
+
+// Check checks a decoded config against the spec (required keys, enums), then lets the config
+// check itself when it can (ConfigValidator).
+func (k Kind) Check(cfg any, baseDir string) []FieldProblem {
+	var out []FieldProblem
+	for _, key := range requiredMissing(k.Spec.Fields, reflect.ValueOf(cfg), "") {
+		out = append(out, FieldProblem{Key: key, Msg: "is required", Hint: k.hint(key)})
+	}
+	out = append(out, enumViolations(k.Spec.Fields, reflect.ValueOf(cfg), "")...)
+	if v, ok := cfg.(ConfigValidator); ok {
+		out = append(out, v.Validate(baseDir)...)
+	}
+	return out
+}
+
+// hint shows a required key's example, when the spec has one.
+func (k Kind) hint(key string) string {
+	fields := k.Spec.Fields
+	var f Field
+	for part := range strings.SplitSeq(key, ".") {
+		i := slices.IndexFunc(fields, func(f Field) bool { return f.Name == part })
+		if i < 0 {
+			return ""
+		}
+		f, fields = fields[i], fields[i].Fields
+	}
+	if f.Example == "" {
+		return f.Doc
+	}
+	return fmt.Sprintf("%s: %s (%s)", f.Name, f.Example, f.Doc)
 }
 
 var (
@@ -170,14 +246,31 @@ var (
 	registry = map[string]Kind{}
 )
 
-// Register makes a connector kind available under name. It panics on a duplicate, like database/sql.Register.
-func Register(name string, k Kind) {
+// Register makes a connector kind available under kind, with its config type C (a struct whose
+// yaml keys carry doc tags, see Spec) and the function that opens a source from a decoded
+// config. Like database/sql.Register it panics on a nil open or a duplicate kind, and it panics
+// when a key of C is not documented: a kind's docs, JSON Schema and validation come from C.
+func Register[C any](kind string, spec Spec, open func(ctx context.Context, env Env, cfg C) (Source, error)) {
+	if open == nil {
+		panic(fmt.Sprintf("connectors: Register %q with a nil open", kind))
+	}
+	if kind == "" || strings.ContainsAny(kind, " .:\t\n") {
+		panic(fmt.Sprintf("connectors: Register with kind %q: a kind is one word (it is a YAML key)", kind))
+	}
+	var zero C
+	fields, err := fieldsOf(reflect.TypeOf(zero))
+	if err != nil {
+		panic(fmt.Sprintf("connectors: Register %q: %v", kind, err))
+	}
+	spec.Fields = fields
+	k := Kind{Name: kind, Spec: spec, config: reflect.TypeOf(zero),
+		open: func(ctx context.Context, env Env, cfg any) (Source, error) { return open(ctx, env, *cfg.(*C)) }}
 	mu.Lock()
 	defer mu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic(fmt.Sprintf("connectors: Register called twice for kind %q", name))
+	if _, dup := registry[kind]; dup {
+		panic(fmt.Sprintf("connectors: Register called twice for kind %q", kind))
 	}
-	registry[name] = k
+	registry[kind] = k
 }
 
 // Lookup returns the kind registered under name.

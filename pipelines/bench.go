@@ -14,6 +14,7 @@ import (
 
 	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/generate"
+	"github.com/ckm-dev/ckm/internal/pgconn"
 	"github.com/ckm-dev/ckm/publish"
 	"github.com/ckm-dev/ckm/warehouse"
 )
@@ -289,7 +290,7 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 // bare COPY into ckm_bench_bare.
 func benchPostgres(ctx context.Context, conn *warehouse.Conn, dsn string, res *Result, dir string,
 	timed func(*time.Duration, func() error) error) (publishPG, bareCopy time.Duration, err error) {
-	pg, err := publish.ConnectPostgres(ctx, dsn)
+	pg, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -35,6 +36,7 @@ func (e *BadRatioError) Error() string {
 type batchWriter struct {
 	conn        *warehouse.Conn
 	source      string
+	connector   string // the source's kind, stored with its positions
 	runID       string
 	spec        mapping.Spec // for sources of columns
 	jsonSpec    mapping.Spec // the same mapping, for sources of JSON documents
@@ -55,7 +57,7 @@ func NewSourceWriter(conn *warehouse.Conn, cfg *config.Config, source, runID str
 }
 
 func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID string, log *slog.Logger) *batchWriter {
-	return &batchWriter{conn: conn, source: source, runID: runID, log: log, maxBadRatio: cfg.BadRatio(cfg.Sources[source]),
+	return &batchWriter{conn: conn, source: source, connector: cfg.Sources[source].Kind, runID: runID, log: log, maxBadRatio: cfg.BadRatio(cfg.Sources[source]),
 		spec: cfg.MappingSpec(source, false), jsonSpec: cfg.MappingSpec(source, true)}
 }
 
@@ -82,6 +84,11 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 // write maps and merges a batch; fromArrow says its relation is an Arrow view.
 func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mapping.Spec, fromArrow bool) (connectors.BatchStats, error) {
 	var st connectors.BatchStats
+	if b.CSVRejects != nil {
+		b.Relation = strings.NewReplacer("{rejects_table}", warehouse.Quote(csvRejectsTable), "{rejects_scan}", warehouse.Quote(csvRejectsScan)).Replace(b.Relation)
+		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+csvRejectsTable+"; DROP TABLE IF EXISTS temp."+csvRejectsScan+
+			"; DROP TABLE IF EXISTS temp."+csvRejectedRecords)
+	}
 	// Map before the transaction opens: `mapped` is a temp table, not durable state, and DuckDB
 	// reads a temp table created inside the open transaction markedly slower (measured 1.7×).
 	if _, err := w.conn.ExecContext(ctx, "SET TimeZone = "+warehouse.Quote(spec.SessionZone())); err != nil {
@@ -110,8 +117,8 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 	}
 	err := w.conn.Tx(ctx, func(ctx context.Context) error {
 		st = connectors.BatchStats{}
-		if b.AfterScan != nil && rows {
-			n, err := b.AfterScan(ctx, w.conn, "mapped")
+		if b.CSVRejects != nil && rows {
+			n, err := w.csvRejects(ctx, *b.CSVRejects)
 			if err != nil {
 				return fmt.Errorf("read %s: %w", b.Label, err)
 			}
@@ -175,20 +182,139 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			}
 			st.Loaded, st.Collapsed, st.Replaced = ms.Loaded, ms.Collapsed, ms.Replaced
 		}
-		if b.Checkpoint != nil {
-			if err := b.Checkpoint(ctx, w.conn, st); err != nil {
-				return fmt.Errorf("checkpoint %s: %w", b.Label, err)
-			}
+		if err := w.storePositions(ctx, b, st); err != nil {
+			return fmt.Errorf("store position of %s: %w", b.Label, err)
 		}
 		return nil
 	})
 	if err != nil {
+		if isConflict(err) && !errors.Is(err, connectors.ErrPositionMoved) {
+			err = fmt.Errorf("%w: %v", connectors.ErrPositionMoved, err)
+		}
 		return st, err
 	}
 	w.total.Add(st)
 	w.log.Debug("batch committed", "source", w.source, "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered,
 		"collapsed", st.Collapsed, "skipped", st.Skipped, "replaced", st.Replaced)
 	return st, nil
+}
+
+// storePositions moves the batch's streams to their new positions, each only from the position
+// the batch read on from. A batch that moves one stream adds its counts to the stream's (from
+// zero when it replaces the stream's earlier version).
+func (w *batchWriter) storePositions(ctx context.Context, b connectors.Batch, st connectors.BatchStats) error {
+	var counted connectors.BatchStats
+	if len(b.Positions) == 1 {
+		counted = st
+	}
+	for _, p := range b.Positions {
+		keep := "1" // a replaced stream's counts start again
+		if p.Stream == b.ReplaceStream {
+			keep = "0"
+		}
+		var res sql.Result
+		var err error
+		if p.From == "" {
+			res, err = w.conn.ExecContext(ctx, `INSERT INTO source_positions (source, stream, connector, position, rows_read, rows_loaded, dead_letters,
+					rows_collapsed, rows_skipped, updated_at, run_id)
+				SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ? WHERE NOT EXISTS (SELECT 1 FROM source_positions WHERE source = ? AND stream = ?)`,
+				w.source, p.Stream, w.connector, p.To, counted.Read, counted.Loaded, counted.DeadLettered, counted.Collapsed, counted.Skipped, w.runID,
+				w.source, p.Stream)
+		} else {
+			res, err = w.conn.ExecContext(ctx, `UPDATE source_positions SET position = ?, rows_read = rows_read * `+keep+` + ?,
+					rows_loaded = rows_loaded * `+keep+` + ?, dead_letters = dead_letters * `+keep+` + ?, rows_collapsed = rows_collapsed * `+keep+` + ?,
+					rows_skipped = rows_skipped * `+keep+` + ?, updated_at = now(), run_id = ?
+				WHERE source = ? AND stream = ? AND position = ?`,
+				p.To, counted.Read, counted.Loaded, counted.DeadLettered, counted.Collapsed, counted.Skipped, w.runID, w.source, p.Stream, p.From)
+		}
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("%w: %s is no longer at %q", connectors.ErrPositionMoved, p.Stream, p.From)
+		}
+	}
+	return nil
+}
+
+// isConflict tells DuckDB's errors for concurrent writers of the same rows: a transaction
+// conflict, or a duplicate position row inserted by both.
+func isConflict(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "onflict") || strings.Contains(msg, "uplicate key")
+}
+
+// StoredPositions reads source's stored positions from the warehouse: what a run hands the
+// source's connector, for driving a connector directly.
+func StoredPositions(db connectors.Querier, source string) connectors.Positions {
+	return storedPositions{db, source}
+}
+
+// storedPositions reads a source's stored positions for its connector.
+type storedPositions struct {
+	db     connectors.Querier
+	source string
+}
+
+func (p storedPositions) Load(ctx context.Context) (map[string]string, error) {
+	rows, err := p.db.QueryContext(ctx, `SELECT stream, position FROM source_positions WHERE source = ?`, p.source)
+	if err != nil {
+		return nil, fmt.Errorf("read stored positions of %s: %w", p.source, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var stream, pos string
+		if err := rows.Scan(&stream, &pos); err != nil {
+			return nil, err
+		}
+		out[stream] = pos
+	}
+	return out, rows.Err()
+}
+
+const csvRejectsTable, csvRejectsScan, csvRejectedRecords = "ckm_csv_rejects", "ckm_csv_rejects_scan", "ckm_csv_rejected_records"
+
+// csvRejects moves the lines DuckDB's CSV reader rejected into dead_letters and, when there
+// were any, shifts the numbers of later good rows in `mapped` so each names its true line.
+// DuckDB numbers a rejected record as if every record before it were one line; a record it
+// rejects can span several (a quote never closed takes the lines up to the next quote along),
+// which is counted from the record's own text.
+func (w *batchWriter) csvRejects(ctx context.Context, r connectors.CSVRejects) (int64, error) {
+	var n int64
+	if err := w.conn.QueryRowContext(ctx, "SELECT count(DISTINCT line) FROM "+csvRejectsTable).Scan(&n); err != nil {
+		return 0, nil // no rejects table: the reader rejected nothing
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	// Per rejected record: the lines it spans, the good records before it, and its first line
+	// in the file (DuckDB's number plus the extra lines of the rejected records before it).
+	if _, err := w.conn.ExecContext(ctx, fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE %[1]s AS
+		SELECT *, line + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
+		FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
+			string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
+			coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
+			FROM %[2]s GROUP BY line)`, csvRejectedRecords, csvRejectsTable, r.HeaderLines)); err != nil {
+		return 0, fmt.Errorf("read rejected lines: %w", err)
+	}
+	if _, err := w.conn.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
+		SELECT ?, ?, ? || ':' || first_line,
+			reason || CASE WHEN span > 1 THEN '; one record of lines ' || first_line || '–' || (first_line + span - 1) ||
+				' (a quote opened on its first line and closed on its last)' ELSE '' END,
+			left(record, ?), now(), ?
+		FROM `+csvRejectedRecords, w.runID, w.source, r.Stream, connectors.MaxPayload, r.Stream); err != nil {
+		return 0, fmt.Errorf("dead-letter rejected lines: %w", err)
+	}
+	// Good row k sits after every line of the rejected records whose good-row count is below k.
+	_, err := w.conn.ExecContext(ctx, fmt.Sprintf(`UPDATE mapped SET _seq = mapped._ordinal + %[2]d + shift.skipped,
+			_position = %[1]s || ':' || (mapped._ordinal + %[2]d + shift.skipped)
+		FROM (SELECT m._ordinal, sum(r.span) AS skipped FROM mapped m JOIN %[3]s r ON r.good_before < m._ordinal GROUP BY m._ordinal) shift
+		WHERE mapped._ordinal = shift._ordinal`, warehouse.Quote(r.Stream), r.HeaderLines, csvRejectedRecords))
+	if err != nil {
+		return 0, fmt.Errorf("correct line numbers: %w", err)
+	}
+	return n, nil
 }
 
 // boundedPayload keeps the first MaxPayload bytes of a dead letter's raw record, saying so when it cut.

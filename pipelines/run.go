@@ -454,7 +454,8 @@ func (r *Runner) Backlog(ctx context.Context, source string) ([]connectors.Backl
 	if _, ok := r.Config.Sources[source]; !ok {
 		return nil, fmt.Errorf("unknown source %q", source)
 	}
-	src, err := r.openSource(ctx, connectors.Env{Source: source, DB: r.Warehouse.DB(), Log: r.Log.With("source", source)})
+	src, err := r.openSource(ctx, connectors.Env{Source: source, DB: r.Warehouse.DB(), Positions: storedPositions{r.Warehouse.DB(), source},
+		Log: r.Log.With("source", source)})
 	if err != nil {
 		return nil, err
 	}
@@ -492,7 +493,7 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	sr := SourceResult{Name: name, Table: r.Config.Sources[name].Table}
 	done := r.step("load " + name)
 	defer done()
-	env := connectors.Env{Source: name, RunID: runID, DB: conn, Log: log.With("source", name), Follow: follow}
+	env := connectors.Env{Source: name, RunID: runID, DB: conn, Positions: storedPositions{conn, name}, Log: log.With("source", name), Follow: follow}
 	src, err := r.openSource(ctx, env)
 	if err != nil {
 		return sr, err

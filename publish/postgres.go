@@ -2,7 +2,6 @@ package publish
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ckm-dev/ckm/internal/pgconn"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -76,7 +76,7 @@ func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOpt
 			err = fmt.Errorf("publish %s to PostgreSQL schema %s: %w", asOf, opts.Schema, err)
 		}
 	}()
-	pg, err := ConnectPostgres(ctx, opts.DSN)
+	pg, err := pgconn.Connect(ctx, opts.DSN)
 	if err != nil {
 		return err
 	}
@@ -108,20 +108,6 @@ func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOpt
 	opts.Log.Debug("published to PostgreSQL", "schema", opts.Schema, "as_of", asOf, "copy", copied.Round(time.Millisecond).String(),
 		"swap", (time.Since(start) - copied).Round(time.Millisecond).String())
 	return nil
-}
-
-// ConnectPostgres connects with dsn, waiting at most 15 s unless the DSN sets connect_timeout.
-func ConnectPostgres(ctx context.Context, dsn string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("parse the DSN: %w", err) // pgx leaves the password out
-	}
-	cfg.ConnectTimeout = cmp.Or(cfg.ConnectTimeout, 15*time.Second)
-	pg, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	return pg, nil
 }
 
 type pgWriter struct {
@@ -645,7 +631,7 @@ func pgText(s string) (any, error) {
 // COPY FROM STDIN into tables of the same columns (no keys, no indexes, no swap), in schema.
 // Only the COPYs are timed.
 func BareCopyPostgres(ctx context.Context, conn *warehouse.Conn, dsn, schema, from string, run Run, scratchDir string) (time.Duration, error) {
-	pg, err := ConnectPostgres(ctx, dsn)
+	pg, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		return 0, err
 	}

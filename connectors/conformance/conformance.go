@@ -1,23 +1,37 @@
-// Package conformance is the test suite every connector must pass, in the spirit of Conduit's
-// acceptance tests: records are delivered, a restart resumes from the checkpoint, redelivered
-// records are absorbed by the canonical key, and bad records land in dead_letters while good
-// ones load. It drives a real warehouse file through the public pipeline runner.
+// Package conformance is the test suite every connector passes, in the spirit of Conduit's
+// acceptance tests: records are delivered, a restart resumes from the stored position, a crash
+// or a cancellation between handing a batch over and its commit loses and doubles nothing,
+// redelivered records are absorbed by the canonical key, bad records land in dead_letters with
+// their positions while good ones load, no goroutine outlives a read, and a streaming source
+// follows its input. It ingests only (no scoring, no publishing) into a real warehouse file.
+//
+// A connector's test supplies a Fixture that writes records into the connector's medium (a
+// directory, a topic, a database table) and the source block that reads them:
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.Run(t, func() conformance.Fixture { return &fixture{} }, conformance.Options{})
+//	}
 package conformance
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
+	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
 )
 
-// Order is one test record, written by the harness in its connector's own format.
+// Order is one test record, written by the fixture in its connector's own format.
 type Order struct {
 	ID       string
 	Customer string
@@ -25,12 +39,14 @@ type Order struct {
 	Amount   float64
 }
 
-// Harness adapts one connector kind to the suite.
-type Harness interface {
-	// Setup prepares an empty medium (a directory, a topic) for one test.
+// Fixture adapts one connector kind to the suite.
+type Fixture interface {
+	// Setup prepares an empty medium (a directory, a topic, a table) for one test, in dir.
 	Setup(t *testing.T, dir string)
-	// SourceYAML is the source's connector block and mapping, indented under `sources.orders:`,
-	// mapping fields order_id, customer_id, order_ts, amount onto table orders.
+	// SourceYAML is the source's block, indented under `sources.orders:`: table orders, the
+	// connector block, and a mapping of the fixture's fields onto order_id, customer_id,
+	// order_ts, amount. The source hands over each Append as one batch or more (the suite
+	// needs several batches to crash between).
 	SourceYAML() string
 	// Append delivers records as new data in the medium.
 	Append(t *testing.T, orders []Order)
@@ -38,104 +54,251 @@ type Harness interface {
 	AppendBad(t *testing.T, n int)
 }
 
-// Run runs the suite against a harness.
-func Run(t *testing.T, newHarness func() Harness) {
-	t.Run("delivers every record", func(t *testing.T) {
-		s := start(t, newHarness())
-		s.h.Append(t, orders(0, 500))
-		res := s.run(t)
+// Options say which tests do not apply to a connector, and why (the reason is printed).
+type Options struct {
+	Skip map[string]string
+}
+
+// Test names, for Options.Skip.
+const (
+	Delivers           = "delivers every record"
+	Resumes            = "resumes from its stored position"
+	CrashBeforeCommit  = "a crash before a batch commits loses and doubles nothing"
+	CancelMidBatch     = "cancellation mid-batch loses and doubles nothing"
+	AbsorbsRedelivered = "absorbs redelivered records"
+	DeadLetters        = "dead-letters bad records with their positions"
+	MaxBadRatio        = "fails past max_bad_ratio and loads nothing of that batch"
+	Follows            = "follows its input"
+)
+
+// Run runs the suite against fixtures newFixture makes, one per test.
+func Run(t *testing.T, newFixture func() Fixture, opts Options) {
+	test := func(name string, f func(t *testing.T, s *suite)) {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := opts.Skip[name]; ok {
+				t.Skip(why)
+			}
+			// Checked once the fixture's medium and the warehouse are closed (cleanups run last
+			// registered first): nothing the connector started outlives them.
+			before := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, before) })
+			f(t, start(t, newFixture()))
+		})
+	}
+	test(Delivers, func(t *testing.T, s *suite) {
+		s.f.Append(t, orders(0, 500))
+		res := s.ingest(t)
 		require.EqualValues(t, 500, res.Read)
 		require.EqualValues(t, 500, res.Loaded)
 		s.requireOrders(t, 0, 500)
 	})
-	t.Run("resumes from its checkpoint", func(t *testing.T) {
-		s := start(t, newHarness())
-		s.h.Append(t, orders(0, 300))
-		s.run(t)
-		again := s.run(t)
+	test(Resumes, func(t *testing.T, s *suite) {
+		s.f.Append(t, orders(0, 300))
+		s.ingest(t)
+		require.NotEmpty(t, s.positions(t), "the source stored where it stands")
+		again := s.ingest(t)
 		require.EqualValues(t, 0, again.Read, "a rerun with nothing new reads nothing")
-		s.h.Append(t, orders(300, 450))
-		next := s.run(t)
+		s.f.Append(t, orders(300, 450))
+		next := s.ingest(t)
 		require.EqualValues(t, 150, next.Read, "only the new records are read")
 		s.requireOrders(t, 0, 450)
 	})
-	t.Run("absorbs redelivered records", func(t *testing.T) {
-		s := start(t, newHarness())
-		s.h.Append(t, orders(0, 200))
-		s.run(t)
+	test(CrashBeforeCommit, func(t *testing.T, s *suite) {
+		s.appendInParts(t)
+		crash := errors.New("crash before commit")
+		w := &interceptor{fail: 2, err: crash}
+		err := s.readDirect(t, context.Background(), w)
+		require.ErrorIs(t, err, crash, "the crash stops the read")
+		require.Equal(t, 2, w.calls, "the source hands over more than one batch (configure smaller batches in the fixture)")
+		committed := w.committed.Read
+		res := s.ingest(t)
+		require.EqualValues(t, 450-committed, res.Read, "the restart reads exactly what was not committed")
+		s.requireOrders(t, 0, 450)
+	})
+	test(CancelMidBatch, func(t *testing.T, s *suite) {
+		s.appendInParts(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		w := &interceptor{fail: 2, cancel: cancel}
+		err := s.readDirect(t, ctx, w)
+		require.ErrorIs(t, err, context.Canceled, "a cancelled read says so")
+		res := s.ingest(t)
+		require.EqualValues(t, 450-w.committed.Read, res.Read, "the restart reads exactly what was not committed")
+		s.requireOrders(t, 0, 450)
+	})
+	test(AbsorbsRedelivered, func(t *testing.T, s *suite) {
+		s.f.Append(t, orders(0, 200))
+		s.ingest(t)
 		redelivered := orders(100, 250)
 		for i := range redelivered {
 			redelivered[i].Amount += 1000 // a correction: the newest delivery wins
 		}
-		s.h.Append(t, redelivered)
-		s.run(t)
+		s.f.Append(t, redelivered)
+		s.ingest(t)
 		var n, corrected int
 		require.NoError(t, s.db().QueryRow(`SELECT count(*), count(*) FILTER (amount >= 1000) FROM orders`).Scan(&n, &corrected))
 		require.Equal(t, 250, n, "each order_id once")
 		require.Equal(t, 150, corrected, "redelivered records replace the earlier version")
 	})
-	t.Run("dead-letters bad records and loads the good", func(t *testing.T) {
-		s := start(t, newHarness())
-		s.h.Append(t, orders(0, 400))
-		s.h.AppendBad(t, 7)
-		res := s.run(t)
+	test(DeadLetters, func(t *testing.T, s *suite) {
+		s.f.Append(t, orders(0, 400))
+		s.f.AppendBad(t, 7)
+		res := s.ingest(t)
 		require.EqualValues(t, 400, res.Loaded)
 		require.EqualValues(t, 7, res.DeadLettered)
+		require.EqualValues(t, 407, res.Read)
 		s.requireOrders(t, 0, 400)
-		rows, err := s.db().Query(`SELECT source, position, reason FROM dead_letters ORDER BY position`)
+		rows, err := s.db().Query(`SELECT source, position, reason, stream FROM dead_letters ORDER BY position`)
 		require.NoError(t, err)
 		defer rows.Close()
-		n := 0
+		positions := map[string]bool{}
 		for rows.Next() {
 			var src, pos, reason string
-			require.NoError(t, rows.Scan(&src, &pos, &reason))
+			var stream sql.NullString
+			require.NoError(t, rows.Scan(&src, &pos, &reason, &stream))
 			require.Equal(t, "orders", src)
 			require.NotEmpty(t, pos, "a dead letter names where the record was")
 			require.NotEmpty(t, reason, "a dead letter says why")
-			n++
+			require.NotEmpty(t, stream.String, "a dead letter names its stream")
+			positions[pos] = true
 		}
-		require.Equal(t, 7, n)
+		require.NoError(t, rows.Err())
+		require.Len(t, positions, 7, "each bad record has a position of its own")
+		again := s.ingest(t)
+		require.EqualValues(t, 0, again.Read, "bad records are not read again")
 	})
-	t.Run("fails the run past max_bad_ratio and loads nothing of that batch", func(t *testing.T) {
-		s := start(t, newHarness())
-		s.h.AppendBad(t, 5)
-		s.h.Append(t, orders(0, 5))
-		_, err := s.runErr(t)
+	test(MaxBadRatio, func(t *testing.T, s *suite) {
+		s.f.AppendBad(t, 5)
+		s.f.Append(t, orders(0, 5))
+		_, err := s.ingestCtx(context.Background(), false)
 		require.Error(t, err)
 		require.Contains(t, err.Error(), "max_bad_ratio")
 		var n int
 		require.NoError(t, s.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&n))
 		require.LessOrEqual(t, n, 5, "records of a rejected batch are not half-loaded")
 	})
+	test(Follows, func(t *testing.T, s *suite) {
+		if !s.kind.Spec.Streaming {
+			t.Skipf("%s is not a streaming source (its Spec says so): it reads what is there and stops", s.kind.Name)
+		}
+		s.f.Append(t, orders(0, 100))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.ingestCtx(ctx, true)
+			done <- err
+		}()
+		s.waitForOrders(t, 100, done)
+		s.f.Append(t, orders(100, 250))
+		s.waitForOrders(t, 250, done)
+		cancel()
+		require.NoError(t, <-done, "a follow that is told to stop ends without error")
+		s.requireOrders(t, 0, 250)
+	})
 }
 
 type suite struct {
-	h   Harness
-	dir string
-	env *testutil.Env
+	f    Fixture
+	kind connectors.Kind
+	env  *testutil.Env
 }
 
-func start(t *testing.T, h Harness) *suite {
+func start(t *testing.T, f Fixture) *suite {
 	dir := t.TempDir()
-	h.Setup(t, dir)
-	yaml := fmt.Sprintf("warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: UTC\nmax_bad_ratio: 0.1\nsources:\n  orders:\n%s\npipelines:\n  p: {transforms: [rfm]}\n", h.SourceYAML())
-	return &suite{h: h, dir: dir, env: testutil.OpenYAML(t, dir, yaml)}
+	f.Setup(t, dir)
+	yaml := fmt.Sprintf("warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: UTC\nmax_bad_ratio: 0.1\nsources:\n  orders:\n%s\n", f.SourceYAML())
+	env := testutil.OpenYAML(t, dir, yaml)
+	kind, ok := connectors.Lookup(env.Config.Sources["orders"].Kind)
+	require.True(t, ok)
+	return &suite{f: f, kind: kind, env: env}
 }
 
 func (s *suite) db() *sql.DB { return s.env.Warehouse.DB() }
 
-func (s *suite) runErr(t *testing.T) (pipelines.SourceResult, error) {
-	res, err := s.env.Runner().Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 1, 31, 0, 0, 0, 0, time.UTC)})
-	if res == nil || len(res.Sources) == 0 {
-		return pipelines.SourceResult{}, err
+// appendInParts delivers orders 0..450 in three appends: at least three batches.
+func (s *suite) appendInParts(t *testing.T) {
+	for i := range 3 {
+		s.f.Append(t, orders(150*i, 150*(i+1)))
 	}
-	return res.Sources[0], err
 }
 
-func (s *suite) run(t *testing.T) pipelines.SourceResult {
-	res, err := s.runErr(t)
+func (s *suite) ingestCtx(ctx context.Context, follow bool) (pipelines.SourceResult, error) {
+	return s.env.Runner().Ingest(ctx, "orders", follow)
+}
+
+func (s *suite) ingest(t *testing.T) pipelines.SourceResult {
+	res, err := s.ingestCtx(context.Background(), false)
 	require.NoError(t, err)
 	return res
+}
+
+// readDirect opens the connector as a run does and reads through w, which hands batches on to
+// the run's writer.
+func (s *suite) readDirect(t *testing.T, ctx context.Context, w *interceptor) error {
+	conn, err := s.env.Warehouse.Conn(context.Background())
+	require.NoError(t, err)
+	defer conn.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := s.env.Config
+	env := connectors.Env{Source: "orders", Table: "orders", BaseDir: cfg.BaseDir, RunID: "conformance", DB: conn,
+		Positions: pipelines.StoredPositions(conn, "orders"), Log: log}
+	src, err := s.kind.Open(ctx, env, cfg.Sources["orders"].Options)
+	require.NoError(t, err)
+	w.next = pipelines.NewSourceWriter(conn, cfg, "orders", "conformance", log)
+	return src.Read(ctx, w)
+}
+
+// interceptor hands batches to the writer until its fail-th, which never reaches the writer:
+// it returns err as a process that died before the commit would, or cancels the read's context
+// and hands the batch on, as a shutdown mid-batch does.
+type interceptor struct {
+	next      connectors.Writer
+	fail      int
+	err       error
+	cancel    context.CancelFunc
+	calls     int
+	committed connectors.BatchStats
+}
+
+func (i *interceptor) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
+	i.calls++
+	if i.calls == i.fail {
+		if i.cancel == nil {
+			return connectors.BatchStats{}, i.err
+		}
+		i.cancel()
+	}
+	st, err := i.next.Write(ctx, b)
+	if err == nil {
+		i.committed.Add(st)
+	}
+	return st, err
+}
+
+// positions lists what the runtime stores for the source.
+func (s *suite) positions(t *testing.T) map[string]string {
+	p, err := pipelines.StoredPositions(s.db(), "orders").Load(context.Background())
+	require.NoError(t, err)
+	return p
+}
+
+// waitForOrders waits until the orders table holds n rows, failing if the follow ends first.
+func (s *suite) waitForOrders(t *testing.T, n int, done <-chan error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var got int
+		require.NoError(t, s.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&got))
+		if got >= n {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the follow ended before %d records arrived (%d did): %v", n, got, err)
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "%d of %d records after 30 s of following", got, n)
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // requireOrders checks the orders table holds exactly orders(from, to), each once, with its amount.

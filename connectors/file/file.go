@@ -7,12 +7,10 @@ package file
 import (
 	"cmp"
 	"context"
-	"database/sql"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -22,40 +20,30 @@ import (
 )
 
 func init() {
-	connectors.Register("file", connectors.Kind{
-		NewConfig: func() any { return &Config{} },
-		Open: func(ctx context.Context, env connectors.Env, cfg any) (connectors.Source, error) {
-			return &Source{env: env, cfg: *cfg.(*Config)}, nil
-		},
-	})
+	connectors.Register("file", connectors.Spec{Summary: "CSV, JSON Lines and Parquet files (gzip or zstd compressed or not), matched by globs"},
+		func(ctx context.Context, env connectors.Env, cfg Config) (connectors.Source, error) {
+			return &Source{env: env, cfg: cfg}, nil
+		})
 }
 
 // Config is a file source's block in config.yaml.
 type Config struct {
-	Paths      []string   `yaml:"paths"`       // files or globs, relative to the config file
-	Format     string     `yaml:"format"`      // csv | jsonl | parquet; default from the file name
-	CSV        CSVOptions `yaml:"csv"`         // dialect; DuckDB sniffs whatever is not set
-	AllowEmpty bool       `yaml:"allow_empty"` // a glob that matches nothing is not an error
-	// MaxLineSize: a CSV or JSON Lines line longer than this is a dead letter; default 2MB
-	// (DuckDB's), e.g. 8MiB.
-	MaxLineSize string `yaml:"max_line_size"`
-	// BatchSize: JSON Lines go to the warehouse at most this many lines (and 64 MiB) per
-	// transaction; default 1,000,000. CSV and Parquet files load in one transaction each.
-	BatchSize int `yaml:"batch_size"`
-	// VerifyUnchanged hashes every file on every run, even when its size and modification time
-	// match what was loaded: for tools that rewrite files keeping their size and mtime.
-	VerifyUnchanged bool `yaml:"verify_unchanged"`
+	Paths           []string   `yaml:"paths" required:"true" doc:"files or globs, relative to the config file" example:"[data/orders*.csv.gz]"`
+	Format          string     `yaml:"format" enum:"csv,jsonl,parquet" doc:"the files' format; default: told by each file's name"`
+	CSV             CSVOptions `yaml:"csv" doc:"the CSV dialect; DuckDB sniffs whatever is not set"`
+	AllowEmpty      bool       `yaml:"allow_empty" default:"false" doc:"a glob that matches nothing is not an error (files arrive later)"`
+	MaxLineSize     string     `yaml:"max_line_size" type:"size" default:"2MB" example:"8MiB" doc:"a CSV or JSON Lines line longer than this is a dead letter"`
+	BatchSize       int        `yaml:"batch_size" default:"1000000" doc:"JSON Lines go to the warehouse at most this many lines (and 64 MiB) per transaction; CSV and Parquet files load in one each"`
+	VerifyUnchanged bool       `yaml:"verify_unchanged" default:"false" doc:"hash every file on every run, even when its size and modification time match what was loaded (for tools that rewrite files keeping both)"`
 }
 
 // CSVOptions set the CSV dialect.
 type CSVOptions struct {
-	Delimiter string `yaml:"delimiter"`
-	Quote     string `yaml:"quote"`
-	Escape    string `yaml:"escape"`
-	Header    *bool  `yaml:"header"`
+	Delimiter string `yaml:"delimiter" example:";" doc:"the field separator"`
+	Quote     string `yaml:"quote" example:"\"" doc:"the quote character"`
+	Escape    string `yaml:"escape" example:"\\" doc:"the character that escapes a quote inside a quoted value"`
+	Header    *bool  `yaml:"header" example:"true" doc:"whether the first line names the columns"`
 }
-
-var formats = []string{"csv", "jsonl", "parquet"}
 
 // defaultMaxLine is DuckDB's own default maximum line size.
 const defaultMaxLine = 2_000_000
@@ -69,15 +57,9 @@ func (c *Config) maxLine() (int64, error) {
 	return int64(n), err
 }
 
-// Validate checks formats and that the paths match files.
+// Validate checks what the spec cannot: sizes, and that the paths match files.
 func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	var out []connectors.FieldProblem
-	if len(c.Paths) == 0 {
-		out = append(out, connectors.FieldProblem{Key: "paths", Msg: "no paths given", Hint: "paths: [data/orders*.csv.gz]"})
-	}
-	if c.Format != "" && !slices.Contains(formats, c.Format) {
-		out = append(out, connectors.FieldProblem{Key: "format", Msg: "unknown format " + c.Format, Hint: "one of " + strings.Join(formats, ", ")})
-	}
 	if _, err := c.maxLine(); err != nil {
 		out = append(out, connectors.FieldProblem{Key: "max_line_size", Msg: err.Error(), Hint: "e.g. 2MB, 8MiB"})
 	}
@@ -117,46 +99,54 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	if len(files) == 0 && !s.cfg.AllowEmpty {
 		return fmt.Errorf("no file matches %s", strings.Join(s.cfg.Paths, ", "))
 	}
+	positions, err := s.env.Positions.Load(ctx)
+	if err != nil {
+		return err
+	}
 	for _, path := range files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := s.readFile(ctx, w, path); err != nil {
+		if err := s.readFile(ctx, w, path, positions); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// stored is what ingest_files knows of a file.
-type stored struct {
-	known      bool
-	size       int64
-	modifiedNS sql.NullInt64
-	checksum   string
-	damage     string
+// version is a file's position: the version of it that was loaded, as the runtime stores it.
+type version struct {
+	Size       int64  `json:"size"`
+	ModifiedNS *int64 `json:"modified_ns"` // nil while the file may still change without its time moving
+	Checksum   string `json:"checksum"`
+	Damage     string `json:"damage,omitempty"`
 }
 
-func (s *Source) stored(ctx context.Context, name string) (stored, error) {
-	var st stored
-	var damage sql.NullString
-	err := s.env.DB.QueryRowContext(ctx, `SELECT size, modified_ns, checksum, damage FROM ingest_files WHERE source = ? AND path = ?`, s.env.Source, name).
-		Scan(&st.size, &st.modifiedNS, &st.checksum, &damage)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return st, nil
-	case err != nil:
-		return st, fmt.Errorf("read ingest state of %s: %w", name, err)
+// stored is what the stored position says of a file: the version loaded, and the position as
+// stored (a batch moves the file on from exactly it).
+type stored struct {
+	version
+	known    bool
+	position string
+}
+
+func storedVersion(positions map[string]string, name string) (stored, error) {
+	pos, ok := positions[name]
+	if !ok {
+		return stored{}, nil
 	}
-	st.known, st.damage = true, damage.String
+	st := stored{known: true, position: pos}
+	if err := json.Unmarshal([]byte(pos), &st.version); err != nil {
+		return st, fmt.Errorf("read stored position of %s: %w", name, err)
+	}
 	return st, nil
 }
 
 // sameStat tells whether the file's size and modification time are those of the version loaded
 // (a load that stopped half-way stored a "partial:" checksum and never matches).
 func (st stored) sameStat(info os.FileInfo) bool {
-	return st.known && st.size == info.Size() && st.modifiedNS.Valid && st.modifiedNS.Int64 == info.ModTime().UnixNano() &&
-		!strings.HasPrefix(st.checksum, partial)
+	return st.known && st.Size == info.Size() && st.ModifiedNS != nil && *st.ModifiedNS == info.ModTime().UnixNano() &&
+		!strings.HasPrefix(st.Checksum, partial)
 }
 
 // settledModTime is the modification time to trust a file's stat by later, or NULL while the
@@ -164,12 +154,13 @@ func (st stored) sameStat(info os.FileInfo) bool {
 // tick (FAT at 2 s), so a file rewritten with the same size within the tick of its last write
 // would keep its time. A time this recent is not stored, and the next run hashes the file (as
 // git does for "racily clean" entries).
-func settledModTime(info os.FileInfo, now time.Time) sql.NullInt64 {
+func settledModTime(info os.FileInfo, now time.Time) *int64 {
 	const tick = 2 * time.Second
 	if now.Sub(info.ModTime()) < tick {
-		return sql.NullInt64{}
+		return nil
 	}
-	return sql.NullInt64{Int64: info.ModTime().UnixNano(), Valid: true}
+	ns := info.ModTime().UnixNano()
+	return &ns
 }
 
 // partial prefixes the checksum stored with a file's batches until its last one commits.
@@ -177,14 +168,14 @@ const partial = "partial:"
 
 // unchanged logs that a file is skipped as it was loaded (or left unloaded, when damaged).
 func (s *Source) unchanged(name string, old stored, how string) {
-	if old.damage != "" {
-		s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "source", s.env.Source, "file", name, "damage", old.damage)
+	if old.Damage != "" {
+		s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "source", s.env.Source, "file", name, "damage", old.Damage)
 		return
 	}
 	s.env.Log.Debug("file unchanged, skipped", "source", s.env.Source, "file", name, "by", how)
 }
 
-func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string) error {
+func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string, positions map[string]string) error {
 	name := s.displayName(path)
 	format := s.format(path)
 	maxLine, err := s.cfg.maxLine()
@@ -196,7 +187,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
-	old, err := s.stored(ctx, name)
+	old, err := storedVersion(positions, name)
 	if err != nil {
 		return err
 	}
@@ -209,10 +200,11 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		return err
 	}
 	sc.modifiedNS = settledModTime(info, time.Now())
-	if old.known && old.size == sc.size && old.checksum == sc.checksum {
+	if old.known && old.Size == sc.size && old.Checksum == sc.checksum {
 		// Touched or copied, not changed: remember the new time so the next run need not hash it.
-		if _, err := s.env.DB.ExecContext(ctx, `UPDATE ingest_files SET modified_ns = ? WHERE source = ? AND path = ?`,
-			sc.modifiedNS, s.env.Source, name); err != nil {
+		touched := old.version
+		touched.ModifiedNS = sc.modifiedNS
+		if _, err := w.Write(ctx, connectors.Batch{Label: name, Positions: []connectors.Advance{{Stream: name, From: old.position, To: touched.position()}}}); err != nil {
 			return fmt.Errorf("record modification time of %s: %w", name, err)
 		}
 		s.unchanged(name, old, "checksum")
@@ -243,40 +235,33 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string)
 		b.ReplaceStream = name
 		s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
 	}
-	checkpoint := s.checkpoint(name, sc, damage)
+	advance := advancer(name, old.position, version{Size: sc.size, ModifiedNS: sc.modifiedNS, Checksum: sc.checksum, Damage: damage})
 	if format == "jsonl" && damage == "" && !sc.empty {
-		return s.readJSONLines(ctx, w, path, b, maxLine, checkpoint)
+		return s.readJSONLines(ctx, w, path, b, maxLine, advance)
 	}
-	b.Checkpoint = checkpoint(true)
+	b.Positions = advance(true)
 	_, err = w.Write(ctx, b)
 	return err
 }
 
-// checkpoint records a file's version in ingest_files with each of its batches: the counts of
-// all its batches so far, and until the final one a checksum that matches nothing, so that a file
-// whose load stopped half-way is read again whole (replacing its first batches' rows).
-func (s *Source) checkpoint(name string, sc scan, damage string) func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error {
-	var total connectors.BatchStats // of the batches committed before this one
-	return func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error {
-		checksum := sc.checksum
+// position is the version as the runtime stores it.
+func (v version) position() string {
+	out, _ := json.Marshal(v) // a struct of plain fields always marshals
+	return string(out)
+}
+
+// advancer moves a file's position with each of its batches to the version being loaded: until
+// the final batch with a checksum that matches nothing, so that a file whose load stopped
+// half-way is read again whole (replacing its first batches' rows).
+func advancer(name, from string, v version) func(final bool) []connectors.Advance {
+	return func(final bool) []connectors.Advance {
+		to := v
 		if !final {
-			checksum = partial + checksum
+			to.Checksum = partial + v.Checksum
 		}
-		return func(ctx context.Context, tx connectors.Querier, st connectors.BatchStats) error {
-			all := total
-			all.Add(st)
-			_, err := tx.ExecContext(ctx, `INSERT INTO ingest_files (source, path, size, modified_ns, checksum, rows_loaded, dead_letters, loaded_at, run_id,
-					rows_read, rows_collapsed, rows_skipped, damage)
-				VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, nullif(?, ''))
-				ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns, checksum = excluded.checksum,
-					rows_loaded = excluded.rows_loaded, dead_letters = excluded.dead_letters, loaded_at = excluded.loaded_at, run_id = excluded.run_id,
-					rows_read = excluded.rows_read, rows_collapsed = excluded.rows_collapsed, rows_skipped = excluded.rows_skipped, damage = excluded.damage`,
-				s.env.Source, name, sc.size, sc.modifiedNS, checksum, all.Loaded, all.DeadLettered, s.env.RunID, all.Read, all.Collapsed, all.Skipped, damage)
-			if err == nil {
-				total = all // the transaction may still roll back: then the load stops here anyway
-			}
-			return err
-		}
+		a := connectors.Advance{Stream: name, From: from, To: to.position()}
+		from = a.To // the next batch moves on from this one's
+		return []connectors.Advance{a}
 	}
 }
 
@@ -353,8 +338,6 @@ func firstLine(s string) string {
 	}
 	return s
 }
-
-const rejectsTable, rejectsScan, rejectedRecords = "ckm_csv_rejects", "ckm_csv_rejects_scan", "ckm_csv_rejected_records"
 
 // dialect is how a CSV file is written, as DuckDB's sniffer read it.
 type dialect struct {
@@ -491,7 +474,7 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	opts := []string{warehouse.Quote(target), "auto_detect=false", "delim=" + warehouse.Quote(d.delim), "quote=" + warehouse.Quote(d.quote),
 		"escape=" + warehouse.Quote(d.escape), fmt.Sprintf("header=%t", d.header), fmt.Sprintf("skip=%d", d.skip),
 		"columns={" + varcharColumns(d.columns) + "}", fmt.Sprintf("max_line_size=%d", maxLine),
-		"store_rejects=true", "rejects_table=" + warehouse.Quote(rejectsTable), "rejects_scan=" + warehouse.Quote(rejectsScan)}
+		"store_rejects=true", "rejects_table={rejects_table}", "rejects_scan={rejects_scan}"}
 	if d.comment != "" {
 		opts = append(opts, "comment="+warehouse.Quote(d.comment))
 	}
@@ -501,57 +484,11 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	}
 	b.Relation = "(SELECT * FROM read_csv(" + strings.Join(opts, ", ") + ") WITH ORDINALITY)"
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
-	b.AfterScan = s.harvestRejects(b.Label, headerLines)
+	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines}
 	return ""
 }
 
-// harvestRejects moves the records DuckDB's reader rejected into dead_letters and, when there
-// were any, shifts the numbers of later good rows so each names its true line. DuckDB numbers a
-// rejected record as if every record before it were one line; a record it rejects can span
-// several (a quote never closed takes the lines up to the next quote along), which is counted
-// from the record's own text.
-func (s *Source) harvestRejects(name string, headerLines int64) func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
-	return func(ctx context.Context, tx connectors.Querier, mapped string) (int64, error) {
-		defer tx.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+rejectsTable+"; DROP TABLE IF EXISTS temp."+rejectsScan+
-			"; DROP TABLE IF EXISTS temp."+rejectedRecords)
-		var n int64
-		if err := tx.QueryRowContext(ctx, "SELECT count(DISTINCT line) FROM "+rejectsTable).Scan(&n); err != nil {
-			return 0, nil // no rejects table: the reader rejected nothing
-		}
-		if n == 0 {
-			return 0, nil
-		}
-		// Per rejected record: the lines it spans, the good records before it, and its first line
-		// in the file (DuckDB's number plus the extra lines of the rejected records before it).
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE %[1]s AS
-			SELECT *, line + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
-			FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
-				string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
-				coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
-				FROM %[2]s GROUP BY line)`, rejectedRecords, rejectsTable, headerLines)); err != nil {
-			return 0, fmt.Errorf("read rejected lines: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
-			SELECT ?, ?, ? || ':' || first_line,
-				reason || CASE WHEN span > 1 THEN '; one record of lines ' || first_line || '–' || (first_line + span - 1) ||
-					' (a quote opened on its first line and closed on its last)' ELSE '' END,
-				left(record, ?), now(), ?
-			FROM `+rejectedRecords, s.env.RunID, s.env.Source, name, connectors.MaxPayload, name); err != nil {
-			return 0, fmt.Errorf("dead-letter rejected lines: %w", err)
-		}
-		// Good row k sits after every line of the rejected records whose good-row count is below k.
-		_, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET _seq = %[1]s._ordinal + %[3]d + shift.skipped,
-				_position = %[2]s || ':' || (%[1]s._ordinal + %[3]d + shift.skipped)
-			FROM (SELECT m._ordinal, sum(r.span) AS skipped FROM %[1]s m JOIN %[4]s r ON r.good_before < m._ordinal GROUP BY m._ordinal) shift
-			WHERE %[1]s._ordinal = shift._ordinal`, mapped, warehouse.Quote(name), headerLines, rejectedRecords))
-		if err != nil {
-			return 0, fmt.Errorf("correct line numbers: %w", err)
-		}
-		return n, nil
-	}
-}
-
-// displayName is the path as stored in lineage and ingest_files: relative to the config
+// displayName is the path as stored in lineage and as the file's stream: relative to the config
 // directory when inside it, so a moved checkout keeps its ingest state.
 func (s *Source) displayName(path string) string {
 	if rel, err := filepath.Rel(s.env.BaseDir, path); err == nil && !strings.HasPrefix(rel, "..") {
@@ -655,7 +592,9 @@ func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLi
 	case damage != "":
 		return nil, damage
 	}
-	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM "+b.Relation+")")
+	// Describing reads only the header: the rejects tables are named but never filled.
+	relation := strings.NewReplacer("{rejects_table}", "'ckm_check_rejects'", "{rejects_scan}", "'ckm_check_scan'").Replace(b.Relation)
+	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM "+relation+")")
 	if err != nil {
 		return nil, firstLine(err.Error())
 	}

@@ -104,9 +104,9 @@ func (h *jsonlHarness) AppendBad(t *testing.T, n int) {
 }
 
 func TestConformanceCSV(t *testing.T) {
-	conformance.Run(t, func() conformance.Harness { return &csvHarness{} })
+	conformance.Run(t, func() conformance.Fixture { return &csvHarness{} }, conformance.Options{})
 }
 
 func TestConformanceJSONLines(t *testing.T) {
-	conformance.Run(t, func() conformance.Harness { return &jsonlHarness{} })
+	conformance.Run(t, func() conformance.Fixture { return &jsonlHarness{} }, conformance.Options{})
 }

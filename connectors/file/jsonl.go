@@ -37,9 +37,9 @@ const (
 
 // readJSONLines hands the file's lines to w a batch at a time. A line that is not UTF-8 text
 // or is longer than maxLine is a reject. first is the file's first batch, with what it replaces;
-// checkpoint records the file's progress with each batch (final with the last).
+// advance moves the file's position with each batch (final with the last).
 func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path string, first connectors.Batch, maxLine int64,
-	checkpoint func(final bool) func(context.Context, connectors.Querier, connectors.BatchStats) error) error {
+	advance func(final bool) []connectors.Advance) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", first.Label, err)
@@ -59,7 +59,7 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 		rec := b.NewRecordBatch()
 		defer rec.Release()
 		batch.Records, batch.JSON, batch.Seq = rec, true, "{ordinal}"
-		batch.Checkpoint = checkpoint(final)
+		batch.Positions = advance(final)
 		if _, err := w.Write(ctx, batch); err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package file
 import (
 	"bufio"
 	"bytes"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,8 +18,8 @@ import (
 // scan is what one pass over a file tells before DuckDB reads it.
 type scan struct {
 	size       int64
-	modifiedNS sql.NullInt64 // the modification time seen before reading, once settled (see settledModTime)
-	checksum   string        // xxh3-128 of the file's bytes as stored
+	modifiedNS *int64 // the modification time seen before reading, once settled (see settledModTime)
+	checksum   string // xxh3-128 of the file's bytes as stored
 	// damage says why the file cannot be read whole (a truncated or corrupt compressed stream);
 	// empty for a sound file.
 	damage string

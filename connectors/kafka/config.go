@@ -21,41 +21,39 @@ import (
 
 // Config is a Kafka source's block in config.yaml.
 type Config struct {
-	Brokers []string `yaml:"brokers"` // host:port of one or more brokers
-	Topics  []string `yaml:"topics"`  // every topic holds JSON messages for this source's table
-	Group   string   `yaml:"group"`   // the consumer group whose offsets show ckm's lag to monitoring tools; default ckm-<source>
-	// Start is where a partition this source has never read starts: earliest (default),
-	// latest (what arrives after the first run), or an RFC 3339 time.
-	Start string `yaml:"start"`
+	Brokers []string `yaml:"brokers" required:"true" example:"[localhost:9092]" doc:"host:port of one or more brokers"`
+	Topics  []string `yaml:"topics" required:"true" example:"[orders]" doc:"topics of JSON messages for this source's table"`
+	Group   string   `yaml:"group" default:"ckm-<source>" doc:"the consumer group whose committed offsets show ckm's lag to monitoring tools (ckm joins no group)"`
+	Start   string   `yaml:"start" default:"earliest" example:"2026-01-01T00:00:00Z" doc:"where a partition never read starts: earliest, latest (what arrives after the first run) or an RFC 3339 time"`
 
-	BatchSize       int    `yaml:"batch_size"`        // messages per DuckDB transaction; default 100000
-	BatchBytes      string `yaml:"batch_bytes"`       // or this much payload, whichever comes first; default 64MiB
-	FlushInterval   string `yaml:"flush_interval"`    // continuous ingest commits at least this often; default 5s
-	MaxMessageBytes string `yaml:"max_message_bytes"` // larger messages are dead-lettered; default 1MiB
+	BatchSize       int    `yaml:"batch_size" default:"100000" doc:"messages per DuckDB transaction"`
+	BatchBytes      string `yaml:"batch_bytes" type:"size" default:"64MiB" doc:"or this much payload per transaction, whichever comes first"`
+	FlushInterval   string `yaml:"flush_interval" type:"duration" default:"5s" doc:"continuous ingest (ckm ingest --follow) commits at least this often"`
+	MaxMessageBytes string `yaml:"max_message_bytes" type:"size" default:"1MiB" doc:"larger messages are dead-lettered"`
 
-	SessionTimeout string `yaml:"session_timeout"` // no longer used: ckm joins no group (accepted so older configs load)
-	ConnectTimeout string `yaml:"connect_timeout"` // how long unreachable brokers are retried before the run fails; default 30s
+	SessionTimeout string `yaml:"session_timeout" type:"duration" doc:"no longer used: ckm joins no group (accepted so older configs load)"`
+	ConnectTimeout string `yaml:"connect_timeout" type:"duration" default:"30s" doc:"how long unreachable brokers are retried before the run fails"`
 
-	TLS  TLS  `yaml:"tls"`
-	SASL SASL `yaml:"sasl"`
+	TLS  TLS  `yaml:"tls" doc:"encrypted connections to the brokers"`
+	SASL SASL `yaml:"sasl" doc:"authentication to the brokers"`
 }
 
 // TLS configures encrypted connections to the brokers.
 type TLS struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`   // PEM; default: the system's roots
-	CertFile           string `yaml:"cert_file"` // client certificate (mutual TLS), PEM
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	Enabled            bool   `yaml:"enabled" default:"false" doc:"connect with TLS"`
+	CAFile             string `yaml:"ca_file" doc:"PEM file of the CAs to trust; default: the system's roots"`
+	CertFile           string `yaml:"cert_file" doc:"client certificate for mutual TLS, PEM"`
+	KeyFile            string `yaml:"key_file" doc:"the client certificate's key, PEM"`
+	ServerName         string `yaml:"server_name" doc:"the name to verify the brokers' certificates against"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" default:"false" doc:"accept any certificate (tests only)"`
 }
 
 // SASL authenticates to the brokers. The password is never written in config: it is read
 // from the environment variable PasswordEnv when the source opens, and never logged.
 type SASL struct {
-	Mechanism   string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
-	Username    string `yaml:"username"`
-	PasswordEnv string `yaml:"password_env"`
+	Mechanism   string `yaml:"mechanism" example:"SCRAM-SHA-512" doc:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (any case)"`
+	Username    string `yaml:"username" doc:"the SASL user"`
+	PasswordEnv string `yaml:"password_env" secret:"true" example:"KAFKA_PASSWORD" doc:"the environment variable that holds the password"`
 }
 
 var mechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
@@ -75,12 +73,6 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 	var out []connectors.FieldProblem
 	add := func(key, msg, hint string) {
 		out = append(out, connectors.FieldProblem{Key: key, Msg: msg, Hint: hint})
-	}
-	if len(c.Brokers) == 0 {
-		add("brokers", "no brokers given", "brokers: [localhost:9092]")
-	}
-	if len(c.Topics) == 0 {
-		add("topics", "no topics given", "topics: [orders]")
 	}
 	if _, errs := c.settings("source"); len(errs) > 0 {
 		for _, e := range errs {

@@ -32,7 +32,7 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
 	got := problems.Error()
 	for _, want := range []string{
 		"sources.orders.unknown_fields: unknown policy maybe (hint: one of ignore, keep, fail)",
-		"sources.orders.kafka.brokers: no brokers given",
+		"sources.orders.kafka.brokers: is required",
 		`:7: sources.orders.kafka.start: cannot read "yesterday"`,
 		`sources.orders.kafka.batch_bytes: cannot read "lots" as a size`,
 		`sources.orders.kafka.flush_interval: cannot read "10 parsecs" as a duration`,

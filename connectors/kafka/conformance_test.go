@@ -14,13 +14,13 @@ import (
 	"github.com/ckm-dev/ckm/internal/devkafka"
 )
 
-// harness feeds the conformance suite through a real broker over TCP.
-type harness struct {
+// fixture feeds the conformance suite through a real broker over TCP.
+type fixture struct {
 	broker *devkafka.Broker
 	prod   *devkafka.Producer
 }
 
-func (h *harness) Setup(t *testing.T, _ string) {
+func (h *fixture) Setup(t *testing.T, _ string) {
 	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 3}})
 	require.NoError(t, err)
 	h.broker, h.prod = b, devkafka.NewProducer(b.Addr)
@@ -30,13 +30,13 @@ func (h *harness) Setup(t *testing.T, _ string) {
 	})
 }
 
-func (h *harness) SourceYAML() string {
+func (h *fixture) SourceYAML() string {
 	return fmt.Sprintf(`    table: orders
-    kafka: {brokers: ["%s"], topics: [orders], connect_timeout: 5s}
+    kafka: {brokers: ["%s"], topics: [orders], connect_timeout: 5s, batch_size: 100, flush_interval: 200ms}
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, h.broker.Addr)
 }
 
-func (h *harness) Append(t *testing.T, orders []conformance.Order) {
+func (h *fixture) Append(t *testing.T, orders []conformance.Order) {
 	msgs := make([]devkafka.Message, len(orders))
 	for i, o := range orders {
 		v, err := json.Marshal(map[string]any{"id": o.ID, "cust": o.Customer, "ts": o.TS.Format(time.RFC3339), "amt": o.Amount})
@@ -47,7 +47,7 @@ func (h *harness) Append(t *testing.T, orders []conformance.Order) {
 }
 
 // AppendBad produces malformed JSON, wrong types, missing keys and non-objects in turn.
-func (h *harness) AppendBad(t *testing.T, n int) {
+func (h *fixture) AppendBad(t *testing.T, n int) {
 	bad := []string{`{"id": "B1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1`, // cut off
 		`{"id": "B2", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": "lots"}`, // wrong type
 		`{"id": "B3", "ts": "2026-01-02T00:00:00Z", "amt": 3}`,                    // no customer
@@ -60,5 +60,5 @@ func (h *harness) AppendBad(t *testing.T, n int) {
 }
 
 func TestConformance(t *testing.T) {
-	conformance.Run(t, func() conformance.Harness { return &harness{} })
+	conformance.Run(t, func() conformance.Fixture { return &fixture{} }, conformance.Options{})
 }

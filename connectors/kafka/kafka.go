@@ -5,8 +5,8 @@
 // warehouse, so a consumer group's balancing would buy nothing, and a dead member left in a
 // group (a reader killed right after joining) could hand partitions to nobody and let a bounded
 // read end short. Each batch's rows and the next offset of every partition it read are committed
-// in one DuckDB transaction (ingest_offsets). The offset update is a compare-and-set: a batch
-// whose partition another reader advanced meanwhile rolls back and is reread. The consumer
+// in one DuckDB transaction, as the partition's position (the runtime stores it compare-and-set:
+// a batch whose partition another reader advanced meanwhile rolls back and is reread). The consumer
 // group's committed offsets are written afterwards, only as a lag hint for monitoring tools.
 package kafka
 
@@ -18,6 +18,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,12 +29,10 @@ import (
 )
 
 func init() {
-	connectors.Register("kafka", connectors.Kind{
-		NewConfig: func() any { return &Config{} },
-		Open: func(ctx context.Context, env connectors.Env, cfg any) (connectors.Source, error) {
-			return Open(env, *cfg.(*Config))
-		},
-	})
+	connectors.Register("kafka", connectors.Spec{Summary: "JSON messages from Kafka topics, every partition read from offsets stored with the rows", Streaming: true},
+		func(ctx context.Context, env connectors.Env, cfg Config) (connectors.Source, error) {
+			return Open(env, cfg)
+		})
 }
 
 // Source reads one configured set of topics.
@@ -104,7 +103,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 		default:
 		}
 		switch {
-		case errors.Is(err, errMoved):
+		case errors.Is(err, connectors.ErrPositionMoved):
 			s.env.Log.Info("another reader advanced a partition; rereading stored offsets", "err", err)
 			continue
 		case s.env.Follow && ctx.Err() != nil:
@@ -305,10 +304,6 @@ func (s *Source) Backlog(ctx context.Context) ([]connectors.Backlog, error) {
 	return out, nil
 }
 
-// errMoved means another reader advanced a partition of the batch since this one read its
-// offset: the batch rolled back and the reader starts again from the stored offsets.
-var errMoved = errors.New("partition advanced by another reader")
-
 // readPartitions reads the partitions from their stored offsets, writing batches as the
 // fetcher fills them.
 func (s *Source) readPartitions(ctx context.Context, parts []partition, ends map[partition]int64, w connectors.Writer) error {
@@ -328,7 +323,7 @@ func (s *Source) readPartitions(ctx context.Context, parts []partition, ends map
 		if !ok {
 			fresh = append(fresh, p)
 		} else if next > ends[p] {
-			s.env.Log.Warn("stored offset is past the partition's end: was the topic recreated? Delete its ingest_offsets rows to read it again",
+			s.env.Log.Warn("stored offset is past the partition's end: was the topic recreated? Delete its rows in source_positions to read it again",
 				"partition", p.String(), "stored_offset", next, "end", ends[p])
 		}
 	}
@@ -380,13 +375,8 @@ func (s *Source) readPartitions(ctx context.Context, parts []partition, ends map
 // write commits one batch with its offsets, then commits the group offsets as a hint.
 func (s *Source) write(ctx context.Context, b *pending, stored map[partition]int64, w connectors.Writer) error {
 	batch := b.batch()
-	batch.Checkpoint = func(ctx context.Context, tx connectors.Querier, _ connectors.BatchStats) error {
-		return s.checkpoint(ctx, tx, b.spans, stored)
-	}
+	batch.Positions = advances(b.spans, stored)
 	if _, err := w.Write(ctx, batch); err != nil {
-		if !errors.Is(err, errMoved) && isConflict(err) {
-			return fmt.Errorf("%w: %v", errMoved, err)
-		}
 		return err
 	}
 	for p, sp := range b.spans {
@@ -405,35 +395,18 @@ func (s *Source) write(ctx context.Context, b *pending, stored map[partition]int
 	return nil
 }
 
-// checkpoint advances each partition's stored offset in the batch's transaction, only from the
-// offset the batch started at: a partition another reader moved fails the batch.
-func (s *Source) checkpoint(ctx context.Context, tx connectors.Querier, spans map[partition]span, stored map[partition]int64) error {
+// advances move each partition of the batch to its next offset, from the offset the batch
+// started at: a partition another reader moved meanwhile fails the batch.
+func advances(spans map[partition]span, stored map[partition]int64) []connectors.Advance {
+	out := make([]connectors.Advance, 0, len(spans))
 	for _, p := range slices.SortedFunc(maps.Keys(spans), func(a, b partition) int { return strings.Compare(a.String(), b.String()) }) {
-		sp := spans[p]
-		var query string
-		args := []any{sp.to, s.env.RunID, s.env.Source, p.topic, p.id}
+		a := connectors.Advance{Stream: p.String(), To: strconv.FormatInt(spans[p].to, 10)}
 		if _, known := stored[p]; known {
-			query = `UPDATE ingest_offsets SET next_offset = ?, updated_at = now(), run_id = ?
-				WHERE source = ? AND topic = ? AND "partition" = ? AND next_offset = ?`
-			args = append(args, sp.from)
-		} else {
-			query = `INSERT INTO ingest_offsets (next_offset, updated_at, run_id, source, topic, "partition")
-				SELECT ?, now(), ?, ?, ?, ? WHERE NOT EXISTS (
-					SELECT 1 FROM ingest_offsets WHERE source = ? AND topic = ? AND "partition" = ?)`
-			args = append(args, s.env.Source, p.topic, p.id)
+			a.From = strconv.FormatInt(spans[p].from, 10)
 		}
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			if isConflict(err) {
-				return fmt.Errorf("%w: %s: %v", errMoved, p, err)
-			}
-			return fmt.Errorf("store offset of %s: %w", p, err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return fmt.Errorf("%w: %s no longer at offset %d", errMoved, p, sp.from)
-		}
+		out = append(out, a)
 	}
-	return nil
+	return out
 }
 
 // commitGroup records the group's offsets after the DuckDB commit, for lag monitoring only, as
@@ -464,32 +437,25 @@ func (s *Source) commitGroup(ctx context.Context, next map[partition]int64) {
 	}
 }
 
-// isConflict tells DuckDB's errors for concurrent writers of the same rows: a transaction
-// conflict, or a duplicate offset row inserted by both.
-func isConflict(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "onflict") || strings.Contains(msg, "uplicate key")
-}
-
-// storedOffsets reads the next offsets this source stored for the partitions.
+// storedOffsets reads the next offsets stored for the partitions.
 func (s *Source) storedOffsets(ctx context.Context, parts []partition) (map[partition]int64, error) {
-	rows, err := s.env.DB.QueryContext(ctx, `SELECT topic, "partition", next_offset FROM ingest_offsets WHERE source = ?`, s.env.Source)
+	positions, err := s.env.Positions.Load(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read stored offsets: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	out := map[partition]int64{}
-	for rows.Next() {
-		var p partition
-		var next int64
-		if err := rows.Scan(&p.topic, &p.id, &next); err != nil {
-			return nil, err
+	for _, p := range parts {
+		pos, ok := positions[p.String()]
+		if !ok {
+			continue
 		}
-		if slices.Contains(parts, p) {
-			out[p] = next
+		next, err := strconv.ParseInt(pos, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("stored position of %s is not an offset: %q", p, pos)
 		}
+		out[p] = next
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // startOffsets is where partitions never read before start, per the start setting.

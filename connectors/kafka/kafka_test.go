@@ -119,7 +119,8 @@ func (s *stage) reader(t *testing.T, runID string) (*Source, connectors.Writer, 
 	conn, err := s.w.Conn(context.Background())
 	require.NoError(t, err)
 	src := s.cfg.Sources["orders"]
-	env := connectors.Env{Source: "orders", Table: "orders", BaseDir: s.cfg.BaseDir, RunID: runID, DB: conn, Log: s.log}
+	env := connectors.Env{Source: "orders", Table: "orders", BaseDir: s.cfg.BaseDir, RunID: runID, DB: conn,
+		Positions: pipelines.StoredPositions(conn, "orders"), Log: s.log}
 	k, err := Open(env, *src.Options.(*Config))
 	require.NoError(t, err)
 	return k, pipelines.NewSourceWriter(conn, s.cfg, "orders", runID, s.log), func() { conn.Close() }
@@ -309,7 +310,7 @@ func TestAStaleReaderIsRefusedItsCommit(t *testing.T) {
 
 	close(gate.release)
 	require.NoError(t, <-staleDone, "the stale reader rereads the stored offsets and finds the partition read")
-	require.ErrorIs(t, gate.firstErr, errMoved, "the stale batch's commit is refused")
+	require.ErrorIs(t, gate.firstErr, connectors.ErrPositionMoved, "the stale batch's commit is refused")
 	require.Zero(t, staleLoaded.total(), "the stale reader committed nothing")
 	s.requireExactlyOnce(t, n, loaded.total())
 }

@@ -129,7 +129,11 @@ func (p *Producer) Produce(ctx context.Context, topic string, msgs []Message) er
 }
 
 // Close flushes and closes the producer.
-func (p *Producer) Close() error { return p.w.Close() }
+func (p *Producer) Close() error {
+	err := p.w.Close()
+	p.w.Transport.(*kafka.Transport).CloseIdleConnections() // a Writer leaves its transport's connections open
+	return err
+}
 
 // FileMessages reads a CSV or JSON Lines file (optionally gzip-compressed) as JSON messages:
 // a JSON line as it is (malformed too), a CSV row as an object of its header's fields. keyField, when set,
@@ -211,7 +215,9 @@ func (b *Broker) Outage() (restore func()) {
 // ApplyRetention sets a topic's retention.bytes and has the broker enforce it now, deleting
 // the oldest record batches beyond it, as a broker's retention would over time.
 func (b *Broker) ApplyRetention(ctx context.Context, topic string, bytes int) error {
-	client := &kafka.Client{Addr: kafka.TCP(b.Addr), Transport: &kafka.Transport{}}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(b.Addr), Transport: tr}
 	res, err := client.AlterConfigs(ctx, &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
 		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
 		Configs: []kafka.AlterConfigRequestConfig{{Name: "retention.bytes", Value: fmt.Sprint(bytes)}}}}})
