@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -213,32 +212,11 @@ func (k Kind) Open(ctx context.Context, env Env, cfg any) (Source, error) {
 // Check checks a decoded config against the spec (required keys, enums), then lets the config
 // check itself when it can (ConfigValidator).
 func (k Kind) Check(cfg any, baseDir string) []FieldProblem {
-	var out []FieldProblem
-	for _, key := range requiredMissing(k.Spec.Fields, reflect.ValueOf(cfg), "") {
-		out = append(out, FieldProblem{Key: key, Msg: "is required", Hint: k.hint(key)})
-	}
-	out = append(out, enumViolations(k.Spec.Fields, reflect.ValueOf(cfg), "")...)
+	out := specProblems(k.Spec.Fields, reflect.ValueOf(cfg), "")
 	if v, ok := cfg.(ConfigValidator); ok {
 		out = append(out, v.Validate(baseDir)...)
 	}
 	return out
-}
-
-// hint shows a required key's example, when the spec has one.
-func (k Kind) hint(key string) string {
-	fields := k.Spec.Fields
-	var f Field
-	for part := range strings.SplitSeq(key, ".") {
-		i := slices.IndexFunc(fields, func(f Field) bool { return f.Name == part })
-		if i < 0 {
-			return ""
-		}
-		f, fields = fields[i], fields[i].Fields
-	}
-	if f.Example == "" {
-		return f.Doc
-	}
-	return fmt.Sprintf("%s: %s (%s)", f.Name, f.Example, f.Doc)
 }
 
 var (

@@ -174,33 +174,9 @@ func typedValue(f Field, v string) any {
 	return v
 }
 
-// requiredMissing lists the required keys (dotted) left out of a decoded config.
-func requiredMissing(fields []Field, v reflect.Value, prefix string) []string {
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	var out []string
-	t := v.Type()
-	for i := range t.NumField() {
-		sf := t.Field(i)
-		key, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		at := slices.IndexFunc(fields, func(f Field) bool { return f.Name == key })
-		if at < 0 {
-			continue
-		}
-		f := fields[at]
-		if f.Required && v.Field(i).IsZero() {
-			out = append(out, prefix+key)
-		}
-		if f.Type == "object" {
-			out = append(out, requiredMissing(f.Fields, v.Field(i), prefix+key+".")...)
-		}
-	}
-	return out
-}
-
-// enumViolations lists keys whose value is not one of their enum's.
-func enumViolations(fields []Field, v reflect.Value, prefix string) []FieldProblem {
+// specProblems lists what a decoded config breaks of its spec: required keys left out and
+// values not among their enum's, with dotted keys.
+func specProblems(fields []Field, v reflect.Value, prefix string) []FieldProblem {
 	if v.Kind() == reflect.Pointer {
 		v = v.Elem()
 	}
@@ -213,11 +189,18 @@ func enumViolations(fields []Field, v reflect.Value, prefix string) []FieldProbl
 			continue
 		}
 		f, fv := fields[at], v.Field(i)
+		if f.Required && fv.IsZero() {
+			hint := f.Doc
+			if f.Example != "" {
+				hint = fmt.Sprintf("%s: %s (%s)", f.Name, f.Example, f.Doc)
+			}
+			out = append(out, FieldProblem{Key: prefix + key, Msg: "is required", Hint: hint})
+		}
 		if len(f.Enum) > 0 && fv.Kind() == reflect.String && fv.String() != "" && !slices.Contains(f.Enum, fv.String()) {
 			out = append(out, FieldProblem{Key: prefix + key, Msg: fmt.Sprintf("%q is not a known value", fv.String()), Hint: "one of " + strings.Join(f.Enum, ", ")})
 		}
 		if f.Type == "object" {
-			out = append(out, enumViolations(f.Fields, fv, prefix+key+".")...)
+			out = append(out, specProblems(f.Fields, fv, prefix+key+".")...)
 		}
 	}
 	return out

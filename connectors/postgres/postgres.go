@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,7 +158,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	if err != nil {
 		return err
 	}
-	cursorAt, keyAt := indexOf(names, s.cfg.Cursor), indexOf(names, s.cfg.Key)
+	cursorAt, keyAt := slices.Index(names, s.cfg.Cursor), slices.Index(names, s.cfg.Key)
 	if cursorAt < 0 || keyAt < 0 {
 		return fmt.Errorf("%s has no column %s or %s (it has %s)", stream, s.cfg.Cursor, s.cfg.Key, strings.Join(names, ", "))
 	}
@@ -262,12 +263,12 @@ func (s *Source) columnTypes(ctx context.Context, tx pgx.Tx) (names, types []str
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read the columns of %s: %w", s.cfg.stream(), err)
 	}
-	for _, f := range fields {
-		var typ string
-		if err := tx.QueryRow(ctx, "SELECT format_type($1, NULL)", f.DataTypeOID).Scan(&typ); err != nil {
-			return nil, nil, fmt.Errorf("read the type of %s: %w", f.Name, err)
-		}
-		names, types = append(names, f.Name), append(types, typ)
+	oids := make([]uint32, len(fields))
+	for i, f := range fields {
+		names, oids[i] = append(names, f.Name), f.DataTypeOID
+	}
+	if err := tx.QueryRow(ctx, "SELECT array_agg(format_type(oid, NULL) ORDER BY n) FROM unnest($1::oid[]) WITH ORDINALITY AS t(oid, n)", oids).Scan(&types); err != nil {
+		return nil, nil, fmt.Errorf("read the column types of %s: %w", s.cfg.stream(), err)
 	}
 	return names, types, nil
 }
@@ -288,15 +289,6 @@ func (s *Source) query(known bool, pos position, lookback time.Duration, cursorT
 		args = append(args, pos.Cursor, pos.Key)
 	}
 	return q + fmt.Sprintf(" ORDER BY %s, %s", cursor, key), args
-}
-
-func indexOf(names []string, name string) int {
-	for i, n := range names {
-		if n == name {
-			return i
-		}
-	}
-	return -1
 }
 
 // batcher builds one Arrow record batch of rows as text: a string column per source column,
@@ -365,7 +357,7 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 	}
 	var problems []string
 	for _, c := range []string{s.cfg.Cursor, s.cfg.Key} {
-		if indexOf(names, c) < 0 {
+		if slices.Index(names, c) < 0 {
 			problems = append(problems, fmt.Sprintf("%s has no column %s (it has %s)", s.cfg.stream(), c, strings.Join(names, ", ")))
 		}
 	}
