@@ -43,7 +43,7 @@ func init() {
 // Config is a PostgreSQL source's block in config.yaml.
 type Config struct {
 	DSNEnv    string `yaml:"dsn_env" required:"true" secret:"true" example:"CRM_PG_DSN" doc:"the environment variable holding the libpq DSN (keyword/value or URL; sslmode, sslrootcert and the rest for TLS)"`
-	Table     string `yaml:"table" example:"crm.orders" doc:"the table or view to read, as [schema.]name; or set query"`
+	Table     string `yaml:"table" example:"crm.orders" doc:"the table or view to read, as [schema.]name (the first dot ends the schema); or set query"`
 	Query     string `yaml:"query" example:"SELECT o.*, c.email FROM crm.orders o JOIN crm.customers c USING (customer_id)" doc:"a SELECT to read instead of a table; its columns include cursor and key"`
 	Cursor    string `yaml:"cursor" required:"true" example:"updated_at" doc:"the column that grows when a row is added or changed: a timestamp or a number"`
 	Key       string `yaml:"key" required:"true" example:"id" doc:"a unique column that orders the rows of one cursor value"`
@@ -85,7 +85,7 @@ func (c *Config) relation() string {
 	if c.Query != "" {
 		return "(" + c.Query + ")"
 	}
-	return pgx.Identifier(strings.Split(c.Table, ".")).Sanitize()
+	return pgx.Identifier(strings.SplitN(c.Table, ".", 2)).Sanitize() // schema.name; the name may hold dots
 }
 
 // position is where the source stands: the cursor and key of the last row read, as PostgreSQL
