@@ -108,6 +108,8 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	st.res.CLVStats.Tuples, st.res.CLVStats.Fit = len(histories), time.Since(start)
+	st.log.Debug("CLV models fitted", "summary", st.res.CLVStats.Summary.Round(time.Millisecond).String(),
+		"fit", st.res.CLVStats.Fit.Round(time.Millisecond).String(), "bgnbd_iterations", bgFit.Iterations, "gamma_gamma_iterations", ggFit.Iterations)
 	byHistory := make([]clv.Customer, len(histories))
 	for i, h := range histories {
 		byHistory[i] = h.Customer

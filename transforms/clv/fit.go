@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"gonum.org/v1/gonum/mat"
@@ -157,10 +158,8 @@ func FitGammaGamma(tuples []Tuple, minRepeat int) (Fit, error) {
 // minimize runs BFGS with the objective's analytic gradient. The objective is a per-customer
 // mean, so its scale, and the convergence threshold, do not depend on the population size.
 func minimize(obj objective, start []float64) ([]float64, *optimize.Result, error) {
-	p := optimize.Problem{
-		Func: func(x []float64) float64 { return obj(x, nil) },
-		Grad: func(grad, x []float64) { obj(x, grad) },
-	}
+	m := memo{obj: obj}
+	p := optimize.Problem{Func: m.value, Grad: m.gradient}
 	settings := &optimize.Settings{GradientThreshold: 1e-7, MajorIterations: 500}
 	res, err := optimize.Minimize(p, start, settings, &optimize.BFGS{})
 	if res == nil {
@@ -178,6 +177,27 @@ func minimize(obj objective, start []float64) ([]float64, *optimize.Result, erro
 	}
 	return res.X, res, fmt.Errorf("optimiser stopped without converging: %s after %d iterations", res.Status, res.MajorIterations)
 }
+
+// memo keeps the objective's last point: gonum asks for the value and the gradient at a point
+// in two calls, and one pass over the histories computes both (the line search asks for both at
+// every trial point, so this halves the fit's passes).
+type memo struct {
+	obj     objective
+	x, grad []float64
+	f       float64
+}
+
+func (m *memo) at(x []float64) {
+	if m.x != nil && slices.Equal(m.x, x) {
+		return
+	}
+	m.x, m.grad = append(m.x[:0], x...), make([]float64, len(x))
+	m.f = m.obj(x, m.grad)
+}
+
+func (m *memo) value(x []float64) float64 { m.at(x); return m.f }
+
+func (m *memo) gradient(grad, x []float64) { m.at(x); copy(grad, m.grad) }
 
 // nearOptimum says whether a point where the line search gave up is an optimum all the same.
 // The objective is a mean over up to a million distinct histories; its rounding noise (gradient

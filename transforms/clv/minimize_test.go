@@ -44,3 +44,20 @@ func TestALineSearchThatFailsAwayFromTheOptimumIsAnError(t *testing.T) {
 	_, _, err := minimize(noisyBowl(bowlCentre, 1e-2), []float64{0, 2, 0, 0})
 	require.ErrorContains(t, err, "linesearch")
 }
+
+// One pass over the histories gives both the value and the gradient: the optimiser asks for
+// them in two calls, and a fit over a million histories must not pay for each point twice.
+func TestEachPointTheOptimiserVisitsCostsOnePass(t *testing.T) {
+	bowl := noisyBowl(bowlCentre, 0)
+	passes, points := 0, map[[4]float64]bool{}
+	counted := func(x, grad []float64) float64 {
+		passes++
+		points[[4]float64(x)] = true
+		return bowl(x, grad)
+	}
+	x, _, err := minimize(counted, []float64{0, 2, 0, 0})
+	require.NoError(t, err)
+	require.InDeltaSlice(t, bowlCentre, x, 1e-6)
+	require.Greater(t, passes, 2)
+	require.Equal(t, len(points), passes, "every pass is at a point not evaluated before")
+}
