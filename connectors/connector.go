@@ -73,10 +73,16 @@ type Batch struct {
 
 	// Relation is read once: a table function (read_csv(...)) or a subquery. Its columns are the
 	// source's fields (or a single JSON `payload` column and the connector's metadata) followed
-	// by one last column, the record's 1-based number within the batch, in source order. Field
-	// names are the source's own and may be anything: the writer renames them by position.
+	// by one last column, the record's 1-based number within the batch, in source order (unless
+	// Unnumbered). Field names are the source's own and may be anything: the writer renames
+	// them by position.
 	Relation string
-	JSON     bool
+	// Unnumbered says Relation has no record-number column: it is a scan that yields the
+	// records in source order (read_csv), and Stream and Seq read no column (Seq only
+	// {ordinal}). The writer numbers the records itself, after mapping them on every core: a
+	// numbering window (WITH ORDINALITY) above the scan would run the whole mapping on one thread.
+	Unnumbered bool
+	JSON       bool
 	// Records, when set, are the batch's rows, already in memory (a Kafka fetch), laid out as
 	// Relation describes: the writer exposes them to SQL and reads them in place of Relation.
 	Records arrow.RecordBatch

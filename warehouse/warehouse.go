@@ -178,6 +178,9 @@ func dsnFor(opts Options) (string, error) {
 	// 60% of a 100k-message commit). The WAL is still written at each commit, so a crash
 	// loses nothing; only its replay after one is longer.
 	q.Set("checkpoint_threshold", "256MB")
+	// DuckDB's default, set so nothing turns it off: a table created from a scan keeps the
+	// scan's order, which numbers ingested records (rowid) and hands customers over in chunks.
+	q.Set("preserve_insertion_order", "true")
 	if opts.MemoryLimit != "" {
 		q.Set("memory_limit", opts.MemoryLimit)
 	}

@@ -181,6 +181,43 @@ func TestPositionsNameTrueLinesAroundRejectedLines(t *testing.T) {
 	require.Contains(t, dead["a.csv:5"], "TOO MANY COLUMNS")
 }
 
+// A file large enough that DuckDB's threads read parts of it in parallel: the records are
+// mapped on every core and numbered afterwards by the order they were stored in, so each must
+// still name its own line, also after lines rejected by the reader and by the mapping.
+func TestRecordsReadInParallelNameTheirOwnLines(t *testing.T) {
+	const lines = 600_000 // about 40 MB, several of DuckDB's parallel CSV chunks
+	var b strings.Builder
+	b.WriteString("id,cust,ts,amt,line\n")
+	want := map[int]string{} // line → reason a dead letter there gives
+	for line := 2; line <= lines; line++ {
+		switch line {
+		case 150_001, 450_002:
+			fmt.Fprintf(&b, "X%d,C1,2026-01-01 10:00:00,1,%d,surplus\n", line, line)
+			want[line] = "TOO MANY COLUMNS"
+		case 300_003, lines - 1:
+			fmt.Fprintf(&b, "X%d,C1,2026-01-01 10:00:00,n/a,%d\n", line, line)
+			want[line] = "amount: cannot read 'n/a' as a number"
+		default:
+			fmt.Fprintf(&b, "A%d,C%d,2026-01-01 10:00:00,%d.25,%d\n", line, line%5000, line%97, line)
+		}
+	}
+	e := setupRatio(t, ordersSource+"\n    unknown_fields: keep", map[string]string{"big.csv": b.String()}, 0.9)
+	res := e.run(t)
+	require.EqualValues(t, lines-1, res.Sources[0].Read)
+	require.EqualValues(t, lines-1-len(want), res.Sources[0].Loaded)
+
+	var loaded, trueLines int64
+	require.NoError(t, e.db().QueryRow(`SELECT count(*), count(*) FILTER (order_id = 'A' || _seq AND _position = 'big.csv:' || _seq
+		AND CAST(_extra->>'line' AS BIGINT) = _seq) FROM orders`).Scan(&loaded, &trueLines))
+	require.EqualValues(t, lines-1-len(want), loaded)
+	require.Equal(t, loaded, trueLines, "every loaded record names its own line")
+	dead := e.pairs(t, `SELECT position, reason FROM dead_letters`)
+	require.Len(t, dead, len(want))
+	for line, reason := range want {
+		require.Contains(t, dead[fmt.Sprintf("big.csv:%d", line)], reason, "line %d", line)
+	}
+}
+
 func TestParquetAndTimeZones(t *testing.T) {
 	e := setup(t, `  orders:
     table: orders

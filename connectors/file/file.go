@@ -482,7 +482,7 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	if d.header {
 		headerLines++
 	}
-	b.Relation = "(SELECT * FROM read_csv(" + strings.Join(opts, ", ") + ") WITH ORDINALITY)"
+	b.Relation, b.Unnumbered = "read_csv("+strings.Join(opts, ", ")+")", true
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
 	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines}
 	return ""
@@ -610,5 +610,8 @@ func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLi
 	if err := rows.Err(); err != nil {
 		return nil, firstLine(err.Error())
 	}
-	return cols[:len(cols)-1], "" // the last column numbers the records
+	if !b.Unnumbered {
+		cols = cols[:len(cols)-1] // the last column numbers the records
+	}
+	return cols, ""
 }

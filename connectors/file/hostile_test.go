@@ -177,8 +177,9 @@ func TestHeadersNamedLikeTheGeneratedSQLChangeNothing(t *testing.T) {
 	sql := spec.Compile(mapping.Batch{Relation: "read_csv('a.csv')", Fields: []string{"id", "cust", "ts", "amt"}, Stream: "'a.csv'", Seq: "{ordinal} + 1", PositionSep: ":"})
 	var hostile []string
 	// The generated SQL's names, those of earlier versions (v_amount, r_customer_id, …) and the
-	// readers' own (ordinality, file_row_number).
-	names := append(identifiers(sql), "ordinality", "file_row_number", "payload", "_doc", "mapped", "merge_rows")
+	// readers' own (ordinality, file_row_number), and those of the records' numbering after
+	// mapping (rowid, the placeholder column, the table numbered).
+	names := append(identifiers(sql), "ordinality", "file_row_number", "payload", "_doc", "mapped", "merge_rows", "mapped_rows", "rowid", "CAST(NULL AS BIGINT)")
 	for _, c := range spec.Table.ColumnNames() {
 		names = append(names, "v_"+c, "r_"+c)
 	}

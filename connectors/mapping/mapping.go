@@ -62,6 +62,14 @@ const (
 // UnknownFieldPolicies lists the values unknown_fields accepts.
 var UnknownFieldPolicies = []string{UnknownIgnore, UnknownKeep, UnknownFail}
 
+// ReadsOrdinals says whether the compiled mapping reads records' numbers itself, or only passes
+// them through: a table without a mapped key is deduplicated by whole record, the first kept,
+// and a lookup's join does not keep the records' order, so such records must come numbered.
+func (s Spec) ReadsOrdinals() bool {
+	_, hasKey := s.Fields[s.Table.Key]
+	return !hasKey || len(s.Lookups) > 0
+}
+
 // MissingFields lists the source fields the mapping reads that a columnar source does not have.
 // (JSON documents are free-form: a missing path is a missing value, reported per record.)
 func (s Spec) MissingFields(have []string) []string {
@@ -139,6 +147,10 @@ type Batch struct {
 	// for the record's number within the batch. The record's _position is
 	// Stream || PositionSep || Seq, e.g. orders.csv:12.
 	Stream, Seq, PositionSep string
+	// NumberedLater leaves the lineage columns (_position, _stream, _seq, _ordinal) out, and
+	// Stream and Seq unread: the caller numbers the mapped records itself, by the order they
+	// were stored in (the relation's last column is then a placeholder).
+	NumberedLater bool
 	// Unreadable maps a source field to an SQL condition over the relation that holds when the
 	// field's value on a record could not be read (e.g. a Kafka key that is not UTF-8); a record
 	// whose mapping reads such a field is dead-lettered, naming it.
@@ -281,7 +293,7 @@ func (s Spec) Compile(b Batch) string {
 		}
 	}
 	inner := fmt.Sprintf("SELECT s.*%s FROM %s s", doc, renamed)
-	if _, hasKey := s.Fields[s.Table.Key]; !hasKey {
+	if _, hasKey := s.Fields[s.Table.Key]; !hasKey { // see ReadsOrdinals
 		inner = fmt.Sprintf("SELECT s.*, row_number() OVER (PARTITION BY %s ORDER BY %s) AS %sdup_seq FROM (%s) s", record, ord, p, inner)
 	}
 	lineage := func(expr string) string { return "(" + strings.ReplaceAll(expr, "{ordinal}", ord) + ")" }
@@ -289,14 +301,17 @@ func (s Spec) Compile(b Batch) string {
 	for _, c := range s.Table.Columns {
 		out = append(out, p+"v_"+c.Name+" AS "+c.Name)
 	}
-	out = append(out, p+"stream || "+warehouse.Quote(b.PositionSep)+" || "+p+"seq AS _position", p+"stream AS _stream", p+"seq AS _seq",
-		// The raw record is assembled in the outer query, where the subquery's columns include the
-		// source's fields, and only for rows with a reason: as a column of its own DuckDB would
-		// build it for every row (it cost a third of mapping a large file).
-		ord+" AS _ordinal", p+"reason AS _reason", "CASE WHEN "+p+"reason IS NOT NULL THEN "+payload+" END AS _payload",
+	if !b.NumberedLater {
+		out = append(out, p+"stream || "+warehouse.Quote(b.PositionSep)+" || "+p+"seq AS _position", p+"stream AS _stream", p+"seq AS _seq",
+			ord+" AS _ordinal")
+		sel = append(sel, "CAST("+lineage(b.Stream)+" AS VARCHAR) AS "+p+"stream", "CAST("+lineage(b.Seq)+" AS BIGINT) AS "+p+"seq")
+	}
+	// The raw record is assembled in the outer query, where the subquery's columns include the
+	// source's fields, and only for rows with a reason: as a column of its own DuckDB would
+	// build it for every row (it cost a third of mapping a large file).
+	out = append(out, p+"reason AS _reason", "CASE WHEN "+p+"reason IS NOT NULL THEN "+payload+" END AS _payload",
 		p+"skip AS _skip", extra+" AS _extra")
-	sel = append(sel, "CAST("+lineage(b.Stream)+" AS VARCHAR) AS "+p+"stream", "CAST("+lineage(b.Seq)+" AS BIGINT) AS "+p+"seq",
-		reason+" AS "+p+"reason", skipExpr+" AS "+p+"skip")
+	sel = append(sel, reason+" AS "+p+"reason", skipExpr+" AS "+p+"skip")
 	return fmt.Sprintf("SELECT %s\nFROM (SELECT s.*, %s FROM (%s) s) s", strings.Join(out, ", "), strings.Join(sel, ", "), inner)
 }
 
