@@ -27,7 +27,7 @@ func (a *app) benchCmd() *cobra.Command {
 				rep.Customers, rep.Orders, rep.OrdersFile, float64(rep.OrdersBytes)/1e6, rep.Threads, opts.MemoryLimit)
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "stage\tckm\tDuckDB reference\tratio\ttarget\t")
-			fmt.Fprintf(tw, "ingest orders (rows/s)\t%.0f\t%.0f  read_csv → table\t%.2f× of reference\t≥ 0.70×\t\n",
+			fmt.Fprintf(tw, "ingest orders (rows/s)\t%.0f\t%.0f  read_csv → table\t%.2f× of reference\t≥ 0.60×\t\n",
 				rep.IngestRate, rep.ReadCSVRate, rep.IngestRate/rep.ReadCSVRate)
 			fmt.Fprintf(tw, "RFM stage (s)\t%.2f\t%.2f  per-customer aggregate\t%.2f× of reference\t≤ 2.00×\t\n",
 				rep.RFM.Seconds(), rep.Aggregate.Seconds(), rep.RFM.Seconds()/rep.Aggregate.Seconds())
@@ -35,7 +35,10 @@ func (a *app) benchCmd() *cobra.Command {
 				rep.CLVValue.Seconds(), rep.Aggregate.Seconds(), rep.CLVValue.Seconds()/rep.Aggregate.Seconds())
 			fmt.Fprintf(tw, "knowledge stage (s)\t%.2f\t%.2f  per-customer aggregate\t%.2f× of reference\t≤ 1.00×\t\n",
 				rep.Knowledge.Seconds(), rep.Aggregate.Seconds(), rep.Knowledge.Seconds()/rep.Aggregate.Seconds())
-			fmt.Fprintf(tw, "publish for BI (s)\t%.2f\t%.2f  COPY each output to Parquet\t%.2f× of reference\t\t\n",
+			scoring := rep.RFM + rep.CLVValue + rep.Knowledge
+			fmt.Fprintf(tw, "whole scoring (s)\t%.2f\t%.2f  per-customer aggregate\t%.2f× of reference\t≤ 2.00×\t\n",
+				scoring.Seconds(), rep.Aggregate.Seconds(), scoring.Seconds()/rep.Aggregate.Seconds())
+			fmt.Fprintf(tw, "publish for BI (s)\t%.2f\t%.2f  COPY each output to Parquet\t%.2f× of reference\t≤ 1.50×\t\n",
 				rep.Publish.Seconds(), rep.CopyParquet.Seconds(), rep.Publish.Seconds()/rep.CopyParquet.Seconds())
 			if rep.PublishPostgres > 0 {
 				fmt.Fprintf(tw, "publish to PostgreSQL (s)\t%.2f\t%.2f  bare COPY FROM STDIN, same rows\t%.2f× of reference\t≥ 0.70×\t\n",
