@@ -74,15 +74,27 @@ func (m BGNBD) ExpectedPurchases(c Customer, t float64) float64 {
 	if t <= 0 {
 		return 0
 	}
-	r, alpha, a, b := m.R, m.Alpha, m.A, m.B
-	first := (a + b + c.X - 1) / (a - 1)
-	hyp := mathext.Hypergeo(r+c.X, b+c.X, a+b+c.X-1, t/(alpha+c.T+t))
-	second := 1 - hyp*math.Pow((alpha+c.T)/(alpha+c.T+t), r+c.X)
-	denom := 1.0
+	first, denom := m.historyTerms(c)
+	return first * m.horizonTerm(c.X, c.T, t) / denom
+}
+
+// horizonTerm is the factor of ExpectedPurchases that depends on the history only through x
+// and T: its hypergeometric function is nearly all the prediction's cost, and customers who
+// share x and T (far fewer pairs than histories) share it.
+func (m BGNBD) horizonTerm(x, T, t float64) float64 {
+	hyp := mathext.Hypergeo(m.R+x, m.B+x, m.A+m.B+x-1, t/(m.Alpha+T+t))
+	return 1 - hyp*math.Pow((m.Alpha+T)/(m.Alpha+T+t), m.R+x)
+}
+
+// historyTerms are the factors of ExpectedPurchases that do not depend on the horizon t.
+func (m BGNBD) historyTerms(c Customer) (first, denom float64) {
+	a, b := m.A, m.B
+	first = (a + b + c.X - 1) / (a - 1)
+	denom = 1.0
 	if c.X > 0 {
-		denom += a / (b + c.X - 1) * math.Pow((alpha+c.T)/(alpha+c.Tx), r+c.X)
+		denom += a / (b + c.X - 1) * math.Pow((m.Alpha+c.T)/(m.Alpha+c.Tx), m.R+c.X)
 	}
-	return first * second / denom
+	return first, denom
 }
 
 // ProbNoPurchases is P(X(t) = 0) for a customer just acquired.

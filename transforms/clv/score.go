@@ -96,14 +96,15 @@ type purchases struct {
 	discounted       float64 // Σ months m of the purchases expected in month m / (1 + d)^m
 }
 
-func predictPurchases(c Customer, bg BGNBD, p Params) purchases {
-	unit, _ := p.UnitDays()
-	month := 30 / unit
+// predictPurchases predicts c from the horizonTerm of its x and T at the end of each month of
+// the horizon and the discount factor (1 + d)^m of each month.
+func predictPurchases(c Customer, bg BGNBD, horizons, discounts []float64) purchases {
 	out := purchases{pAlive: bg.PAlive(c)}
+	first, denom := bg.historyTerms(c)
 	prev := 0.0
-	for m := 1; m <= p.HorizonMonths; m++ {
-		cum := bg.ExpectedPurchases(c, float64(m)*month)
-		out.discounted += (cum - prev) / math.Pow(1+p.MonthlyDiscount, float64(m))
+	for m, horizon := range horizons {
+		cum := first * horizon / denom
+		out.discounted += (cum - prev) / discounts[m]
 		prev = cum
 	}
 	out.expected = prev
@@ -119,16 +120,47 @@ type Scorer struct {
 	p         Params
 }
 
-// NewScorer predicts each history once — a dozen hypergeometric functions each — on all cores.
+// NewScorer predicts each history once, on all cores. The hypergeometric functions, a dozen per
+// prediction, are computed once per distinct (x, T) and shared by the histories that differ
+// only in t_x (the bench's 1M customers have 871k histories but 67k pairs).
 func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer, error) {
 	p = p.WithDefaults()
-	if _, err := p.UnitDays(); err != nil {
+	unit, err := p.UnitDays()
+	if err != nil {
 		return nil, err
+	}
+	months, month := max(p.HorizonMonths, 0), 30/unit
+	type xT struct{ x, t float64 }
+	pairOf := make([]int32, len(histories))
+	var pairs []xT
+	index := map[xT]int32{}
+	for i, h := range histories {
+		k := xT{h.X, h.T}
+		j, ok := index[k]
+		if !ok {
+			j = int32(len(pairs))
+			index[k] = j
+			pairs = append(pairs, k)
+		}
+		pairOf[i] = j
+	}
+	horizons := make([]float64, len(pairs)*months)
+	parallelSum(len(pairs), 0, func(lo, hi int, _ []float64) {
+		for j := lo; j < hi; j++ {
+			for m := 1; m <= months; m++ {
+				horizons[j*months+m-1] = bg.horizonTerm(pairs[j].x, pairs[j].t, float64(m)*month)
+			}
+		}
+	})
+	discounts := make([]float64, months)
+	for m := range discounts {
+		discounts[m] = math.Pow(1+p.MonthlyDiscount, float64(m+1))
 	}
 	predicted := make([]purchases, len(histories))
 	parallelSum(len(histories), 0, func(lo, hi int, _ []float64) {
 		for i := lo; i < hi; i++ {
-			predicted[i] = predictPurchases(histories[i], bg, p)
+			j := int(pairOf[i])
+			predicted[i] = predictPurchases(histories[i], bg, horizons[j*months:(j+1)*months], discounts)
 		}
 	})
 	return &Scorer{predicted: predicted, gg: gg, p: p}, nil
