@@ -15,6 +15,7 @@ import (
 	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
 	"github.com/ckm-dev/ckm/transforms/knowledge"
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 const knowledgeConfig = `warehouse: {path: ckm.duckdb}
@@ -55,6 +56,8 @@ const handFeedback = `{"id":"e1","customer":"A","ts":"2026-06-30T10:00:00+02:00"
 {"id":"e12","customer":"B","ts":"2026-06-15T12:00:00+02:00","direction":"inbound","kind":"complaint","channel":"phone","department":"service","rating":1,"status":"new"}
 {"id":"e13","customer":"C","ts":"2026-06-10T12:00:00+02:00","direction":"inbound","kind":"suggestion","channel":"community","department":"rnd","status":"acknowledged","acknowledged_at":"2026-06-12T12:00:00+02:00"}
 {"id":"e14","customer":"A","ts":"2026-07-01T00:30:00+02:00","direction":"inbound","kind":"co_design","channel":"visit","department":"rnd","status":"new"}
+{"id":"e15","customer":"D","ts":"2026-03-27T12:00:00+01:00","direction":"inbound","kind":"suggestion","channel":"web","department":"rnd","status":"acknowledged","acknowledged_at":"2026-04-03T12:30:00+02:00"}
+{"id":"e16","customer":"D","ts":"2026-03-27T12:00:00+01:00","direction":"inbound","kind":"suggestion","channel":"web","department":"rnd","status":"acknowledged","acknowledged_at":"2026-04-03T13:30:00+02:00"}
 `
 
 func writeHandData(t *testing.T, dir string) {
@@ -99,7 +102,60 @@ func TestKnowledgeInputsByHand(t *testing.T) {
 	zone, err := pipelines.CheckedZone(ctx, conn, "Europe/Berlin")
 	require.NoError(t, err)
 	require.True(t, zone.Fast())
-	rows, err := conn.QueryContext(ctx, `SELECT * FROM (`+pipelines.KnowledgeInputSQL(zone, asOf, 365, 7, p, false)+`) WHERE customer_id IN ('A', 'B', 'C')`)
+	// The inputs do not depend on the session's time zone, which is whatever the last source
+	// loaded on the connection set (or the process's zone when nothing was loaded).
+	var got map[string]map[string]float64
+	for _, session := range []string{"Europe/Berlin", "UTC", "America/New_York"} {
+		_, err = conn.ExecContext(ctx, "SET TimeZone = '"+session+"'")
+		require.NoError(t, err)
+		inZone := knowledgeInputs(t, conn, pipelines.KnowledgeInputSQL(zone, asOf, 365, 7, p, false))
+		if got != nil {
+			require.Equal(t, got, inZone, "session time zone %s", session)
+		}
+		got = inZone
+	}
+	require.Len(t, got, 4, "A and B bought, C and D only gave feedback: all eligible")
+
+	decay := func(days float64) float64 { return math.Pow(0.5, days/180) }
+	want := map[string]map[string]float64{
+		// e1–e4 are knowledge events (e9 is a day before the window, e14 a day after as_of);
+		// innovation, ages counted to the end of as_of (midnight, 22:00 UTC): co_design 3 at 14
+		// hours, suggestion 2 at 180 days 11 hours (UTC+1 in winter), complaint 1 at 121 days 11
+		// hours, review ½ at 1½ days.
+		"A": {"has_clv": 1, "knowledge_events": 4, "innovation": 3*decay(14.0/24) + 2*decay(180+11.0/24) + decay(121+11.0/24) + 0.5*decay(1.5),
+			"inbound_events": 7, "invited": 2, "accepted": 1, "rated_n": 2, "rated_sum": 1 + 0.75, "non_negative": 6,
+			"channels": 3, "acknowledged": 2, "converted": 2, "implemented": 1, "departments": 4,
+			"lead_sum": 2.0 / 3, "lead_n": 2, "consent": 1, "tenure_days": 180,
+			"kac_events": 2, "kforc_events": 3, "kfc_events": 4},
+		"B": {"has_clv": 1, "knowledge_events": 1, "innovation": decay(15.5), "inbound_events": 1, "invited": 1, "accepted": 0,
+			"rated_n": 0, "non_negative": 0, "channels": 1, "acknowledged": 0, "converted": 0, "implemented": 0,
+			"departments": 1, "lead_sum": 1, "lead_n": 1, "consent": 0, "tenure_days": 365,
+			"kac_events": 0, "kforc_events": 1, "kfc_events": 1},
+		"C": {"has_clv": 0, "clv": 0, "knowledge_events": 1, "innovation": 2 * decay(20.5), "inbound_events": 1, "channels": 1,
+			"acknowledged": 1, "departments": 1, "lead_n": 0, "consent": -1, "tenure_days": 20, "kfc_events": 1},
+		// Acknowledged within ack_days (7) of 24 hours: e15 after 167½ hours, e16 after 168½
+		// (across the change to summer time: 7 calendar days in Berlin end at 167 hours).
+		"D": {"knowledge_events": 2, "acknowledged": 1},
+	}
+	for id, cols := range want {
+		for col, v := range cols {
+			require.InDelta(t, v, got[id][col], 2e-9, "%s of %s", col, id) // sums are kept to 1e-9
+		}
+	}
+	var clvA float64
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT clv FROM customer_clv WHERE customer_id = 'A'`).Scan(&clvA))
+	require.InDelta(t, clvA, got["A"]["clv"], 1e-12)
+
+	// Types per department, from the same events (e9 and e14 outside the window; D's two in rnd).
+	var mix string
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT string_agg(department || ':' || knowledge_type || '=' || events, ' '
+		ORDER BY department, knowledge_type) FROM knowledge_mix`).Scan(&mix))
+	require.Equal(t, "marketing:KAC=1 marketing:KFC=1 marketing:KForC=3 rnd:KFC=4 sales:KFC=1 service:KAC=1 service:KFC=2 service:KForC=1", mix)
+}
+
+// knowledgeInputs reads the knowledge inputs of customers A–D by column.
+func knowledgeInputs(t *testing.T, conn *warehouse.Conn, inputs string) map[string]map[string]float64 {
+	rows, err := conn.QueryContext(context.Background(), `SELECT * FROM (`+inputs+`) WHERE customer_id IN ('A', 'B', 'C', 'D')`)
 	require.NoError(t, err)
 	defer rows.Close()
 	cols, err := rows.Columns()
@@ -126,40 +182,7 @@ func TestKnowledgeInputsByHand(t *testing.T) {
 		got[vals[0].(string)] = row
 	}
 	require.NoError(t, rows.Err())
-	require.Len(t, got, 3, "A and B bought, C only gave feedback: all eligible")
-
-	decay := func(days float64) float64 { return math.Pow(0.5, days/180) }
-	want := map[string]map[string]float64{
-		// e1–e4 are knowledge events (e9 is a day before the window, e14 a day after as_of);
-		// innovation, ages counted to the end of as_of (midnight, 22:00 UTC): co_design 3 at 14
-		// hours, suggestion 2 at 180 days 11 hours (UTC+1 in winter), complaint 1 at 121 days 11
-		// hours, review ½ at 1½ days.
-		"A": {"has_clv": 1, "knowledge_events": 4, "innovation": 3*decay(14.0/24) + 2*decay(180+11.0/24) + decay(121+11.0/24) + 0.5*decay(1.5),
-			"inbound_events": 7, "invited": 2, "accepted": 1, "rated_n": 2, "rated_sum": 1 + 0.75, "non_negative": 6,
-			"channels": 3, "acknowledged": 2, "converted": 2, "implemented": 1, "departments": 4,
-			"lead_sum": 2.0 / 3, "lead_n": 2, "consent": 1, "tenure_days": 180,
-			"kac_events": 2, "kforc_events": 3, "kfc_events": 4},
-		"B": {"has_clv": 1, "knowledge_events": 1, "innovation": decay(15.5), "inbound_events": 1, "invited": 1, "accepted": 0,
-			"rated_n": 0, "non_negative": 0, "channels": 1, "acknowledged": 0, "converted": 0, "implemented": 0,
-			"departments": 1, "lead_sum": 1, "lead_n": 1, "consent": 0, "tenure_days": 365,
-			"kac_events": 0, "kforc_events": 1, "kfc_events": 1},
-		"C": {"has_clv": 0, "clv": 0, "knowledge_events": 1, "innovation": 2 * decay(20.5), "inbound_events": 1, "channels": 1,
-			"acknowledged": 1, "departments": 1, "lead_n": 0, "consent": -1, "tenure_days": 20, "kfc_events": 1},
-	}
-	for id, cols := range want {
-		for col, v := range cols {
-			require.InDelta(t, v, got[id][col], 2e-9, "%s of %s", col, id) // sums are kept to 1e-9
-		}
-	}
-	var clvA float64
-	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT clv FROM customer_clv WHERE customer_id = 'A'`).Scan(&clvA))
-	require.InDelta(t, clvA, got["A"]["clv"], 1e-12)
-
-	// Types per department, from the same events (e9 and e14 outside the window).
-	var mix string
-	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT string_agg(department || ':' || knowledge_type || '=' || events, ' '
-		ORDER BY department, knowledge_type) FROM knowledge_mix`).Scan(&mix))
-	require.Equal(t, "marketing:KAC=1 marketing:KFC=1 marketing:KForC=3 rnd:KFC=2 sales:KFC=1 service:KAC=1 service:KFC=2 service:KForC=1", mix)
+	return got
 }
 
 // Who the index ranks among matters: most customers never give feedback, and only those with
