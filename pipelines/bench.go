@@ -219,7 +219,7 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 	if err != nil {
 		return
 	}
-	st := r.newScoring(conn, res, log, zone)
+	st := r.newScoring(conn, res, log, zone, config.Transforms)
 	err = timed(&t.rfm, func() error {
 		out, err := r.scoreRFM(ctx, st)
 		if err != nil {

@@ -28,37 +28,6 @@ type clvState struct {
 // run, with the index of its purchase history in clv_histories.
 const clvSummary = "clv_summary"
 
-// CustomerSummarySQL is the per-customer calibration summary for CLV and the inputs of value
-// tiers and lifecycle stages, in one pass over orders up to the end of as_of. Days are calendar
-// days in zone; a purchase day has a completed order; day amounts net in
-// same-day refunds, summed exactly (see money). x = purchase days − 1; t_x and t_cal count from the first purchase day in
-// units of unitDays; zbar is the mean amount of the repeat purchase days (0 without any).
-func CustomerSummarySQL(zone Zone, asOf time.Time, unitDays float64, lookback, trendDays int, current string) string {
-	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
-	return fmt.Sprintf(`WITH days AS (
-  SELECT customer_id, %[1]s AS d, sum(CAST(amount AS %[7]s)) AS amount,
-         sum(CAST(coalesce(margin, 0) AS %[7]s)) AS margin, bool_or(status = 'completed') AS purchase
-  FROM orders
-  WHERE (status = 'completed' OR (status = 'returned' AND amount < 0))
-    AND order_ts < %[8]s
-  GROUP BY ALL
-)
-SELECT customer_id,
-  CAST(count(*) FILTER (purchase) - 1 AS DOUBLE) AS x,
-  (max(d) FILTER (purchase) - min(d) FILTER (purchase)) / %[3]g AS t_x,
-  (%[2]s - min(d) FILTER (purchase)) / %[3]g AS t_cal,
-  CAST(coalesce((sum(amount) FILTER (purchase) - arg_min(amount, d) FILTER (purchase)) / nullif(count(*) FILTER (purchase) - 1, 0), 0) AS DOUBLE) AS zbar,
-  CAST(coalesce(sum(%[6]s) FILTER (d > %[2]s - %[4]d), 0) AS DOUBLE) AS current_value,
-  CAST(coalesce(bool_or(purchase AND d > %[2]s - %[4]d), false) AS INTEGER) AS active,
-  %[2]s - min(d) FILTER (purchase) AS tenure_days,
-  count(*) FILTER (purchase) AS purchase_days,
-  CAST(coalesce(sum(amount) FILTER (d > %[2]s - %[5]d), 0) AS DOUBLE) AS recent_amount,
-  CAST(coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS DOUBLE) AS before_amount
-FROM days
-GROUP BY customer_id
-HAVING count(*) FILTER (purchase) > 0`, zone.LocalDate("order_ts"), a, unitDays, lookback, trendDays, current, money, zone.DayStart(a+" + 1"))
-}
-
 func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	done := r.step("score clv")
 	defer done()
@@ -67,23 +36,26 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	// The summary is materialised once; DuckDB then groups it into the distinct histories the
-	// fits and predictions work on, and numbers them so Go can index predictions without maps.
-	setup := []string{
-		"CREATE OR REPLACE TEMP TABLE clv_customers AS " + CustomerSummarySQL(st.zone, st.res.AsOf, unit,
-			r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current),
-		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
-			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM clv_customers GROUP BY x, t_x, t_cal`,
-		`CREATE OR REPLACE TEMP TABLE ` + clvSummary + ` AS SELECT s.*, h.history FROM clv_customers s JOIN clv_histories h USING (x, t_x, t_cal)`,
-		`DROP TABLE temp.clv_customers`,
+	if err := r.summarizeCustomers(ctx, st); err != nil {
+		return nil, err
 	}
-	st.dropAfterRun(clvSummary, "clv_histories", "clv_customers")
+	start := time.Now()
+	// DuckDB groups the summary into the distinct histories the fits and predictions work on,
+	// and numbers them so Go can index predictions without maps. RFM, which runs before, has
+	// read the summary already: the CLV summary replaces it.
+	setup := []string{
+		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
+			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM ` + customerSummary + ` GROUP BY x, t_x, t_cal`,
+		`CREATE OR REPLACE TEMP TABLE ` + clvSummary + ` AS SELECT s.*, h.history FROM ` + customerSummary + ` s JOIN clv_histories h USING (x, t_x, t_cal)`,
+		`DROP TABLE temp.` + customerSummary,
+	}
+	st.dropAfterRun(clvSummary, "clv_histories")
 	for _, q := range setup {
 		if _, err := st.conn.ExecContext(ctx, q); err != nil {
 			return nil, fmt.Errorf("customer summary: %w", err)
 		}
 	}
+	st.summarized = false
 	histories, err := st.tuples(ctx, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
 	if err != nil {
 		return nil, err
@@ -93,7 +65,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.res.CLVStats.Summary = time.Since(start)
+	grouped := time.Since(start)
 
 	start = time.Now()
 	st.log.Info("fitting CLV models", "histories", len(histories), "spend_tuples", len(spend))
@@ -108,7 +80,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	st.res.CLVStats.Tuples, st.res.CLVStats.Fit = len(histories), time.Since(start)
-	st.log.Debug("CLV models fitted", "summary", st.res.CLVStats.Summary.Round(time.Millisecond).String(),
+	st.log.Debug("CLV models fitted", "summary", st.res.CLVStats.Summary.Round(time.Millisecond).String(), "histories", grouped.Round(time.Millisecond).String(),
 		"fit", st.res.CLVStats.Fit.Round(time.Millisecond).String(), "bgnbd_iterations", bgFit.Iterations, "gamma_gamma_iterations", ggFit.Iterations)
 	byHistory := make([]clv.Customer, len(histories))
 	for i, h := range histories {

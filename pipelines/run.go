@@ -74,7 +74,8 @@ type Result struct {
 // CLVStats shows where CLV time goes: fitting works on distinct histories, not on orders.
 type CLVStats struct {
 	Customers, Tuples int
-	Summary, Fit      time.Duration
+	// Summary is the one pass over orders RFM and CLV share (see CustomerSummarySQL); Fit, both fits.
+	Summary, Fit time.Duration
 }
 
 // Runner runs pipelines against one open warehouse.

@@ -244,6 +244,9 @@ type scoring struct {
 	// (the CLV rows are in clv_scores whenever clv is set).
 	valueStaged bool
 	zone        Zone     // calendar days
+	// summarized says the temp table customer_summary is there, over the whole history when
+	// wholeHistory (the run scores CLV), else over the lookback window.
+	summarized, wholeHistory bool
 	temps       []string // temp tables the run's scoring drops when it ends
 	chunkRows   int64
 }
@@ -257,7 +260,7 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 	if !zone.Fast() {
 		log.Warn("Go's and DuckDB's time zone databases disagree on this zone; converting every timestamp with ICU (slower)", "zone", r.Config.Timezone)
 	}
-	st := r.newScoring(conn, res, log, zone)
+	st := r.newScoring(conn, res, log, zone, p.Transforms)
 	defer func() {
 		for _, t := range st.temps {
 			conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+t)
@@ -322,9 +325,10 @@ func unscoreable(ctx context.Context, conn *warehouse.Conn) error {
 		"earlier version wrote it; delete that row, or correct and reload its source", c.table, c.column, value, position, source)
 }
 
-// newScoring starts a run's scoring state.
-func (r *Runner) newScoring(conn *warehouse.Conn, res *Result, log *slog.Logger, zone Zone) *scoring {
-	st := &scoring{conn: conn, res: res, log: log, zone: zone, mem: memory.DefaultAllocator, chunkRows: int64(cmp.Or(r.ChunkRows, DefaultChunkRows))}
+// newScoring starts the scoring state of a run of transforms.
+func (r *Runner) newScoring(conn *warehouse.Conn, res *Result, log *slog.Logger, zone Zone, transforms []string) *scoring {
+	st := &scoring{conn: conn, res: res, log: log, zone: zone, mem: memory.DefaultAllocator, chunkRows: int64(cmp.Or(r.ChunkRows, DefaultChunkRows)),
+		wholeHistory: slices.Contains(transforms, "clv")}
 	if r.Arrow != nil {
 		st.mem, st.copy = r.Arrow, true
 	}
@@ -366,36 +370,19 @@ func (st *scoring) batches(ctx context.Context, query string, args ...any) ([]ar
 // rerun gives identical results. Amounts are kept to 6 decimals.
 const money = "DECIMAL(38,6)"
 
-// RFMAggregateSQL is the per-customer aggregate RFM is scored from. Parameters: as_of (DATE),
-// lookback days. Only completed orders count, with negative-amount returns netted into monetary;
-// a purchase day is a day with a completed order, in the configured zone.
-func RFMAggregateSQL(zone Zone) string {
-	return `WITH params AS (SELECT CAST(?::DATE AS DATE) AS as_of, CAST(? AS INTEGER) AS lookback),
-counted AS (
-  SELECT o.customer_id, ` + zone.LocalDate("o.order_ts") + ` AS d, o.amount, o.status = 'completed' AS purchase, p.as_of
-  FROM orders o, params p
-  WHERE (o.status = 'completed' OR (o.status = 'returned' AND o.amount < 0))
-    AND o.order_ts >= ` + zone.DayStart("p.as_of - p.lookback + 1") + `
-    AND o.order_ts <  ` + zone.DayStart("p.as_of + 1") + `
-)
-SELECT customer_id,
-       CAST(any_value(as_of) - max(d) FILTER (WHERE purchase) AS INTEGER) AS recency_days,
-       CAST(count(DISTINCT d) FILTER (WHERE purchase) AS INTEGER) AS frequency,
-       CAST(sum(CAST(amount AS ` + money + `)) AS DOUBLE) AS monetary
-FROM counted
-GROUP BY customer_id
-HAVING count(*) FILTER (WHERE purchase) > 0`
-}
-
 func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 	res := st.res
 	done := r.step("score rfm")
 	defer done()
+	if err := r.summarizeCustomers(ctx, st); err != nil {
+		return output{}, err
+	}
+	// RFM scores the customers with a purchase day in the lookback window.
 	const inputs = "rfm_inputs"
 	st.dropAfterRun(inputs)
-	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+inputs+" AS "+RFMAggregateSQL(st.zone),
-		res.AsOf.Format(time.DateOnly), r.Config.Scoring.LookbackDays); err != nil {
-		return output{}, fmt.Errorf("rfm aggregate: %w", err)
+	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+inputs+" AS SELECT customer_id, recency_days, frequency, monetary FROM "+
+		customerSummary+" WHERE frequency > 0"); err != nil {
+		return output{}, fmt.Errorf("rfm inputs: %w", err)
 	}
 	// Ranks need every customer's three values; the customers themselves cross a chunk at a time.
 	var recency, frequency []int64
