@@ -52,10 +52,10 @@ func parallelSum(n, k int, fn func(lo, hi int, acc []float64)) []float64 {
 	return total
 }
 
-// index assigns each distinct value a position; t_x and T are counts of days over a unit, so
-// they take few distinct values and their logarithms are computed once per value.
-func index(values []float64) (distinct []float64, idx []int32) {
-	pos := map[float64]int32{}
+// index assigns each distinct value a position, so that what depends on the value alone is
+// computed once per value (t_x and T are counts of days over a unit: they take few values).
+func index[T comparable](values []T) (distinct []T, idx []int32) {
+	pos := map[T]int32{}
 	idx = make([]int32, len(values))
 	for i, v := range values {
 		j, ok := pos[v]

@@ -131,19 +131,11 @@ func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer
 	}
 	months, month := max(p.HorizonMonths, 0), 30/unit
 	type xT struct{ x, t float64 }
-	pairOf := make([]int32, len(histories))
-	var pairs []xT
-	index := map[xT]int32{}
+	keys := make([]xT, len(histories))
 	for i, h := range histories {
-		k := xT{h.X, h.T}
-		j, ok := index[k]
-		if !ok {
-			j = int32(len(pairs))
-			index[k] = j
-			pairs = append(pairs, k)
-		}
-		pairOf[i] = j
+		keys[i] = xT{h.X, h.T}
 	}
+	pairs, pairOf := index(keys)
 	horizons := make([]float64, len(pairs)*months)
 	parallelSum(len(pairs), 0, func(lo, hi int, _ []float64) {
 		for j := lo; j < hi; j++ {
