@@ -41,8 +41,8 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	}
 	start := time.Now()
 	// DuckDB groups the summary into the distinct histories the fits and predictions work on,
-	// and numbers them so Go can index predictions without maps. RFM, which runs before, has
-	// read the summary already: the CLV summary replaces it.
+	// and numbers them so Go can index predictions without maps. clv_summary, the summary with
+	// each customer's history, replaces it: RFM runs before CLV and has read it already.
 	setup := []string{
 		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
 			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM ` + customerSummary + ` GROUP BY x, t_x, t_cal`,
@@ -55,7 +55,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 			return nil, fmt.Errorf("customer summary: %w", err)
 		}
 	}
-	st.summarized = false
+	st.summarized = false // dropped
 	histories, err := st.tuples(ctx, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
 	if err != nil {
 		return nil, err

@@ -186,7 +186,10 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueStaged)); err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
-	dropInputs := func() { st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs) }
+	// The outputs outlive the scoring state: they keep the connection, not st (and with it every
+	// customer's CLV) alive until the run has written them.
+	conn := st.conn
+	dropInputs := func() { conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs) }
 	handedOver := false // to the output that writes from the table, which drops it when released
 	defer func() {
 		if !handedOver {

@@ -294,6 +294,10 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 		// not add up (at 10M customers writing the outputs reached memory_limit + 2.4 GB).
 		debug.FreeOSMemory()
 	}
+	// The same for what the stages handed on (every customer's CLV and P(alive)) before DuckDB
+	// writes the outputs.
+	st.clv = nil
+	debug.FreeOSMemory()
 	return outs, nil
 }
 
