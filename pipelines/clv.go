@@ -235,7 +235,8 @@ func (r *Runner) holdout(ctx context.Context, st *scoring, bg clv.BGNBD, unit fl
 			  AND order_ts <  `+z.DayStart("CAST(? AS DATE) + 1")+`
 			GROUP BY customer_id)
 		SELECT s.x, s.t_x, s.t_cal, CAST(coalesce(a.n, 0) AS DOUBLE) AS weight
-		FROM `+clvSummary+` s LEFT JOIN actual a USING (customer_id)`, st.res.AsOf, end)
+		FROM `+clvSummary+` s LEFT JOIN actual a USING (customer_id)
+		ORDER BY s.customer_id`, st.res.AsOf, end) // the group means add in a fixed order: a rerun writes the same bits
 	if err != nil {
 		return output{}, err
 	}
