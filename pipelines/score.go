@@ -244,11 +244,11 @@ type scoring struct {
 	// (the CLV rows are in clv_scores whenever clv is set).
 	valueStaged bool
 	zone        Zone     // calendar days
+	temps       []string // temp tables the run's scoring drops when it ends
+	chunkRows   int64
 	// summarized says the temp table customer_summary is there, over the whole history when
 	// wholeHistory (the run scores CLV), else over the lookback window.
 	summarized, wholeHistory bool
-	temps       []string // temp tables the run's scoring drops when it ends
-	chunkRows   int64
 }
 
 // score runs the pipeline's transforms in their fixed order and returns their outputs, not yet written.

@@ -47,7 +47,9 @@ func TestScoresEqualEachCustomerPredictedAlone(t *testing.T) {
 		b.Release()
 		out, err := scorer.Score(rec, mem)
 		require.NoError(t, err)
-		col := func(name string) []float64 { return out.Column(out.Schema().FieldIndices(name)[0]).(*array.Float64).Float64Values() }
+		col := func(name string) []float64 {
+			return out.Column(out.Schema().FieldIndices(name)[0]).(*array.Float64).Float64Values()
+		}
 		pAlive, expected, clv := col("p_alive"), col("expected_purchases"), col("clv")
 
 		unitDays, _ := p.UnitDays()

@@ -69,6 +69,16 @@ func TestInconsistentMatrixFailsValidation(t *testing.T) {
 	}
 }
 
+// A deadline of ack_days × 24 hours is compared in microseconds: a huge ack_days would wrap.
+func TestAckDaysAreBounded(t *testing.T) {
+	for days, ok := range map[int]bool{7: true, 36_500: true, 36_501: false, 200_000_000: false, -1: false} {
+		msg, bad := Params{AckDays: days}.WithDefaults().Validate()["ack_days"]
+		if bad == ok {
+			t.Errorf("ack_days %d: problem %q", days, msg)
+		}
+	}
+}
+
 func TestEntropyWeightsFavourTheDiscriminatingColumn(t *testing.T) {
 	rows := [][]float64{{0.1, 0.5, 0.5}, {0.9, 0.5, 0.5}, {0.5, 0.5, 0.5}}
 	w := EntropyWeights(rows, 3)

@@ -69,7 +69,7 @@ type Params struct {
 	MinEvents        int                `yaml:"min_events"`         // fewer knowledge events in the lookback: insufficient_evidence; default 3
 	HalfLifeDays     float64            `yaml:"half_life_days"`     // decay of innovation-relevant events; default 180
 	LeadUserDays     int                `yaml:"lead_user_days"`     // a purchase this soon after launch signals a lead user; default 90
-	AckDays          int                `yaml:"ack_days"`           // acknowledgement SLA; default 7
+	AckDays          int                `yaml:"ack_days"`           // acknowledgement SLA in days of 24 hours; default 7
 	MinWeightPresent float64            `yaml:"min_weight_present"` // a dimension with less of its weight observed is NULL; default 0.5
 	Floor            float64            `yaml:"floor"`              // dimensions enter kksi as max(S, floor); default 0.01
 	KindWeights      map[string]float64 `yaml:"kind_weights"`       // innovation weight of inbound kinds; default co_design 3, suggestion 2, feature_request 2, complaint 1, review 0.5
@@ -107,6 +107,9 @@ func (p Params) WithDefaults() Params {
 	return p
 }
 
+// maxAckDays bounds ack_days (a century): ack_days × 86,400,000,000 µs must fit an int64.
+const maxAckDays = 36_500
+
 // Validate checks every parameter and returns one message per problem, keyed by the
 // parameter's path below scoring.knowledge.
 func (p Params) Validate() map[string]string {
@@ -127,6 +130,9 @@ func (p Params) Validate() map[string]string {
 		if v <= 0 {
 			out[key] = "must be positive"
 		}
+	}
+	if p.AckDays > maxAckDays {
+		out["ack_days"] = fmt.Sprintf("%d: at most %d (the deadline is computed in microseconds)", p.AckDays, maxAckDays)
 	}
 	if p.PriorStrength < 0 {
 		out["prior_strength"] = "must be 0 (estimate) or positive"
