@@ -65,6 +65,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.drop(ctx, "clv_histories")
 	grouped := time.Since(start)
 
 	start = time.Now()
@@ -320,5 +321,6 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	st.valueStaged = true
+	st.drop(ctx, clvSummary) // value reads it last
 	return outputs{out}, nil
 }

@@ -230,6 +230,14 @@ func (st *scoring) chunks(ctx context.Context, table, columns string, fn func(ar
 // dropAfterRun drops the temp tables when the run's scoring ends.
 func (st *scoring) dropAfterRun(tables ...string) { st.temps = append(st.temps, tables...) }
 
+// drop drops temp tables now: what no later stage reads leaves DuckDB's memory for the stages
+// still to come.
+func (st *scoring) drop(ctx context.Context, tables ...string) {
+	for _, t := range tables {
+		st.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+t)
+	}
+}
+
 // scoring carries what one transform hands to a later one within a run.
 type scoring struct {
 	conn *warehouse.Conn
@@ -261,11 +269,7 @@ func (r *Runner) score(ctx context.Context, conn *warehouse.Conn, p *config.Pipe
 		log.Warn("Go's and DuckDB's time zone databases disagree on this zone; converting every timestamp with ICU (slower)", "zone", r.Config.Timezone)
 	}
 	st := r.newScoring(conn, res, log, zone, p.Transforms)
-	defer func() {
-		for _, t := range st.temps {
-			conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+t)
-		}
-	}()
+	defer func() { st.drop(ctx, st.temps...) }()
 	stages := map[string]func(context.Context, *scoring) (outputs, error){
 		"rfm": func(ctx context.Context, st *scoring) (outputs, error) {
 			out, err := r.scoreRFM(ctx, st)
@@ -383,7 +387,7 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 	}
 	// RFM scores the customers with a purchase day in the lookback window.
 	const inputs = "rfm_inputs"
-	st.dropAfterRun(inputs)
+	defer st.drop(ctx, inputs)
 	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+inputs+" AS SELECT customer_id, recency_days, frequency, monetary FROM "+
 		customerSummary+" WHERE frequency > 0"); err != nil {
 		return output{}, fmt.Errorf("rfm inputs: %w", err)
