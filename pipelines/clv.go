@@ -47,7 +47,6 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		`CREATE OR REPLACE TEMP TABLE clv_histories AS SELECT row_number() OVER (ORDER BY x, t_x, t_cal) - 1 AS history,
 			x, t_x, t_cal, CAST(count(*) AS DOUBLE) AS weight FROM ` + customerSummary + ` GROUP BY x, t_x, t_cal`,
 		`CREATE OR REPLACE TEMP TABLE ` + clvSummary + ` AS SELECT s.*, h.history FROM ` + customerSummary + ` s JOIN clv_histories h USING (x, t_x, t_cal)`,
-		`DROP TABLE temp.` + customerSummary,
 	}
 	st.dropAfterRun(clvSummary, "clv_histories")
 	for _, q := range setup {
@@ -55,7 +54,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 			return nil, fmt.Errorf("customer summary: %w", err)
 		}
 	}
-	st.summarized = false // dropped
+	st.dropSummary(ctx)
 	histories, err := st.tuples(ctx, `SELECT x, t_x, t_cal, weight FROM clv_histories ORDER BY history`)
 	if err != nil {
 		return nil, err

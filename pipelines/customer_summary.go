@@ -77,3 +77,10 @@ func (r *Runner) summarizeCustomers(ctx context.Context, st *scoring) error {
 	st.summarized = true
 	return nil
 }
+
+// dropSummary drops the customer summary once its last reader has read it: CLV, or RFM when the
+// run does not score CLV.
+func (st *scoring) dropSummary(ctx context.Context) {
+	st.drop(ctx, customerSummary)
+	st.summarized = false
+}

@@ -392,6 +392,9 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 		customerSummary+" WHERE frequency > 0"); err != nil {
 		return output{}, fmt.Errorf("rfm inputs: %w", err)
 	}
+	if !st.wholeHistory {
+		st.dropSummary(ctx) // no CLV stage will read it
+	}
 	// Ranks need every customer's three values; the customers themselves cross a chunk at a time.
 	var recency, frequency []int64
 	var monetary []float64
