@@ -164,6 +164,84 @@ func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
 	require.ErrorContains(t, err, "permission denied")
 }
 
+// A BI query planned before a new as_of's partitions were attached cannot read them, though
+// its snapshot, taken right after its plan, may see rows committed since: the publish must not
+// commit until such a query has its snapshot. Here a reader of customer_scores_latest is held
+// inside its planning (another session locks an old partition, which the plan must lock too)
+// while the next as_of publishes; released, it must see the previous run whole, and the
+// publish lands after it.
+func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
+	pg, writer, reader := pgtest.StartWithReadmeRoles(t)
+	t.Setenv("CKM_PG_DSN", writer)
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-05-31")
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.AdminDSN("analytics"))
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	locker, err := pgx.Connect(ctx, pg.AdminDSN("analytics"))
+	require.NoError(t, err)
+	defer locker.Close(ctx)
+	lock, err := locker.Begin(ctx)
+	require.NoError(t, err)
+	_, err = lock.Exec(ctx, `LOCK TABLE ckm.customer_rfm_20260531 IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+
+	type read struct {
+		published string
+		rows      int
+		err       error
+	}
+	const latest = `SELECT (SELECT max(as_of) FROM ckm.published_runs)::text, (SELECT count(*) FROM ckm.customer_scores_latest)`
+	readLatest := func() read {
+		conn, err := pgx.Connect(ctx, reader)
+		if err != nil {
+			return read{err: err}
+		}
+		defer conn.Close(ctx)
+		var r read
+		r.err = conn.QueryRow(ctx, latest).Scan(&r.published, &r.rows)
+		return r
+	}
+	blocked := make(chan read, 1)
+	go func() { blocked <- readLatest() }()
+	waitFor := func(what, query string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			var n int
+			require.NoError(t, admin.QueryRow(ctx, query).Scan(&n))
+			return n > 0
+		}, 2*time.Minute, 10*time.Millisecond, what)
+	}
+	waitFor("the reader waits inside its planning", `SELECT count(*) FROM pg_locks WHERE relation = 'ckm.customer_rfm_20260531'::regclass AND NOT granted`)
+
+	published := make(chan error, 1)
+	go func() {
+		_, err := env.Runner().Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)})
+		published <- err
+	}()
+	waitFor("the publish waits for the reader, or has committed without it",
+		`SELECT count(*) FROM pg_stat_activity WHERE usename = 'ckm_writer' AND query LIKE '%virtualtransaction = ANY%'
+		 UNION ALL SELECT count(*) FROM ckm.published_runs WHERE as_of = '2026-06-30' ORDER BY 1 DESC LIMIT 1`)
+	require.NoError(t, lock.Rollback(ctx))
+
+	wholeRun := func(r read) {
+		t.Helper()
+		require.NoError(t, r.err)
+		var want int
+		require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM customer_scores WHERE as_of = ?::DATE`, r.published).Scan(&want))
+		require.Positive(t, want)
+		require.Equal(t, want, r.rows, "customer_scores_latest shows every customer of the as_of published_runs names (%s)", r.published)
+	}
+	before := <-blocked
+	wholeRun(before)
+	require.Equal(t, "2026-05-31", before.published, "the publish committed after the reader's snapshot")
+	require.NoError(t, <-published)
+	after := readLatest()
+	wholeRun(after)
+	require.Equal(t, "2026-06-30", after.published)
+}
+
 // requirePostgresEqualsDuckDB compares every output row by row, every value (doubles exactly).
 func requirePostgresEqualsDuckDB(t *testing.T, db *sql.DB, dsn string) {
 	conn, err := pgx.Connect(context.Background(), dsn)

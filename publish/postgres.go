@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,7 +33,7 @@ type PostgresOptions struct {
 type pgTable struct {
 	name    string
 	key     []string   // primary key; nil: none (segment_transitions' values may be NULL)
-	indexes [][]string // besides the key
+	indexes [][]string // besides the key; each partition's own, built in bulk over its rows
 }
 
 // byAsOf: the table is partitioned by as_of, one partition per as_of published.
@@ -58,11 +59,11 @@ var pgTables = []pgTable{
 // last in the swap, so a row there means its run's rows are all there.
 const publishedRuns = "published_runs"
 
-// PublishPostgres copies the run's partitions from DuckDB into temporary tables with COPY,
-// streamed as Arrow batches (one batch in Go memory at a time), then swaps them into the
-// output tables in one transaction: readers see the previous rows until it commits (MVCC, no
-// lock a reader takes conflicts with it), and a failure or a kill before the commit leaves the
-// previous state. Temporary tables die with the session, so a killed publish leaves nothing.
+// PublishPostgres copies the run's partitions from DuckDB into PostgreSQL with COPY, streamed
+// as Arrow batches (one batch in Go memory at a time), inside one transaction that writes
+// published_runs last: readers see the previous rows until it commits (MVCC, no lock a reader
+// takes conflicts with it), and a failure or a kill before the commit leaves the previous
+// state. A new as_of's partitions are attached empty beforehand (see attachMissing).
 func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOptions, run Run) (err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -82,13 +83,13 @@ func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOpt
 	}
 	defer pg.Close(context.WithoutCancel(ctx))
 	p := &publisher{conn: conn, opts: Options{CustomerColumns: opts.CustomerColumns}, run: run, asOf: asOf}
-	w := &pgWriter{pg: pg, p: p, schema: opts.Schema}
+	w := &pgWriter{pg: pg, p: p, schema: opts.Schema, log: opts.Log}
 	// One publisher per schema at a time (two warehouses may share one); the lock goes with
 	// the session.
 	if _, err := pg.Exec(ctx, `SELECT pg_advisory_lock(hashtext($1))`, "ckm publish "+opts.Schema); err != nil {
 		return fmt.Errorf("wait for other publishers: %w", err)
 	}
-	// Index builds of a new as_of's partitions sort a million keys each: in memory, not on disk.
+	// A new partition's index builds sort a million keys each: in memory, not on disk.
 	if _, err := pg.Exec(ctx, `SET maintenance_work_mem = '512MB'`); err != nil {
 		return err
 	}
@@ -97,16 +98,18 @@ func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOpt
 	if err != nil {
 		return err
 	}
-	staged, err := w.stage(ctx, existing)
+	if err := w.dropLeftovers(ctx); err != nil {
+		return err
+	}
+	parts := run.Partitions(pgTableNames())
+	attachedTo, readers, err := w.attachMissing(ctx, parts, existing)
 	if err != nil {
 		return err
 	}
-	copied := time.Since(start)
-	if err := w.swap(ctx, staged); err != nil {
+	if err := w.write(ctx, parts, attachedTo, readers); err != nil {
 		return err
 	}
-	opts.Log.Debug("published to PostgreSQL", "schema", opts.Schema, "as_of", asOf, "copy", copied.Round(time.Millisecond).String(),
-		"swap", (time.Since(start) - copied).Round(time.Millisecond).String())
+	opts.Log.Debug("published to PostgreSQL", "schema", opts.Schema, "as_of", asOf, "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 
@@ -114,6 +117,7 @@ type pgWriter struct {
 	pg      *pgx.Conn
 	p       *publisher
 	schema  string
+	log     *slog.Logger
 	columns map[string][]pgColumn // each table's columns, as DuckDB has them
 }
 
@@ -121,6 +125,15 @@ type pgColumn struct{ name, pgType string }
 
 // ident is schema.name, quoted.
 func (w *pgWriter) ident(name string) string { return pgx.Identifier{w.schema, name}.Sanitize() }
+
+// idents are schema.name of each of names, quoted.
+func (w *pgWriter) idents(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = w.ident(n)
+	}
+	return out
+}
 
 func quoteAll(names []string) string {
 	q := make([]string, len(names))
@@ -182,11 +195,6 @@ func (w *pgWriter) ensureSchema(ctx context.Context) (existing map[string]bool, 
 				if !existing[t.name+"."+c.name] {
 					ddl = append(ddl, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s`, w.ident(t.name), defs[i]))
 				}
-			}
-		}
-		for _, ix := range t.indexes {
-			if name := indexName(t.name, ix); !existing[name] {
-				ddl = append(ddl, fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s (%s)`, pgx.Identifier{name}.Sanitize(), w.ident(t.name), quoteAll(ix)))
 			}
 		}
 	}
@@ -298,75 +306,89 @@ var pgTypes = map[string]string{
 	"BOOLEAN": "boolean", "DATE": "date", "TIMESTAMP": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz",
 }
 
-// stagedPartition is one partition's rows, copied and waiting to be swapped in.
-type stagedPartition struct {
-	Partition
-	table  pgTable
-	stage  pgx.Identifier
-	rows   int64
-	attach string // the partition's name once attached; "" when an existing one is replaced
-}
-
-// stagePrefix starts the name of every staging table in the schema.
+// stagePrefix starts the name of every staging table: customers' waits in a temporary one;
+// an earlier ckm also staged partitions in the schema, which a killed publish could leave.
 const stagePrefix = "ckm_stage_"
 
 // partitionName is the name of table's partition for asOf.
 func partitionName(table string, asOf time.Time) string { return table + "_" + asOf.Format("20060102") }
 
-// stage copies every partition of the run into its own table. A new as_of's partition gets its
-// keys and indexes here, built in bulk, and is attached in the swap as it is; an as_of already
-// published is replaced row by row in the swap instead (detaching a partition would take a
-// lock that waits for every BI query). customers, replaced whole, waits in a temporary table.
-func (w *pgWriter) stage(ctx context.Context, existing map[string]bool) ([]stagedPartition, error) {
-	if err := w.dropLeftovers(ctx); err != nil {
-		return nil, err
-	}
-	var staged []stagedPartition
-	for _, part := range w.p.run.Partitions(pgTableNames()) {
-		t := pgTableNamed(part.Table)
-		s := stagedPartition{Partition: part, table: t, stage: pgx.Identifier{w.schema, stagePrefix + partitionName(t.name, part.AsOf)}}
-		create := fmt.Sprintf(`CREATE TABLE %s (LIKE %s, CHECK (as_of = '%s'::date))`, s.stage.Sanitize(), w.ident(t.name), part.AsOf.Format(time.DateOnly))
-		if !t.byAsOf() {
-			s.stage = pgx.Identifier{stagePrefix + t.name}
-			create = fmt.Sprintf(`CREATE TEMP TABLE %s (LIKE %s)`, s.stage.Sanitize(), w.ident(t.name))
-		} else if name := partitionName(t.name, part.AsOf); !existing[name] {
-			s.attach = name
-		}
-		if _, err := w.pg.Exec(ctx, create); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", part.Table, err)
-		}
-		n, err := w.copyPartition(ctx, s.stage, part, w.columns[t.name])
-		if err != nil {
-			return nil, fmt.Errorf("copy %s for %s: %w", part.Table, part.AsOf.Format(time.DateOnly), err)
-		}
-		s.rows = n
-		if s.attach != "" {
-			if err := w.indexLikeItsTable(ctx, s); err != nil {
-				return nil, err
+// attachMissing gives every as_of the run writes a partition, attaching an empty one where
+// there is none, in a transaction of its own, and returns the tables it attached to and the
+// transactions that were reading them when it committed. A query's plan fixes which
+// partitions it reads before its snapshot is taken, so one planned before this commit misses
+// the new partitions even when its snapshot sees the rows written afterwards: the rows
+// therefore go in later, in the publish transaction, which waits for those readers.
+func (w *pgWriter) attachMissing(ctx context.Context, parts []Partition, existing map[string]bool) (tables, readers []string, err error) {
+	err = pgx.BeginFunc(ctx, w.pg, func(tx pgx.Tx) error {
+		for _, part := range parts {
+			name := partitionName(part.Table, part.AsOf)
+			if !pgTableNamed(part.Table).byAsOf() || existing[name] {
+				continue
+			}
+			// ATTACH takes no lock a SELECT waits for; CREATE TABLE … PARTITION OF would.
+			for _, q := range []string{
+				fmt.Sprintf(`CREATE TABLE %s (LIKE %s)`, w.ident(name), w.ident(part.Table)),
+				fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN ('%s')`, w.ident(part.Table), w.ident(name), part.AsOf.Format(time.DateOnly)),
+			} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return fmt.Errorf("add the partition of %s for %s: %w", part.Table, part.AsOf.Format(time.DateOnly), err)
+				}
+			}
+			if !slices.Contains(tables, part.Table) {
+				tables = append(tables, part.Table)
 			}
 		}
-		staged = append(staged, s)
+		return nil
+	})
+	if err != nil || len(tables) == 0 {
+		return nil, nil, err
 	}
-	return staged, nil
+	// Queries hold ACCESS SHARE from their plan on (autovacuum's lock, of another mode, is no
+	// query's); one still waiting for its lock plans after it, afresh.
+	rows, err := w.pg.Query(ctx, `SELECT DISTINCT virtualtransaction FROM pg_locks
+		WHERE relation = ANY($1::text[]::regclass[]) AND mode = 'AccessShareLock' AND granted AND pid <> pg_backend_pid()`, w.idents(tables))
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the readers of the new partitions' tables: %w", err)
+	}
+	readers, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the readers of the new partitions' tables: %w", err)
+	}
+	return tables, readers, nil
 }
 
-// indexLikeItsTable builds the staged partition's key and indexes, those of its table: the
-// attach then adopts them instead of building them under its lock.
-func (w *pgWriter) indexLikeItsTable(ctx context.Context, s stagedPartition) error {
-	var ddl []string // named for the partition the staged table becomes
-	if s.table.key != nil {
-		ddl = append(ddl, fmt.Sprintf(`ALTER TABLE %s ADD CONSTRAINT %s PRIMARY KEY (%s)`, s.stage.Sanitize(),
-			pgx.Identifier{s.attach + "_pkey"}.Sanitize(), quoteAll(s.table.key)))
+// readerWait bounds the wait for queries planned before new partitions were attached. Such a
+// query takes its snapshot right after its plan, so it is at risk only for that instant; a
+// transaction still open after this long is idle or long past it, and its next query plans
+// afresh.
+const readerWait = 30 * time.Second
+
+// waitForReaders waits until none of readers holds a lock on tables any more, or readerWait.
+func (w *pgWriter) waitForReaders(ctx context.Context, tx pgx.Tx, tables, readers []string) error {
+	if len(readers) == 0 {
+		return nil
 	}
-	for _, ix := range s.table.indexes {
-		ddl = append(ddl, fmt.Sprintf(`CREATE INDEX %s ON %s (%s)`, pgx.Identifier{indexName(s.attach, ix)}.Sanitize(), s.stage.Sanitize(), quoteAll(ix)))
-	}
-	for _, q := range ddl {
-		if _, err := w.pg.Exec(ctx, q); err != nil {
-			return fmt.Errorf("index %s for %s: %w", s.Table, s.AsOf.Format(time.DateOnly), err)
+	for deadline := time.Now().Add(readerWait); ; {
+		var open int
+		if err := tx.QueryRow(ctx, `SELECT count(DISTINCT virtualtransaction) FROM pg_locks
+			WHERE relation = ANY($1::text[]::regclass[]) AND virtualtransaction = ANY($2)`, w.idents(tables), readers).Scan(&open); err != nil {
+			return fmt.Errorf("wait for the readers of the new partitions' tables: %w", err)
+		}
+		if open == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			w.log.Info("readers still in transactions begun before the new partitions were attached; publishing",
+				"transactions", open, "waited", readerWait.String())
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
 }
 
 // dropLeftovers drops the staging tables of a publish that was killed: publishers hold the
@@ -398,59 +420,42 @@ func pgTableNamed(name string) pgTable {
 	panic("no PostgreSQL table " + name)
 }
 
-// copyPartition streams a partition from DuckDB into a staging table with COPY.
-func (w *pgWriter) copyPartition(ctx context.Context, stage pgx.Identifier, part Partition, cols []pgColumn) (int64, error) {
+// copyPartition streams a partition from DuckDB into table with COPY, in key order: index
+// entries then arrive each next to the last, instead of on one random page each.
+func (w *pgWriter) copyPartition(ctx context.Context, tx pgx.Tx, table pgx.Identifier, part Partition) (int64, error) {
+	t := pgTableNamed(part.Table)
+	cols := w.columns[t.name]
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = c.name
 	}
-	rr, err := w.p.conn.ArrowQuery(ctx, w.source(part))
+	rr, err := w.p.conn.ArrowQuery(ctx, w.source(part)+orderBy(t.key))
 	if err != nil {
 		return 0, err
 	}
 	defer rr.Release()
 	src := &arrowRows{rr: rr, table: part.Table}
-	n, err := w.pg.CopyFrom(ctx, stage, names, src)
+	n, err := tx.CopyFrom(ctx, table, names, src)
 	return n, errors.Join(err, src.err)
 }
 
-// swap puts each staged partition in place and records the run, in one transaction: a new
-// as_of's partition is attached (a lock readers do not wait for), an existing one has its rows
-// replaced; published_runs is written last.
-func (w *pgWriter) swap(ctx context.Context, staged []stagedPartition) error {
+// write replaces each of the run's partitions and records the run, in one transaction (MVCC:
+// readers see the previous rows until it commits, and a failure or a kill before the commit
+// leaves them): a partition's rows are deleted and copied afresh, and a new partition's
+// indexes are built in bulk after its rows; customers changes only where a customer changed,
+// came or went; published_runs is written last. Only then are the written tables analysed.
+func (w *pgWriter) write(ctx context.Context, parts []Partition, attachedTo, readers []string) error {
 	rows := map[time.Time]map[string]int64{} // as_of → table → rows
 	err := pgx.BeginFunc(ctx, w.pg, func(tx pgx.Tx) error {
-		for _, s := range staged {
-			var stmts []string
-			switch {
-			case s.attach != "":
-				stmts = []string{
-					fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN ('%s')`, w.ident(s.Table), s.stage.Sanitize(), s.AsOf.Format(time.DateOnly)),
-					fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, s.stage.Sanitize(), pgx.Identifier{s.attach}.Sanitize()),
-				}
-			case s.table.byAsOf():
-				stmts = []string{
-					fmt.Sprintf(`DELETE FROM %s WHERE as_of = '%s'`, w.ident(s.Table), s.AsOf.Format(time.DateOnly)),
-					fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s%s`, w.ident(s.Table), s.stage.Sanitize(), orderBy(s.table.key)),
-				}
-			default:
-				// Only the customers that changed, came or went: most are as they were.
-				stmts = []string{
-					fmt.Sprintf(`DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM %s s WHERE s.customer_id = c.customer_id AND (s.*) IS NOT DISTINCT FROM (c.*))`,
-						w.ident(s.Table), s.stage.Sanitize()),
-					fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s s WHERE NOT EXISTS (SELECT FROM %[1]s c WHERE c.customer_id = s.customer_id)`,
-						w.ident(s.Table), s.stage.Sanitize()),
-				}
+		for _, part := range parts {
+			n, err := w.replace(ctx, tx, part)
+			if err != nil {
+				return fmt.Errorf("replace %s for %s: %w", part.Table, part.AsOf.Format(time.DateOnly), err)
 			}
-			for _, q := range stmts {
-				if _, err := tx.Exec(ctx, q); err != nil {
-					return fmt.Errorf("replace %s for %s: %w", s.Table, s.AsOf.Format(time.DateOnly), err)
-				}
+			if rows[part.AsOf] == nil {
+				rows[part.AsOf] = map[string]int64{}
 			}
-			if rows[s.AsOf] == nil {
-				rows[s.AsOf] = map[string]int64{}
-			}
-			rows[s.AsOf][s.Table] = s.rows
+			rows[part.AsOf][part.Table] = n
 		}
 		// The next as_of's changes were replaced too: its counts follow.
 		for asOf, counts := range rows {
@@ -464,6 +469,9 @@ func (w *pgWriter) swap(ctx context.Context, staged []stagedPartition) error {
 			if _, err := tx.Exec(ctx, `UPDATE `+w.ident(publishedRuns)+` SET rows = rows || $2 WHERE as_of = $1`, asOf, b); err != nil {
 				return fmt.Errorf("record the published run: %w", err)
 			}
+		}
+		if err := w.waitForReaders(ctx, tx, attachedTo, readers); err != nil {
+			return err
 		}
 		counts, err := json.Marshal(rows[w.p.run.AsOf])
 		if err != nil {
@@ -480,21 +488,63 @@ func (w *pgWriter) swap(ctx context.Context, staged []stagedPartition) error {
 	if err != nil {
 		return err
 	}
-	// What was not attached has been copied out of its staging table; fresh statistics, so BI
-	// queries on the new as_of are planned for its rows (autovacuum waits until a tenth of a
-	// table changed, which one as_of of many never is). Neither takes a lock readers wait for.
-	for _, s := range staged {
-		q := `DROP TABLE ` + s.stage.Sanitize()
-		if s.attach != "" {
-			q = `ANALYZE ` + w.ident(s.attach)
-		} else if !s.table.byAsOf() {
-			q = `ANALYZE ` + w.ident(s.Table)
+	// Fresh statistics, so BI queries on the new rows are planned for them (autovacuum waits
+	// until a tenth of a table changed, which one as_of of many never is). ANALYZE takes no lock
+	// readers wait for.
+	for _, part := range parts {
+		name := part.Table
+		if pgTableNamed(part.Table).byAsOf() {
+			name = partitionName(part.Table, part.AsOf)
 		}
-		if _, err := w.pg.Exec(ctx, q); err != nil {
-			return fmt.Errorf("after publishing %s: %w", s.Table, err)
+		if _, err := w.pg.Exec(ctx, `ANALYZE `+w.ident(name)); err != nil {
+			return fmt.Errorf("analyze %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// replace puts the run's rows of part in place inside tx and returns how many there are.
+func (w *pgWriter) replace(ctx context.Context, tx pgx.Tx, part Partition) (int64, error) {
+	t := pgTableNamed(part.Table)
+	if !t.byAsOf() {
+		// Only the customers that changed, came or went: most are as they were.
+		stage := pgx.Identifier{stagePrefix + t.name}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP`, stage.Sanitize(), w.ident(t.name))); err != nil {
+			return 0, err
+		}
+		n, err := w.copyPartition(ctx, tx, stage, part)
+		if err != nil {
+			return 0, err
+		}
+		for _, q := range []string{
+			fmt.Sprintf(`DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM %s s WHERE s.customer_id = c.customer_id AND (s.*) IS NOT DISTINCT FROM (c.*))`,
+				w.ident(t.name), stage.Sanitize()),
+			fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s s WHERE NOT EXISTS (SELECT FROM %[1]s c WHERE c.customer_id = s.customer_id)`,
+				w.ident(t.name), stage.Sanitize()),
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return 0, err
+			}
+		}
+		return n, nil
+	}
+	name := partitionName(t.name, part.AsOf)
+	if _, err := tx.Exec(ctx, `DELETE FROM `+w.ident(name)); err != nil {
+		return 0, err
+	}
+	n, err := w.copyPartition(ctx, tx, pgx.Identifier{w.schema, name}, part)
+	if err != nil {
+		return 0, err
+	}
+	// A new partition's indexes, built in bulk over its rows; a partition published before
+	// has them (as does every partition of a schema whose tables carry them, from an earlier ckm).
+	for _, ix := range t.indexes {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s (%s)`,
+			pgx.Identifier{indexName(name, ix)}.Sanitize(), w.ident(name), quoteAll(ix))); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // indexName names table's index on columns.
@@ -502,8 +552,7 @@ func indexName(table string, columns []string) string {
 	return table + "_" + strings.Join(columns, "_") + "_idx"
 }
 
-// orderBy sorts rows by key before they go in: index entries then arrive in order, each next
-// to the last, instead of on one random page each.
+// orderBy sorts rows by key.
 func orderBy(key []string) string {
 	if key == nil {
 		return ""
