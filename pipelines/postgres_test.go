@@ -242,6 +242,46 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 	require.Equal(t, "2026-06-30", after.published)
 }
 
+// BI sessions left idle inside transactions that read the outputs before a new as_of's
+// partitions were attached delay its publish by at most the bound, never stop it. A REPEATABLE
+// READ one goes on seeing the previous run whole; once a READ COMMITTED one ends, its next
+// transaction sees the new run whole. (Inside it, PostgreSQL keeps the table's partition list
+// it read: the README says so.)
+func TestPostgresIdleReaderTransactionsDoNotStopAPublish(t *testing.T) {
+	_, writer, reader := pgtest.StartWithReadmeRoles(t)
+	t.Setenv("CKM_PG_DSN", writer)
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-05-31")
+	ctx := context.Background()
+	begin := func(iso pgx.TxIsoLevel) pgx.Tx {
+		conn, err := pgx.Connect(ctx, reader)
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close(ctx) })
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
+		require.NoError(t, err)
+		return tx
+	}
+	wholeRun := func(tx pgx.Tx, asOf string) {
+		t.Helper()
+		var published string
+		var rows, want int
+		require.NoError(t, tx.QueryRow(ctx, `SELECT (SELECT max(as_of) FROM ckm.published_runs)::text, (SELECT count(*) FROM ckm.customer_scores_latest)`).Scan(&published, &rows))
+		require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM customer_scores WHERE as_of = ?::DATE`, asOf).Scan(&want))
+		require.Equal(t, asOf, published)
+		require.Positive(t, want)
+		require.Equal(t, want, rows, "customer_scores_latest shows every customer of %s", asOf)
+	}
+	committed, repeatable := begin(pgx.ReadCommitted), begin(pgx.RepeatableRead)
+	wholeRun(committed, "2026-05-31")
+	wholeRun(repeatable, "2026-05-31")
+
+	env.Run(t, "nightly", "2026-06-30") // would wait forever on the idle transactions without the bound
+	wholeRun(repeatable, "2026-05-31")
+	require.NoError(t, repeatable.Commit(ctx))
+	require.NoError(t, committed.Commit(ctx))
+	wholeRun(begin(pgx.ReadCommitted), "2026-06-30")
+}
+
 // requirePostgresEqualsDuckDB compares every output row by row, every value (doubles exactly).
 func requirePostgresEqualsDuckDB(t *testing.T, db *sql.DB, dsn string) {
 	conn, err := pgx.Connect(context.Background(), dsn)

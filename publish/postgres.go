@@ -358,10 +358,12 @@ func (w *pgWriter) attachMissing(ctx context.Context, parts []Partition, existin
 	return tables, readers, nil
 }
 
-// readerWait bounds the wait for queries planned before new partitions were attached. Such a
-// query takes its snapshot right after its plan, so it is at risk only for that instant; a
-// transaction still open after this long is idle or long past it, and its next query plans
-// afresh.
+// readerWait bounds the wait for the transactions that were reading when new partitions were
+// attached. A query planned just before takes its snapshot right after its plan, so it is at
+// risk only for that instant. A READ COMMITTED transaction, though, keeps the partition list it
+// read until it ends: one still open after this long will see the new as_of in published_runs
+// without its rows until then. Waiting without a bound would let one idle BI session stop every
+// publish.
 const readerWait = 30 * time.Second
 
 // waitForReaders waits until none of readers holds a lock on tables any more, or readerWait.
@@ -379,7 +381,7 @@ func (w *pgWriter) waitForReaders(ctx context.Context, tx pgx.Tx, tables, reader
 			return nil
 		}
 		if time.Now().After(deadline) {
-			w.log.Info("readers still in transactions begun before the new partitions were attached; publishing",
+			w.log.Warn("transactions that read these tables before the new partitions were attached are still open; publishing: until they end, a READ COMMITTED one sees the new as_of named in published_runs without its rows",
 				"transactions", open, "waited", readerWait.String())
 			return nil
 		}
