@@ -164,6 +164,30 @@ func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
 	require.ErrorContains(t, err, "permission denied")
 }
 
+// publishedOnce starts PostgreSQL set up by the README's role block and a warehouse whose run of
+// 2026-05-31 is published there; it returns the BI role's DSN.
+func publishedOnce(t *testing.T) (pg *pgtest.Server, reader string, env *testutil.Env) {
+	pg, writer, reader := pgtest.StartWithReadmeRoles(t)
+	t.Setenv("CKM_PG_DSN", writer)
+	env = testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-05-31")
+	return pg, reader, env
+}
+
+// latestQuery is what a dashboard on customer_scores_latest sees: the newest as_of published,
+// and how many customers the view shows.
+const latestQuery = `SELECT (SELECT max(as_of) FROM ckm.published_runs)::text, (SELECT count(*) FROM ckm.customer_scores_latest)`
+
+// requireWholeRun: customer_scores_latest showed as many customers as DuckDB's customer_scores
+// has for the as_of published_runs named.
+func requireWholeRun(t *testing.T, env *testutil.Env, published string, rows int) {
+	t.Helper()
+	var want int
+	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM customer_scores WHERE as_of = ?::DATE`, published).Scan(&want))
+	require.Positive(t, want)
+	require.Equal(t, want, rows, "customer_scores_latest shows every customer of the as_of published_runs names (%s)", published)
+}
+
 // A BI query planned before a new as_of's partitions were attached cannot read them, though
 // its snapshot, taken right after its plan, may see rows committed since: the publish must not
 // commit until such a query has its snapshot. Here a reader of customer_scores_latest is held
@@ -171,10 +195,7 @@ func TestPostgresReadersSeeOnlyCompleteRuns(t *testing.T) {
 // while the next as_of publishes; released, it must see the previous run whole, and the
 // publish lands after it.
 func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
-	pg, writer, reader := pgtest.StartWithReadmeRoles(t)
-	t.Setenv("CKM_PG_DSN", writer)
-	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
-	env.Run(t, "nightly", "2026-05-31")
+	pg, reader, env := publishedOnce(t)
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, pg.AdminDSN("analytics"))
 	require.NoError(t, err)
@@ -192,7 +213,6 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 		rows      int
 		err       error
 	}
-	const latest = `SELECT (SELECT max(as_of) FROM ckm.published_runs)::text, (SELECT count(*) FROM ckm.customer_scores_latest)`
 	readLatest := func() read {
 		conn, err := pgx.Connect(ctx, reader)
 		if err != nil {
@@ -200,7 +220,7 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 		}
 		defer conn.Close(ctx)
 		var r read
-		r.err = conn.QueryRow(ctx, latest).Scan(&r.published, &r.rows)
+		r.err = conn.QueryRow(ctx, latestQuery).Scan(&r.published, &r.rows)
 		return r
 	}
 	blocked := make(chan read, 1)
@@ -225,20 +245,14 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 		 UNION ALL SELECT count(*) FROM ckm.published_runs WHERE as_of = '2026-06-30' ORDER BY 1 DESC LIMIT 1`)
 	require.NoError(t, lock.Rollback(ctx))
 
-	wholeRun := func(r read) {
-		t.Helper()
-		require.NoError(t, r.err)
-		var want int
-		require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM customer_scores WHERE as_of = ?::DATE`, r.published).Scan(&want))
-		require.Positive(t, want)
-		require.Equal(t, want, r.rows, "customer_scores_latest shows every customer of the as_of published_runs names (%s)", r.published)
-	}
 	before := <-blocked
-	wholeRun(before)
+	require.NoError(t, before.err)
+	requireWholeRun(t, env, before.published, before.rows)
 	require.Equal(t, "2026-05-31", before.published, "the publish committed after the reader's snapshot")
 	require.NoError(t, <-published)
 	after := readLatest()
-	wholeRun(after)
+	require.NoError(t, after.err)
+	requireWholeRun(t, env, after.published, after.rows)
 	require.Equal(t, "2026-06-30", after.published)
 }
 
@@ -248,10 +262,7 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 // transaction sees the new run whole. (Inside it, PostgreSQL keeps the table's partition list
 // it read: the README says so.)
 func TestPostgresIdleReaderTransactionsDoNotStopAPublish(t *testing.T) {
-	_, writer, reader := pgtest.StartWithReadmeRoles(t)
-	t.Setenv("CKM_PG_DSN", writer)
-	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
-	env.Run(t, "nightly", "2026-05-31")
+	_, reader, env := publishedOnce(t)
 	ctx := context.Background()
 	begin := func(iso pgx.TxIsoLevel) pgx.Tx {
 		conn, err := pgx.Connect(ctx, reader)
@@ -264,12 +275,10 @@ func TestPostgresIdleReaderTransactionsDoNotStopAPublish(t *testing.T) {
 	wholeRun := func(tx pgx.Tx, asOf string) {
 		t.Helper()
 		var published string
-		var rows, want int
-		require.NoError(t, tx.QueryRow(ctx, `SELECT (SELECT max(as_of) FROM ckm.published_runs)::text, (SELECT count(*) FROM ckm.customer_scores_latest)`).Scan(&published, &rows))
-		require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT count(*) FROM customer_scores WHERE as_of = ?::DATE`, asOf).Scan(&want))
+		var rows int
+		require.NoError(t, tx.QueryRow(ctx, latestQuery).Scan(&published, &rows))
 		require.Equal(t, asOf, published)
-		require.Positive(t, want)
-		require.Equal(t, want, rows, "customer_scores_latest shows every customer of %s", asOf)
+		requireWholeRun(t, env, published, rows)
 	}
 	committed, repeatable := begin(pgx.ReadCommitted), begin(pgx.RepeatableRead)
 	wholeRun(committed, "2026-05-31")
