@@ -120,6 +120,22 @@ type Publish struct {
 type PublishPostgres struct {
 	DSNEnv string `yaml:"dsn_env"` // the environment variable holding the DSN; default CKM_PG_DSN
 	Schema string `yaml:"schema"`  // default ckm
+	// ReaderWait bounds how long a publish's commit waits for the BI transactions that were
+	// reading when the new as_of's partitions were attached; default 30s; 0: until they end.
+	ReaderWait string `yaml:"reader_wait"`
+}
+
+// DefaultReaderWait is publish.postgres.reader_wait when not set.
+const DefaultReaderWait = 30 * time.Second
+
+// PostgresReaderWait is publish.postgres.reader_wait, read once validation has checked it
+// (0: no bound).
+func (p Publish) PostgresReaderWait() time.Duration {
+	if p.Postgres == nil || p.Postgres.ReaderWait == "" {
+		return DefaultReaderWait
+	}
+	d, _ := time.ParseDuration(p.Postgres.ReaderWait)
+	return d
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -513,8 +529,12 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			add(base+".catch_up", fmt.Sprintf("unknown catch-up policy %q", p.CatchUp), "none, latest or all")
 		}
 	}
-	for _, d := range []struct{ key, value string }{{"warehouse.lock_wait", c.Warehouse.LockWait},
-		{"serve.grace_period", c.Serve.GracePeriod}, {"serve.ingest_interval", cmp.Or(c.Serve.IngestInterval, "0s")}} {
+	durations := []struct{ key, value string }{{"warehouse.lock_wait", c.Warehouse.LockWait},
+		{"serve.grace_period", c.Serve.GracePeriod}, {"serve.ingest_interval", cmp.Or(c.Serve.IngestInterval, "0s")}}
+	if pg := c.Publish.Postgres; pg != nil {
+		durations = append(durations, struct{ key, value string }{"publish.postgres.reader_wait", cmp.Or(pg.ReaderWait, "0s")})
+	}
+	for _, d := range durations {
 		if v, err := time.ParseDuration(d.value); err != nil || v < 0 {
 			add(d.key, fmt.Sprintf("cannot read %q as a duration", d.value), "e.g. 30s, 5m, 1h")
 		}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -264,4 +265,19 @@ func TestPostgresOutputIsConfiguredFromTheEnvironment(t *testing.T) {
 	dsn, schema, on, err = cfg.Publish.PostgresTarget()
 	require.NoError(t, err)
 	require.Equal(t, []any{"postgres://db/y", "ckm", true}, []any{dsn, schema, on})
+	require.Equal(t, DefaultReaderWait, cfg.Publish.PostgresReaderWait(), "no block: the default bound")
+}
+
+// How long a publish waits for BI transactions is a duration: 0 waits without a bound, a
+// negative or unreadable one is a problem.
+func TestPostgresReaderWaitIsADuration(t *testing.T) {
+	for text, want := range map[string]time.Duration{"{schema: bi}": DefaultReaderWait, "{reader_wait: 2m}": 2 * time.Minute, "{reader_wait: 0}": 0} {
+		cfg, err := Load(write(t, valid+"publish:\n  postgres: "+text+"\n"))
+		require.NoError(t, err, text)
+		require.Equal(t, want, cfg.Publish.PostgresReaderWait(), text)
+	}
+	for _, bad := range []string{"-5s", "a while"} {
+		_, err := Load(write(t, valid+"publish:\n  postgres: {reader_wait: "+bad+"}\n"))
+		require.ErrorContains(t, err, `:16: publish.postgres.reader_wait: cannot read "`+bad+`" as a duration`, bad)
+	}
 }

@@ -1,10 +1,12 @@
 package pipelines_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/internal/pgtest"
 	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
@@ -225,24 +228,14 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 	}
 	blocked := make(chan read, 1)
 	go func() { blocked <- readLatest() }()
-	waitFor := func(what, query string) {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			var n int
-			require.NoError(t, admin.QueryRow(ctx, query).Scan(&n))
-			return n > 0
-		}, 2*time.Minute, 10*time.Millisecond, what)
-	}
-	waitFor("the reader waits inside its planning", `SELECT count(*) FROM pg_locks WHERE relation = 'ckm.customer_rfm_20260531'::regclass AND NOT granted`)
+	waitForPostgres(t, admin, "the reader waits inside its planning", `SELECT count(*) FROM pg_locks WHERE relation = 'ckm.customer_rfm_20260531'::regclass AND NOT granted`)
 
 	published := make(chan error, 1)
 	go func() {
 		_, err := env.Runner().Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)})
 		published <- err
 	}()
-	waitFor("the publish waits for the reader, or has committed without it",
-		`SELECT count(*) FROM pg_stat_activity WHERE usename = 'ckm_writer' AND query LIKE '%virtualtransaction = ANY%'
-		 UNION ALL SELECT count(*) FROM ckm.published_runs WHERE as_of = '2026-06-30' ORDER BY 1 DESC LIMIT 1`)
+	waitForPostgres(t, admin, "the publish waits for the reader, or has committed without it", publisherWaits)
 	require.NoError(t, lock.Rollback(ctx))
 
 	before := <-blocked
@@ -257,38 +250,115 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 }
 
 // BI sessions left idle inside transactions that read the outputs before a new as_of's
-// partitions were attached delay its publish by at most the bound, never stop it. A REPEATABLE
-// READ one goes on seeing the previous run whole; once a READ COMMITTED one ends, its next
-// transaction sees the new run whole. (Inside it, PostgreSQL keeps the table's partition list
-// it read: the README says so.)
+// partitions were attached delay its publish by at most the bound (publish.postgres.reader_wait),
+// never stop it, and the warning names their sessions. A REPEATABLE READ one goes on seeing the
+// previous run whole; once a READ COMMITTED one ends, its next transaction sees the new run
+// whole. (Inside it, PostgreSQL keeps the table's partition list it read: the README says so.)
 func TestPostgresIdleReaderTransactionsDoNotStopAPublish(t *testing.T) {
 	_, reader, env := publishedOnce(t)
-	ctx := context.Background()
-	begin := func(iso pgx.TxIsoLevel) pgx.Tx {
-		conn, err := pgx.Connect(ctx, reader)
-		require.NoError(t, err)
-		t.Cleanup(func() { conn.Close(ctx) })
-		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
-		require.NoError(t, err)
-		return tx
-	}
-	wholeRun := func(tx pgx.Tx, asOf string) {
-		t.Helper()
-		var published string
-		var rows int
-		require.NoError(t, tx.QueryRow(ctx, latestQuery).Scan(&published, &rows))
-		require.Equal(t, asOf, published)
-		requireWholeRun(t, env, published, rows)
-	}
-	committed, repeatable := begin(pgx.ReadCommitted), begin(pgx.RepeatableRead)
-	wholeRun(committed, "2026-05-31")
-	wholeRun(repeatable, "2026-05-31")
+	env.Config.Publish.Postgres = &config.PublishPostgres{ReaderWait: "2s"}
+	committed, repeatable := beginReading(t, reader, pgx.ReadCommitted), beginReading(t, reader, pgx.RepeatableRead)
+	requireLatest(t, env, committed, "2026-05-31")
+	requireLatest(t, env, repeatable, "2026-05-31")
 
-	env.Run(t, "nightly", "2026-06-30") // would wait forever on the idle transactions without the bound
-	wholeRun(repeatable, "2026-05-31")
-	require.NoError(t, repeatable.Commit(ctx))
-	require.NoError(t, committed.Commit(ctx))
-	wholeRun(begin(pgx.ReadCommitted), "2026-06-30")
+	log, err := runLogged(env, "2026-06-30") // would wait forever on the idle transactions without the bound
+	require.NoError(t, err)
+	requireLatest(t, env, repeatable, "2026-05-31")
+	require.Regexp(t, `still open; publishing.* waited=2s`, log, "the configured bound, not the default")
+	for _, tx := range []pgx.Tx{committed, repeatable} {
+		require.Regexp(t, fmt.Sprintf(`pids="?\[[0-9 ]*\b%d\b`, tx.Conn().PgConn().PID()), log, "the warning names each idle session")
+	}
+	require.NoError(t, repeatable.Commit(context.Background()))
+	require.NoError(t, committed.Commit(context.Background()))
+	requireLatest(t, env, beginReading(t, reader, pgx.ReadCommitted), "2026-06-30")
+}
+
+// With reader_wait 0 the publish waits for an idle BI transaction however long it stays open
+// (here past the 10 s after which the wait is logged, naming the session), and lands, whole,
+// once it ends.
+func TestPostgresPublishWaitsForAnIdleReaderWithoutABound(t *testing.T) {
+	pg, reader, env := publishedOnce(t)
+	env.Config.Publish.Postgres = &config.PublishPostgres{ReaderWait: "0"}
+	idle := beginReading(t, reader, pgx.ReadCommitted)
+	requireLatest(t, env, idle, "2026-05-31")
+	admin, err := pgx.Connect(context.Background(), pg.AdminDSN("analytics"))
+	require.NoError(t, err)
+	defer admin.Close(context.Background())
+
+	type result struct {
+		log string
+		err error
+	}
+	published := make(chan result, 1)
+	go func() {
+		log, err := runLogged(env, "2026-06-30")
+		published <- result{log, err}
+	}()
+	waitForPostgres(t, admin, "the publish waits for the idle reader", publisherWaits)
+	select {
+	case r := <-published:
+		t.Fatalf("the publish ended while a reader of the old partitions was open: %v\n%s", r.err, r.log)
+	case <-time.After(12 * time.Second):
+	}
+	var newest string
+	require.NoError(t, admin.QueryRow(context.Background(), `SELECT max(as_of)::text FROM ckm.published_runs`).Scan(&newest))
+	require.Equal(t, "2026-05-31", newest, "nothing is published while the reader is open")
+	requireLatest(t, env, idle, "2026-05-31")
+
+	require.NoError(t, idle.Commit(context.Background()))
+	r := <-published
+	require.NoError(t, r.err)
+	require.Regexp(t, fmt.Sprintf(`publish waits for transactions .* pids="?\[%d\]"? .*bound=none`, idle.Conn().PgConn().PID()), r.log)
+	require.NotContains(t, r.log, "still open; publishing", "no bound: it never gave up waiting")
+	requireLatest(t, env, beginReading(t, reader, pgx.ReadCommitted), "2026-06-30")
+}
+
+// beginReading opens a transaction as the BI role.
+func beginReading(t *testing.T, dsn string, iso pgx.TxIsoLevel) pgx.Tx {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(ctx) })
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
+	require.NoError(t, err)
+	return tx
+}
+
+// requireLatest: in tx, customer_scores_latest shows the as_of asOf, whole.
+func requireLatest(t *testing.T, env *testutil.Env, tx pgx.Tx, asOf string) {
+	t.Helper()
+	var published string
+	var rows int
+	require.NoError(t, tx.QueryRow(context.Background(), latestQuery).Scan(&published, &rows))
+	require.Equal(t, asOf, published)
+	requireWholeRun(t, env, published, rows)
+}
+
+// runLogged runs the nightly pipeline for asOf and returns what it logged.
+func runLogged(env *testutil.Env, asOf string) (string, error) {
+	var log bytes.Buffer
+	r := env.Runner()
+	r.Log = slog.New(slog.NewTextHandler(&log, nil))
+	date, err := time.Parse(time.DateOnly, asOf)
+	if err != nil {
+		return "", err
+	}
+	_, err = r.Run(context.Background(), pipelines.Request{Pipeline: "nightly", AsOf: date})
+	return log.String(), err
+}
+
+// publisherWaits finds a publish waiting for earlier readers (or already published 2026-06-30).
+const publisherWaits = `SELECT count(*) FROM pg_stat_activity WHERE usename = 'ckm_writer' AND query LIKE '%virtualtransaction = ANY%'
+	UNION ALL SELECT count(*) FROM ckm.published_runs WHERE as_of = '2026-06-30' ORDER BY 1 DESC LIMIT 1`
+
+// waitForPostgres waits until query, run as admin, counts something.
+func waitForPostgres(t *testing.T, admin *pgx.Conn, what, query string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, admin.QueryRow(context.Background(), query).Scan(&n))
+		return n > 0
+	}, 2*time.Minute, 10*time.Millisecond, what)
 }
 
 // requirePostgresEqualsDuckDB compares every output row by row, every value (doubles exactly).

@@ -377,7 +377,8 @@ func (r *Runner) publishPostgres(ctx context.Context, conn *warehouse.Conn, agai
 		if err != nil {
 			return schema, published, err
 		}
-		opts := publish.PostgresOptions{DSN: dsn, Schema: schema, CustomerColumns: r.Config.Publish.CustomerColumns, Log: r.Log}
+		opts := publish.PostgresOptions{DSN: dsn, Schema: schema, CustomerColumns: r.Config.Publish.CustomerColumns,
+			ReaderWait: r.Config.Publish.PostgresReaderWait(), Log: r.Log}
 		if err := publish.PublishPostgres(ctx, conn, opts, run); err != nil {
 			return schema, published, err
 		}

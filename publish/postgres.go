@@ -26,7 +26,11 @@ type PostgresOptions struct {
 	Schema string
 	// CustomerColumns are the customers' columns BI tools may see (nil: DefaultCustomerColumns).
 	CustomerColumns []string
-	Log             *slog.Logger
+	// ReaderWait bounds how long the commit waits for the transactions that were reading the
+	// tables when a new as_of's partitions were attached (see waitForReaders); 0 waits until
+	// they end, however long.
+	ReaderWait time.Duration
+	Log        *slog.Logger
 }
 
 // pgTable is an output table in PostgreSQL: its key, and the indexes BI filters use.
@@ -83,7 +87,7 @@ func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOpt
 	}
 	defer pg.Close(context.WithoutCancel(ctx))
 	p := &publisher{conn: conn, opts: Options{CustomerColumns: opts.CustomerColumns}, run: run, asOf: asOf}
-	w := &pgWriter{pg: pg, p: p, schema: opts.Schema, log: opts.Log}
+	w := &pgWriter{pg: pg, p: p, schema: opts.Schema, readerWait: opts.ReaderWait, log: opts.Log}
 	// One publisher per schema at a time (two warehouses may share one); the lock goes with
 	// the session.
 	if _, err := pg.Exec(ctx, `SELECT pg_advisory_lock(hashtext($1))`, "ckm publish "+opts.Schema); err != nil {
@@ -114,11 +118,12 @@ func PublishPostgres(ctx context.Context, conn *warehouse.Conn, opts PostgresOpt
 }
 
 type pgWriter struct {
-	pg      *pgx.Conn
-	p       *publisher
-	schema  string
-	log     *slog.Logger
-	columns map[string][]pgColumn // each table's columns, as DuckDB has them
+	pg         *pgx.Conn
+	p          *publisher
+	schema     string
+	readerWait time.Duration // 0: no bound
+	log        *slog.Logger
+	columns    map[string][]pgColumn // each table's columns, as DuckDB has them
 }
 
 type pgColumn struct{ name, pgType string }
@@ -358,32 +363,42 @@ func (w *pgWriter) attachMissing(ctx context.Context, parts []Partition, existin
 	return tables, readers, nil
 }
 
-// readerWait bounds the wait for the transactions that were reading when new partitions were
-// attached. A query planned just before takes its snapshot right after its plan, so it is at
+// waitForReaders waits until none of readers holds a lock on tables any more. A query planned
+// just before the partitions were attached takes its snapshot right after its plan, so it is at
 // risk only for that instant. A READ COMMITTED transaction, though, keeps the partition list it
-// read until it ends: one still open after this long will see the new as_of in published_runs
-// without its rows until then. Waiting without a bound would let one idle BI session stop every
-// publish.
-const readerWait = 30 * time.Second
-
-// waitForReaders waits until none of readers holds a lock on tables any more, or readerWait.
+// read until it ends: one still open when the wait's bound (w.readerWait) runs out will see the
+// new as_of in published_runs without its rows until then. Without a bound, one idle BI session
+// would stop every publish; the operator chooses (publish.postgres.reader_wait).
 func (w *pgWriter) waitForReaders(ctx context.Context, tx pgx.Tx, tables, readers []string) error {
 	if len(readers) == 0 {
 		return nil
 	}
-	for deadline := time.Now().Add(readerWait); ; {
+	start := time.Now()
+	note := start.Add(10 * time.Second) // when to say why the publish is waiting
+	for {
 		var open int
-		if err := tx.QueryRow(ctx, `SELECT count(DISTINCT virtualtransaction) FROM pg_locks
-			WHERE relation = ANY($1::text[]::regclass[]) AND virtualtransaction = ANY($2)`, w.idents(tables), readers).Scan(&open); err != nil {
+		var pids []int32 // their sessions, for the operator (a prepared transaction has none)
+		if err := tx.QueryRow(ctx, `SELECT count(DISTINCT virtualtransaction), coalesce(array_agg(DISTINCT pid) FILTER (WHERE pid IS NOT NULL), '{}')
+			FROM pg_locks WHERE relation = ANY($1::text[]::regclass[]) AND virtualtransaction = ANY($2)`, w.idents(tables), readers).Scan(&open, &pids); err != nil {
 			return fmt.Errorf("wait for the readers of the new partitions' tables: %w", err)
 		}
 		if open == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		waited := time.Since(start)
+		if w.readerWait > 0 && waited >= w.readerWait {
 			w.log.Warn("transactions that read these tables before the new partitions were attached are still open; publishing: until they end, a READ COMMITTED one sees the new as_of named in published_runs without its rows",
-				"transactions", open, "waited", readerWait.String())
+				"transactions", open, "pids", pids, "waited", w.readerWait.String())
 			return nil
+		}
+		if time.Now().After(note) {
+			bound := "none"
+			if w.readerWait > 0 {
+				bound = w.readerWait.String()
+			}
+			w.log.Info("publish waits for transactions that read these tables before the new partitions were attached (publish.postgres.reader_wait)",
+				"transactions", open, "pids", pids, "waited", waited.Round(time.Second).String(), "bound", bound)
+			note = note.Add(time.Minute)
 		}
 		select {
 		case <-ctx.Done():
