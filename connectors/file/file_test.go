@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors/conformance"
 	_ "github.com/ckm-dev/ckm/connectors/file"
 )
@@ -109,4 +110,34 @@ func TestConformanceCSV(t *testing.T) {
 
 func TestConformanceJSONLines(t *testing.T) {
 	conformance.Run(t, func() conformance.Fixture { return &jsonlHarness{} }, conformance.Options{})
+}
+
+// A file source's sizes and batch settings are checked when the config loads, each problem
+// naming its key and line.
+func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
+	dir := t.TempDir()
+	body := `sources:
+  orders:
+    table: orders
+    file:
+      paths: [missing-*.jsonl]
+      max_line_size: huge
+      batch_size: -1
+      batch_bytes: lots
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
+`
+	path := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+	_, err := config.Load(path)
+	problems, ok := config.ErrProblems(err)
+	require.True(t, ok, "got %v", err)
+	got := problems.Error()
+	for _, want := range []string{
+		`sources.orders.file.paths: no file matches "missing-*.jsonl"`,
+		`:6: sources.orders.file.max_line_size: cannot read "huge" as a size`,
+		`:7: sources.orders.file.batch_size: -1 is negative`,
+		`:8: sources.orders.file.batch_bytes: cannot read "lots" as a size`,
+	} {
+		require.Contains(t, got, want)
+	}
 }

@@ -424,38 +424,45 @@ func TestJSONLinesWithStrayCarriageReturns(t *testing.T) {
 	require.Equal(t, map[string]string{"a.jsonl:1": "not a JSON object"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
 
-// A big JSON Lines file goes to the warehouse in batches. When a load stops after some of them
-// (here: a later batch crosses max_bad_ratio), the file is read again whole once it changes,
-// replacing what the first batches loaded: nothing doubled, every line accounted for.
+// A big JSON Lines file goes to the warehouse in batches, of batch_size lines or batch_bytes of
+// text. When a load stops after some of them (here: a later batch crosses max_bad_ratio), the
+// file is read again whole once it changes, replacing what the first batches loaded: nothing
+// doubled, every line accounted for.
 func TestAJSONLinesFileStoppedHalfWayIsReadAgainWhole(t *testing.T) {
 	var good strings.Builder
+	const line = `{"id":"J%06d","cust":"C%02d","ts":"2026-01-01T10:00:00Z","amt":%d}`
 	for i := 1; i <= 120_000; i++ {
-		fmt.Fprintf(&good, `{"id":"J%d","cust":"C%d","ts":"2026-01-01T10:00:00Z","amt":%d}`+"\n", i, i%50, i%90)
+		fmt.Fprintf(&good, line+"\n", i, i%50, 10+i%90) // two-digit amounts: every line one length
 	}
 	bad := strings.Repeat("not json\n", 30_000)
-	batched := strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], batch_size: 50000`, 1)
-	e := setupRatio(t, batched, map[string]string{"a.jsonl": good.String() + bad}, 0.1)
-	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
-	require.ErrorContains(t, err, "max_bad_ratio")
-	var loaded int
-	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
-	require.Equal(t, 100_000, loaded, "the first two batches committed")
+	lineBytes := len(fmt.Sprintf(line, 1, 1, 10))
+	for _, batching := range []string{"batch_size: 50000", fmt.Sprintf("batch_bytes: %d", 50_000*lineBytes)} {
+		t.Run(batching, func(t *testing.T) {
+			batched := strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], `+batching, 1)
+			e := setupRatio(t, batched, map[string]string{"a.jsonl": good.String() + bad}, 0.1)
+			r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
+			require.ErrorContains(t, err, "max_bad_ratio")
+			var loaded int
+			require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
+			require.Equal(t, 100_000, loaded, "the first two batches committed")
 
-	writeFile(t, filepath.Join(e.dir, "a.jsonl"), good.String()+"not json\n")
-	res := e.run(t)
-	requireAccounted(t, e, res)
-	require.EqualValues(t, 120_001, res.Sources[0].Read)
-	require.EqualValues(t, 120_000, res.Sources[0].Loaded)
-	require.EqualValues(t, 1, res.Sources[0].DeadLettered)
-	var rows, distinct, current int
-	require.NoError(t, e.db().QueryRow(`SELECT count(*), count(DISTINCT order_id) FROM orders`).Scan(&rows, &distinct))
-	require.Equal(t, []int{120_000, 120_000}, []int{rows, distinct})
-	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL`).Scan(&current))
-	require.Equal(t, 1, current)
-	var fileRead, fileLoaded int64
-	require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded FROM ingest_files WHERE path = 'a.jsonl'`).Scan(&fileRead, &fileLoaded))
-	require.Equal(t, []int64{120_001, 120_000}, []int64{fileRead, fileLoaded})
+			writeFile(t, filepath.Join(e.dir, "a.jsonl"), good.String()+"not json\n")
+			res := e.run(t)
+			requireAccounted(t, e, res)
+			require.EqualValues(t, 120_001, res.Sources[0].Read)
+			require.EqualValues(t, 120_000, res.Sources[0].Loaded)
+			require.EqualValues(t, 1, res.Sources[0].DeadLettered)
+			var rows, distinct, current int
+			require.NoError(t, e.db().QueryRow(`SELECT count(*), count(DISTINCT order_id) FROM orders`).Scan(&rows, &distinct))
+			require.Equal(t, []int{120_000, 120_000}, []int{rows, distinct})
+			require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL`).Scan(&current))
+			require.Equal(t, 1, current)
+			var fileRead, fileLoaded int64
+			require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded FROM ingest_files WHERE path = 'a.jsonl'`).Scan(&fileRead, &fileLoaded))
+			require.Equal(t, []int64{120_001, 120_000}, []int64{fileRead, fileLoaded})
+		})
+	}
 }
 
 // A quote that is never closed joins the lines after it, up to the next quote, into one record

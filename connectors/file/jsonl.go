@@ -27,13 +27,10 @@ var jsonlSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "line", Type: arrow.PrimitiveTypes.Int64},
 }, nil)
 
-// Lines go to the writer in batches of at most batch_size lines or this many bytes. Batches are
-// large because DuckDB maps a batch with one thread per row group (122,880 rows): 100k-line
+// Lines go to the writer in batches of at most batch_size lines or batch_bytes of text. Batches
+// are large because DuckDB maps a batch with one thread per row group (122,880 rows): 100k-line
 // batches mapped 1.7× slower than the whole file at once.
-const (
-	defaultJSONLBatchLines = 1_000_000
-	jsonlBatchBytes        = 64 << 20
-)
+const defaultJSONLBatchLines = 1_000_000
 
 // readJSONLines hands the file's lines to w a batch at a time. A line that is not UTF-8 text
 // or is longer than maxLine is a reject. first is the file's first batch, with what it replaces;
@@ -55,6 +52,10 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 	defer b.Release()
 	batch, bytesIn := first, 0
 	batchLines := cmp.Or(s.cfg.BatchSize, defaultJSONLBatchLines)
+	batchBytes, err := s.cfg.batchBytes()
+	if err != nil {
+		return err
+	}
 	flush := func(final bool) error {
 		rec := b.NewRecordBatch()
 		defer rec.Release()
@@ -89,7 +90,7 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 			b.Field(1).(*array.Int64Builder).Append(n)
 			bytesIn += len(text)
 		}
-		if b.Field(1).Len()+len(batch.Rejects) >= batchLines || bytesIn >= jsonlBatchBytes {
+		if b.Field(1).Len()+len(batch.Rejects) >= batchLines || bytesIn >= batchBytes {
 			if err := flush(false); err != nil {
 				return err
 			}
