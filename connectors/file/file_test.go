@@ -13,9 +13,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors/conformance"
 	_ "github.com/ckm-dev/ckm/connectors/file"
+	"github.com/ckm-dev/ckm/internal/testutil"
 )
 
 // dirHarness delivers each batch as a new file in a directory.
@@ -115,7 +115,6 @@ func TestConformanceJSONLines(t *testing.T) {
 // A file source's sizes and batch settings are checked when the config loads, each problem
 // naming its key and line.
 func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
-	dir := t.TempDir()
 	body := `sources:
   orders:
     table: orders
@@ -126,12 +125,7 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
       batch_bytes: lots
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
 `
-	path := filepath.Join(dir, "config.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
-	_, err := config.Load(path)
-	problems, ok := config.ErrProblems(err)
-	require.True(t, ok, "got %v", err)
-	got := problems.Error()
+	got := testutil.ConfigProblems(t, body)
 	for _, want := range []string{
 		`sources.orders.file.paths: no file matches "missing-*.jsonl"`,
 		`:6: sources.orders.file.max_line_size: cannot read "huge" as a size`,

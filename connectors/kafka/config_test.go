@@ -1,13 +1,11 @@
 package kafka_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/internal/testutil"
 )
 
 func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
@@ -24,12 +22,7 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
       tls: {cert_file: client.pem}
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
 `
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
-	_, err := config.Load(path)
-	problems, ok := config.ErrProblems(err)
-	require.True(t, ok, "got %v", err)
-	got := problems.Error()
+	got := testutil.ConfigProblems(t, body)
 	for _, want := range []string{
 		"sources.orders.unknown_fields: unknown policy maybe (hint: one of ignore, keep, fail)",
 		"sources.orders.kafka.brokers: is required",

@@ -70,6 +70,17 @@ func OpenYAML(t testing.TB, dir, yaml string) *Env {
 	return &Env{Config: cfg, Warehouse: w}
 }
 
+// ConfigProblems loads a config that must fail validation, written into a temp dir, and returns
+// its problems as the user sees them (each with its key and line).
+func ConfigProblems(t testing.TB, yaml string) string {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
+	_, err := config.Load(path)
+	problems, ok := config.ErrProblems(err)
+	require.True(t, ok, "got %v", err)
+	return problems.Error()
+}
+
 // Runner is a runner over the env that logs nowhere.
 func (e *Env) Runner() *pipelines.Runner {
 	return &pipelines.Runner{Config: e.Config, Warehouse: e.Warehouse, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
