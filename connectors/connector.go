@@ -298,6 +298,20 @@ func ParseBytes(v string) (int, error) {
 	return n * factor, nil
 }
 
+// MaxBatchBytes bounds a batch's text: batches carry Arrow string arrays, which address their
+// bytes with 32-bit offsets (arrow-go checks that only in debug builds: past 2 GiB a batch's
+// offsets would wrap), and a batch may run one record past its cap.
+const MaxBatchBytes = 1 << 30
+
+// ParseBatchBytes reads a batch_bytes setting: a size of at most MaxBatchBytes.
+func ParseBatchBytes(v string) (int, error) {
+	n, err := ParseBytes(v)
+	if err == nil && n > MaxBatchBytes {
+		err = fmt.Errorf("%s is more than a batch can hold (1GiB)", v)
+	}
+	return n, err
+}
+
 // NotText says why raw bytes are not text DuckDB can store ("" when they are): not UTF-8, or a
 // NUL byte. A connector rejects such a record rather than hand it over.
 func NotText(b []byte) string {

@@ -34,7 +34,7 @@ type Config struct {
 	AllowEmpty      bool       `yaml:"allow_empty" default:"false" doc:"a glob that matches nothing is not an error (files arrive later)"`
 	MaxLineSize     string     `yaml:"max_line_size" type:"size" default:"2MB" example:"8MiB" doc:"a CSV or JSON Lines line longer than this is a dead letter"`
 	BatchSize       int        `yaml:"batch_size" default:"1000000" doc:"JSON Lines go to the warehouse at most this many lines (and batch_bytes) per transaction; CSV and Parquet files load in one each"`
-	BatchBytes      string     `yaml:"batch_bytes" type:"size" default:"256MiB" example:"64MiB" doc:"… or at most this much JSON Lines text per transaction, whichever fills first (ckm holds one batch in memory)"`
+	BatchBytes      string     `yaml:"batch_bytes" type:"size" default:"256MiB" example:"64MiB" doc:"… or at most this much JSON Lines text per transaction, whichever fills first (ckm holds one batch in memory); at most 1GiB"`
 	VerifyUnchanged bool       `yaml:"verify_unchanged" default:"false" doc:"hash every file on every run, even when its size and modification time match what was loaded (for tools that rewrite files keeping both)"`
 }
 
@@ -51,7 +51,7 @@ const defaultMaxLine = 2_000_000
 
 // maxLine is the configured maximum line size in bytes.
 func (c *Config) maxLine() (int64, error) {
-	n, err := sizeOr(c.MaxLineSize, defaultMaxLine)
+	n, err := sizeOr(c.MaxLineSize, defaultMaxLine, connectors.ParseBytes)
 	return int64(n), err
 }
 
@@ -61,14 +61,16 @@ func (c *Config) maxLine() (int64, error) {
 const defaultBatchBytes = 256 << 20
 
 // batchBytes is the configured cap on a JSON Lines batch's text, in bytes.
-func (c *Config) batchBytes() (int, error) { return sizeOr(c.BatchBytes, defaultBatchBytes) }
+func (c *Config) batchBytes() (int, error) {
+	return sizeOr(c.BatchBytes, defaultBatchBytes, connectors.ParseBatchBytes)
+}
 
-// sizeOr reads a configured size, def when it is not set.
-func sizeOr(v string, def int) (int, error) {
+// sizeOr reads a configured size with parse, def when it is not set.
+func sizeOr(v string, def int, parse func(string) (int, error)) (int, error) {
 	if v == "" {
 		return def, nil
 	}
-	return connectors.ParseBytes(v)
+	return parse(v)
 }
 
 // Validate checks what the spec cannot: sizes, and that the paths match files.
@@ -78,7 +80,7 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 		out = append(out, connectors.FieldProblem{Key: "max_line_size", Msg: err.Error(), Hint: "e.g. 2MB, 8MiB"})
 	}
 	if _, err := c.batchBytes(); err != nil {
-		out = append(out, connectors.FieldProblem{Key: "batch_bytes", Msg: err.Error(), Hint: "e.g. 64MiB, 256MiB (the default)"})
+		out = append(out, connectors.FieldProblem{Key: "batch_bytes", Msg: err.Error(), Hint: "e.g. 64MiB, 256MiB (the default), at most 1GiB"})
 	}
 	if c.BatchSize < 0 {
 		out = append(out, connectors.FieldProblem{Key: "batch_size", Msg: fmt.Sprintf("%d is negative", c.BatchSize), Hint: "leave it out for 1000000"})

@@ -126,6 +126,8 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
 `
 	got := testutil.ConfigProblems(t, body)
+	require.Contains(t, testutil.ConfigProblems(t, strings.Replace(body, "batch_bytes: lots", "batch_bytes: 3GiB", 1)),
+		`:8: sources.orders.file.batch_bytes: 3GiB is more than a batch can hold (1GiB)`, "Arrow's 32-bit offsets would wrap")
 	for _, want := range []string{
 		`sources.orders.file.paths: no file matches "missing-*.jsonl"`,
 		`:6: sources.orders.file.max_line_size: cannot read "huge" as a size`,

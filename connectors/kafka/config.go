@@ -27,7 +27,7 @@ type Config struct {
 	Start   string   `yaml:"start" default:"earliest" example:"2026-01-01T00:00:00Z" doc:"where a partition never read starts: earliest, latest (what arrives after the first run) or an RFC 3339 time"`
 
 	BatchSize       int    `yaml:"batch_size" default:"100000" doc:"messages per DuckDB transaction"`
-	BatchBytes      string `yaml:"batch_bytes" type:"size" default:"64MiB" doc:"or this much payload per transaction, whichever comes first"`
+	BatchBytes      string `yaml:"batch_bytes" type:"size" default:"64MiB" doc:"or this much payload per transaction, whichever comes first; at most 1GiB"`
 	FlushInterval   string `yaml:"flush_interval" type:"duration" default:"5s" doc:"continuous ingest (ckm ingest --follow) commits at least this often"`
 	MaxMessageBytes string `yaml:"max_message_bytes" type:"size" default:"1MiB" doc:"larger messages are dead-lettered"`
 
@@ -141,15 +141,16 @@ func (c *Config) settings(source string) (settings, []settingError) {
 		key, value string
 		def        int
 		into       *int
+		parse      func(string) (int, error)
 	}{
-		{"batch_bytes", c.BatchBytes, 64 << 20, &s.batchBytes},
-		{"max_message_bytes", c.MaxMessageBytes, 1 << 20, &s.maxMessageBytes},
+		{"batch_bytes", c.BatchBytes, 64 << 20, &s.batchBytes, connectors.ParseBatchBytes},
+		{"max_message_bytes", c.MaxMessageBytes, 1 << 20, &s.maxMessageBytes, connectors.ParseBytes},
 	} {
 		*b.into = b.def
 		if b.value == "" {
 			continue
 		}
-		v, err := connectors.ParseBytes(b.value)
+		v, err := b.parse(b.value)
 		if err != nil {
 			errs = append(errs, settingError{b.key, err.Error(), "e.g. 512KiB, 1MiB, 64MiB"})
 			continue

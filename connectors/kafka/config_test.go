@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -23,6 +24,8 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
 `
 	got := testutil.ConfigProblems(t, body)
+	require.Contains(t, testutil.ConfigProblems(t, strings.Replace(body, "batch_bytes: lots", "batch_bytes: 2GiB", 1)),
+		`sources.orders.kafka.batch_bytes: 2GiB is more than a batch can hold (1GiB)`, "Arrow's 32-bit offsets would wrap")
 	for _, want := range []string{
 		"sources.orders.unknown_fields: unknown policy maybe (hint: one of ignore, keep, fail)",
 		"sources.orders.kafka.brokers: is required",
