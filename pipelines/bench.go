@@ -301,7 +301,7 @@ func benchPostgres(ctx context.Context, conn *warehouse.Conn, dsn string, res *R
 	}
 	run := publish.Run{RunID: res.RunID, Pipeline: "bench", AsOf: res.AsOf}
 	err = timed(&publishPG, func() error {
-		return publish.PublishPostgres(ctx, conn, publish.PostgresOptions{DSN: dsn, Schema: "ckm_bench"}, run)
+		return publish.PublishPostgres(ctx, conn, publish.PostgresOptions{DSN: dsn, Schema: "ckm_bench", ReaderWait: config.DefaultReaderWait}, run)
 	})
 	if err != nil {
 		return 0, 0, err
