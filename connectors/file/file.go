@@ -57,7 +57,7 @@ func (c *Config) maxLine() (int64, error) {
 
 // defaultBatchBytes caps a JSON Lines batch: mapping the 1M bench's 1.6 GB of feedback took
 // 45.9 s in 64 MiB batches and 38.1 s in 256 MiB ones (fewer, larger batches for DuckDB's
-// threads to share, fewer commits and merges), at a lower peak RSS (1.7–1.9 against 2.1 GB).
+// threads to share, fewer commits and merges), at a lower peak RSS (1.7–2.0 against 2.2 GB).
 const defaultBatchBytes = 256 << 20
 
 // batchBytes is the configured cap on a JSON Lines batch's text, in bytes.
