@@ -232,7 +232,7 @@ func TestPostgresQueryPlannedBeforeANewAsOfSeesAWholeRun(t *testing.T) {
 
 	published := make(chan error, 1)
 	go func() {
-		_, err := env.Runner().Run(ctx, pipelines.Request{Pipeline: "nightly", AsOf: time.Date(2026, 6, 30, 0, 0, 0, 0, time.UTC)})
+		_, err := runLogged(env, "2026-06-30")
 		published <- err
 	}()
 	waitForPostgres(t, admin, "the publish waits for the reader, or has committed without it", publisherWaits)

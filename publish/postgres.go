@@ -318,6 +318,14 @@ const stagePrefix = "ckm_stage_"
 // partitionName is the name of table's partition for asOf.
 func partitionName(table string, asOf time.Time) string { return table + "_" + asOf.Format("20060102") }
 
+// writtenTable is the table part's rows go into: its partition, or customers itself.
+func writtenTable(part Partition) string {
+	if !pgTableNamed(part.Table).byAsOf() {
+		return part.Table
+	}
+	return partitionName(part.Table, part.AsOf)
+}
+
 // attachMissing gives every as_of the run writes a partition, attaching an empty one where
 // there is none, in a transaction of its own, and returns the tables it attached to and the
 // transactions that were reading them when it committed. A query's plan fixes which
@@ -373,13 +381,14 @@ func (w *pgWriter) waitForReaders(ctx context.Context, tx pgx.Tx, tables, reader
 	if len(readers) == 0 {
 		return nil
 	}
+	idents := w.idents(tables)
 	start := time.Now()
 	note := start.Add(10 * time.Second) // when to say why the publish is waiting
 	for {
 		var open int
 		var pids []int32 // their sessions, for the operator (a prepared transaction has none)
 		if err := tx.QueryRow(ctx, `SELECT count(DISTINCT virtualtransaction), coalesce(array_agg(DISTINCT pid) FILTER (WHERE pid IS NOT NULL), '{}')
-			FROM pg_locks WHERE relation = ANY($1::text[]::regclass[]) AND virtualtransaction = ANY($2)`, w.idents(tables), readers).Scan(&open, &pids); err != nil {
+			FROM pg_locks WHERE relation = ANY($1::text[]::regclass[]) AND virtualtransaction = ANY($2)`, idents, readers).Scan(&open, &pids); err != nil {
 			return fmt.Errorf("wait for the readers of the new partitions' tables: %w", err)
 		}
 		if open == 0 {
@@ -509,10 +518,7 @@ func (w *pgWriter) write(ctx context.Context, parts []Partition, attachedTo, rea
 	// until a tenth of a table changed, which one as_of of many never is). ANALYZE takes no lock
 	// readers wait for.
 	for _, part := range parts {
-		name := part.Table
-		if pgTableNamed(part.Table).byAsOf() {
-			name = partitionName(part.Table, part.AsOf)
-		}
+		name := writtenTable(part)
 		if _, err := w.pg.Exec(ctx, `ANALYZE `+w.ident(name)); err != nil {
 			return fmt.Errorf("analyze %s: %w", name, err)
 		}
@@ -545,7 +551,7 @@ func (w *pgWriter) replace(ctx context.Context, tx pgx.Tx, part Partition) (int6
 		}
 		return n, nil
 	}
-	name := partitionName(t.name, part.AsOf)
+	name := writtenTable(part)
 	if _, err := tx.Exec(ctx, `DELETE FROM `+w.ident(name)); err != nil {
 		return 0, err
 	}
