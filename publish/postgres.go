@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ckm-dev/ckm/internal/pgconn"
@@ -446,8 +444,8 @@ func pgTableNamed(name string) pgTable {
 	panic("no PostgreSQL table " + name)
 }
 
-// copyPartition streams a partition from DuckDB into table with COPY, in key order: index
-// entries then arrive each next to the last, instead of on one random page each.
+// copyPartition streams a partition from DuckDB into table with a binary COPY, in key order:
+// index entries then arrive each next to the last, instead of on one random page each.
 func (w *pgWriter) copyPartition(ctx context.Context, tx pgx.Tx, table pgx.Identifier, part Partition) (int64, error) {
 	t := pgTableNamed(part.Table)
 	cols := w.columns[t.name]
@@ -460,9 +458,12 @@ func (w *pgWriter) copyPartition(ctx context.Context, tx pgx.Tx, table pgx.Ident
 		return 0, err
 	}
 	defer rr.Release()
-	src := &arrowRows{rr: rr, table: part.Table}
-	n, err := tx.CopyFrom(ctx, table, names, src)
-	return n, errors.Join(err, src.err)
+	src := &binaryCopy{rr: rr, table: part.Table, columns: cols}
+	tag, err := tx.Conn().PgConn().CopyFrom(ctx, src, fmt.Sprintf(`COPY %s (%s) FROM STDIN (FORMAT binary)`, table.Sanitize(), quoteAll(names)))
+	if src.err != nil {
+		return 0, src.err // what PostgreSQL answers only repeats it
+	}
+	return tag.RowsAffected(), err
 }
 
 // write replaces each of the run's partitions and records the run, in one transaction (MVCC:
@@ -530,6 +531,15 @@ func (w *pgWriter) write(ctx context.Context, parts []Partition, attachedTo, rea
 func (w *pgWriter) replace(ctx context.Context, tx pgx.Tx, part Partition) (int64, error) {
 	t := pgTableNamed(part.Table)
 	if !t.byAsOf() {
+		// The first publish to a schema copies every customer straight in: through the stage
+		// below, 1M customers took 2.5 s instead of 0.8.
+		var empty bool
+		if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM `+w.ident(t.name)+`)`).Scan(&empty); err != nil {
+			return 0, err
+		}
+		if empty {
+			return w.copyPartition(ctx, tx, pgx.Identifier{w.schema, t.name}, part)
+		}
 		// Only the customers that changed, came or went: most are as they were.
 		stage := pgx.Identifier{stagePrefix + t.name}
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP`, stage.Sanitize(), w.ident(t.name))); err != nil {
@@ -590,112 +600,6 @@ func firstWords(q string) string {
 		return q[:60] + "…"
 	}
 	return q
-}
-
-// arrowRows feeds COPY from a DuckDB query's Arrow batches. pgx encodes each row before it
-// asks for the next, so values read from a batch are used while the batch lives; the reader
-// keeps one batch at a time.
-type arrowRows struct {
-	rr     array.RecordReader
-	table  string
-	rec    arrow.RecordBatch
-	row    int
-	cells  []func(row int) (any, error)
-	values []any
-	err    error
-}
-
-func (a *arrowRows) Next() bool {
-	for a.rec == nil || a.row+1 >= int(a.rec.NumRows()) {
-		if !a.rr.Next() {
-			a.err = a.rr.Err()
-			return false
-		}
-		a.rec, a.row = a.rr.RecordBatch(), -1
-		if a.err = a.bind(); a.err != nil {
-			return false
-		}
-	}
-	a.row++
-	return true
-}
-
-func (a *arrowRows) Values() ([]any, error) {
-	for i, cell := range a.cells {
-		v, err := cell(a.row)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", a.rec.ColumnName(i), err)
-		}
-		a.values[i] = v
-	}
-	return a.values, nil
-}
-
-func (a *arrowRows) Err() error { return a.err }
-
-// bind makes a reader for each column of the current batch.
-func (a *arrowRows) bind() error {
-	a.cells = a.cells[:0]
-	a.values = make([]any, a.rec.NumCols())
-	for i, col := range a.rec.Columns() {
-		cell, err := cellReader(col)
-		if err != nil {
-			return fmt.Errorf("%s.%s: %w", a.table, a.rec.ColumnName(i), err)
-		}
-		a.cells = append(a.cells, func(row int) (any, error) {
-			if col.IsNull(row) {
-				return nil, nil
-			}
-			return cell(row)
-		})
-	}
-	return nil
-}
-
-// cellReader reads one column's non-NULL values as the Go values pgx encodes.
-func cellReader(col arrow.Array) (func(int) (any, error), error) {
-	switch c := col.(type) {
-	case *array.String:
-		return func(i int) (any, error) { return pgText(c.Value(i)) }, nil
-	case *array.LargeString:
-		return func(i int) (any, error) { return pgText(c.Value(i)) }, nil
-	case *array.StringView:
-		return func(i int) (any, error) { return pgText(c.Value(i)) }, nil
-	case *array.Float64:
-		return func(i int) (any, error) { return c.Value(i), nil }, nil
-	case *array.Float32:
-		return func(i int) (any, error) { return c.Value(i), nil }, nil
-	case *array.Int64:
-		return func(i int) (any, error) { return c.Value(i), nil }, nil
-	case *array.Int32:
-		return func(i int) (any, error) { return int64(c.Value(i)), nil }, nil
-	case *array.Int16:
-		return func(i int) (any, error) { return int64(c.Value(i)), nil }, nil
-	case *array.Int8:
-		return func(i int) (any, error) { return int64(c.Value(i)), nil }, nil
-	case *array.Uint8:
-		return func(i int) (any, error) { return int64(c.Value(i)), nil }, nil
-	case *array.Uint16:
-		return func(i int) (any, error) { return int64(c.Value(i)), nil }, nil
-	case *array.Uint32:
-		return func(i int) (any, error) { return int64(c.Value(i)), nil }, nil
-	case *array.Boolean:
-		return func(i int) (any, error) { return c.Value(i), nil }, nil
-	case *array.Date32:
-		return func(i int) (any, error) { return c.Value(i).ToTime(), nil }, nil
-	case *array.Timestamp:
-		unit := c.DataType().(*arrow.TimestampType).Unit
-		return func(i int) (any, error) { return c.Value(i).ToTime(unit), nil }, nil
-	}
-	return nil, fmt.Errorf("no PostgreSQL encoding for Arrow type %s", col.DataType())
-}
-
-// pgText refuses what PostgreSQL text cannot hold: a NUL byte (DuckDB's VARCHAR can).
-func pgText(s string) (any, error) {
-	if i := strings.IndexByte(s, 0); i >= 0 {
-		return nil, fmt.Errorf("a NUL byte at offset %d of %q, which PostgreSQL text cannot hold", i, strings.ReplaceAll(s, "\x00", `\x00`))
-	}
-	return s, nil
 }
 
 // BareCopyPostgres is the reference the PostgreSQL publish is measured against: the same
