@@ -532,7 +532,7 @@ func (w *pgWriter) replace(ctx context.Context, tx pgx.Tx, part Partition) (int6
 	t := pgTableNamed(part.Table)
 	if !t.byAsOf() {
 		// The first publish to a schema copies every customer straight in: through the stage
-		// below, 1M customers took 2.5 s instead of 0.8.
+		// below, 1M customers took 2.6 s instead of 1.7.
 		var empty bool
 		if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM `+w.ident(t.name)+`)`).Scan(&empty); err != nil {
 			return 0, err
