@@ -181,6 +181,10 @@ func dsnFor(opts Options) (string, error) {
 	// DuckDB's default, set so nothing turns it off: a table created from a scan keeps the
 	// scan's order, which numbers ingested records (rowid) and hands customers over in chunks.
 	q.Set("preserve_insertion_order", "true")
+	// memory_limit bounds DuckDB's buffer pool, not what its allocator keeps of freed memory:
+	// background purging returned it in a 10M-customer rescoring (peak RSS 9.44 → 9.14 GB, with
+	// memory_limit 8GB; the knowledge stage 9.44 → 8.74 GB sampled).
+	q.Set("allocator_background_threads", "true")
 	if opts.MemoryLimit != "" {
 		q.Set("memory_limit", opts.MemoryLimit)
 	}
