@@ -1,7 +1,6 @@
 package pipelines
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -10,13 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unique"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/ckm-dev/ckm/connectors/mapping"
-	"github.com/ckm-dev/ckm/transforms/arrowutil"
 	"github.com/ckm-dev/ckm/transforms/clv"
 	"github.com/ckm-dev/ckm/transforms/knowledge"
 	"github.com/ckm-dev/ckm/warehouse"
@@ -201,36 +197,47 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 	if err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
-	batches, release, err := st.batches(ctx, `SELECT * FROM `+knowledgeInputs+` WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
+	batches, release, err := st.batches(ctx, `SELECT `+strings.Join(knowledge.InputColumns, ", ")+` FROM `+knowledgeInputs+`
+		WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
 	if err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
-	defer release()
+	in, err := knowledge.ReadInputs(batches)
+	release()
+	if err != nil {
+		return nil, fmt.Errorf("knowledge inputs: %w", err)
+	}
 	inputs := time.Since(start)
-	rec, model, err := knowledge.Score(batches, p, st.mem)
+	schema := knowledge.OutputSchema()
+	staged, err := st.stager(ctx, "customer_knowledge", schema)
+	if err != nil {
+		return nil, err
+	}
+	model, err := knowledge.Score(in, p, st.mem, int(st.chunkRows), func(rec arrow.RecordBatch) error { return staged.add(ctx, rec) })
+	if err != nil {
+		staged.release()
+		return nil, err
+	}
+	var names []string
+	for _, f := range schema.Fields() {
+		names = append(names, warehouse.Ident(f.Name))
+	}
+	columns := strings.Join(names, ", ")
+	scoredRows, err := staged.output(ctx, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
+			SELECT CAST(? AS DATE), ?, `+columns+` FROM `+scored)
 	if err != nil {
 		return nil, err
 	}
 	st.log.Debug("knowledge scored", "inputs", inputs.Round(time.Millisecond).String(),
 		"index", (time.Since(start) - inputs).Round(time.Millisecond).String(), "customers", kr.Customers, "eligible", kr.Eligible)
-	if err := summarizeKnowledge(kr, batches, rec, model); err != nil {
-		rec.Release()
+	if err := summarizeKnowledge(ctx, st.conn, kr, staged.temp, model); err != nil {
+		scoredRows.release()
 		return nil, err
 	}
 	kr.ClassTierStage[[3]string{knowledge.InsufficientEvidence, "", ""}] += kr.Customers - kr.Eligible
 	st.res.Knowledge = kr
 	if kr.Customers > 0 && kr.Eligible == 0 {
 		st.res.Warnings = append(st.res.Warnings, fmt.Sprintf("knowledge: no customer has %d or more knowledge events in the lookback window, so none is classed (is a feedback source loaded?)", p.MinEvents))
-	}
-	var names []string
-	for _, f := range rec.Schema().Fields() {
-		names = append(names, warehouse.Ident(f.Name))
-	}
-	columns := strings.Join(names, ", ")
-	scoredRows, err := st.stage(ctx, "customer_knowledge", rec, `INSERT INTO customer_knowledge (as_of, run_id, `+columns+`)
-			SELECT CAST(? AS DATE), ?, `+columns+` FROM `+scored)
-	if err != nil {
-		return nil, err
 	}
 	// The customers outside the population: their counts, no scores, nothing imputed.
 	var imputedFlags []string
@@ -300,41 +307,40 @@ func knowledgeFits(m knowledge.Model) []clv.Fit {
 	return []clv.Fit{weights, priors}
 }
 
-// summarizeKnowledge counts the ranked population's key sources and classes by value tier and
-// stage, and lists the top 10. Strings read from the batches are copied (tiers, stages and
-// classes are interned): they outlive the batches, which are released before the summary is
-// printed.
-func summarizeKnowledge(kr *KnowledgeResult, inputs []arrow.RecordBatch, rec arrow.RecordBatch, m knowledge.Model) error {
-	tiers, err := arrowutil.StringColumn(inputs, "value_tier")
-	if err != nil {
-		return err
-	}
-	stages, err := arrowutil.StringColumn(inputs, "lifecycle_stage")
-	if err != nil {
-		return err
-	}
-	col := func(name string) arrow.Array { return rec.Column(rec.Schema().FieldIndices(name)[0]) }
-	ids, classes := col("customer_id").(*array.String), col("class").(*array.String)
-	isKey, rank, kksi, factors := col("is_key_source").(*array.Boolean), col("rank").(*array.Int64), col("kksi").(*array.Float64), col("top_factors").(*array.String)
+// summarizeKnowledge fills in kr from the eligible customers' rows staged in table: customers
+// per (class, value tier, lifecycle stage), the key sources, and the ten best ranked.
+func summarizeKnowledge(ctx context.Context, conn *warehouse.Conn, kr *KnowledgeResult, table string, m knowledge.Model) error {
 	kr.Model = m
-	var top []KeySource
-	for i := 0; i < int(rec.NumRows()); i++ {
-		kr.ClassTierStage[[3]string{unique.Make(classes.Value(i)).Value(), unique.Make(tiers[i]).Value(), unique.Make(stages[i]).Value()}]++
-		if isKey.Value(i) {
-			kr.KeySources++
-			top = append(top, KeySource{Rank: rank.Value(i), CustomerID: ids.Value(i), KKSI: kksi.Value(i),
-				Class: classes.Value(i), TopFactors: factors.Value(i)})
-		}
+	rows, err := conn.QueryContext(ctx, `SELECT k.class, i.value_tier, i.lifecycle_stage, count(*), count(*) FILTER (k.is_key_source)
+		FROM `+table+` k JOIN `+knowledgeInputs+` i USING (customer_id) GROUP BY ALL`)
+	if err != nil {
+		return fmt.Errorf("summarize knowledge: %w", err)
 	}
-	slices.SortFunc(top, func(a, b KeySource) int {
-		if a.Rank != b.Rank {
-			return cmp.Compare(a.Rank, b.Rank)
+	defer rows.Close()
+	for rows.Next() {
+		var key [3]string
+		var n, keySources int64
+		if err := rows.Scan(&key[0], &key[1], &key[2], &n, &keySources); err != nil {
+			return fmt.Errorf("summarize knowledge: %w", err)
 		}
-		return strings.Compare(a.CustomerID, b.CustomerID)
-	})
-	for _, s := range top[:min(10, len(top))] {
-		s.CustomerID, s.Class, s.TopFactors = strings.Clone(s.CustomerID), strings.Clone(s.Class), strings.Clone(s.TopFactors)
+		kr.ClassTierStage[key] += n
+		kr.KeySources += keySources
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("summarize knowledge: %w", err)
+	}
+	top, err := conn.QueryContext(ctx, `SELECT rank, customer_id, kksi, class, coalesce(top_factors, '') FROM `+table+`
+		WHERE is_key_source ORDER BY rank, customer_id LIMIT 10`)
+	if err != nil {
+		return fmt.Errorf("summarize knowledge: %w", err)
+	}
+	defer top.Close()
+	for top.Next() {
+		var s KeySource
+		if err := top.Scan(&s.Rank, &s.CustomerID, &s.KKSI, &s.Class, &s.TopFactors); err != nil {
+			return fmt.Errorf("summarize knowledge: %w", err)
+		}
 		kr.Top = append(kr.Top, s)
 	}
-	return nil
+	return top.Err()
 }

@@ -182,20 +182,6 @@ func (st *scoring) stageChunks(ctx context.Context, table string, schema *arrow.
 	return staged.output(ctx, insert)
 }
 
-// stage stages one batch as an output (see stager) and takes it over.
-func (st *scoring) stage(ctx context.Context, table string, rec arrow.RecordBatch, insert string) (output, error) {
-	s, err := st.stager(ctx, table, rec.Schema())
-	if err != nil {
-		rec.Release()
-		return output{}, err
-	}
-	if err := s.add(ctx, rec); err != nil {
-		s.release()
-		return output{}, err
-	}
-	return s.output(ctx, insert)
-}
-
 // DefaultChunkRows is how many customers cross into Go at a time (see chunks): enough that the
 // per-chunk scans cost little, few enough that a chunk's batches stay far below a GB.
 const DefaultChunkRows = 1 << 20

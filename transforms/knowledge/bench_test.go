@@ -32,10 +32,12 @@ func BenchmarkScore(b *testing.B) {
 	defer rec.Release()
 	b.ResetTimer()
 	for b.Loop() {
-		out, _, err := Score([]arrow.RecordBatch{rec}, Params{}, memory.DefaultAllocator)
+		in, err := ReadInputs([]arrow.RecordBatch{rec})
 		if err != nil {
 			b.Fatal(err)
 		}
-		out.Release()
+		if _, err := Score(in, Params{}, memory.DefaultAllocator, 1<<20, func(out arrow.RecordBatch) error { out.Release(); return nil }); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package knowledge
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -215,7 +216,7 @@ var handRows = []testRow{
 func TestRawIndicatorsByHand(t *testing.T) {
 	rec := batch(handRows)
 	defer rec.Release()
-	in, err := readInputs([]arrow.RecordBatch{rec})
+	in, err := ReadInputs([]arrow.RecordBatch{rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func TestScoreCoverageRanksAndFactors(t *testing.T) {
 	rec := batch(rows)
 	defer rec.Release()
 	p := Params{PriorStrength: 2, MinEvents: 2}
-	out, model, err := Score([]arrow.RecordBatch{rec}, p, memory.DefaultAllocator)
+	out, model, err := scoreAll(rec, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,13 +330,63 @@ func TestScoreCoverageRanksAndFactors(t *testing.T) {
 	without := append(slices.Clone(handRows[:1]), handRows[2], d)
 	rec2 := batch(without)
 	defer rec2.Release()
-	out2, _, err := Score([]arrow.RecordBatch{rec2}, p, memory.DefaultAllocator)
+	out2, _, err := scoreAll(rec2, p)
 	require.NoError(t, err)
 	defer out2.Release()
 	for c := range out.Schema().Fields() {
 		for i, j := range map[int]int{0: 0, 2: 1, 3: 2} {
 			require.Equal(t, out.Column(c).ValueStr(i), out2.Column(c).ValueStr(j), "%s of %s", out.Schema().Field(c).Name, rows[i].id)
 		}
+	}
+}
+
+// scoreAll scores rec's customers and returns their rows as one batch.
+func scoreAll(rec arrow.RecordBatch, p Params) (arrow.RecordBatch, Model, error) {
+	in, err := ReadInputs([]arrow.RecordBatch{rec})
+	if err != nil {
+		return nil, Model{}, err
+	}
+	var out arrow.RecordBatch
+	model, err := Score(in, p, memory.DefaultAllocator, 0, func(b arrow.RecordBatch) error {
+		if out != nil {
+			return errors.New("more than one batch")
+		}
+		out = b
+		return nil
+	})
+	return out, model, err
+}
+
+// Rows scored in batches of any size are the rows scored at once, in the same order.
+func TestScoreInBatchesEqualsScoreAtOnce(t *testing.T) {
+	rows := make([]testRow, 0, 40)
+	for i := range 40 {
+		r := handRows[i%3]
+		r.id = fmt.Sprintf("c%02d", i)
+		r.clv, r.innovation, r.inbound, r.acked = float64(10*i), float64(i%7), r.inbound+int64(i%5), min(r.events, int64(i%4))
+		rows = append(rows, r)
+	}
+	rec := batch(rows)
+	defer rec.Release()
+	whole, _, err := scoreAll(rec, Params{MinEvents: 2})
+	require.NoError(t, err)
+	defer whole.Release()
+	require.EqualValues(t, 40, whole.NumRows())
+	for _, size := range []int{1, 7, 40, 41} {
+		in, err := ReadInputs([]arrow.RecordBatch{rec})
+		require.NoError(t, err)
+		var lo int64
+		_, err = Score(in, Params{MinEvents: 2}, memory.DefaultAllocator, size, func(b arrow.RecordBatch) error {
+			defer b.Release()
+			require.LessOrEqual(t, b.NumRows(), int64(size))
+			part := whole.NewSlice(lo, lo+b.NumRows())
+			defer part.Release()
+			require.True(t, array.RecordEqual(part, b), "rows %d.. in batches of %d", lo, size)
+			lo += b.NumRows()
+			return nil
+		})
+		require.NoError(t, err)
+		require.EqualValues(t, 40, lo, "every row, in batches of %d", size)
 	}
 }
 
@@ -357,7 +408,7 @@ func TestEntropyBlend(t *testing.T) {
 	}
 	rec := batch(rows)
 	defer rec.Release()
-	out, m, err := Score([]arrow.RecordBatch{rec}, Params{EntropyBlend: 0.5}, memory.DefaultAllocator)
+	out, m, err := scoreAll(rec, Params{EntropyBlend: 0.5})
 	require.NoError(t, err)
 	defer out.Release()
 	require.Len(t, m.EntropyWeights, 3)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -150,8 +151,9 @@ type Model struct {
 	Customers        int
 }
 
-// inputs are the per-customer counts the pipeline aggregates in DuckDB.
-type inputs struct {
+// Inputs are every eligible customer's counts, which the pipeline aggregates in DuckDB, held
+// apart from the batches they were read from.
+type Inputs struct {
 	ids                                                         []string
 	hasCLV, knowledgeEvents, inboundEvents, tenureDays, leadN   []int64
 	invited, accepted, ratedN, consent, nonNegative, channels   []int64
@@ -159,17 +161,19 @@ type inputs struct {
 	clv, innovation, leadSum, ratedSum                          []float64
 }
 
-// InputColumns are the columns Score reads, all per eligible customer.
+// InputColumns are the columns ReadInputs reads, all per eligible customer.
 var InputColumns = []string{"customer_id", "has_clv", "clv", "knowledge_events", "innovation", "inbound_events", "tenure_days",
 	"lead_sum", "lead_n", "invited", "accepted", "rated_n", "rated_sum", "consent", "non_negative", "channels",
 	"acknowledged", "converted", "implemented", "departments", "kac_events", "kforc_events", "kfc_events"}
 
-func readInputs(batches []arrow.RecordBatch) (*inputs, error) {
-	in := &inputs{}
+// ReadInputs copies the InputColumns of batches: the caller may release them afterwards.
+func ReadInputs(batches []arrow.RecordBatch) (*Inputs, error) {
+	in := &Inputs{}
 	var err error
 	if in.ids, err = arrowutil.StringColumn(batches, "customer_id"); err != nil {
 		return nil, err
 	}
+	cloneStrings(in.ids)
 	ints, err := arrowutil.Int64Columns(batches, "has_clv", "knowledge_events", "inbound_events", "tenure_days", "lead_n",
 		"invited", "accepted", "rated_n", "consent", "non_negative", "channels", "acknowledged", "converted", "implemented",
 		"departments", "kac_events", "kforc_events", "kfc_events")
@@ -188,22 +192,32 @@ func readInputs(batches []arrow.RecordBatch) (*inputs, error) {
 	return in, nil
 }
 
-// Score computes every eligible customer's knowledge scores from the columns in InputColumns
-// (consent is 1, 0, or −1 for unknown) and returns customer_knowledge's rows (without as_of
-// and run_id) and the model used.
-func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.RecordBatch, Model, error) {
+// cloneStrings copies ss, which point into Arrow buffers, into one allocation of their own.
+func cloneStrings(ss []string) {
+	var b strings.Builder
+	for _, s := range ss {
+		b.WriteString(s)
+	}
+	all, at := b.String(), 0
+	for i, s := range ss {
+		ss[i], at = all[at:at+len(s)], at+len(s)
+	}
+}
+
+// Score computes every eligible customer's knowledge scores from in (consent is 1, 0, or −1
+// for unknown), hands customer_knowledge's rows (without as_of and run_id), in the inputs'
+// order, to emit in batches of at most chunkRows rows (emit takes each over), and returns the
+// model used. Ranking needs the whole population at once; what it holds per customer are
+// plain numbers, and at most one batch of rows is built at a time.
+func Score(in *Inputs, p Params, mem memory.Allocator, chunkRows int, emit func(arrow.RecordBatch) error) (Model, error) {
 	p = p.WithDefaults()
 	if problems := p.Validate(); len(problems) > 0 {
 		keys := slices.Sorted(maps.Keys(problems))
-		return nil, Model{}, fmt.Errorf("knowledge parameters: %s: %s", keys[0], problems[keys[0]])
-	}
-	in, err := readInputs(batches)
-	if err != nil {
-		return nil, Model{}, err
+		return Model{}, fmt.Errorf("knowledge parameters: %s: %s", keys[0], problems[keys[0]])
 	}
 	model, err := resolveWeights(p)
 	if err != nil {
-		return nil, Model{}, err
+		return Model{}, err
 	}
 	model.Customers = len(in.ids)
 	raw, imputed, priors := rawIndicators(in, p)
@@ -214,7 +228,7 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 	var wg sync.WaitGroup
 	for k := range Indicators {
 		wg.Go(func() {
-			scores[k] = MidRankPercentiles(raw[k])
+			scores[k], raw[k] = MidRankPercentiles(raw[k]), nil
 			if Indicators[k].LowerIsBetter {
 				for i, v := range scores[k] {
 					scores[k][i] = 1 - v
@@ -261,9 +275,16 @@ func Score(batches []arrow.RecordBatch, p Params, mem memory.Allocator) (arrow.R
 			factors[i] = namer.name(i, scores, imputed)
 		}
 	})
-	rank := ranks(kksi, class)
-	rec := build(mem, in, scores, imputed, dims, kksi, class, rank, factors)
-	return rec, model, nil
+	if chunkRows <= 0 {
+		chunkRows = max(n, 1)
+	}
+	out := scored{in: in, scores: scores, imputed: imputed, dims: dims, kksi: kksi, class: class, rank: ranks(kksi, class), factors: factors}
+	for lo := 0; lo < n; lo += chunkRows {
+		if err := emit(out.build(mem, lo, min(n, lo+chunkRows))); err != nil {
+			return Model{}, err
+		}
+	}
+	return model, nil
 }
 
 // inParallel runs fn over [0, n) in one contiguous chunk per core.
@@ -308,7 +329,7 @@ func indicatorIndex(dim, name string) int {
 // eligible customers, those with at least MinEvents knowledge events: the priors, means and (by
 // their NaN raw values elsewhere) the percentiles are theirs alone, so that customers who never
 // spoke cannot lift those who did.
-func rawIndicators(in *inputs, p Params) ([][]float64, [][]bool, map[string]Prior) {
+func rawIndicators(in *Inputs, p Params) ([][]float64, [][]bool, map[string]Prior) {
 	n := len(in.ids)
 	raw := make([][]float64, len(Indicators))
 	imputed := make([][]bool, len(Indicators))
@@ -511,17 +532,27 @@ func OutputSchema() *arrow.Schema {
 	), nil)
 }
 
-func build(mem memory.Allocator, in *inputs, scores [][]float64, imputed [][]bool, dims [][]float64,
-	kksi []float64, class []string, rank []int64, factors []string) arrow.RecordBatch {
+// scored is every eligible customer's scores, in the inputs' order.
+type scored struct {
+	in           *Inputs
+	scores, dims [][]float64
+	imputed      [][]bool
+	kksi         []float64
+	class        []string
+	rank         []int64
+	factors      []string
+}
+
+// build makes the customer_knowledge rows of customers [lo, hi).
+func (s scored) build(mem memory.Allocator, lo, hi int) arrow.RecordBatch {
 	b := array.NewRecordBuilder(mem, OutputSchema())
 	defer b.Release()
-	n := len(in.ids)
-	b.Reserve(n)
+	b.Reserve(hi - lo)
 	col := 0
 	next := func() array.Builder { c := b.Field(col); col++; return c }
 	floats := func(v []float64) {
 		fb := next().(*array.Float64Builder)
-		for _, x := range v {
+		for _, x := range v[lo:hi] {
 			if math.IsNaN(x) {
 				fb.AppendNull()
 			} else {
@@ -529,30 +560,29 @@ func build(mem memory.Allocator, in *inputs, scores [][]float64, imputed [][]boo
 			}
 		}
 	}
-	ints := func(v []int64) { next().(*array.Int64Builder).AppendValues(v, nil) }
-	bools := func(v []bool) { next().(*array.BooleanBuilder).AppendValues(v, nil) }
-	next().(*array.StringBuilder).AppendValues(in.ids, nil)
+	ints := func(v []int64) { next().(*array.Int64Builder).AppendValues(v[lo:hi], nil) }
+	bools := func(v []bool) { next().(*array.BooleanBuilder).AppendValues(v[lo:hi], nil) }
+	next().(*array.StringBuilder).AppendValues(s.in.ids[lo:hi], nil)
 	for d := range Dimensions {
-		floats(dims[d])
+		floats(s.dims[d])
 	}
 	for k := range Indicators {
-		floats(scores[k])
+		floats(s.scores[k])
 	}
 	for k, ind := range Indicators {
 		if ind.Imputable {
-			bools(imputed[k])
+			bools(s.imputed[k])
 		}
 	}
-	ints(in.knowledgeEvents)
-	floats(kksi)
-	next().(*array.StringBuilder).AppendValues(class, nil)
-	isKey := make([]bool, n)
-	for i, c := range class {
-		isKey[i] = c == KeySource || c == KeySourceCapabilityGap
+	ints(s.in.knowledgeEvents)
+	floats(s.kksi)
+	next().(*array.StringBuilder).AppendValues(s.class[lo:hi], nil)
+	kb := next().(*array.BooleanBuilder)
+	for _, c := range s.class[lo:hi] {
+		kb.Append(c == KeySource || c == KeySourceCapabilityGap)
 	}
-	bools(isKey)
 	rb := next().(*array.Int64Builder)
-	for _, r := range rank {
+	for _, r := range s.rank[lo:hi] {
 		if r == 0 {
 			rb.AppendNull()
 		} else {
@@ -560,15 +590,15 @@ func build(mem memory.Allocator, in *inputs, scores [][]float64, imputed [][]boo
 		}
 	}
 	tb := next().(*array.StringBuilder)
-	for _, f := range factors {
+	for _, f := range s.factors[lo:hi] {
 		if f != "" {
 			tb.Append(f)
 		} else {
 			tb.AppendNull()
 		}
 	}
-	ints(in.kac)
-	ints(in.kforc)
-	ints(in.kfc)
+	ints(s.in.kac)
+	ints(s.in.kforc)
+	ints(s.in.kfc)
 	return b.NewRecordBatch()
 }
