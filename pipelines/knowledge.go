@@ -154,8 +154,7 @@ SELECT e.customer_id,
 FROM population e
 LEFT JOIN lead l ON l.customer_id = e.customer_id
 LEFT JOIN customers c ON c.customer_id = e.customer_id
-%[9]s
-ORDER BY e.customer_id`, a, lookback, weight.String(), p.HalfLifeDays, int64(p.AckDays)*86_400_000_000, unitDays, exact, value, valueJoin,
+%[9]s`, a, lookback, weight.String(), p.HalfLifeDays, int64(p.AckDays)*86_400_000_000, unitDays, exact, value, valueJoin,
 		zone.DayStart(fmt.Sprintf("%s - %d + 1", a, lookback)), zone.DayStart(a+" + 1"), bitOf(feedback, "channel"), bitOf(feedback, "department"),
 		p.LeadUserDays, zone.LocalDate("o.order_ts"))
 }
