@@ -357,16 +357,22 @@ func scoreAll(rec arrow.RecordBatch, p Params) (arrow.RecordBatch, Model, error)
 	return out, model, err
 }
 
-// Rows scored in batches of any size are the rows scored at once, in the same order.
-func TestScoreInBatchesEqualsScoreAtOnce(t *testing.T) {
-	rows := make([]testRow, 0, 40)
-	for i := range 40 {
-		r := handRows[i%3]
+// variedRows are n customers cycling through from, their CLV, innovation, contact and
+// acknowledgements varying.
+func variedRows(n int, from ...testRow) arrow.RecordBatch {
+	rows := make([]testRow, 0, n)
+	for i := range n {
+		r := from[i%len(from)]
 		r.id = fmt.Sprintf("c%02d", i)
 		r.clv, r.innovation, r.inbound, r.acked = float64(10*i), float64(i%7), r.inbound+int64(i%5), min(r.events, int64(i%4))
 		rows = append(rows, r)
 	}
-	rec := batch(rows)
+	return batch(rows)
+}
+
+// Rows scored in batches of any size are the rows scored at once, in the same order.
+func TestScoreInBatchesEqualsScoreAtOnce(t *testing.T) {
+	rec := variedRows(40, handRows...)
 	defer rec.Release()
 	whole, _, err := scoreAll(rec, Params{MinEvents: 2})
 	require.NoError(t, err)
@@ -399,14 +405,7 @@ func indicatorColumns() []string {
 }
 
 func TestEntropyBlend(t *testing.T) {
-	rows := make([]testRow, 0, 40)
-	for i := range 40 {
-		r := handRows[0]
-		r.id = fmt.Sprintf("c%02d", i)
-		r.clv, r.innovation, r.inbound, r.acked = float64(10*i), float64(i%7), int64(1+i%5), int64(i%4)
-		rows = append(rows, r)
-	}
-	rec := batch(rows)
+	rec := variedRows(40, handRows[0])
 	defer rec.Release()
 	out, m, err := scoreAll(rec, Params{EntropyBlend: 0.5})
 	require.NoError(t, err)
