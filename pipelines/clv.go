@@ -113,7 +113,7 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.clv = state
+	st.clv, st.clvStaged = state, true
 	outs := outputs{clvRows, fitsOutput([]clv.Fit{bgFit, ggFit})}
 	if p.HoldoutEnd != "" {
 		h, err := r.holdout(ctx, st, bgUse.BGNBD(), unit)

@@ -165,7 +165,7 @@ const knowledgeInputs = "knowledge_inputs"
 func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
 	done := r.step("score knowledge")
 	defer done()
-	if st.clv == nil {
+	if !st.clvStaged {
 		return nil, fmt.Errorf("needs the clv transform in the same pipeline")
 	}
 	unit, err := r.Config.Scoring.CLV.UnitDays()

@@ -15,8 +15,8 @@ import (
 // binaryCopy is the body of a `COPY … FROM STDIN (FORMAT binary)`, encoded from a DuckDB
 // query's Arrow batches column by column in PostgreSQL's documented binary COPY format
 // ("COPY", File Formats). pgx's CopyFrom encodes each value through an interface and a plan
-// lookup: on the 1M-customer outputs that took 7 s of CPU on the two cores PostgreSQL shares,
-// as much as PostgreSQL's own insert. The reader holds one batch and one chunk of output.
+// lookup: 7.3 s of CPU per 1M-customer publish, on the two cores PostgreSQL shares. The reader
+// holds one batch and one chunk of output.
 type binaryCopy struct {
 	rr      array.RecordReader
 	table   string
