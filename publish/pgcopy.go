@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // binaryCopy is the body of a `COPY … FROM STDIN (FORMAT binary)`, encoded from a DuckDB
@@ -29,6 +32,21 @@ type binaryCopy struct {
 	started bool
 	done    bool
 	err     error // the first failure; Read keeps answering it
+}
+
+// copyArrow COPYs rr's rows into table's columns, returning how many PostgreSQL took; what
+// names the rows in errors.
+func copyArrow(ctx context.Context, pg *pgconn.PgConn, table pgx.Identifier, columns []pgColumn, rr array.RecordReader, what string) (int64, error) {
+	names := make([]string, len(columns))
+	for i, c := range columns {
+		names[i] = c.name
+	}
+	src := &binaryCopy{rr: rr, table: what, columns: columns}
+	tag, err := pg.CopyFrom(ctx, src, fmt.Sprintf(`COPY %s (%s) FROM STDIN (FORMAT binary)`, table.Sanitize(), quoteAll(names)))
+	if src.err != nil {
+		return 0, src.err // what PostgreSQL answers only repeats it
+	}
+	return tag.RowsAffected(), err
 }
 
 // fieldEncoder appends one non-NULL value of its column, length word included.

@@ -172,7 +172,7 @@ func (w *pgWriter) ensureSchema(ctx context.Context) (existing map[string]bool, 
 		ddl = append(ddl, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{w.schema}.Sanitize())
 	}
 	for _, t := range pgTables {
-		cols, err := w.duckColumns(ctx, t.name)
+		cols, err := duckColumns(ctx, w.p.conn, t.name, w.source(Partition{Table: t.name}))
 		if err != nil {
 			return nil, err
 		}
@@ -279,10 +279,10 @@ func (w *pgWriter) ensureViews(ctx context.Context, existing map[string]bool) er
 	return nil
 }
 
-// duckColumns are table's columns in DuckDB (for customers: those of the published query),
-// each with its PostgreSQL type.
-func (w *pgWriter) duckColumns(ctx context.Context, table string) ([]pgColumn, error) {
-	rows, err := w.p.conn.QueryContext(ctx, `SELECT column_name, column_type FROM (DESCRIBE `+w.source(Partition{Table: table})+`)`)
+// duckColumns are the columns of table's rows in DuckDB, query (for customers: those of the
+// published query), each with its PostgreSQL type.
+func duckColumns(ctx context.Context, conn *warehouse.Conn, table, query string) ([]pgColumn, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT column_name, column_type FROM (DESCRIBE `+query+`)`)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", table, err)
 	}
@@ -448,22 +448,12 @@ func pgTableNamed(name string) pgTable {
 // index entries then arrive each next to the last, instead of on one random page each.
 func (w *pgWriter) copyPartition(ctx context.Context, tx pgx.Tx, table pgx.Identifier, part Partition) (int64, error) {
 	t := pgTableNamed(part.Table)
-	cols := w.columns[t.name]
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = c.name
-	}
 	rr, err := w.p.conn.ArrowQuery(ctx, w.source(part)+orderBy(t.key))
 	if err != nil {
 		return 0, err
 	}
 	defer rr.Release()
-	src := &binaryCopy{rr: rr, table: part.Table, columns: cols}
-	tag, err := tx.Conn().PgConn().CopyFrom(ctx, src, fmt.Sprintf(`COPY %s (%s) FROM STDIN (FORMAT binary)`, table.Sanitize(), quoteAll(names)))
-	if src.err != nil {
-		return 0, src.err // what PostgreSQL answers only repeats it
-	}
-	return tag.RowsAffected(), err
+	return copyArrow(ctx, tx.Conn().PgConn(), table, w.columns[t.name], rr, part.Table)
 }
 
 // write replaces each of the run's partitions and records the run, in one transaction (MVCC:
