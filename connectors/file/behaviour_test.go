@@ -253,6 +253,23 @@ func TestCustomersLatestUpdateWins(t *testing.T) {
 	require.Equal(t, map[string]string{"C1": "east/true", "C2": "west/true"}, got)
 }
 
+// Worked by hand: C1's highest version sits in the middle of the file, one C1 record has none
+// (ranks lowest), and C2's two records tie on the version, so the later line wins.
+func TestRepeatedKeysInOneFileKeepTheirHighestRecord(t *testing.T) {
+	e := setup(t, `  crm:
+    table: customers
+    file: {paths: ["c.csv"]}
+    mapping: {customer_id: id, region: region, updated_at: updated}`, map[string]string{
+		"c.csv": "id,region,updated\nC1,a,2026-01-05T00:00:00Z\nC1,b,2026-01-09T00:00:00Z\nC1,c,\nC1,d,2026-01-07T00:00:00Z\n" +
+			"C2,e,2026-01-05T00:00:00Z\nC2,f,2026-01-05T00:00:00Z\nC3,g,2026-01-01T00:00:00Z\n",
+	})
+	res := e.run(t)
+	require.EqualValues(t, 4, res.Sources[0].Collapsed)
+	require.Equal(t, map[string]string{"C1": "b", "C2": "f", "C3": "g"}, e.pairs(t, `SELECT customer_id, region FROM customers`))
+	require.Equal(t, map[string]string{"c.csv:2": "C1/a", "c.csv:4": "C1/c", "c.csv:5": "C1/d", "c.csv:6": "C2/e"},
+		e.pairs(t, `SELECT _position, customer_id || '/' || region FROM customers_superseded`))
+}
+
 func TestOrderLinesRollUpIntoOrders(t *testing.T) {
 	e := setup(t, `  lines:
     table: orders
