@@ -4,6 +4,7 @@ package arrowutil
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -100,7 +101,8 @@ func Float64s(dst []float64, rec arrow.RecordBatch, name string) ([]float64, err
 	return append(dst, a.Float64Values()...), nil
 }
 
-// StringColumn reads one string column across batches.
+// StringColumn reads one string column across batches. The strings are copied into one
+// allocation of their own: they outlive the batches, which the caller may release.
 func StringColumn(batches []arrow.RecordBatch, name string) ([]string, error) {
 	var out []string
 	for _, b := range batches {
@@ -108,6 +110,14 @@ func StringColumn(batches []arrow.RecordBatch, name string) ([]string, error) {
 		if out, err = Strings(out, b, name); err != nil {
 			return nil, err
 		}
+	}
+	var all strings.Builder
+	for _, s := range out {
+		all.WriteString(s)
+	}
+	copied, at := all.String(), 0
+	for i, s := range out {
+		out[i], at = copied[at:at+len(s)], at+len(s)
 	}
 	return out, nil
 }

@@ -7,7 +7,6 @@ import (
 	"math"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -173,7 +172,6 @@ func ReadInputs(batches []arrow.RecordBatch) (*Inputs, error) {
 	if in.ids, err = arrowutil.StringColumn(batches, "customer_id"); err != nil {
 		return nil, err
 	}
-	cloneStrings(in.ids)
 	ints, err := arrowutil.Int64Columns(batches, "has_clv", "knowledge_events", "inbound_events", "tenure_days", "lead_n",
 		"invited", "accepted", "rated_n", "consent", "non_negative", "channels", "acknowledged", "converted", "implemented",
 		"departments", "kac_events", "kforc_events", "kfc_events")
@@ -190,18 +188,6 @@ func ReadInputs(batches []arrow.RecordBatch) (*Inputs, error) {
 	}
 	in.clv, in.innovation, in.leadSum, in.ratedSum = floats[0], floats[1], floats[2], floats[3]
 	return in, nil
-}
-
-// cloneStrings copies ss, which point into Arrow buffers, into one allocation of their own.
-func cloneStrings(ss []string) {
-	var b strings.Builder
-	for _, s := range ss {
-		b.WriteString(s)
-	}
-	all, at := b.String(), 0
-	for i, s := range ss {
-		ss[i], at = all[at:at+len(s)], at+len(s)
-	}
 }
 
 // Score computes every eligible customer's knowledge scores from in (consent is 1, 0, or −1
