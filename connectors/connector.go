@@ -104,6 +104,13 @@ type Batch struct {
 	// (store_rejects=true, rejects_table={rejects_table}, rejects_scan={rejects_scan}): the
 	// writer dead-letters them with their true line numbers.
 	CSVRejects *CSVRejects
+	// LineMarker, when set, is a value the relation's first field holds only on marker rows:
+	// lines the reader would pass over without a row or a reject (a CSV file's blank and comment
+	// lines), put in as rows so that the records after them are numbered by their true lines.
+	// The writer numbers them with the records and then drops them: MarkedLines of them, which
+	// are not records and are not counted as read.
+	LineMarker  string
+	MarkedLines int64
 	// Positions are the streams this batch moves and where to: the runtime stores each in the
 	// batch's transaction, only if the stream still stands at From, so a batch is in with its
 	// positions or not at all. A batch may carry positions and no records (a file found

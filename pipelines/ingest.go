@@ -155,9 +155,10 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			if err := w.conn.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (_reason IS NOT NULL AND NOT _skip), count(*) FILTER (_skip) FROM mapped`).Scan(&read, &bad, &skipped); err != nil {
 				return fmt.Errorf("count %s: %w", b.Label, err)
 			}
-			st.Read += read
+			// Marker rows kept lines in the numbering; they are not records.
+			st.Read += read - b.MarkedLines
 			st.DeadLettered += bad
-			st.Skipped += skipped
+			st.Skipped += skipped - b.MarkedLines
 		}
 		// The ratio is the source's records' over the whole run; the batch that crosses it is
 		// rolled back. A whole stream that could not be read (a damaged file) is not a record.
@@ -336,12 +337,17 @@ func (w *batchWriter) csvRejects(ctx context.Context, r connectors.CSVRejects, n
 	}
 	// Per rejected record: the lines it spans, the good records before it, and its first line
 	// in the file (DuckDB's number plus the extra lines of the rejected records before it).
+	// DuckDB reports a short row once per missing column, each "Found" one higher: the first
+	// says how many it found. In a file of \r\n lines it starts a rejected line with the
+	// previous line's \n.
 	if _, err := w.conn.ExecContext(ctx, fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE %[1]s AS
 		SELECT *, line + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
 		FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
 			string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
 			coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
-			FROM %[2]s GROUP BY line)`, csvRejectedRecords, csvRejectsTable, r.HeaderLines)); err != nil {
+			FROM (SELECT * REPLACE (ltrim(csv_line, chr(10)) AS csv_line) FROM %[2]s
+				QUALIFY error_type <> 'MISSING COLUMNS' OR row_number() OVER (PARTITION BY line, error_type ORDER BY column_idx) = 1)
+			GROUP BY line)`, csvRejectedRecords, csvRejectsTable, r.HeaderLines)); err != nil {
 		return 0, fmt.Errorf("read rejected lines: %w", err)
 	}
 	if _, err := w.conn.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
@@ -417,6 +423,9 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 		return mb, fmt.Errorf("read %s: the source has no fields", b.Label)
 	}
 	mb.Fields = columns[:len(columns)-1]
+	if b.LineMarker != "" {
+		mb.Skip = warehouse.Ident(mb.Fields[0]) + " = " + warehouse.Quote(b.LineMarker)
+	}
 	if len(spec.Lookups) > 0 {
 		if mb, err = w.withLookups(ctx, b, mb, spec.Lookups); err != nil {
 			return mb, fmt.Errorf("read %s: %w", b.Label, err)

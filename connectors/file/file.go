@@ -293,7 +293,7 @@ func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, 
 	}
 	switch format {
 	case "csv":
-		return s.csvBatch(ctx, b, target, dir, sc, maxLine), nil
+		return s.csvBatch(ctx, b, target, dir, sc, maxLine)
 	case "parquet":
 		damage, rowNumbered := s.parquetCheck(ctx, target)
 		if damage != "" {
@@ -485,10 +485,25 @@ func (s *Source) dialectOptions() []string {
 // fixed, so that a line DuckDB cannot parse (wrong column count, broken quoting, not UTF-8,
 // longer than max_line_size) is kept in a rejects table with its line number instead of failing
 // the file. A file whose dialect cannot be told at all is damaged: it returns why.
-func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir string, sc scan, maxLine int64) (damage string) {
+func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir string, sc scan, maxLine int64) (damage string, err error) {
 	d, err := s.sniff(ctx, target, dir, sc, maxLine)
 	if err != nil {
-		return "cannot tell how the CSV file is written: " + firstLine(err.Error())
+		return "cannot tell how the CSV file is written: " + firstLine(err.Error()), nil
+	}
+	headerLines := d.skip
+	if d.header {
+		headerLines++
+	}
+	if sc.blankLines > 0 || d.comment != "" {
+		marker, marked := lineMarker(d), filepath.Join(dir, "marked.csv")
+		n, leading, err := markSkippedLines(target, marked, d, d.skip, marker, len(d.columns))
+		if err != nil {
+			return "", fmt.Errorf("read %s: mark its blank and comment lines: %w", b.Label, err)
+		}
+		if n > 0 {
+			target, b.LineMarker, b.MarkedLines = marked, marker, n
+		}
+		headerLines += leading // comment lines before the header, which the reader passes over
 	}
 	opts := []string{warehouse.Quote(target), "auto_detect=false", "delim=" + warehouse.Quote(d.delim), "quote=" + warehouse.Quote(d.quote),
 		"escape=" + warehouse.Quote(d.escape), fmt.Sprintf("header=%t", d.header), fmt.Sprintf("skip=%d", d.skip),
@@ -497,14 +512,10 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	if d.comment != "" {
 		opts = append(opts, "comment="+warehouse.Quote(d.comment))
 	}
-	headerLines := d.skip
-	if d.header {
-		headerLines++
-	}
 	b.Relation, b.Unnumbered = "read_csv("+strings.Join(opts, ", ")+")", true
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
 	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines}
-	return ""
+	return "", nil
 }
 
 // displayName is the path as stored in lineage and as the file's stream: relative to the config

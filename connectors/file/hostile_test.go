@@ -485,3 +485,54 @@ func TestAnUnclosedQuoteSpansLinesAndLaterPositionsStayTrue(t *testing.T) {
 	require.Contains(t, dead["a.csv:3"], "one record of lines 3–5")
 	require.Contains(t, dead["a.csv:7"], "TOO MANY COLUMNS")
 }
+
+// DuckDB's CSV reader passes over blank lines without a trace; the records after them must
+// still name their own lines. A blank line inside a quoted value is the value's. Blank lines
+// are not records: they are not counted as read.
+func TestBlankLinesKeepLaterRecordsOnTheirLines(t *testing.T) {
+	lines := []string{
+		"id,cust,ts,amt",                  // 1
+		"A2,C1,2026-01-01 10:00:00,2",     // 2
+		"",                                // 3
+		"A4,\"C1\",2026-01-01 10:00:00,4", // 4
+		"B5,C1",                           // 5: a short row
+		"",                                // 6
+		"",                                // 7
+		"B8,C1,2026-01-01 10:00:00,x",     // 8: the mapping fails
+		"A9,C1,2026-01-01 10:00:00,9",     // 9
+		"A10,\"C",                         // 10: a quoted value over three lines, a blank one among them
+		"",                                // 11
+		"1\",2026-01-01 10:00:00,10",      // 12
+		"",                                // 13
+	}
+	for _, ending := range []string{"\n", "\r\n"} {
+		t.Run(fmt.Sprintf("%q", ending), func(t *testing.T) {
+			e := setupRatio(t, ordersSource, map[string]string{"a.csv": strings.Join(lines, ending)}, 1)
+			res := e.run(t)
+			requireAccounted(t, e, res)
+			require.EqualValues(t, 6, res.Sources[0].Read, "the records, and nothing else")
+			require.Equal(t, map[string]string{"A2": "a.csv:2", "A4": "a.csv:4", "A9": "a.csv:9", "A10": "a.csv:10"},
+				e.pairs(t, `SELECT order_id, _position FROM orders`))
+			require.Equal(t, map[string]string{"A10": "C" + ending + ending + "1"}, e.pairs(t, `SELECT order_id, customer_id FROM orders WHERE order_id = 'A10'`))
+			require.Equal(t, map[string]string{"a.csv:5": "MISSING COLUMNS: Expected Number of Columns: 4 Found: 2",
+				"a.csv:8": "amount: cannot read 'x' as a number"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+		})
+	}
+}
+
+// When DuckDB's sniffer finds comment lines, the reader passes over them as over blank lines,
+// also before the header.
+func TestCommentLinesKeepLaterRecordsOnTheirLines(t *testing.T) {
+	e := setup(t, ordersSource, map[string]string{"a.csv": "# exported by the shop\n" + // 1
+		"id,cust,ts,amt\n" + // 2
+		"A3,C1,2026-01-01 10:00:00,3\n" + // 3
+		"# a note\n" + // 4
+		"A5,C1,2026-01-01 10:00:00,5\n" + // 5
+		"\n" + // 6
+		"# another note\n" + // 7
+		"A8,C1,2026-01-01 10:00:00,8\n"}) // 8
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 3, res.Sources[0].Read)
+	require.Equal(t, map[string]string{"A3": "a.csv:3", "A5": "a.csv:5", "A8": "a.csv:8"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+}

@@ -33,6 +33,9 @@ type scan struct {
 	longest int64
 	sample  []byte
 	quoted  bool
+	// blankLines counts the blank lines with a line that is not blank after them (the CSV
+	// reader passes over them; see markSkippedLines).
+	blankLines int64
 }
 
 // Sample bounds: DuckDB sniffs the first 20,480 rows.
@@ -131,6 +134,7 @@ func (sc *scan) lines(r io.Reader, maxLine int64) error {
 	var length int64 // the current line's bytes so far, without its \n
 	var last byte    // the current line's last byte so far
 	lines := 0
+	var blanks int64 // blank lines since the last line that was not
 	sc.empty = true
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -161,6 +165,12 @@ func (sc *scan) lines(r io.Reader, maxLine int64) error {
 				sc.lf++
 			}
 			sc.longest = max(sc.longest, content)
+			if content == 0 {
+				blanks++
+			} else {
+				sc.blankLines += blanks
+				blanks = 0
+			}
 			if sampling && content <= maxLine {
 				kept := line[:content]
 				sc.quoted = sc.quoted || bytes.IndexByte(kept, '"') >= 0

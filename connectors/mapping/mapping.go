@@ -155,6 +155,9 @@ type Batch struct {
 	// field's value on a record could not be read (e.g. a Kafka key that is not UTF-8); a record
 	// whose mapping reads such a field is dead-lettered, naming it.
 	Unreadable map[string]string
+	// Skip, when set, is an SQL condition over the source's fields marking rows that are not
+	// records (connectors.Batch.LineMarker): they are numbered, then skipped.
+	Skip string
 }
 
 // InternalPrefix is where the names of the generated SQL start; FreshPrefix picks another when
@@ -273,6 +276,9 @@ func (s Spec) Compile(b Batch) string {
 		skip = append(skip, "(_doc IS NOT NULL AND NOT coalesce(("+s.Filter+"), false))")
 	case s.Filter != "":
 		skip = append(skip, "NOT coalesce(("+s.Filter+"), false)")
+	}
+	if b.Skip != "" {
+		skip = append(skip, "("+b.Skip+")")
 	}
 	skipExpr := "false"
 	if len(skip) > 0 {
