@@ -282,7 +282,8 @@ func TestOrderLinesRollUpIntoOrders(t *testing.T) {
       amount: {expr: "TRY_CAST(qty AS DOUBLE) * TRY_CAST(price AS DOUBLE)"}
       quantity: qty
       status: {expr: "CASE WHEN inv LIKE 'C%' THEN 'returned' ELSE 'completed' END"}`, map[string]string{
-		"lines.csv": "inv,cust,ts,qty,price\nI1,C1,2026-01-01 10:00:00,2,1.5\nI1,C1,2026-01-01 10:00:00,1,4\nI1,,2026-01-01 10:00:00,1,100\nC9,C1,2026-01-03 10:00:00,-1,4\n",
+		"lines.csv": "inv,cust,ts,qty,price\nI1,C1,2026-01-01 10:00:00,2,1.5\nI1,C1,2026-01-01 10:00:00,1,4\nI1,,2026-01-01 10:00:00,1,100\nC9,C1,2026-01-03 10:00:00,-1,4\n" +
+			"I2,C2,2026-01-04 10:00:00,1,0.1\nI2,C2,2026-01-04 10:00:00,1,0.2\nI2,C2,2026-01-04 10:00:00,1,0.3\n",
 	})
 	res := e.run(t)
 	require.EqualValues(t, 1, res.Sources[0].DeadLettered, "the line without a customer")
@@ -296,6 +297,9 @@ func TestOrderLinesRollUpIntoOrders(t *testing.T) {
 	require.NoError(t, e.db().QueryRow(`SELECT status, amount FROM orders WHERE order_id = 'C9'`).Scan(&status, &amount))
 	require.Equal(t, "returned", status)
 	require.Equal(t, -4.0, amount)
+	// Whatever order the lines are added in: 0.1 + 0.2 + 0.3 in doubles is 0.6000000000000001.
+	require.NoError(t, e.db().QueryRow(`SELECT amount FROM orders WHERE order_id = 'I2'`).Scan(&amount))
+	require.Equal(t, 0.6, amount)
 }
 
 func TestUnknownColumnsAreIgnoredKeptOrRejected(t *testing.T) {
