@@ -702,8 +702,8 @@ func (w *batchWriter) rollup(t mapping.Table) string {
 		case c.Additive:
 			// Summed as decimals: a sum of doubles depends on the order DuckDB's threads add the
 			// lines in (an Online Retail invoice came out 646.82 in one run, 646.8200000000002 in
-			// another). Every line is finite and within ±1e15, so 38 digits with 9 after the point hold it.
-			aggs = append(aggs, fmt.Sprintf("CAST(sum(CAST(%[1]s AS DECIMAL(38, 9))) AS DOUBLE) AS %[1]s", c.Name))
+			// another), as the customer summary's sums do. Every line is finite and within ±1e15.
+			aggs = append(aggs, fmt.Sprintf("CAST(sum(CAST(%[1]s AS %[2]s)) AS DOUBLE) AS %[1]s", c.Name, money))
 		default:
 			aggs = append(aggs, fmt.Sprintf("arg_min(%[1]s, _ordinal) AS %[1]s", c.Name))
 		}
