@@ -347,13 +347,13 @@ func (w *batchWriter) csvRejects(ctx context.Context, r connectors.CSVRejects, n
 	// in the file (DuckDB's number plus the extra lines of the rejected records before it).
 	// DuckDB reports a short row once per missing column, each "Found" one higher: the first
 	// says how many it found. In a file of \r\n lines it starts a rejected line with the
-	// previous line's \n.
+	// previous line's \n; a quote left open at the end of the file takes the last line's end.
 	if _, err := w.exec(ctx, "csv rejects", fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE %[1]s AS
 		SELECT *, line + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
 		FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
 			string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
 			coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
-			FROM (SELECT * REPLACE (ltrim(csv_line, chr(10)) AS csv_line) FROM %[2]s
+			FROM (SELECT * REPLACE (rtrim(ltrim(csv_line, chr(10)), chr(13) || chr(10)) AS csv_line) FROM %[2]s
 				QUALIFY error_type <> 'MISSING COLUMNS' OR row_number() OVER (PARTITION BY line, error_type ORDER BY column_idx) = 1)
 			GROUP BY line)`, csvRejectedRecords, csvRejectsTable, r.HeaderLines)); err != nil {
 		return 0, fmt.Errorf("read rejected lines: %w", err)

@@ -486,6 +486,17 @@ func TestAnUnclosedQuoteSpansLinesAndLaterPositionsStayTrue(t *testing.T) {
 	require.Contains(t, dead["a.csv:7"], "TOO MANY COLUMNS")
 }
 
+// A quote left open on the last line takes only that line.
+func TestAnUnclosedQuoteOnTheLastLineSpansOnlyThatLine(t *testing.T) {
+	for _, ending := range []string{"\n", "\r\n"} {
+		e := setupRatio(t, ordersSource, map[string]string{"a.csv": "id,cust,ts,amt" + ending +
+			"A2,C1,2026-01-01 10:00:00,1" + ending + "B3,C1,2026-01-01 10:00:00,\"1" + ending}, 1)
+		requireAccounted(t, e, e.run(t))
+		require.Equal(t, map[string]string{"a.csv:3": "UNQUOTED VALUE: Value with unterminated quote found."},
+			e.pairs(t, `SELECT position, reason FROM dead_letters`), "%q", ending)
+	}
+}
+
 // DuckDB's CSV reader passes over blank lines without a trace; the records after them must
 // still name their own lines. A blank line inside a quoted value is the value's. Blank lines
 // are not records: they are not counted as read.
