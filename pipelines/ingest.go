@@ -432,7 +432,7 @@ func SafePayload(raw []byte) string {
 // fields, read from the relation itself.
 func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec mapping.Spec) (mapping.Batch, error) {
 	mb := mapping.Batch{Relation: b.Relation, Stream: b.Stream, Seq: b.Seq, PositionSep: b.PositionSep, Unreadable: b.Unreadable}
-	columns, err := w.columns(ctx, b.Relation)
+	columns, types, err := w.columns(ctx, b.Relation)
 	if err != nil {
 		return mb, fmt.Errorf("read %s: %w", b.Label, err)
 	}
@@ -440,6 +440,14 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 		return mb, fmt.Errorf("read %s: the source has no fields", b.Label)
 	}
 	mb.Fields = columns[:len(columns)-1]
+	for i, f := range mb.Fields {
+		if mapping.Nested(types[i]) {
+			if mb.Nested == nil {
+				mb.Nested = map[string]string{}
+			}
+			mb.Nested[f] = types[i]
+		}
+	}
 	if b.LineMarker != "" {
 		mb.Skip = warehouse.Ident(mb.Fields[0]) + " = " + warehouse.Quote(b.LineMarker)
 	}
@@ -474,7 +482,7 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 	columns := map[string][]string{}
 	for _, name := range order {
 		l := lookups[name]
-		if columns[name], err = w.columns(ctx, l.Relation()); err != nil {
+		if columns[name], _, err = w.columns(ctx, l.Relation()); err != nil {
 			return fmt.Errorf("lookup %s: %w", name, err)
 		}
 		if !slices.Contains(columns[name], l.Key) {
@@ -495,23 +503,23 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 	return nil
 }
 
-// columns lists a relation's columns, in order. For files DuckDB only sniffs the header to answer.
-func (w *batchWriter) columns(ctx context.Context, relation string) ([]string, error) {
+// columns lists a relation's columns and their DuckDB types, in order. For files DuckDB only
+// sniffs the header to answer.
+func (w *batchWriter) columns(ctx context.Context, relation string) (names, types []string, err error) {
 	rows, err := w.conn.QueryContext(ctx, "DESCRIBE SELECT * FROM "+relation)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer rows.Close()
-	var out []string
 	for rows.Next() {
 		var name, typ string
 		var null, key, def, extra sql.NullString
 		if err := rows.Scan(&name, &typ, &null, &key, &def, &extra); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		out = append(out, name)
+		names, types = append(names, name), append(types, typ)
 	}
-	return out, rows.Err()
+	return names, types, rows.Err()
 }
 
 // exec runs one statement of a batch, logging its duration at debug level for tuning.

@@ -237,6 +237,25 @@ func TestParquetAndTimeZones(t *testing.T) {
 	}, got)
 }
 
+// A list or struct column mapped where one value belongs is a dead letter per record: it would
+// load as its text ('[C1]'), an id that matches nothing.
+func TestNestedParquetValuesAreDeadLetters(t *testing.T) {
+	e := setupRatio(t, `  orders:
+    table: orders
+    file: {paths: ["o.parquet"], allow_empty: true}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}, product_id: {expr: "tags[1]"}}`, nil, 1)
+	_, err := e.db().Exec(`COPY (SELECT * FROM (VALUES ('P1', ['C1'], TIMESTAMP '2026-01-01 10:00:00', 1.5, ['x']),
+		('P2', ['C2'], TIMESTAMP '2026-01-01 10:00:00', 2.5, ['y'])) v(id, cust, ts, amt, tags))
+		TO '` + filepath.Join(e.dir, "o.parquet") + `' (FORMAT parquet)`)
+	require.NoError(t, err)
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 0, res.Sources[0].Loaded)
+	want := "customer_id: field cust is a VARCHAR[] in the source, not a single value"
+	require.Equal(t, map[string]string{"o.parquet:row 1": want, "o.parquet:row 2": want}, e.pairs(t, `SELECT position, reason FROM dead_letters`),
+		"an expression may read into a list (tags[1]); only a column mapped straight from one fails")
+}
+
 func TestCustomersLatestUpdateWins(t *testing.T) {
 	src := `  crm:
     table: customers

@@ -158,6 +158,15 @@ type Batch struct {
 	// Skip, when set, is an SQL condition over the source's fields marking rows that are not
 	// records (connectors.Batch.LineMarker): they are numbered, then skipped.
 	Skip string
+	// Nested names the fields whose values are lists, structs or maps (a Parquet file's), with
+	// their types: a column mapped straight from one is a dead letter, not the value's text.
+	Nested map[string]string
+}
+
+// Nested tells whether a DuckDB type holds several values (a list, an array, a struct, a map or
+// a union).
+func Nested(typ string) bool {
+	return strings.HasSuffix(typ, "]") || strings.HasPrefix(typ, "STRUCT(") || strings.HasPrefix(typ, "MAP(") || strings.HasPrefix(typ, "UNION(")
 }
 
 // InternalPrefix is where the names of the generated SQL start; FreshPrefix picks another when
@@ -241,6 +250,9 @@ func (s Spec) Compile(b Batch) string {
 			sel = append(sel, "TRY_CAST("+raw+" AS DOUBLE) AS "+p+"d_"+c.Name)
 		}
 		sel = append(sel, s.convert(c, f, raw, p)+" AS "+val)
+		if typ, nested := b.Nested[f.From]; mapped && nested && f.Const == nil && f.Expr == "" && len(f.Hash) == 0 {
+			checks = append(checks, check{"true", warehouse.Quote(c.Name + ": field " + f.From + " is a " + typ + " in the source, not a single value")})
+		}
 		if s.JSON && mapped && c.Type == Text && len(c.Allowed) == 0 && f.Const == nil && f.Expr == "" && len(f.Hash) == 0 {
 			// A JSON array or object where a text belongs would load as its JSON text (elsewhere
 			// the cast or the vocabulary fails it). Its type is asked only of values that read as
