@@ -44,6 +44,7 @@ type CSVOptions struct {
 	Quote     string `yaml:"quote" example:"\"" doc:"the quote character"`
 	Escape    string `yaml:"escape" example:"\\" doc:"the character that escapes a quote inside a quoted value"`
 	Header    *bool  `yaml:"header" example:"true" doc:"whether the first line names the columns"`
+	Encoding  string `yaml:"encoding" enum:"utf-8,windows-1252,latin-1,iso-8859-15,utf-16" doc:"the files' character encoding, read into UTF-8 before loading (windows-1252: Excel's CSV on Western European Windows; utf-16: either byte order, told by the byte order mark); default utf-8"`
 }
 
 // defaultMaxLine is DuckDB's own default maximum line size.
@@ -214,7 +215,11 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		s.unchanged(name, old, "size and modification time")
 		return nil
 	}
-	sc, err := scanFile(path, format != "parquet", maxLine)
+	decoder := csvDecoders[s.cfg.CSV.Encoding]
+	if format != "csv" {
+		decoder = nil
+	}
+	sc, err := scanFile(path, format != "parquet" && decoder == nil, maxLine)
 	if err != nil {
 		return err
 	}
@@ -235,9 +240,15 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		return fmt.Errorf("read %s: %w", name, err)
 	}
 	defer os.RemoveAll(dir)
+	source := path // what DuckDB reads: the file, or its UTF-8 copy
+	if decoder != nil && !sc.empty {
+		if source, sc, err = inUTF8(path, dir, decoder, sc, maxLine); err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+	}
 	damage := sc.damage
 	if damage == "" && !sc.empty && format != "jsonl" {
-		if damage, err = s.relation(ctx, &b, path, name, dir, format, sc, maxLine); err != nil {
+		if damage, err = s.relation(ctx, &b, source, name, dir, format, sc, maxLine); err != nil {
 			return err
 		}
 	}

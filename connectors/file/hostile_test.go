@@ -547,3 +547,31 @@ func TestCommentLinesKeepLaterRecordsOnTheirLines(t *testing.T) {
 	require.EqualValues(t, 3, res.Sources[0].Read)
 	require.Equal(t, map[string]string{"A3": "a.csv:3", "A5": "a.csv:5", "A8": "a.csv:8"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
 }
+
+// CSV files written in another encoding (Excel's Windows-1252, UTF-16) load as UTF-8 with
+// csv.encoding; without it their non-ASCII lines are dead letters, never mangled text.
+func TestEncodedCSVFilesLoadAsUTF8(t *testing.T) {
+	utf16 := func(s string) string { // little-endian, with a byte order mark
+		out := []byte{0xFF, 0xFE}
+		for _, r := range s {
+			out = append(out, byte(r), byte(r>>8))
+		}
+		return string(out)
+	}
+	for _, tc := range []struct{ encoding, body, want string }{
+		{"windows-1252", "id,cust,ts,amt\r\nA2,Caf\xe9 \x80 \x93q\x94,2026-01-01 10:00:00,1\r\n\r\nA4,C2,2026-01-01 10:00:00,2\r\n", "Café € “q”"},
+		{"latin-1", "id,cust,ts,amt\nA2,Caf\xe9,2026-01-01 10:00:00,1\n\nA4,C2,2026-01-01 10:00:00,2\n", "Café"},
+		{"utf-16", utf16("id,cust,ts,amt\nA2,Ünïcødé ✓,2026-01-01 10:00:00,1\n\nA4,C2,2026-01-01 10:00:00,2\n"), "Ünïcødé ✓"},
+	} {
+		t.Run(tc.encoding, func(t *testing.T) {
+			e := setup(t, `  orders:
+    table: orders
+    file: {paths: ["a.csv"], csv: {encoding: `+tc.encoding+`}}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, map[string]string{"a.csv": tc.body})
+			res := e.run(t)
+			requireAccounted(t, e, res)
+			require.Equal(t, map[string]string{"A2": tc.want + " @ a.csv:2", "A4": "C2 @ a.csv:4"},
+				e.pairs(t, `SELECT order_id, customer_id || ' @ ' || _position FROM orders`))
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package file
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/text/encoding"
+	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
+)
+
+// csvDecoders are the encodings csv.encoding names, other than UTF-8, which DuckDB reads itself.
+// DuckDB's own latin-1 reader would turn Windows-1252's €, smart quotes and dashes (0x80–0x9F)
+// into control characters, so every one is decoded here, into a UTF-8 copy.
+var csvDecoders = map[string]encoding.Encoding{
+	"windows-1252": charmap.Windows1252,
+	"latin-1":      charmap.ISO8859_1,
+	"iso-8859-15":  charmap.ISO8859_15,
+	"utf-16":       unicode.UTF16(unicode.LittleEndian, unicode.UseBOM),
+}
+
+// inUTF8 decodes the file at path (decompressed) into a UTF-8 copy in dir and returns it with
+// its scan: the copy's lines, the file's own size and checksum. A compressed file that turns out
+// truncated or corrupt is damage, as scanFile tells it.
+func inUTF8(path, dir string, dec encoding.Encoding, raw scan, maxLine int64) (string, scan, error) {
+	copyPath := filepath.Join(dir, "utf8.csv")
+	if err := decodeFile(path, copyPath, dec); err != nil {
+		var readErr *os.PathError
+		if errors.As(err, &readErr) {
+			return "", raw, err
+		}
+		raw.damage = err.Error()
+		return path, raw, nil
+	}
+	sc, err := scanFile(copyPath, true, maxLine)
+	if err != nil {
+		return "", raw, err
+	}
+	sc.size, sc.checksum, sc.modifiedNS = raw.size, raw.checksum, raw.modifiedNS
+	return copyPath, sc, nil
+}
+
+func decodeFile(path, dst string, dec encoding.Encoding) (err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	content, closeContent, err := decompressed(path, f)
+	if err != nil {
+		return err
+	}
+	defer closeContent()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	w := bufio.NewWriterSize(out, 1<<20)
+	if _, err := io.Copy(w, transform.NewReader(content, dec.NewDecoder())); err != nil {
+		return err
+	}
+	return w.Flush()
+}
