@@ -44,29 +44,9 @@ func inUTF8(path, dir string, dec encoding.Encoding, raw scan, maxLine int64) (s
 	return copyPath, sc, nil
 }
 
-func decodeFile(path, dst string, dec encoding.Encoding) (err error) {
-	f, err := os.Open(path)
-	if err != nil {
+func decodeFile(path, dst string, dec encoding.Encoding) error {
+	return rewrite(path, dst, func(content *bufio.Reader, w *bufio.Writer) error {
+		_, err := io.Copy(w, transform.NewReader(content, dec.NewDecoder()))
 		return err
-	}
-	defer f.Close()
-	content, closeContent, err := decompressed(path, f)
-	if err != nil {
-		return err
-	}
-	defer closeContent()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-	}()
-	w := bufio.NewWriterSize(out, 1<<20)
-	if _, err := io.Copy(w, transform.NewReader(content, dec.NewDecoder())); err != nil {
-		return err
-	}
-	return w.Flush()
+	})
 }

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
-	"fmt"
 	"io"
-	"os"
 	"strings"
 )
 
@@ -38,102 +36,81 @@ func lineMarker(d dialect) string {
 // would pass over (blank, or starting with the dialect's comment) replaced by a marker row: ncols
 // fields, the first one marker. Lines before the header cannot be rows: the first skip lines
 // and the comment lines right after them stay, for the reader to pass over; leading counts
-// those comment lines. A blank line inside a quoted value is part of the value and stays. It returns how many
-// lines it marked.
+// those comment lines. A blank line inside a quoted value is part of the value and stays. It
+// returns how many lines it marked.
 func markSkippedLines(src, dst string, d dialect, skip int64, marker string, ncols int) (marked, leading int64, err error) {
-	f, err := os.Open(src)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	content, closeContent, err := decompressed(src, f)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer closeContent()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
+	err = rewrite(src, dst, func(br *bufio.Reader, w *bufio.Writer) error {
+		row := marker + strings.Repeat(d.delim, max(ncols-1, 0))
+		q := byte(0)
+		if len(d.quote) == 1 {
+			q = d.quote[0]
 		}
-	}()
-	w := bufio.NewWriterSize(out, 1<<20)
-	br := bufio.NewReaderSize(content, 1<<20)
-	row := marker + strings.Repeat(d.delim, max(ncols-1, 0))
-	q := byte(0)
-	if len(d.quote) == 1 {
-		q = d.quote[0]
-	}
-	esc := byte(0)
-	if len(d.escape) == 1 && d.escape != d.quote {
-		esc = d.escape[0] // an escape equal to the quote is a doubled quote: two toggles
-	}
-	var lines int64  // lines ended outside quotes so far
-	started := false // past the first line that is neither skipped nor blank nor a comment
-	lineStart, inQuotes, escaped := true, false, false
-	skipping, last := false, byte(0) // inside a blank or comment line; its last byte so far
-	for {
-		frag, rerr := br.ReadSlice('\n')
-		if rerr != nil && rerr != bufio.ErrBufferFull && rerr != io.EOF {
-			return marked, leading, rerr
+		esc := byte(0)
+		if len(d.escape) == 1 && d.escape != d.quote {
+			esc = d.escape[0] // an escape equal to the quote is a doubled quote: two toggles
 		}
-		ends := len(frag) > 0 && frag[len(frag)-1] == '\n'
-		if lineStart && !inQuotes && lines >= skip {
-			blank := ends && (len(frag) == 1 || string(frag) == "\r\n")
-			comment := d.comment != "" && bytes.HasPrefix(frag, []byte(d.comment))
+		var lines int64  // lines ended outside quotes so far
+		started := false // past the first line that is neither skipped nor blank nor a comment
+		lineStart, inQuotes, escaped := true, false, false
+		skipping, last := false, byte(0) // inside a blank or comment line; its last byte so far
+		for {
+			frag, rerr := br.ReadSlice('\n')
+			if rerr != nil && rerr != bufio.ErrBufferFull && rerr != io.EOF {
+				return rerr
+			}
+			ends := len(frag) > 0 && frag[len(frag)-1] == '\n'
+			if lineStart && !inQuotes && lines >= skip {
+				blank := ends && (len(frag) == 1 || string(frag) == "\r\n")
+				comment := d.comment != "" && bytes.HasPrefix(frag, []byte(d.comment))
+				switch {
+				case !started && comment:
+					leading++
+				case !started && blank: // the reader's skip takes these, as sniffed
+				case blank || comment:
+					skipping, last = true, 0
+				default:
+					started = true
+				}
+			}
 			switch {
-			case !started && comment:
-				leading++
-			case !started && blank: // the reader's skip takes these, as sniffed
-			case blank || comment:
-				skipping, last = true, 0
+			case skipping && ends:
+				ending := "\n"
+				if len(frag) >= 2 && frag[len(frag)-2] == '\r' || len(frag) == 1 && last == '\r' {
+					ending = "\r\n"
+				}
+				w.WriteString(row + ending)
+				marked++
+				skipping = false
+			case skipping:
+				if len(frag) > 0 {
+					last = frag[len(frag)-1]
+				}
 			default:
-				started = true
-			}
-		}
-		switch {
-		case skipping && ends:
-			ending := "\n"
-			if len(frag) >= 2 && frag[len(frag)-2] == '\r' || len(frag) == 1 && last == '\r' {
-				ending = "\r\n"
-			}
-			w.WriteString(row + ending)
-			marked++
-			skipping = false
-		case skipping:
-			if len(frag) > 0 {
-				last = frag[len(frag)-1]
-			}
-		default:
-			w.Write(frag)
-			if q != 0 && (inQuotes || bytes.IndexByte(frag, q) >= 0) {
-				for _, c := range frag {
-					switch {
-					case !inQuotes:
-						inQuotes = c == q
-					case escaped:
-						escaped = false
-					case esc != 0 && c == esc:
-						escaped = true
-					case c == q:
-						inQuotes = false
+				w.Write(frag)
+				if q != 0 && (inQuotes || bytes.IndexByte(frag, q) >= 0) {
+					for _, c := range frag {
+						switch {
+						case !inQuotes:
+							inQuotes = c == q
+						case escaped:
+							escaped = false
+						case esc != 0 && c == esc:
+							escaped = true
+						case c == q:
+							inQuotes = false
+						}
 					}
 				}
 			}
+			lineStart = ends && !inQuotes
+			if lineStart {
+				lines++
+			}
+			if rerr == io.EOF {
+				break
+			}
 		}
-		lineStart = ends && !inQuotes
-		if lineStart {
-			lines++
-		}
-		if rerr == io.EOF {
-			break
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return marked, leading, fmt.Errorf("write %s: %w", dst, err)
-	}
-	return marked, leading, nil
+		return nil
+	})
+	return marked, leading, err
 }

@@ -200,8 +200,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// writeNormalized copies the file's decompressed content to dst with every \r\n made \n.
-func writeNormalized(path, dst string) error {
+// rewrite writes dst from the file at path, decompressed, through fn: the copies DuckDB reads in
+// place of a file (line endings made one, blank lines marked, an encoding decoded).
+func rewrite(path, dst string, fn func(content *bufio.Reader, w *bufio.Writer) error) (err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -216,32 +217,41 @@ func writeNormalized(path, dst string) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
 	w := bufio.NewWriterSize(out, 1<<20)
-	br := bufio.NewReaderSize(content, 1<<20)
-	pendingCR := false
-	for {
-		b, err := br.ReadByte()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			out.Close()
-			return err
-		}
-		if pendingCR && b != '\n' {
-			w.WriteByte('\r')
-		}
-		pendingCR = b == '\r'
-		if !pendingCR {
-			w.WriteByte(b)
-		}
-	}
-	if pendingCR {
-		w.WriteByte('\r')
-	}
-	if err := w.Flush(); err != nil {
-		out.Close()
+	if err := fn(bufio.NewReaderSize(content, 1<<20), w); err != nil {
 		return err
 	}
-	return out.Close()
+	return w.Flush()
+}
+
+// writeNormalized copies the file's decompressed content to dst with every \r\n made \n.
+func writeNormalized(path, dst string) error {
+	return rewrite(path, dst, func(br *bufio.Reader, w *bufio.Writer) error {
+		pendingCR := false
+		for {
+			b, err := br.ReadByte()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if pendingCR && b != '\n' {
+				w.WriteByte('\r')
+			}
+			pendingCR = b == '\r'
+			if !pendingCR {
+				w.WriteByte(b)
+			}
+		}
+		if pendingCR {
+			w.WriteByte('\r')
+		}
+		return nil
+	})
 }
