@@ -111,6 +111,11 @@ type Batch struct {
 	// are not records and are not counted as read.
 	LineMarker  string
 	MarkedLines int64
+	// Nested names the fields whose values hold several values though the relation types them
+	// as text (a PostgreSQL array or JSON column, read as its text), with the source's type: a
+	// column mapped straight from one is a dead letter. Typed relations (Parquet) tell it
+	// themselves.
+	Nested map[string]string
 	// Positions are the streams this batch moves and where to: the runtime stores each in the
 	// batch's transaction, only if the stream still stands at From, so a batch is in with its
 	// positions or not at all. A batch may carry positions and no records (a file found

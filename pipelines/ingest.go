@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -440,6 +441,7 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 		return mb, fmt.Errorf("read %s: the source has no fields", b.Label)
 	}
 	mb.Fields = columns[:len(columns)-1]
+	mb.Nested = maps.Clone(b.Nested)
 	for i, f := range mb.Fields {
 		if mapping.Nested(types[i]) {
 			if mb.Nested == nil {

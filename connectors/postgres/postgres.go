@@ -154,15 +154,21 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 		return fmt.Errorf("begin a snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	names, oids, err := s.columnTypes(ctx, tx)
+	names, types, err := s.columnTypes(ctx, tx)
 	if err != nil {
 		return err
+	}
+	nested := map[string]string{} // arrays and JSON documents arrive as their text
+	for i, typ := range types {
+		if strings.HasSuffix(typ, "[]") || typ == "json" || typ == "jsonb" {
+			nested[names[i]] = typ
+		}
 	}
 	cursorAt, keyAt := slices.Index(names, s.cfg.Cursor), slices.Index(names, s.cfg.Key)
 	if cursorAt < 0 || keyAt < 0 {
 		return fmt.Errorf("%s has no column %s or %s (it has %s)", stream, s.cfg.Cursor, s.cfg.Key, strings.Join(names, ", "))
 	}
-	query, args := s.query(known, pos, lookback, oids[cursorAt], oids[keyAt])
+	query, args := s.query(known, pos, lookback, types[cursorAt], types[keyAt])
 	// The next batch streams in from the server while the last one is written; stopping the
 	// filler cancels the query.
 	fillCtx, stopFilling := context.WithCancel(ctx)
@@ -196,6 +202,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 			Label: fmt.Sprintf("%s rows %d..%d", stream, pos.Rows+1, next.Rows), Records: f.rec,
 			Stream: warehouse.Quote(stream), Seq: fmt.Sprintf("{ordinal} + %d", pos.Rows), PositionSep: ":row ",
 			Positions: []connectors.Advance{{Stream: stream, From: from, To: string(to)}},
+			Nested:    nested,
 		}
 		_, err := w.Write(ctx, batch)
 		f.rec.Release()
