@@ -73,6 +73,8 @@ type Source struct {
 	Lookups     map[string]mapping.Lookup `yaml:"lookups"`      // fields from other files, by key (see mapping.Lookup)
 	// UnknownFields: fields the mapping does not read are ignored, kept in _extra, or fail the record.
 	UnknownFields string `yaml:"unknown_fields"`
+	// DecimalSeparator: "," reads numbers written with a decimal comma (1,5); default ".".
+	DecimalSeparator string `yaml:"decimal_separator"`
 
 	Kind    string `yaml:"-"` // the connector kind, from its block's key
 	Options any    `yaml:"-"` // the decoded connector block
@@ -225,7 +227,7 @@ func (c *Config) MappingSpec(name string, json bool) mapping.Spec {
 		zone = c.Timezone
 	}
 	return mapping.Spec{Table: t, Fields: s.Mapping, JSON: json, Timezone: zone, Filter: s.Filter, RollupLines: s.RollupLines, Lookups: s.Lookups,
-		UnknownFields: s.UnknownFields}
+		UnknownFields: s.UnknownFields, DecimalComma: s.DecimalSeparator == ","}
 }
 
 // SourceNames lists sources in load order: by canonical table, then by name.
@@ -456,6 +458,9 @@ func (c *Config) validate(lines map[string]int) []Problem {
 		}
 		if s.UnknownFields != "" && !slices.Contains(mapping.UnknownFieldPolicies, s.UnknownFields) {
 			add(base+".unknown_fields", "unknown policy "+s.UnknownFields, "one of "+strings.Join(mapping.UnknownFieldPolicies, ", "))
+		}
+		if s.DecimalSeparator != "" && s.DecimalSeparator != "." && s.DecimalSeparator != "," {
+			add(base+".decimal_separator", fmt.Sprintf("unknown decimal separator %q", s.DecimalSeparator), `"." or ","`)
 		}
 		if s.Timezone != "" {
 			if _, err := time.LoadLocation(s.Timezone); err != nil {

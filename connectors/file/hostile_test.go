@@ -575,3 +575,19 @@ func TestEncodedCSVFilesLoadAsUTF8(t *testing.T) {
 		})
 	}
 }
+
+// Exports of European spreadsheets write decimal commas; decimal_separator: "," reads them, and
+// a number with a thousands separator is still a dead letter rather than a guess.
+func TestDecimalCommaNumbers(t *testing.T) {
+	e := setupRatio(t, `  orders:
+    table: orders
+    decimal_separator: ","
+    file: {paths: ["a.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, quantity: qty, status: {const: completed}}`, map[string]string{
+		"a.csv": "id;cust;ts;amt;qty\nA2;C1;2026-01-01 10:00:00;1,5;2\nA3;C1;2026-01-01 10:00:00;-0,25;1,0\nB4;C1;2026-01-01 10:00:00;1.234,56;1\nA5;C1;2026-01-01 10:00:00;7;1\n",
+	}, 1)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"A2": "1.5 x 2.0", "A3": "-0.25 x 1.0", "A5": "7.0 x 1.0"},
+		e.pairs(t, `SELECT order_id, CAST(amount AS VARCHAR) || ' x ' || CAST(quantity AS VARCHAR) FROM orders`))
+	require.Equal(t, map[string]string{"a.csv:4": "amount: cannot read '1.234,56' as a number"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+}

@@ -14,6 +14,7 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
   orders:
     table: orders
     unknown_fields: maybe
+    decimal_separator: ";"
     kafka:
       topics: [orders]
       start: yesterday
@@ -29,7 +30,8 @@ func TestConfigProblemsNameTheirKeysAndLines(t *testing.T) {
 	for _, want := range []string{
 		"sources.orders.unknown_fields: unknown policy maybe (hint: one of ignore, keep, fail)",
 		"sources.orders.kafka.brokers: is required",
-		`:7: sources.orders.kafka.start: cannot read "yesterday"`,
+		`:5: sources.orders.decimal_separator: unknown decimal separator ";" (hint: "." or ",")`,
+		`:8: sources.orders.kafka.start: cannot read "yesterday"`,
 		`sources.orders.kafka.batch_bytes: cannot read "lots" as a size`,
 		`sources.orders.kafka.flush_interval: cannot read "10 parsecs" as a duration`,
 		"sources.orders.kafka.sasl.mechanism: unknown mechanism GSSAPI",

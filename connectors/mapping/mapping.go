@@ -50,6 +50,9 @@ type Spec struct {
 	// UnknownFields is what happens to source fields the mapping does not read: a JSON
 	// document's top-level keys, a file's columns. See UnknownFieldPolicies.
 	UnknownFields string
+	// DecimalComma reads numbers written with a decimal comma (1,5): European spreadsheets'
+	// exports. A thousands separator (1.234,56) still fails the record.
+	DecimalComma bool
 }
 
 // The policies for fields the mapping does not read, for sources whose records drift.
@@ -247,7 +250,7 @@ func (s Spec) Compile(b Batch) string {
 		}
 		sel = append(sel, rawExpr+" AS "+raw)
 		if c.Type == Integer {
-			sel = append(sel, "TRY_CAST("+raw+" AS DOUBLE) AS "+p+"d_"+c.Name)
+			sel = append(sel, s.number(raw)+" AS "+p+"d_"+c.Name)
 		}
 		sel = append(sel, s.convert(c, f, raw, p)+" AS "+val)
 		if typ, nested := b.Nested[f.From]; mapped && nested && f.Const == nil && f.Expr == "" && len(f.Hash) == 0 {
@@ -514,11 +517,19 @@ func (c Column) Unusable() string {
 }
 
 // convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
+// number reads a raw value as a double.
+func (s Spec) number(raw string) string {
+	if s.DecimalComma {
+		return "TRY_CAST(replace(CAST(" + raw + " AS VARCHAR), ',', '.') AS DOUBLE)"
+	}
+	return "TRY_CAST(" + raw + " AS DOUBLE)"
+}
+
 func (s Spec) convert(c Column, f Field, raw, p string) string {
 	text := "CAST(" + raw + " AS VARCHAR)"
 	switch c.Type {
 	case Double:
-		return "TRY_CAST(" + raw + " AS DOUBLE)"
+		return s.number(raw)
 	case Integer:
 		// A whole number only: 4.6 is not a rating (a cast would round it to 5).
 		d := p + "d_" + c.Name
