@@ -120,8 +120,8 @@ func (a *app) loadConfig() (*config.Config, error) {
 // another process (a scheduled run, a backfill) to release the file; a reader does not wait,
 // and reads the warehouse alone: no files, other databases or settings.
 func (a *app) openWarehouse(ctx context.Context, cfg *config.Config, readOnly bool) (*warehouse.Warehouse, error) {
-	opts := warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads,
-		ReadOnly: readOnly, Sandbox: readOnly}
+	opts := cfg.Warehouse.Options()
+	opts.ReadOnly, opts.Sandbox = readOnly, readOnly
 	if !readOnly {
 		opts.LockWait = cfg.Warehouse.LockWaitDuration()
 		opts.Waiting = func(h warehouse.Holder, waited time.Duration) {

@@ -28,6 +28,7 @@ import (
 	"github.com/ckm-dev/ckm/transforms/knowledge"
 	"github.com/ckm-dev/ckm/transforms/rfm"
 	"github.com/ckm-dev/ckm/transforms/value"
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // Config is a whole config.yaml.
@@ -53,6 +54,14 @@ type Warehouse struct {
 	// LockWait is how long a writer (run, backfill, ingest, a scheduled run) waits for another
 	// process to release the file; default 10m.
 	LockWait string `yaml:"lock_wait"`
+	// TempDirectory is where DuckDB spills what does not fit in memory_limit (loading a 14 GB
+	// file with 8GB spilled 18 GB); default .duckdb_tmp beside the warehouse file.
+	TempDirectory string `yaml:"temp_directory"`
+}
+
+// Options are what opening the warehouse needs of it.
+func (w Warehouse) Options() warehouse.Options {
+	return warehouse.Options{Path: w.Path, MemoryLimit: w.MemoryLimit, Threads: w.Threads, TempDirectory: w.TempDirectory}
 }
 
 // LockWaitDuration is LockWait, read once validation has checked it.
@@ -378,6 +387,10 @@ func (c *Config) applyDefaults() {
 	c.Warehouse.Path = cmp.Or(c.Warehouse.Path, "data/ckm.duckdb")
 	if !filepath.IsAbs(c.Warehouse.Path) {
 		c.Warehouse.Path = filepath.Join(c.BaseDir, c.Warehouse.Path)
+	}
+	c.Warehouse.TempDirectory = cmp.Or(c.Warehouse.TempDirectory, filepath.Join(filepath.Dir(c.Warehouse.Path), ".duckdb_tmp"))
+	if !filepath.IsAbs(c.Warehouse.TempDirectory) {
+		c.Warehouse.TempDirectory = filepath.Join(c.BaseDir, c.Warehouse.TempDirectory)
 	}
 	c.Scoring.LookbackDays = cmp.Or(c.Scoring.LookbackDays, 365)
 	if len(c.Scoring.RFM.Segments) == 0 {

@@ -66,6 +66,7 @@ func TestLoadValid(t *testing.T) {
 	require.Equal(t, 365, cfg.Scoring.LookbackDays, "default")
 	require.Equal(t, 0.05, cfg.BadRatio(cfg.Sources["orders"]), "default")
 	require.True(t, filepath.IsAbs(cfg.Warehouse.Path), "the warehouse path resolves against the config's directory")
+	require.Equal(t, filepath.Join(filepath.Dir(cfg.Warehouse.Path), ".duckdb_tmp"), cfg.Warehouse.TempDirectory, "spills go beside the warehouse by default")
 	require.Len(t, cfg.Scoring.RFM.Segments, 10)
 }
 

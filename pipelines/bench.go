@@ -166,7 +166,7 @@ func benchOnce(ctx context.Context, cfg *config.Config, log *slog.Logger, rep *B
 	for _, suffix := range []string{"", ".wal"} {
 		os.Remove(cfg.Warehouse.Path + suffix)
 	}
-	w, err := warehouse.Open(ctx, warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads})
+	w, err := warehouse.Open(ctx, cfg.Warehouse.Options())
 	if err != nil {
 		return
 	}

@@ -171,7 +171,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	if err := r.begin(ctx, conn, req, res); err != nil {
 		return nil, err
 	}
-	runErr := r.execute(ctx, conn, p, res, log)
+	runErr := r.Warehouse.ExplainSpill(r.execute(ctx, conn, p, res, log))
 	res.Elapsed = time.Since(start)
 	if runErr != nil {
 		if err := r.fail(conn, res, runErr, ctx.Err() != nil); err != nil {
@@ -447,7 +447,7 @@ func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (Source
 	if follow && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return sr, nil
 	}
-	return sr, err
+	return sr, r.Warehouse.ExplainSpill(err)
 }
 
 // Backlog asks a streaming source how much waits to be read (nil for sources that cannot tell,

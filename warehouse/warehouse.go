@@ -29,7 +29,10 @@ type Options struct {
 	Path        string // DuckDB file; its directory also holds extensions and temp files
 	MemoryLimit string // DuckDB memory_limit, e.g. "4GB"; empty keeps DuckDB's default
 	Threads     int    // 0 keeps DuckDB's default (all cores)
-	ReadOnly    bool
+	// TempDirectory is where DuckDB spills what does not fit in MemoryLimit; empty: .duckdb_tmp
+	// next to Path.
+	TempDirectory string
+	ReadOnly      bool
 	// Sandbox shuts DuckDB's doors to everything but the warehouse (no files read or written,
 	// no other databases attached, no settings changed), for queries users type (`ckm sql`).
 	Sandbox bool
@@ -46,8 +49,9 @@ const waitNotice = 15 * time.Second
 
 // Warehouse is an open DuckDB database.
 type Warehouse struct {
-	db   *sql.DB
-	path string
+	db      *sql.DB
+	path    string
+	tempDir string // where DuckDB spills
 }
 
 //go:embed migrations/*.sql
@@ -80,7 +84,7 @@ func Open(ctx context.Context, opts Options) (*Warehouse, error) {
 		return nil, fmt.Errorf("open warehouse %s: %w", opts.Path, err)
 	}
 	db := sql.OpenDB(connector)
-	w := &Warehouse{db: db, path: opts.Path}
+	w := &Warehouse{db: db, path: opts.Path, tempDir: tempDirectory(opts)}
 	if opts.Sandbox {
 		// Set once the database is open, on the whole instance: the DSN's settings apply in no
 		// fixed order, and a locked configuration refuses the ones that come after it.
@@ -173,7 +177,7 @@ func dsnFor(opts Options) (string, error) {
 	}
 	dir := filepath.Dir(abs)
 	q := offline(dir)
-	q.Set("temp_directory", filepath.Join(dir, ".duckdb_tmp"))
+	q.Set("temp_directory", tempDirectory(opts))
 	// At the default 16 MB every ingest batch's commit also checkpointed the file (measured:
 	// 60% of a 100k-message commit). The WAL is still written at each commit, so a crash
 	// loses nothing; only its replay after one is longer.

@@ -51,7 +51,7 @@ func Open(t testing.TB, configPath string) *Env {
 	t.Setenv("CKM_WAREHOUSE", filepath.Join(t.TempDir(), "ckm.duckdb"))
 	cfg, err := config.Load(configPath)
 	require.NoError(t, err)
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads})
+	w, err := warehouse.Open(context.Background(), cfg.Warehouse.Options())
 	require.NoError(t, err)
 	t.Cleanup(func() { w.Close() })
 	return &Env{Config: cfg, Warehouse: w}
@@ -64,7 +64,7 @@ func OpenYAML(t testing.TB, dir, yaml string) *Env {
 	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
 	cfg, err := config.Load(path)
 	require.NoError(t, err, yaml)
-	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: cfg.Warehouse.Path, MemoryLimit: cfg.Warehouse.MemoryLimit, Threads: cfg.Warehouse.Threads})
+	w, err := warehouse.Open(context.Background(), cfg.Warehouse.Options())
 	require.NoError(t, err)
 	t.Cleanup(func() { w.Close() })
 	return &Env{Config: cfg, Warehouse: w}
