@@ -55,17 +55,7 @@ func (e *env) db() *sql.DB { return e.w.DB() }
 
 // pairs runs a two-column query and returns its rows as a map from the first column to the second.
 func (e *env) pairs(t *testing.T, query string) map[string]string {
-	rows, err := e.db().Query(query)
-	require.NoError(t, err)
-	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var k, v string
-		require.NoError(t, rows.Scan(&k, &v))
-		out[k] = v
-	}
-	require.NoError(t, rows.Err())
-	return out
+	return testutil.Pairs(t, e.db(), query)
 }
 
 const ordersSource = `  orders:

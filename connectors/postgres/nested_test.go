@@ -32,16 +32,7 @@ sources:
 		return env, res.Loaded
 	}
 	pairs := func(env *testutil.Env, query string) map[string]string {
-		rows, err := env.Warehouse.DB().Query(query)
-		require.NoError(t, err)
-		defer rows.Close()
-		out := map[string]string{}
-		for rows.Next() {
-			var k, v string
-			require.NoError(t, rows.Scan(&k, &v))
-			out[k] = v
-		}
-		return out
+		return testutil.Pairs(t, env.Warehouse.DB(), query)
 	}
 
 	env, loaded := load("custs", "note")

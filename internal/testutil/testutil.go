@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"log/slog"
 	"os"
@@ -153,5 +154,21 @@ func ReadmeSQL(t testing.TB, marker string) []string {
 			out = append(out, strings.Join(lines, " "))
 		}
 	}
+	return out
+}
+
+// Pairs runs a two-column query and returns its rows as a map from the first column to the second.
+func Pairs(t testing.TB, db *sql.DB, query string) map[string]string {
+	t.Helper()
+	rows, err := db.Query(query)
+	require.NoError(t, err)
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		require.NoError(t, rows.Scan(&k, &v))
+		out[k] = v
+	}
+	require.NoError(t, rows.Err())
 	return out
 }
