@@ -324,6 +324,10 @@ func ParseBatchBytes(v string) (int, error) {
 	return n, err
 }
 
+// WithoutBOM drops the UTF-8 byte order mark some Windows tools and .NET producers write before
+// a document: it is not part of the record.
+func WithoutBOM(b []byte) []byte { return bytes.TrimPrefix(b, []byte("\ufeff")) }
+
 // NotText says why raw bytes are not text DuckDB can store ("" when they are): not UTF-8, or a
 // NUL byte. A connector rejects such a record rather than hand it over.
 func NotText(b []byte) string {

@@ -65,6 +65,8 @@ func TestBadRecordsAreHandledOneByOne(t *testing.T) {
 		{"value outside the vocabulary", "a.csv", "B1,C1,2026-01-05 10:00:00,1,1,shipped\n", "dead: status: 'shipped' is not one of", "", ""},
 		{"duplicate key", "a.csv", "G1,C1,2026-01-05 10:00:00,99,1,completed\n", "collapsed", "", ""},
 		{"byte order mark before the header", "a.csv", "", "loaded", "amount", "10.0"},
+		{"byte order mark before JSON", "a.jsonl", "\ufeff" + `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review"}` + "\n",
+			"loaded", "customer_id", "C1"},
 		{"malformed JSON", "a.jsonl", `{"id":"B1","customer":{"id":"C1"}` + "\n", "dead: not valid JSON", "", ""},
 		{"not a JSON object", "a.jsonl", "[1, 2, 3]\n", "dead: not a JSON object", "", ""},
 		{"wrong JSON type", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review","rating":"great"}` + "\n",

@@ -78,6 +78,9 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 			return fmt.Errorf("read %s: %w", first.Label, err)
 		}
 		text := bytes.TrimSuffix(line, []byte("\r"))
+		if n == 1 {
+			text = connectors.WithoutBOM(text)
+		}
 		switch problem := connectors.NotText(text); {
 		case err == errLongLine:
 			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),

@@ -250,6 +250,7 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 			reject("payload "+problem, value)
 			return nil
 		}
+		value = connectors.WithoutBOM(value)
 	}
 	payload := f.b.Field(0).(*array.StringBuilder)
 	if r.Value == nil {

@@ -674,6 +674,7 @@ func TestHostileMessagesAreDeadLetteredAndThePartitionMovesOn(t *testing.T) {
 		{Value: []byte(`{"id": "N4", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1e33}`)},
 		{Value: []byte(`{"id": "N5", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 5, "rating": 4.6}`)},
 		{Value: []byte(`{"id": "U1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "note": "x\u0000y"}`)}, // an escaped NUL the mapping does not read
+		{Value: []byte("\ufeff" + `{"id": "B1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 3}`)},          // a .NET producer's byte order mark
 		devkafka.Order(3),
 	}
 	p := devkafka.NewProducer(s.broker.Addr)
@@ -696,7 +697,7 @@ func TestHostileMessagesAreDeadLetteredAndThePartitionMovesOn(t *testing.T) {
 	}
 	require.NoError(t, rows.Err())
 	rows.Close()
-	require.Equal(t, map[string]bool{"O0000001": true, "O0000002": true, "O0000003": true, "N5": true, "U1": true}, ids)
+	require.Equal(t, map[string]bool{"O0000001": true, "O0000002": true, "O0000003": true, "N5": true, "U1": true, "B1": true}, ids)
 
 	dead := map[string][2]string{}
 	rows, err = s.w.DB().Query(`SELECT position, reason, payload FROM dead_letters`)
