@@ -388,7 +388,7 @@ func (c *Config) applyDefaults() {
 	if !filepath.IsAbs(c.Warehouse.Path) {
 		c.Warehouse.Path = filepath.Join(c.BaseDir, c.Warehouse.Path)
 	}
-	c.Warehouse.TempDirectory = cmp.Or(c.Warehouse.TempDirectory, filepath.Join(filepath.Dir(c.Warehouse.Path), ".duckdb_tmp"))
+	c.Warehouse.TempDirectory = cmp.Or(c.Warehouse.TempDirectory, warehouse.DefaultTempDirectory(c.Warehouse.Path))
 	if !filepath.IsAbs(c.Warehouse.TempDirectory) {
 		c.Warehouse.TempDirectory = filepath.Join(c.BaseDir, c.Warehouse.TempDirectory)
 	}

@@ -441,12 +441,10 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 		return mb, fmt.Errorf("read %s: the source has no fields", b.Label)
 	}
 	mb.Fields = columns[:len(columns)-1]
-	mb.Nested = maps.Clone(b.Nested)
+	mb.Nested = map[string]string{}
+	maps.Copy(mb.Nested, b.Nested) // what the connector knows holds several values
 	for i, f := range mb.Fields {
 		if mapping.Nested(types[i]) {
-			if mb.Nested == nil {
-				mb.Nested = map[string]string{}
-			}
 			mb.Nested[f] = types[i]
 		}
 	}

@@ -10,12 +10,15 @@ import (
 
 // tempDirectory is where DuckDB spills what does not fit in memory_limit.
 func tempDirectory(opts Options) string {
-	if opts.TempDirectory != "" {
-		return opts.TempDirectory
-	}
-	abs, err := filepath.Abs(opts.Path)
+	return cmp.Or(opts.TempDirectory, DefaultTempDirectory(opts.Path))
+}
+
+// DefaultTempDirectory is where DuckDB spills for the warehouse file at path unless told
+// otherwise: .duckdb_tmp beside it.
+func DefaultTempDirectory(path string) string {
+	abs, err := filepath.Abs(path)
 	if err != nil {
-		abs = opts.Path
+		abs = path
 	}
 	return filepath.Join(filepath.Dir(abs), ".duckdb_tmp")
 }

@@ -22,6 +22,10 @@ type Field struct {
 	Timezone string   `yaml:"timezone"` // IANA zone of timestamps written without an offset
 }
 
+// straight says the field's value is a source field's as it is (From), not a constant, an
+// expression or a hash.
+func (f Field) straight() bool { return f.Const == nil && f.Expr == "" && len(f.Hash) == 0 }
+
 // AcceptsScalar lets config accept `order_id: InvoiceNo` for `order_id: {from: InvoiceNo}`.
 func (*Field) AcceptsScalar() {}
 
@@ -253,10 +257,10 @@ func (s Spec) Compile(b Batch) string {
 			sel = append(sel, s.number(raw)+" AS "+p+"d_"+c.Name)
 		}
 		sel = append(sel, s.convert(c, f, raw, p)+" AS "+val)
-		if typ, nested := b.Nested[f.From]; mapped && nested && f.Const == nil && f.Expr == "" && len(f.Hash) == 0 {
+		if typ, nested := b.Nested[f.From]; mapped && nested && f.straight() {
 			checks = append(checks, check{"true", warehouse.Quote(c.Name + ": field " + f.From + " is a " + typ + " in the source, not a single value")})
 		}
-		if s.JSON && mapped && c.Type == Text && len(c.Allowed) == 0 && f.Const == nil && f.Expr == "" && len(f.Hash) == 0 {
+		if s.JSON && mapped && c.Type == Text && len(c.Allowed) == 0 && f.straight() {
 			// A JSON array or object where a text belongs would load as its JSON text (elsewhere
 			// the cast or the vocabulary fails it). Its type is asked only of values that read as
 			// one would ('[' or '{' first): asking every document cost a sixth of mapping it.
@@ -516,7 +520,6 @@ func (c Column) Unusable() string {
 	return strings.Join(conds, " OR ")
 }
 
-// convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
 // number reads a raw value as a double.
 func (s Spec) number(raw string) string {
 	if s.DecimalComma {
@@ -525,6 +528,7 @@ func (s Spec) number(raw string) string {
 	return "TRY_CAST(" + raw + " AS DOUBLE)"
 }
 
+// convert casts a raw value to the column type; a value that cannot be read becomes NULL, which checks() reports.
 func (s Spec) convert(c Column, f Field, raw, p string) string {
 	text := "CAST(" + raw + " AS VARCHAR)"
 	switch c.Type {
