@@ -147,6 +147,47 @@ func TestMappingRules(t *testing.T) {
 	require.ErrorContains(t, err, "sources.s.mapping.status: required column status is not mapped")
 }
 
+// A mapping's min and max must read as the column's type, bound only what has an order, and
+// not cross; dates and timestamps may be written unquoted, as YAML users write them.
+func TestMappingBoundsRules(t *testing.T) {
+	_, err := Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    mapping:
+      order_id: a
+      customer_id: {from: c, min: C1}
+      order_ts: {from: d, min: yesterday}
+      amount: {from: e, min: 10, max: 1e400}
+      quantity: {from: q, min: 5, max: 1}
+      product_launch_date: {from: p, max: 2026-13-01}
+      status: {from: s}
+`))
+	for _, want := range []string{
+		"sources.s.mapping.customer_id: min and max bound numbers, dates and timestamps; customer_id is text",
+		`sources.s.mapping.order_ts: min: cannot read "yesterday" as a timestamp (YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339)`,
+		`sources.s.mapping.amount: max: cannot read "1e400" as a finite number`,
+		"sources.s.mapping.quantity: min 5 is after max 1",
+		`sources.s.mapping.product_launch_date: max: cannot read "2026-13-01" as a date (YYYY-MM-DD)`,
+	} {
+		require.ErrorContains(t, err, want)
+	}
+	cfg, err := Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    mapping:
+      order_id: a
+      customer_id: c
+      order_ts: {from: d, min: 1900-01-01, max: 2030-01-01T00:00:00Z}
+      amount: {from: e, min: -1000, max: 1000}
+      status: {from: s}
+`))
+	require.NoError(t, err)
+	require.Equal(t, "1900-01-01", cfg.Sources["s"].Mapping["order_ts"].Min)
+	require.Equal(t, "2030-01-01T00:00:00Z", cfg.Sources["s"].Mapping["order_ts"].Max)
+}
+
 func TestBadYAMLAndEmptyFile(t *testing.T) {
 	_, err := Load(write(t, "sources:\n  s: [unclosed\n"))
 	require.ErrorContains(t, err, "not valid YAML")

@@ -591,3 +591,53 @@ func TestDecimalCommaNumbers(t *testing.T) {
 		e.pairs(t, `SELECT order_id, CAST(amount AS VARCHAR) || ' x ' || CAST(quantity AS VARCHAR) FROM orders`))
 	require.Equal(t, map[string]string{"a.csv:4": "amount: cannot read '1.234,56' as a number"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
+
+// Exports write placeholders for "no date": 1900-01-01 (spreadsheets, SQL Server), 0001-01-01
+// (.NET and Go zero times), the Unix epoch. As orders they would date a customer's first purchase
+// decades back; by default they are dead letters naming the bound, and a mapping's min takes
+// older times where they are real.
+func TestPlaceholderDatesAreDeadLettersUnlessTheMappingTakesThem(t *testing.T) {
+	const orders = "id,cust,ts,amt\n" +
+		"P1,C1,1900-01-01 00:00:00,10\n" + // line 2
+		"P2,C1,0001-01-01,10\n" +
+		"P3,C1,1970-01-01 23:59:59,10\n" + // Berlin: a second before the bound
+		"P4,C1,1970-01-02 00:00:00,10\n" + // the bound itself
+		"P5,C1,2026-01-05 10:00:00,10\n"
+	feedback := `{"id":"F1","cust":"C1","ts":"2026-01-05T10:00:00Z","ack":"0001-01-01T00:00:00Z"}` + "\n" +
+		`{"id":"F2","cust":"C1","ts":"2026-01-06T10:00:00Z","ack":"2026-01-07T10:00:00Z"}` + "\n"
+	events := `
+  events:
+    table: feedback
+    file: {paths: ["f.jsonl"]}
+    mapping: {event_id: id, customer_id: cust, event_ts: ts, acknowledged_at: ack, direction: {const: inbound}, kind: {const: suggestion}}`
+	e := setupRatio(t, ordersSource+events, map[string]string{"a.csv": orders, "f.jsonl": feedback}, 0.9)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"P4": "1970-01-01 23:00:00+00", "P5": "2026-01-05 09:00:00+00"},
+		e.pairs(t, `SELECT order_id, strftime(order_ts AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S+00') FROM orders`))
+	why := "the earliest %s taken unless the mapping sets min (a placeholder date?)"
+	require.Equal(t, map[string]string{
+		"a.csv:2":   "order_ts: '1900-01-01 00:00:00' is before 1970-01-02, " + fmt.Sprintf(why, "order_ts"),
+		"a.csv:3":   "order_ts: '0001-01-01' is before 1970-01-02, " + fmt.Sprintf(why, "order_ts"),
+		"a.csv:4":   "order_ts: '1970-01-01 23:59:59' is before 1970-01-02, " + fmt.Sprintf(why, "order_ts"),
+		"f.jsonl:1": "acknowledged_at: '0001-01-01T00:00:00Z' is before 1970-01-02, " + fmt.Sprintf(why, "acknowledged_at"),
+	}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+
+	// A source whose history is older says so; min and max bind its own values, numbers too.
+	e = setupRatio(t, `  orders:
+    table: orders
+    file: {paths: ["*.csv"]}
+    mapping:
+      order_id: id
+      customer_id: cust
+      order_ts: {from: ts, min: 1900-01-01}
+      amount: {from: amt, max: 100}
+      status: {const: completed}`, map[string]string{"a.csv": orders + "P6,C1,2026-01-06 10:00:00,100.5\nP7,C1,1899-12-31 23:59:59,1\n"}, 0.9)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"P1": "1899-12-31", "P3": "1970-01-01", "P4": "1970-01-01", "P5": "2026-01-05"},
+		e.pairs(t, `SELECT order_id, strftime(order_ts AT TIME ZONE 'UTC', '%Y-%m-%d') FROM orders`))
+	require.Equal(t, map[string]string{
+		"a.csv:3": "order_ts: '0001-01-01' is before 1900-01-01, the mapping's min",
+		"a.csv:7": "amount: '100.5' is above 100, the mapping's max",
+		"a.csv:8": "order_ts: '1899-12-31 23:59:59' is before 1900-01-01, the mapping's min",
+	}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+}

@@ -1,10 +1,13 @@
 package mapping
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +23,10 @@ type Field struct {
 	Hash     []string `yaml:"hash"`     // a deterministic id from these source fields
 	Format   string   `yaml:"format"`   // strptime format for dates and timestamps, e.g. %d/%m/%Y %H:%M
 	Timezone string   `yaml:"timezone"` // IANA zone of timestamps written without an offset
+	// Min and Max bound a number, date or timestamp column's values, inclusive: a value outside
+	// is a dead letter. Min replaces the column's Earliest.
+	Min string `yaml:"min"`
+	Max string `yaml:"max"`
 }
 
 // straight says the field's value is a source field's as it is (From), not a constant, an
@@ -132,6 +139,9 @@ func (s Spec) Validate() map[string]string {
 			if _, err := time.LoadLocation(f.Timezone); err != nil {
 				problems[name] = fmt.Sprintf("unknown time zone %q", f.Timezone)
 			}
+		}
+		if _, err := s.bounds(name, f); err != nil {
+			problems[name] = err.Error()
 		}
 	}
 	for _, c := range s.Table.Columns {
@@ -619,7 +629,89 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 		out = append(out, check{c.outOfRange(val),
 			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": "), val, warehouse.Quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max)))})
 	}
+	ends, _ := s.bounds(c.Name, f) // Validate reported a bound that cannot be read
+	for i, e := range ends {
+		if e.sql == "" {
+			continue
+		}
+		op, word := "<", "before"
+		if i == 1 {
+			op, word = ">", "after"
+		}
+		if c.Type == Double || c.Type == Integer {
+			word = map[string]string{"<": "below", ">": "above"}[op]
+		}
+		out = append(out, check{val + " " + op + " " + e.sql,
+			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote("' is "+word+" "+e.shown+", "+e.by))})
+	}
 	return out
+}
+
+// bound is one end of the values a column accepts: an SQL literal of the column's type, the
+// bound as written, and what set it.
+type bound struct{ sql, shown, by string }
+
+// bounds are the least and greatest values column name accepts (a zero bound: none): the
+// mapping's min and max, and the column's Earliest where the mapping sets no min.
+func (s Spec) bounds(name string, f Field) ([2]bound, error) {
+	var out [2]bound
+	c, ok := s.Table.Column(name)
+	if !ok {
+		return out, nil
+	}
+	if (f.Min != "" || f.Max != "") && c.Type != Double && c.Type != Integer && c.Type != Date && c.Type != Timestamp {
+		return out, fmt.Errorf("min and max bound numbers, dates and timestamps; %s is %s", name, c.Type.word())
+	}
+	ends := [2]bound{{shown: f.Min, by: "the mapping's min"}, {shown: f.Max, by: "the mapping's max"}}
+	if f.Min == "" && c.Earliest != "" {
+		ends[0] = bound{shown: c.Earliest, by: "the earliest " + name + " taken unless the mapping sets min (a placeholder date?)"}
+	}
+	var at [2]float64
+	for i := range ends {
+		e := &ends[i]
+		if e.shown = strings.TrimSpace(e.shown); e.shown == "" {
+			continue
+		}
+		var err error
+		if e.sql, at[i], err = s.literal(c, f, e.shown); err != nil {
+			return out, fmt.Errorf("%s: %w", [...]string{"min", "max"}[i], err)
+		}
+	}
+	if ends[0].sql != "" && ends[1].sql != "" && at[0] > at[1] {
+		return out, fmt.Errorf("min %s is after max %s", ends[0].shown, ends[1].shown)
+	}
+	return ends, nil
+}
+
+// literal reads a bound of column c as the SQL literal it compares with, and where it falls
+// (a number, or seconds since 1970) to check that min is not after max. A timestamp without an
+// offset is read in the field's time zone, as the values are.
+func (s Spec) literal(c Column, f Field, text string) (string, float64, error) {
+	switch c.Type {
+	case Date:
+		d, err := time.Parse(time.DateOnly, text)
+		if err != nil {
+			return "", 0, fmt.Errorf("cannot read %q as a date (YYYY-MM-DD)", text)
+		}
+		return "DATE '" + d.Format(time.DateOnly) + "'", float64(d.Unix()), nil
+	case Timestamp:
+		zone, err := time.LoadLocation(cmp.Or(f.Timezone, s.Timezone, "UTC"))
+		if err != nil {
+			zone = time.UTC // Validate reports the zone
+		}
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05Z07:00", "2006-01-02T15:04:05", "2006-01-02 15:04:05", time.DateOnly} {
+			if ts, err := time.ParseInLocation(layout, text, zone); err == nil {
+				return "TIMESTAMPTZ '" + ts.UTC().Format("2006-01-02 15:04:05.999999") + "+00'", float64(ts.Unix()), nil
+			}
+		}
+		return "", 0, fmt.Errorf("cannot read %q as a timestamp (YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339)", text)
+	default:
+		v, err := strconv.ParseFloat(text, 64)
+		if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+			return "", 0, fmt.Errorf("cannot read %q as a finite number", text)
+		}
+		return strconv.FormatFloat(v, 'g', -1, 64), v, nil
+	}
 }
 
 // reasonExpr names every failed check of a row, or yields NULL. The message strings are only

@@ -30,7 +30,11 @@ type Column struct {
 	Required bool
 	Allowed  []string // closed vocabulary, when set
 	Min, Max float64  // inclusive range for numbers, when Max > Min
-	Additive bool     // lines of one record add up in this column (rollup_lines)
+	// Earliest is the earliest date or timestamp taken unless a source's mapping sets min: the
+	// placeholders exports write for "no date" (1900-01-01, 0001-01-01, 1970-01-01 00:00) would
+	// load as a customer's first order decades back and mislead every CLV fit.
+	Earliest string
+	Additive bool // lines of one record add up in this column (rollup_lines)
 }
 
 // Table is a canonical table and how rows with the same key are reconciled.
@@ -70,6 +74,10 @@ func (t Table) ColumnNames() []string {
 	return out
 }
 
+// EarliestEvent is the earliest time of an order or a feedback event taken by default: the day
+// after the Unix epoch, whose first instant is itself a common placeholder.
+const EarliestEvent = "1970-01-02"
+
 // Tables are the canonical tables, in load order (customers before the facts that reference them).
 var Tables = []Table{
 	{Name: "customers", Key: "customer_id", Version: "updated_at", Columns: []Column{
@@ -84,7 +92,7 @@ var Tables = []Table{
 	{Name: "orders", Key: "order_id", Columns: []Column{
 		{Name: "order_id", Type: Text, Required: true},
 		{Name: "customer_id", Type: Text, Required: true},
-		{Name: "order_ts", Type: Timestamp, Required: true},
+		{Name: "order_ts", Type: Timestamp, Required: true, Earliest: EarliestEvent},
 		{Name: "amount", Type: Double, Required: true, Additive: true},
 		{Name: "margin", Type: Double, Additive: true},
 		{Name: "quantity", Type: Double, Additive: true},
@@ -96,7 +104,7 @@ var Tables = []Table{
 	{Name: "feedback", Key: "event_id", Columns: []Column{
 		{Name: "event_id", Type: Text, Required: true},
 		{Name: "customer_id", Type: Text, Required: true},
-		{Name: "event_ts", Type: Timestamp, Required: true},
+		{Name: "event_ts", Type: Timestamp, Required: true, Earliest: EarliestEvent},
 		{Name: "direction", Type: Text, Required: true, Allowed: []string{"inbound", "outbound"}},
 		{Name: "kind", Type: Text, Required: true, Allowed: []string{"suggestion", "feature_request", "complaint",
 			"review", "praise", "question", "survey_invite", "survey_response", "co_design"}},
@@ -108,9 +116,9 @@ var Tables = []Table{
 		{Name: "department", Type: Text, Allowed: []string{"marketing", "sales", "service", "rnd"}},
 		{Name: "responded", Type: Boolean},
 		{Name: "status", Type: Text, Allowed: []string{"new", "acknowledged", "converted", "implemented", "rejected"}},
-		{Name: "acknowledged_at", Type: Timestamp},
-		{Name: "converted_at", Type: Timestamp},
-		{Name: "implemented_at", Type: Timestamp},
+		{Name: "acknowledged_at", Type: Timestamp, Earliest: EarliestEvent},
+		{Name: "converted_at", Type: Timestamp, Earliest: EarliestEvent},
+		{Name: "implemented_at", Type: Timestamp, Earliest: EarliestEvent},
 	}},
 }
 
