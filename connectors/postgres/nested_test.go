@@ -10,8 +10,9 @@ import (
 	"github.com/ckm-dev/ckm/internal/testutil"
 )
 
-// Arrays and JSON documents arrive as their text ({C1}, {"sku": "P1"}): a column mapped straight
-// from one is a dead letter; an expression may read into it.
+// Arrays and JSON documents arrive as their text ({C1}, {"sku": "P1"}), as do composite rows,
+// ranges and points: a column mapped straight from one is a dead letter; an expression may read
+// into it.
 func TestArrayAndJSONColumnsMappedStraightAreDeadLetters(t *testing.T) {
 	server := pgtest.Start(t)
 	server.Exec(t, "postgres", "CREATE DATABASE shop")
@@ -43,4 +44,14 @@ sources:
 	env, loaded = load(`{expr: "trim(custs, '{}')"}`, `{expr: "json_extract_string(note, '$.sku')"}`)
 	require.EqualValues(t, 2, loaded)
 	require.Equal(t, map[string]string{"A1": "C1 P1", "A2": "C2 P2"}, pairs(env, `SELECT order_id, customer_id || ' ' || product_id FROM orders`))
+
+	server.Exec(t, "shop", `CREATE TYPE party AS (id text, name text)`, `CREATE DOMAIN codes AS text[]`,
+		`ALTER TABLE orders ADD buyer party, ADD seen tstzrange, ADD spot point, ADD tags codes, ADD plain text`,
+		`UPDATE orders SET buyer = ROW('C9', 'Ann'), seen = tstzrange(ts, ts + interval '1 day'), spot = point(1, 2), tags = '{P9}', plain = 'P0', updated_at = now()`)
+	for _, c := range []struct{ column, typ string }{{"buyer", "party"}, {"seen", "tstzrange"}, {"spot", "point"}, {"tags", "text[]"}} {
+		env, loaded = load(c.column, "plain")
+		require.Zero(t, loaded, c.column)
+		want := "customer_id: field " + c.column + " is a " + c.typ + " in the source, not a single value"
+		require.Equal(t, map[string]string{"orders:row 1": want, "orders:row 2": want}, pairs(env, `SELECT position, reason FROM dead_letters`), c.column)
+	}
 }

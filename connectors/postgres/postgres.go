@@ -154,15 +154,9 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 		return fmt.Errorf("begin a snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	names, types, err := s.columnTypes(ctx, tx)
+	names, types, nested, err := s.columnTypes(ctx, tx)
 	if err != nil {
 		return err
-	}
-	nested := map[string]string{} // arrays and JSON documents arrive as their text
-	for i, typ := range types {
-		if strings.HasSuffix(typ, "[]") || typ == "json" || typ == "jsonb" {
-			nested[names[i]] = typ
-		}
 	}
 	cursorAt, keyAt := slices.Index(names, s.cfg.Cursor), slices.Index(names, s.cfg.Key)
 	if cursorAt < 0 || keyAt < 0 {
@@ -259,26 +253,40 @@ func (s *Source) fill(ctx context.Context, rows pgx.Rows, names []string, cursor
 	}
 }
 
-// columnTypes lists the relation's columns and their type names, as SQL casts write them.
-func (s *Source) columnTypes(ctx context.Context, tx pgx.Tx) (names, types []string, err error) {
+// columnTypes lists the relation's columns and their type names, as SQL casts write them, and
+// names the columns whose values hold several values (see severalValues) with their types.
+func (s *Source) columnTypes(ctx context.Context, tx pgx.Tx) (names, types []string, nested map[string]string, err error) {
 	rows, err := tx.Query(ctx, "SELECT * FROM "+s.cfg.relation()+" AS ckm_src LIMIT 0")
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the columns of %s: %w", s.cfg.stream(), err)
+		return nil, nil, nil, fmt.Errorf("read the columns of %s: %w", s.cfg.stream(), err)
 	}
 	fields := rows.FieldDescriptions()
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read the columns of %s: %w", s.cfg.stream(), err)
+		return nil, nil, nil, fmt.Errorf("read the columns of %s: %w", s.cfg.stream(), err)
 	}
 	oids := make([]uint32, len(fields))
 	for i, f := range fields {
 		names, oids[i] = append(names, f.Name), f.DataTypeOID
 	}
-	if err := tx.QueryRow(ctx, "SELECT array_agg(format_type(oid, NULL) ORDER BY n) FROM unnest($1::oid[]) WITH ORDINALITY AS t(oid, n)", oids).Scan(&types); err != nil {
-		return nil, nil, fmt.Errorf("read the column types of %s: %w", s.cfg.stream(), err)
+	var several []bool
+	if err := tx.QueryRow(ctx, `SELECT array_agg(format_type(u.oid, NULL) ORDER BY n), array_agg(`+severalValues+` ORDER BY n)
+		FROM unnest($1::oid[]) WITH ORDINALITY AS u(oid, n) LEFT JOIN pg_type t ON t.oid = u.oid`, oids).Scan(&types, &several); err != nil {
+		return nil, nil, nil, fmt.Errorf("read the column types of %s: %w", s.cfg.stream(), err)
 	}
-	return names, types, nil
+	nested = map[string]string{}
+	for i, yes := range several {
+		if yes {
+			nested[names[i]] = types[i]
+		}
+	}
+	return names, types, nested, nil
 }
+
+// severalValues tells, of a pg_type row t, a type whose values arrive as text holding several
+// values: arrays ({C1,C2}), composite rows ((a,b)), ranges ([1,5)), geometric types ((1,2)),
+// JSON documents and hstore maps (a domain over one arrives as its base type).
+const severalValues = `coalesce(t.typcategory IN ('A', 'C', 'R', 'G') OR t.typname IN ('json', 'jsonb', 'hstore'), false)`
 
 // query selects the rows past pos in (cursor, key) order. With lookback, the rows of the
 // window below the stored cursor are read again.
@@ -358,7 +366,7 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 		return nil, []string{err.Error()}
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	names, _, err := s.columnTypes(ctx, tx)
+	names, _, _, err := s.columnTypes(ctx, tx)
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
