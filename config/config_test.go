@@ -181,11 +181,19 @@ func TestMappingBoundsRules(t *testing.T) {
       customer_id: c
       order_ts: {from: d, min: 1900-01-01, max: 2030-01-01T00:00:00Z}
       amount: {from: e, min: -1000, max: 1000}
+      margin: {from: m, min: -1e3, max: 1e+6}
       status: {from: s}
 `))
 	require.NoError(t, err)
 	require.Equal(t, "1900-01-01", cfg.Sources["s"].Mapping["order_ts"].Min)
 	require.Equal(t, "2030-01-01T00:00:00Z", cfg.Sources["s"].Mapping["order_ts"].Max)
+	_, err = Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    mapping: {order_id: a, customer_id: c, order_ts: {from: d, max: 1960-01-01}, amount: e, status: s}
+`))
+	require.ErrorContains(t, err, "sources.s.mapping.order_ts: max 1960-01-01 is before 1970-01-02, the earliest order_ts taken unless min is set")
 }
 
 func TestBadYAMLAndEmptyFile(t *testing.T) {

@@ -630,19 +630,15 @@ func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {
 			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": "), val, warehouse.Quote(fmt.Sprintf(" is outside %g..%g", c.Min, c.Max)))})
 	}
 	ends, _ := s.bounds(c.Name, f) // Validate reported a bound that cannot be read
+	words := [2]string{"before", "after"}
+	if c.Type == Double || c.Type == Integer {
+		words = [2]string{"below", "above"}
+	}
 	for i, e := range ends {
-		if e.sql == "" {
-			continue
+		if e.sql != "" {
+			out = append(out, check{val + [...]string{" < ", " > "}[i] + e.sql,
+				fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote("' is "+words[i]+" "+e.shown+", "+e.by))})
 		}
-		op, word := "<", "before"
-		if i == 1 {
-			op, word = ">", "after"
-		}
-		if c.Type == Double || c.Type == Integer {
-			word = map[string]string{"<": "below", ">": "above"}[op]
-		}
-		out = append(out, check{val + " " + op + " " + e.sql,
-			fmt.Sprintf("%s || %s || %s", warehouse.Quote(c.Name+": '"), shown(text), warehouse.Quote("' is "+word+" "+e.shown+", "+e.by))})
 	}
 	return out
 }
@@ -678,6 +674,9 @@ func (s Spec) bounds(name string, f Field) ([2]bound, error) {
 		}
 	}
 	if ends[0].sql != "" && ends[1].sql != "" && at[0] > at[1] {
+		if f.Min == "" {
+			return out, fmt.Errorf("max %s is before %s, the earliest %s taken unless min is set", ends[1].shown, ends[0].shown, name)
+		}
 		return out, fmt.Errorf("min %s is after max %s", ends[0].shown, ends[1].shown)
 	}
 	return ends, nil
