@@ -5,6 +5,7 @@
 package file
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/warehouse"
@@ -385,9 +387,16 @@ func (s *Source) sniff(ctx context.Context, target, dir string, sc scan, maxLine
 	if err := os.WriteFile(sample, sc.sample, 0o600); err != nil {
 		return dialect{}, err
 	}
-	d, err := s.sniffFile(ctx, target, maxLine)
+	var hinted []string // a first line `sep=;` is no record; a configured delimiter wins over it
+	if sep := excelSeparator(sc.sample); sep != "" {
+		hinted = append(hinted, "skip=1")
+		if s.cfg.CSV.Delimiter == "" {
+			hinted = append(hinted, "delim="+warehouse.Quote(sep))
+		}
+	}
+	d, err := s.sniffFile(ctx, target, maxLine, hinted...)
 	if err != nil && sc.longest > maxLine && len(sc.sample) > 0 {
-		d, err = s.sniffFile(ctx, sample, maxLine)
+		d, err = s.sniffFile(ctx, sample, maxLine, hinted...)
 	}
 	if err != nil || d.quote != "" || s.cfg.CSV.Quote != "" {
 		return d, err
@@ -416,6 +425,22 @@ func (s *Source) sniff(ctx context.Context, target, dir string, sc scan, maxLine
 		return d, nil
 	}
 	return quoted, nil
+}
+
+// excelSeparator is the delimiter a CSV file names on its first line as `sep=;`, the hint Excel
+// reads and some exporters write for it ("" when the file has none). DuckDB's sniffer would take
+// that line for a one-column header.
+func excelSeparator(sample []byte) string {
+	line, _, _ := bytes.Cut(connectors.WithoutBOM(sample), []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) < 5 || !strings.EqualFold(string(line[:4]), "sep=") {
+		return ""
+	}
+	sep := string(line[4:])
+	if utf8.RuneCountInString(sep) != 1 || !utf8.ValidString(sep) || strings.ContainsAny(sep, "\"\r") {
+		return ""
+	}
+	return sep
 }
 
 // rejectedBothWays counts the sample's lines DuckDB rejects when it reads them quoting with a

@@ -641,3 +641,23 @@ func TestPlaceholderDatesAreDeadLettersUnlessTheMappingTakesThem(t *testing.T) {
 		"a.csv:8": "order_ts: '1899-12-31 23:59:59' is before 1900-01-01, the mapping's min",
 	}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
+
+// Excel reads a first line `sep=;` as the file's delimiter, and some exporters write it: the line
+// names the delimiter and is not a record, and the records after it keep their true lines.
+func TestAnExcelSeparatorLineNamesTheDelimiter(t *testing.T) {
+	e := setupRatio(t, ordersSource, map[string]string{
+		"a.csv": "\ufeffsep=;\r\nid;cust;ts;amt\r\nA1;C1;2026-01-01 10:00:00;1.5\r\nA2;C1;2026-01-02 10:00:00;x\r\nA3;\"C;3\";2026-01-03 10:00:00;3\r\n",
+		"b.csv": "SEP=|\nid|cust|ts|amt\nB1|C1|2026-01-01 10:00:00|2\n",
+		"c.csv": "sep=,\nid,cust,ts,amt\nC1,C1,2026-01-01 10:00:00,4\n",
+	}, 0.9)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"A1": "a.csv:3 C1 1.5", "A3": "a.csv:5 C;3 3.0", "B1": "b.csv:3 C1 2.0", "C1": "c.csv:3 C1 4.0"},
+		e.pairs(t, `SELECT order_id, _position || ' ' || customer_id || ' ' || CAST(amount AS VARCHAR) FROM orders`))
+	require.Equal(t, map[string]string{"a.csv:4": "amount: cannot read 'x' as a number"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+
+	// A configured delimiter wins; the hint line is still no record.
+	e = setupRatio(t, strings.Replace(ordersSource, `file: {paths: ["*.csv"]}`, `file: {paths: ["*.csv"], csv: {delimiter: ";"}}`, 1),
+		map[string]string{"a.csv": "sep=,\nid;cust;ts;amt\nA1;C1;2026-01-01 10:00:00;1\n"}, 0.9)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"A1": "a.csv:3"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+}
