@@ -20,8 +20,11 @@ var csvDecoders = map[string]encoding.Encoding{
 	"windows-1252": charmap.Windows1252,
 	"latin-1":      charmap.ISO8859_1,
 	"iso-8859-15":  charmap.ISO8859_15,
-	"utf-16":       unicode.UTF16(unicode.LittleEndian, unicode.UseBOM),
+	"utf-16":       utf16,
 }
+
+// utf16 decodes UTF-16 of either byte order, told by the byte order mark (which it drops).
+var utf16 = unicode.UTF16(unicode.LittleEndian, unicode.UseBOM)
 
 // inUTF8 decodes the file at path (decompressed) into a UTF-8 copy in dir and returns it with
 // its scan: the copy's lines, the file's own size and checksum. A compressed file that turns out

@@ -46,7 +46,7 @@ type CSVOptions struct {
 	Quote     string `yaml:"quote" example:"\"" doc:"the quote character"`
 	Escape    string `yaml:"escape" example:"\\" doc:"the character that escapes a quote inside a quoted value"`
 	Header    *bool  `yaml:"header" example:"true" doc:"whether the first line names the columns"`
-	Encoding  string `yaml:"encoding" enum:"utf-8,windows-1252,latin-1,iso-8859-15,utf-16" doc:"the files' character encoding, read into UTF-8 before loading (windows-1252: Excel's CSV on Western European Windows; utf-16: either byte order, told by the byte order mark); default utf-8"`
+	Encoding  string `yaml:"encoding" enum:"utf-8,windows-1252,latin-1,iso-8859-15,utf-16" doc:"the files' character encoding, read into UTF-8 before loading (windows-1252: Excel's CSV on Western European Windows; utf-16: either byte order, told by the byte order mark); default utf-8, or utf-16 for a file that starts with a UTF-16 byte order mark"`
 }
 
 // defaultMaxLine is DuckDB's own default maximum line size.
@@ -225,6 +225,9 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	if err != nil {
 		return err
 	}
+	if sc.utf16 && format == "csv" && s.cfg.CSV.Encoding == "" {
+		decoder = utf16 // the byte order mark declares it; DuckDB could not tell the dialect
+	}
 	sc.modifiedNS = settledModTime(info, time.Now())
 	if old.known && old.Size == sc.size && old.Checksum == sc.checksum {
 		// Touched or copied, not changed: remember the new time so the next run need not hash it.
@@ -269,7 +272,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	}
 	advance := advancer(name, old.position, version{Size: sc.size, ModifiedNS: sc.modifiedNS, Checksum: sc.checksum, Damage: damage})
 	if format == "jsonl" && damage == "" && !sc.empty {
-		return s.readJSONLines(ctx, w, path, b, maxLine, advance)
+		return s.readJSONLines(ctx, w, path, sc.utf16, b, maxLine, advance)
 	}
 	b.Positions = advance(true)
 	_, err = w.Write(ctx, b)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/stretchr/testify/require"
 
@@ -573,6 +574,43 @@ func TestEncodedCSVFilesLoadAsUTF8(t *testing.T) {
 			require.Equal(t, map[string]string{"A2": tc.want + " @ a.csv:2", "A4": "C2 @ a.csv:4"},
 				e.pairs(t, `SELECT order_id, customer_id || ' @ ' || _position FROM orders`))
 		})
+	}
+}
+
+// A UTF-16 byte order mark declares the file's encoding (Excel's "Unicode text", PowerShell's
+// redirections): CSV and JSON Lines in either byte order load without configuration, line
+// numbers as in the file, and an unchanged file is not read again.
+func TestUTF16FilesWithAByteOrderMarkLoadUnconfigured(t *testing.T) {
+	encode := func(s string, big bool) string {
+		units := utf16.Encode([]rune("\ufeff" + s))
+		out := make([]byte, 0, 2*len(units))
+		for _, u := range units {
+			if big {
+				out = append(out, byte(u>>8), byte(u))
+			} else {
+				out = append(out, byte(u), byte(u>>8))
+			}
+		}
+		return string(out)
+	}
+	csv := "id,cust,ts,amt\r\nA2,Ünïcødé 𝄞,2026-01-01 10:00:00,1\r\n\r\nA4,C2,2026-01-01 10:00:00,x\r\n"
+	jsonl := `{"id":"J1","cust":"Ünïcødé 𝄞","ts":"2026-01-01T10:00:00Z","amt":1}` + "\r\n" + `{"id":"J2","cust":"C2","ts":"2026-01-01T10:00:00Z","amt":"x"}` + "\r\n"
+	for _, big := range []bool{false, true} {
+		e := setupRatio(t, ordersSource+`
+  events:
+    table: orders
+    file: {paths: ["*.jsonl"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`,
+			map[string]string{"a.csv": encode(csv, big), "b.jsonl": encode(jsonl, big)}, 0.9)
+		requireAccounted(t, e, e.run(t))
+		require.Equal(t, map[string]string{"A2": "Ünïcødé 𝄞 @ a.csv:2", "J1": "Ünïcødé 𝄞 @ b.jsonl:1"},
+			e.pairs(t, `SELECT order_id, customer_id || ' @ ' || _position FROM orders`), "big-endian %t", big)
+		require.Equal(t, map[string]string{"a.csv:4": "amount: cannot read 'x' as a number", "b.jsonl:2": "amount: cannot read 'x' as a number"},
+			e.pairs(t, `SELECT position, reason FROM dead_letters`), "big-endian %t", big)
+		again := e.run(t)
+		for _, src := range again.Sources {
+			require.Zero(t, src.Read, "an unchanged file is not read again: %s", src.Name)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"golang.org/x/text/transform"
 
 	"github.com/ckm-dev/ckm/connectors"
 )
@@ -33,9 +34,11 @@ var jsonlSchema = arrow.NewSchema([]arrow.Field{
 const defaultJSONLBatchLines = 1_000_000
 
 // readJSONLines hands the file's lines to w a batch at a time. A line that is not UTF-8 text
-// or is longer than maxLine is a reject. first is the file's first batch, with what it replaces;
-// advance moves the file's position with each batch (final with the last).
-func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path string, first connectors.Batch, maxLine int64,
+// or is longer than maxLine is a reject; a file that starts with a UTF-16 byte order mark is
+// decoded from UTF-16 (JSON's first RFC allowed it; PowerShell writes it). first is the file's
+// first batch, with what it replaces; advance moves the file's position with each batch (final
+// with the last).
+func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path string, inUTF16 bool, first connectors.Batch, maxLine int64,
 	advance func(final bool) []connectors.Advance) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -47,6 +50,9 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 		return fmt.Errorf("read %s: %w", first.Label, err)
 	}
 	defer closeContent()
+	if inUTF16 {
+		content = transform.NewReader(content, utf16.NewDecoder())
+	}
 	br := bufio.NewReaderSize(content, 1<<20)
 	b := array.NewRecordBuilder(memory.DefaultAllocator, jsonlSchema)
 	defer b.Release()

@@ -36,6 +36,9 @@ type scan struct {
 	// blankLines counts the blank lines with a line that is not blank after them (the CSV
 	// reader passes over them; see markSkippedLines).
 	blankLines int64
+	// utf16 says the content starts with a UTF-16 byte order mark (Excel's "Unicode text",
+	// PowerShell's redirections): it declares the encoding, which is then decoded (see utf16).
+	utf16 bool
 }
 
 // Sample bounds: DuckDB sniffs the first 20,480 rows.
@@ -136,6 +139,9 @@ func (sc *scan) lines(r io.Reader, maxLine int64) error {
 	lines := 0
 	var blanks int64 // blank lines since the last line that was not
 	sc.empty = true
+	if head, _ := br.Peek(2); len(head) == 2 && (head[0] == 0xFF && head[1] == 0xFE || head[0] == 0xFE && head[1] == 0xFF) {
+		sc.utf16 = true
+	}
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if err != nil && err != bufio.ErrBufferFull && err != io.EOF {
