@@ -333,23 +333,26 @@ const globMeta = "*?[]{}\\"
 
 // readable is a path DuckDB reads as exactly this file's content: the file itself, a link to it
 // in dir when its name holds characters DuckDB would expand as a glob (orders[1].csv,
-// orders_*.csv), or a copy with \n line endings when it mixes \r\n and \n.
+// orders_*.csv) or does not say how it is compressed (DuckDB tells that by the name alone), or
+// a copy with \n line endings when it mixes \r\n and \n.
 func readable(path, dir string, sc scan) (string, error) {
 	ext := ""
 	for _, e := range []string{".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet"} {
 		if i := strings.LastIndex(strings.ToLower(path), e); i >= 0 {
-			ext = path[i:]
+			ext = strings.ToLower(path[i:])
 			break
 		}
 	}
+	plain := strings.TrimSuffix(strings.TrimSuffix(ext, ".gz"), ".zst")
 	if sc.mixedEndings() {
-		plain := filepath.Join(dir, "normalized"+strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(ext), ".gz"), ".zst"))
-		return plain, writeNormalized(path, plain)
+		normalized := filepath.Join(dir, "normalized"+plain)
+		return normalized, writeNormalized(path, normalized)
 	}
-	if !strings.ContainsAny(path, globMeta) {
+	named := strings.HasSuffix(strings.ToLower(path), compressedSuffix[sc.compression])
+	if !strings.ContainsAny(path, globMeta) && named {
 		return path, nil
 	}
-	link := filepath.Join(dir, "file"+strings.ToLower(ext))
+	link := filepath.Join(dir, "file"+plain+compressedSuffix[sc.compression])
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", err

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ckm-dev/ckm/connectors/mapping"
@@ -612,6 +613,32 @@ func TestUTF16FilesWithAByteOrderMarkLoadUnconfigured(t *testing.T) {
 			require.Zero(t, src.Read, "an unchanged file is not read again: %s", src.Name)
 		}
 	}
+}
+
+// A compressed file is read as what its first bytes say, whatever its name: gzip or zstd named
+// orders.csv (an extension forgotten), zstd named .gz. Before, such a CSV file failed the run
+// ("the source does not have id, …; it has column0") and each JSON line was a dead letter.
+func TestCompressedFilesAreToldByTheirContentNotTheirName(t *testing.T) {
+	var zst bytes.Buffer
+	zw, err := zstd.NewWriter(&zst)
+	require.NoError(t, err)
+	_, err = zw.Write([]byte("id,cust,ts,amt\nZ1,C1,2026-01-01 10:00:00,2\n\nZ3,C1,2026-01-02 10:00:00,x\n"))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	e := setupRatio(t, ordersSource+`
+  events:
+    table: orders
+    file: {paths: ["*.jsonl", "*.zst"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, map[string]string{
+		"a.csv":        gzipped(t, "id,cust,ts,amt\nG1,C1,2026-01-01 10:00:00,1\n"),
+		"b.csv":        zst.String(),
+		"c.jsonl":      gzipped(t, `{"id":"J1","cust":"C1","ts":"2026-01-01T10:00:00Z","amt":3}`+"\n"),
+		"d[1].csv.zst": gzipped(t, "id,cust,ts,amt\nD1,C1,2026-01-01 10:00:00,4\n"), // gzip under a zstd name, and a glob character
+	}, 0.9)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"G1": "a.csv:2", "Z1": "b.csv:2", "J1": "c.jsonl:1", "D1": "d[1].csv.zst:2"},
+		e.pairs(t, `SELECT order_id, _position FROM orders`))
+	require.Equal(t, map[string]string{"b.csv:4": "amount: cannot read 'x' as a number"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
 
 // Exports of European spreadsheets write decimal commas; decimal_separator: "," reads them, and

@@ -36,6 +36,8 @@ type scan struct {
 	// blankLines counts the blank lines with a line that is not blank after them (the CSV
 	// reader passes over them; see markSkippedLines).
 	blankLines int64
+	// compression is how the file is compressed (see compressionOf).
+	compression string
 	// utf16 says the content starts with a UTF-16 byte order mark (Excel's "Unicode text",
 	// PowerShell's redirections): it declares the encoding, which is then decoded (see utf16).
 	utf16 bool
@@ -68,7 +70,9 @@ func scanFile(path string, text bool, maxLine int64) (scan, error) {
 			return sc, fmt.Errorf("read %s: %w", path, err)
 		}
 	} else {
-		content, closeContent, err := decompressed(path, raw)
+		buffered := bufio.NewReader(raw)
+		sc.compression = compressionOf(path, buffered)
+		content, closeContent, err := decompressed(path, buffered)
 		if err != nil {
 			sc.damage = err.Error()
 		} else {
@@ -92,26 +96,48 @@ func scanFile(path string, text bool, maxLine int64) (scan, error) {
 	return sc, nil
 }
 
-// decompressed reads the file's content: gunzipped or un-zstd'ed by its name, as DuckDB would.
+// decompressed reads the file's content: gunzipped or un-zstd'ed as compressionOf tells.
 // Decompressing checks the stream's own integrity (gzip's CRC and length): DuckDB reads a
 // truncated gzip file up to the cut and says nothing.
 func decompressed(path string, raw io.Reader) (io.Reader, func(), error) {
-	switch lower := strings.ToLower(path); {
-	case strings.HasSuffix(lower, ".gz"):
-		zr, err := gzip.NewReader(raw)
+	br := bufio.NewReader(raw)
+	switch compressionOf(path, br) {
+	case "gzip":
+		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, nil, fmt.Errorf("truncated or corrupt gzip: %v", err)
 		}
 		zr.Multistream(true)
 		return &damageReader{r: zr, what: "gzip"}, func() { zr.Close() }, nil
-	case strings.HasSuffix(lower, ".zst"):
-		zr, err := zstd.NewReader(raw, zstd.WithDecoderConcurrency(1))
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, nil, fmt.Errorf("truncated or corrupt zstd: %v", err)
 		}
 		return &damageReader{r: zr, what: "zstd"}, zr.Close, nil
 	}
-	return raw, func() {}, nil
+	return br, func() {}, nil
+}
+
+// compressedSuffix is the file name suffix of each compression DuckDB's readers tell by name.
+var compressedSuffix = map[string]string{"gzip": ".gz", "zstd": ".zst"}
+
+// compressionOf tells how content is compressed ("gzip", "zstd", "" for not at all): by its
+// first bytes, so that a gzip file named orders.csv is read as one, or else by the file's name,
+// so that a file named .gz that is not gzip is damage.
+func compressionOf(path string, content *bufio.Reader) string {
+	head, _ := content.Peek(4)
+	switch lower := strings.ToLower(path); {
+	case bytes.HasPrefix(head, []byte{0x1F, 0x8B}):
+		return "gzip"
+	case bytes.HasPrefix(head, []byte{0x28, 0xB5, 0x2F, 0xFD}):
+		return "zstd"
+	case strings.HasSuffix(lower, compressedSuffix["gzip"]):
+		return "gzip"
+	case strings.HasSuffix(lower, compressedSuffix["zstd"]):
+		return "zstd"
+	}
+	return ""
 }
 
 // damageReader names a decompressor's errors as damage to the file.
