@@ -788,3 +788,28 @@ func TestADeadGroupMemberNeitherBlocksNorShortensABoundedRead(t *testing.T) {
 	}
 	require.Equal(t, []string{dead}, members, "the dead member is still there: the read neither waited for it nor joined")
 }
+
+// Producers compress record batches (lz4, snappy, zstd and gzip are common defaults): every codec
+// Kafka has reads back message for message, each at its own offset, also when ckm's batches end
+// inside a compressed record batch (the next fetch returns the whole record batch again).
+func TestCompressedRecordBatchesOfEveryCodecLoad(t *testing.T) {
+	for _, codec := range []kafka.Compression{kafka.Gzip, kafka.Snappy, kafka.Lz4, kafka.Zstd} {
+		t.Run(codec.String(), func(t *testing.T) {
+			s := newStage(t, 2, ", batch_size: 333", "")
+			w := &kafka.Writer{Addr: kafka.TCP(s.broker.Addr), Topic: "orders", Compression: codec, Balancer: &kafka.Hash{},
+				BatchSize: 500, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, Transport: &kafka.Transport{}}
+			msgs := make([]kafka.Message, 0, 2000)
+			for _, m := range devkafka.Orders(0, 2000) {
+				msgs = append(msgs, kafka.Message{Key: m.Key, Value: m.Value})
+			}
+			require.NoError(t, w.WriteMessages(context.Background(), msgs...))
+			require.NoError(t, w.Close())
+			res, err := s.runner().Ingest(context.Background(), "orders", false)
+			require.NoError(t, err)
+			require.EqualValues(t, 2000, res.Loaded)
+			var orders, positions int
+			require.NoError(t, s.w.DB().QueryRow(`SELECT count(DISTINCT order_id), count(DISTINCT _position) FROM orders`).Scan(&orders, &positions))
+			require.Equal(t, []int{2000, 2000}, []int{orders, positions})
+		})
+	}
+}
