@@ -432,7 +432,8 @@ func SafePayload(raw []byte) string {
 // mappingBatch is the batch as the mapping reads it: its relation (with lookups joined) and its
 // fields, read from the relation itself.
 func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec mapping.Spec) (mapping.Batch, error) {
-	mb := mapping.Batch{Relation: b.Relation, Stream: b.Stream, Seq: b.Seq, PositionSep: b.PositionSep, Unreadable: b.Unreadable}
+	mb := mapping.Batch{Relation: b.Relation, Stream: b.Stream, Seq: b.Seq, PositionSep: b.PositionSep, Unreadable: b.Unreadable,
+		HeaderLine: b.HeaderLine}
 	columns, types, err := w.columns(ctx, b.Relation)
 	if err != nil {
 		return mb, fmt.Errorf("read %s: %w", b.Label, err)

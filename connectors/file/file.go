@@ -554,7 +554,7 @@ func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir 
 	if d.comment != "" {
 		opts = append(opts, "comment="+warehouse.Quote(d.comment))
 	}
-	b.Relation, b.Unnumbered = "read_csv("+strings.Join(opts, ", ")+")", true
+	b.Relation, b.Unnumbered, b.HeaderLine = "read_csv("+strings.Join(opts, ", ")+")", true, d.header
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
 	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines}
 	return "", nil

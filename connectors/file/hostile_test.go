@@ -641,6 +641,26 @@ func TestCompressedFilesAreToldByTheirContentNotTheirName(t *testing.T) {
 	require.Equal(t, map[string]string{"b.csv:4": "amount: cannot read 'x' as a number"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
 
+// Files joined end to end (cat a.csv b.csv) repeat the header line among the records. In a
+// table of text columns it loaded as a customer named "customer_id"; now it is a dead letter at
+// its line, whatever spaces and quotes the header had.
+func TestARepeatedHeaderLineIsADeadLetterNotARecord(t *testing.T) {
+	e := setupRatio(t, `  crm:
+    table: customers
+    file: {paths: ["c.txt"]}
+    mapping: {customer_id: customer_id, segment: segment, region: region}`+"\n"+ordersSource, map[string]string{
+		"c.txt": "customer_id, segment ,\" region\"\nC1,retail,north\ncustomer_id, segment ,\" region\"\nC2,b2b,south\n",
+		"a.csv": "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,1\nid,cust,ts,amt\nA2,C2,2026-01-02 10:00:00,3\nid,cust,ts,\n",
+	}, 0.9)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"C1": "retail c.txt:2", "C2": "b2b c.txt:4"}, e.pairs(t, `SELECT customer_id, segment || ' ' || _position FROM customers`))
+	require.Equal(t, map[string]string{"A1": "a.csv:2", "A2": "a.csv:4"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+	const again = "the header line again (files joined end to end?)"
+	require.Equal(t, map[string]string{"c.txt:3": again, "a.csv:3": again,
+		"a.csv:5": "order_ts: cannot read 'ts' as a timestamp; missing amount (field amt)"}, // not the header: its last field is empty
+		e.pairs(t, `SELECT position, reason FROM dead_letters`))
+}
+
 // Exports of European spreadsheets write decimal commas; decimal_separator: "," reads them, and
 // a number with a thousands separator is still a dead letter rather than a guess.
 func TestDecimalCommaNumbers(t *testing.T) {

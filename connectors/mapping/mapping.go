@@ -175,6 +175,8 @@ type Batch struct {
 	// Skip, when set, is an SQL condition over the source's fields marking rows that are not
 	// records (connectors.Batch.LineMarker): they are numbered, then skipped.
 	Skip string
+	// HeaderLine says Fields are a header line the records could repeat (connectors.Batch.HeaderLine).
+	HeaderLine bool
 	// Nested names the fields whose values are lists, structs or maps (a Parquet file's), with
 	// their types: a column mapped straight from one is a dead letter, not the value's text.
 	Nested map[string]string
@@ -298,6 +300,14 @@ func (s Spec) Compile(b Batch) string {
 		payload = "to_json(" + record + ")"
 	}
 	reason := reasonExpr(checks)
+	if b.HeaderLine && !s.JSON && len(b.Fields) > 0 {
+		// contains() first: it allocates nothing, and rules out nearly every record alone.
+		same := []string{"contains(s." + warehouse.Ident(b.Fields[0]) + ", " + warehouse.Quote(b.Fields[0]) + ")"}
+		for _, f := range b.Fields {
+			same = append(same, "trim(s."+warehouse.Ident(f)+") = "+warehouse.Quote(f))
+		}
+		reason = "CASE WHEN " + strings.Join(same, " AND ") + " THEN 'the header line again (files joined end to end?)' ELSE " + reason + " END"
+	}
 	var skip []string
 	if s.JSON {
 		// A record that is not a JSON object gets that one reason, not a reason per column.
