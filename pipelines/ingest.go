@@ -444,10 +444,12 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 	mb.Fields = columns[:len(columns)-1]
 	mb.Nested = map[string]string{}
 	maps.Copy(mb.Nested, b.Nested) // what the connector knows holds several values
+	mb.Binary = map[string]bool{}
 	for i, f := range mb.Fields {
 		if mapping.Nested(types[i]) {
 			mb.Nested[f] = types[i]
 		}
+		mb.Binary[f] = types[i] == "BLOB"
 	}
 	if b.LineMarker != "" {
 		mb.Skip = warehouse.Ident(mb.Fields[0]) + " = " + warehouse.Quote(b.LineMarker)

@@ -246,6 +246,27 @@ func TestNestedParquetValuesAreDeadLetters(t *testing.T) {
 		"an expression may read into a list (tags[1]); only a column mapped straight from one fails")
 }
 
+// Older Spark and Hive wrote text as Parquet byte arrays without a string type. DuckDB reads
+// those as BLOB, whose cast to text loaded Café as Caf\xC3\xA9: the bytes are now read as UTF-8
+// text, numbers too, and bytes that are not UTF-8 are a dead letter with that one reason.
+func TestParquetTextWrittenAsBytesLoadsAsText(t *testing.T) {
+	e := setupRatio(t, `  orders:
+    table: orders
+    file: {paths: ["o.parquet"], allow_empty: true}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, nil, 1)
+	_, err := e.db().Exec(`COPY (SELECT id, CAST(cust AS BLOB) AS cust, ts, CAST(amt AS BLOB) AS amt FROM (VALUES
+		('B1', 'Caf\xC3\xA9', TIMESTAMP '2026-01-01 10:00:00', '1.5'), ('B2', 'C2', TIMESTAMP '2026-01-01 10:00:00', '2.5'),
+		('B3', '\xFF\xFEab', TIMESTAMP '2026-01-01 10:00:00', '3'), ('B4', 'C4', TIMESTAMP '2026-01-01 10:00:00', '\xC3')) v(id, cust, ts, amt))
+		TO '` + filepath.Join(e.dir, "o.parquet") + `' (FORMAT parquet)`)
+	require.NoError(t, err)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"B1": "Café 1.5", "B2": "C2 2.5"}, e.pairs(t, `SELECT order_id, customer_id || ' ' || CAST(amount AS VARCHAR) FROM orders`))
+	require.Equal(t, map[string]string{
+		"o.parquet:row 3": "customer_id: field cust holds bytes that are not UTF-8 text",
+		"o.parquet:row 4": "amount: field amt holds bytes that are not UTF-8 text",
+	}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+}
+
 func TestCustomersLatestUpdateWins(t *testing.T) {
 	src := `  crm:
     table: customers

@@ -180,6 +180,10 @@ type Batch struct {
 	// Nested names the fields whose values are lists, structs or maps (a Parquet file's), with
 	// their types: a column mapped straight from one is a dead letter, not the value's text.
 	Nested map[string]string
+	// Binary names the fields typed as bytes, not text (a Parquet byte array its writer did not
+	// mark as a string, as older Spark and Hive did): a column mapped straight from one reads the
+	// bytes as UTF-8 text, and bytes that are not UTF-8 are a dead letter.
+	Binary map[string]bool
 }
 
 // Nested tells whether a DuckDB type holds several values (a list, an array, a struct, a map or
@@ -252,13 +256,19 @@ func (s Spec) Compile(b Batch) string {
 		record = "struct_pack(" + strings.Join(parts, ", ") + ")"
 	}
 	var sel []string
-	var checks []check
+	var checks, undecodable []check
 	for _, c := range s.Table.Columns {
 		raw, val := p+"r_"+c.Name, p+"v_"+c.Name
 		f, mapped := s.Fields[c.Name]
 		rawExpr := "NULL"
 		if mapped {
 			rawExpr = s.rawExpr(f, p)
+			if f.straight() && b.Binary[f.From] {
+				// A cast would write é as \xC3\xA9: decode reads the bytes as UTF-8 text.
+				undecodable = append(undecodable, check{rawExpr + " IS NOT NULL AND " + raw + " IS NULL",
+					warehouse.Quote(c.Name + ": field " + f.From + " holds bytes that are not UTF-8 text")})
+				rawExpr = "TRY(decode(" + rawExpr + "))"
+			}
 		} else if c.Name == s.Table.Key {
 			// A source without ids gets a deterministic hash of the record; identical records
 			// are told apart by their occurrence number so none collapse.
@@ -300,6 +310,10 @@ func (s Spec) Compile(b Batch) string {
 		payload = "to_json(" + record + ")"
 	}
 	reason := reasonExpr(checks)
+	if len(undecodable) > 0 {
+		// Bytes that are not text are the record's reason, not the value missing they leave.
+		reason = "coalesce(" + reasonExpr(undecodable) + ", " + reason + ")"
+	}
 	if b.HeaderLine && !s.JSON && len(b.Fields) > 0 {
 		// contains() first: it allocates nothing, and rules out nearly every record alone.
 		same := []string{"contains(s." + warehouse.Ident(b.Fields[0]) + ", " + warehouse.Quote(b.Fields[0]) + ")"}
