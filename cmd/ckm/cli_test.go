@@ -236,6 +236,9 @@ func TestValidateConnectReportsEveryProblemAtOnce(t *testing.T) {
 		"good.csv":   "id,cust,ts,amt\nO1,C1,2026-01-01,1\n",
 		"wrong.csv":  "id,customer,ts,amt\nO2,C1,2026-01-01,1\n",
 		"cut.csv.gz": "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", // a gzip header and nothing after it
+		// Read as a run reads them: UTF-16 told by its byte order mark, Excel's sep= line.
+		"utf16.csv": "\xff\xfei\x00d\x00,\x00c\x00u\x00s\x00t\x00,\x00t\x00s\x00,\x00a\x00m\x00t\x00\n\x00",
+		"sep.csv":   "sep=;\nid;cust;ts;amt\nO3;C1;2026-01-01;1\n",
 	} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600))
 	}
@@ -270,7 +273,9 @@ pipelines:
 	require.Contains(t, out, "source no_topic: topic ordres at "+b.Addr)
 	require.Contains(t, out, "source no_host: cannot reach any kafka broker (kafka.invalid:9092: no such host)")
 	require.Contains(t, out, "source refused: cannot reach any kafka broker (127.0.0.1:1: connection refused)")
-	require.NotContains(t, out, "good.csv")
+	for _, good := range []string{"good.csv", "utf16.csv", "sep.csv"} {
+		require.NotContains(t, out, good)
+	}
 	require.NoFileExists(t, filepath.Join(dir, "ckm.duckdb"), "nothing was loaded, no warehouse made")
 }
 

@@ -26,6 +26,22 @@ var csvDecoders = map[string]encoding.Encoding{
 // utf16 decodes UTF-16 of either byte order, told by the byte order mark (which it drops).
 var utf16 = unicode.UTF16(unicode.LittleEndian, unicode.UseBOM)
 
+// csvDecoder is the encoding a CSV file is decoded from into a UTF-8 copy before DuckDB reads it
+// (nil: none, DuckDB reads the file): csv.encoding's, or else UTF-16 when the file starts with
+// its byte order mark, which declares it (sc is the file's scan; a zero scan before there is one).
+func (s *Source) csvDecoder(format string, sc scan) encoding.Encoding {
+	if format != "csv" {
+		return nil
+	}
+	if dec, ok := csvDecoders[s.cfg.CSV.Encoding]; ok {
+		return dec
+	}
+	if sc.utf16 && s.cfg.CSV.Encoding == "" {
+		return utf16
+	}
+	return nil
+}
+
 // inUTF8 decodes the file at path (decompressed) into a UTF-8 copy in dir and returns it with
 // its scan: the copy's lines, the file's own size and checksum. A compressed file that turns out
 // truncated or corrupt is damage, as scanFile tells it.

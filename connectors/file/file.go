@@ -217,17 +217,11 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		s.unchanged(name, old, "size and modification time")
 		return nil
 	}
-	decoder := csvDecoders[s.cfg.CSV.Encoding]
-	if format != "csv" {
-		decoder = nil
-	}
-	sc, err := scanFile(path, format != "parquet" && decoder == nil, maxLine)
+	sc, err := scanFile(path, format != "parquet" && s.csvDecoder(format, scan{}) == nil, maxLine)
 	if err != nil {
 		return err
 	}
-	if sc.utf16 && format == "csv" && s.cfg.CSV.Encoding == "" {
-		decoder = utf16 // the byte order mark declares it; DuckDB could not tell the dialect
-	}
+	decoder := s.csvDecoder(format, sc)
 	sc.modifiedNS = settledModTime(info, time.Now())
 	if old.known && old.Size == sc.size && old.Checksum == sc.checksum {
 		// Touched or copied, not changed: remember the new time so the next run need not hash it.
@@ -656,6 +650,14 @@ func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLi
 		return nil, err.Error()
 	}
 	defer os.RemoveAll(dir)
+	if decoder := s.csvDecoder(format, sc); decoder != nil {
+		if path, sc, err = inUTF8(path, dir, decoder, sc, maxLine); err != nil {
+			return nil, err.Error()
+		}
+		if sc.damage != "" {
+			return nil, sc.damage
+		}
+	}
 	var b connectors.Batch
 	damage, err := s.relation(ctx, &b, path, name, dir, format, sc, maxLine)
 	switch {
