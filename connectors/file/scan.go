@@ -72,7 +72,7 @@ func scanFile(path string, text bool, maxLine int64) (scan, error) {
 	} else {
 		buffered := bufio.NewReader(raw)
 		sc.compression = compressionOf(path, buffered)
-		content, closeContent, err := decompressed(path, buffered)
+		content, closeContent, err := decompress(sc.compression, buffered)
 		if err != nil {
 			sc.damage = err.Error()
 		} else {
@@ -101,7 +101,12 @@ func scanFile(path string, text bool, maxLine int64) (scan, error) {
 // truncated gzip file up to the cut and says nothing.
 func decompressed(path string, raw io.Reader) (io.Reader, func(), error) {
 	br := bufio.NewReader(raw)
-	switch compressionOf(path, br) {
+	return decompress(compressionOf(path, br), br)
+}
+
+// decompress reads content compressed as compression ("" for not at all).
+func decompress(compression string, br *bufio.Reader) (io.Reader, func(), error) {
+	switch compression {
 	case "gzip":
 		zr, err := gzip.NewReader(br)
 		if err != nil {
