@@ -42,6 +42,10 @@ type Env struct {
 	// Follow asks a streaming source to keep reading new records in micro-batches until its
 	// context ends (continuous ingest) instead of stopping once caught up.
 	Follow bool
+	// KeepStreamsWhole says the mapping reads the records of one key in a batch together (an
+	// order's lines rolled up into the order): a connector that would split a stream it can hand
+	// over whole (a large file) does not.
+	KeepStreamsWhole bool
 }
 
 // Positions reads the positions the runtime stored for a source, stream → position. A position
@@ -139,7 +143,10 @@ type Advance struct {
 // CSVRejects describes a read_csv relation that stores rejected lines.
 type CSVRejects struct {
 	Stream      string // the file as lineage names it
-	HeaderLines int64  // lines before the first record (skipped lines and the header)
+	HeaderLines int64  // lines of the relation before its first record (skipped lines and the header)
+	// LinesBefore are the file's lines before the relation's first: a piece of a file read in
+	// pieces starts there (0 for a whole file).
+	LinesBefore int64
 }
 
 // MaxPayload bounds what a dead letter keeps of a raw record: a connector need not read more.

@@ -345,18 +345,19 @@ func (w *batchWriter) csvRejects(ctx context.Context, r connectors.CSVRejects, n
 		return 0, nil
 	}
 	// Per rejected record: the lines it spans, the good records before it, and its first line
-	// in the file (DuckDB's number plus the extra lines of the rejected records before it).
+	// in the file (DuckDB's number plus the extra lines of the rejected records before it, and the
+	// file's lines before the relation's).
 	// DuckDB reports a short row once per missing column, each "Found" one higher: the first
 	// says how many it found. In a file of \r\n lines it starts a rejected line with the
 	// previous line's \n; a quote left open at the end of the file takes the last line's end.
 	if _, err := w.exec(ctx, "csv rejects", fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE %[1]s AS
-		SELECT *, line + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
+		SELECT *, line + %[4]d + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
 		FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
 			string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
 			coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
 			FROM (SELECT * REPLACE (rtrim(ltrim(csv_line, chr(10)), chr(13) || chr(10)) AS csv_line) FROM %[2]s
 				QUALIFY error_type <> 'MISSING COLUMNS' OR row_number() OVER (PARTITION BY line, error_type ORDER BY column_idx) = 1)
-			GROUP BY line)`, csvRejectedRecords, csvRejectsTable, r.HeaderLines)); err != nil {
+			GROUP BY line)`, csvRejectedRecords, csvRejectsTable, r.HeaderLines, r.LinesBefore)); err != nil {
 		return 0, fmt.Errorf("read rejected lines: %w", err)
 	}
 	if numbering != "" {
@@ -371,7 +372,7 @@ func (w *batchWriter) csvRejects(ctx context.Context, r connectors.CSVRejects, n
 		FROM (SELECT m._ordinal, r.skipped FROM mapped m ASOF JOIN (
 				SELECT good_before, sum(sum(span)) OVER (ORDER BY good_before) AS skipped FROM %[3]s GROUP BY good_before) r
 			ON m._ordinal > r.good_before) shift
-		WHERE mapped._ordinal = shift._ordinal`, warehouse.Quote(r.Stream), r.HeaderLines, csvRejectedRecords))
+		WHERE mapped._ordinal = shift._ordinal`, warehouse.Quote(r.Stream), r.HeaderLines+r.LinesBefore, csvRejectedRecords))
 	if err != nil {
 		return 0, fmt.Errorf("correct line numbers: %w", err)
 	}

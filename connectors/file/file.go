@@ -35,8 +35,8 @@ type Config struct {
 	CSV             CSVOptions `yaml:"csv" doc:"the CSV dialect; DuckDB sniffs whatever is not set"`
 	AllowEmpty      bool       `yaml:"allow_empty" default:"false" doc:"a glob that matches nothing is not an error (files arrive later)"`
 	MaxLineSize     string     `yaml:"max_line_size" type:"size" default:"2MB" example:"8MiB" doc:"a CSV or JSON Lines line longer than this is a dead letter"`
-	BatchSize       int        `yaml:"batch_size" default:"1000000" doc:"JSON Lines go to the warehouse at most this many lines (and batch_bytes) per transaction; CSV and Parquet files load in one each"`
-	BatchBytes      string     `yaml:"batch_bytes" type:"size" default:"256MiB" example:"64MiB" doc:"… or at most this much JSON Lines text per transaction, whichever fills first (ckm holds one batch in memory); at most 1GiB"`
+	BatchSize       int        `yaml:"batch_size" default:"1000000" doc:"JSON Lines go to the warehouse at most this many lines (and batch_bytes) per transaction; a Parquet file loads in one"`
+	BatchBytes      string     `yaml:"batch_bytes" type:"size" default:"256MiB" example:"64MiB" doc:"… or at most this much JSON Lines text per transaction, whichever fills first (ckm holds one batch in memory); a CSV file larger than this (128MiB unless set) loads in pieces of about this size, a transaction each, whole lines, each record keeping its line (with rollup_lines: whole); at most 1GiB"`
 	VerifyUnchanged bool       `yaml:"verify_unchanged" default:"false" doc:"hash every file on every run, even when its size and modification time match what was loaded (for tools that rewrite files keeping both)"`
 }
 
@@ -63,9 +63,20 @@ func (c *Config) maxLine() (int64, error) {
 // threads to share, fewer commits and merges), at a lower peak RSS (1.7–2.0 against 2.2 GB).
 const defaultBatchBytes = 256 << 20
 
+// defaultPieceBytes sizes a CSV file's pieces: a piece's mapped records stay in DuckDB's memory
+// until they commit. Loading the 1M bench's 1.7 GB orders file peaked at 3.7 GB whole, 1.37 GB
+// in 256 MiB pieces, 1.04 GB in 128 MiB ones and 0.92 GB in 64 MiB ones (read_csv into a table:
+// 0.79 GB), and took 13% longer in 64 MiB pieces than in 256 MiB ones.
+const defaultPieceBytes = 128 << 20
+
 // batchBytes is the configured cap on a JSON Lines batch's text, in bytes.
 func (c *Config) batchBytes() (int, error) {
 	return sizeOr(c.BatchBytes, defaultBatchBytes, connectors.ParseBatchBytes)
+}
+
+// pieceBytes is the size a larger CSV file's pieces are cut at, in bytes.
+func (c *Config) pieceBytes() (int, error) {
+	return sizeOr(c.BatchBytes, defaultPieceBytes, connectors.ParseBatchBytes)
 }
 
 // sizeOr reads a configured size with parse, def when it is not set.
@@ -142,6 +153,9 @@ type version struct {
 	ModifiedNS *int64 `json:"modified_ns"` // nil while the file may still change without its time moving
 	Checksum   string `json:"checksum"`
 	Damage     string `json:"damage,omitempty"`
+	// NextLine is, while the version is partial, the line the next batch starts at: a load that
+	// stopped there resumes there if the file has not changed.
+	NextLine int64 `json:"next_line,omitempty"`
 }
 
 // stored is what the stored position says of a file: the version loaded, and the position as
@@ -187,6 +201,15 @@ func settledModTime(info os.FileInfo, now time.Time) *int64 {
 
 // partial prefixes the checksum stored with a file's batches until its last one commits.
 const partial = "partial:"
+
+// resumesAt is the line a load of the file that stopped half-way resumes at, 0 for none: the
+// file is the one whose first batches committed, and still has that line.
+func (st stored) resumesAt(sc scan) int64 {
+	if !st.known || st.Checksum != partial+sc.checksum || st.Size != sc.size || st.NextLine > sc.crlf+sc.lf+1 {
+		return 0
+	}
+	return st.NextLine
+}
 
 // unchanged logs that a file is skipped as it was loaded (or left unloaded, when damaged).
 func (s *Source) unchanged(name string, old stored, how string) {
@@ -246,8 +269,13 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		}
 	}
 	damage := sc.damage
+	resume := old.resumesAt(sc)
+	if s.env.KeepStreamsWhole {
+		resume = 0 // the file's records are read together: again from the start
+	}
+	var csv *csvRead
 	if damage == "" && !sc.empty && format != "jsonl" {
-		if damage, err = s.relation(ctx, &b, source, name, dir, format, sc, maxLine); err != nil {
+		if csv, damage, err = s.relation(ctx, &b, source, name, dir, format, sc, maxLine); err != nil {
 			return err
 		}
 	}
@@ -258,6 +286,8 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		s.env.Log.Error("file damaged, not loaded", "source", s.env.Source, "file", name, "damage", damage)
 		b = connectors.Batch{Label: name, Rejects: []connectors.Reject{{Stream: name, Position: name,
 			Reason: damage + ": the file was not loaded; it is read again once the file changes", WholeStream: true}}}
+	case resume > 0:
+		s.env.Log.Info("resuming the file's load where it stopped", "source", s.env.Source, "file", name, "line", resume)
 	case old.known:
 		// A changed file replaces its earlier rows; an emptied one takes them with it (an empty
 		// file has no relation: DuckDB would invent a column).
@@ -266,9 +296,18 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	}
 	advance := advancer(name, old.position, version{Size: sc.size, ModifiedNS: sc.modifiedNS, Checksum: sc.checksum, Damage: damage})
 	if format == "jsonl" && damage == "" && !sc.empty {
-		return s.readJSONLines(ctx, w, path, sc.utf16, b, maxLine, advance)
+		return s.readJSONLines(ctx, w, path, sc.utf16, b, maxLine, resume, advance)
 	}
-	b.Positions = advance(true)
+	if csv != nil && damage == "" {
+		pieceBytes, err := s.cfg.pieceBytes()
+		if err != nil {
+			return err
+		}
+		if resume > 0 || sc.textBytes > int64(pieceBytes) && !s.env.KeepStreamsWhole {
+			return s.readCSVPieces(ctx, w, b, *csv, dir, pieceBytes, resume, advance)
+		}
+	}
+	b.Positions = advance(0)
 	_, err = w.Write(ctx, b)
 	return err
 }
@@ -280,13 +319,14 @@ func (v version) position() string {
 }
 
 // advancer moves a file's position with each of its batches to the version being loaded: until
-// the final batch with a checksum that matches nothing, so that a file whose load stopped
-// half-way is read again whole (replacing its first batches' rows).
-func advancer(name, from string, v version) func(final bool) []connectors.Advance {
-	return func(final bool) []connectors.Advance {
+// the final batch, a partial version that says where the next batch starts (next, 0 after the
+// final batch), so that a load that stopped half-way resumes there, or, once the file changed,
+// reads it again whole (replacing its first batches' rows).
+func advancer(name, from string, v version) func(next int64) []connectors.Advance {
+	return func(next int64) []connectors.Advance {
 		to := v
-		if !final {
-			to.Checksum = partial + v.Checksum
+		if next > 0 {
+			to.Checksum, to.NextLine = partial+v.Checksum, next
 		}
 		a := connectors.Advance{Stream: name, From: from, To: to.position()}
 		from = a.To // the next batch moves on from this one's
@@ -294,20 +334,29 @@ func advancer(name, from string, v version) func(final bool) []connectors.Advanc
 	}
 }
 
-// relation sets the batch's relation over the file, or returns why the file cannot be read as a
-// whole (a Parquet footer DuckDB cannot read, a CSV file whose dialect cannot be told).
-func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, dir, format string, sc scan, maxLine int64) (damage string, err error) {
+// relation sets the batch's relation over the whole file, or returns why the file cannot be read
+// as a whole (a Parquet footer DuckDB cannot read, a CSV file whose dialect cannot be told). For
+// a CSV file it also returns how DuckDB reads it, which may be in pieces.
+func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, dir, format string, sc scan, maxLine int64) (csv *csvRead, damage string, err error) {
 	target, err := readable(path, dir, sc)
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", name, err)
+		return nil, "", fmt.Errorf("read %s: %w", name, err)
 	}
 	switch format {
 	case "csv":
-		return s.csvBatch(ctx, b, target, dir, sc, maxLine)
+		r, damage, err := s.csvRead(ctx, target, dir, sc, maxLine)
+		if err != nil {
+			return nil, "", fmt.Errorf("read %s: %w", name, err)
+		}
+		if damage != "" {
+			return nil, damage, nil
+		}
+		r.batch(b, r.target, 1, r.marked)
+		return &r, "", nil
 	case "parquet":
 		damage, rowNumbered := s.parquetCheck(ctx, target)
 		if damage != "" {
-			return damage, nil
+			return nil, damage, nil
 		}
 		// DuckDB's file_row_number is exact and cheap, but not for a file with a column of that name.
 		b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", warehouse.Quote(target))
@@ -317,9 +366,9 @@ func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, 
 			b.Seq = "{ordinal}"
 		}
 	default:
-		return "", fmt.Errorf("%s: unknown format %q", name, format)
+		return nil, "", fmt.Errorf("%s: unknown format %q", name, format)
 	}
-	return "", nil
+	return nil, "", nil
 }
 
 // globMeta are the characters DuckDB's readers expand in a path.
@@ -517,41 +566,68 @@ func (s *Source) dialectOptions() []string {
 	return opts
 }
 
-// csvBatch reads every field as text (the mapping casts them) in the dialect DuckDB sniffed,
-// fixed, so that a line DuckDB cannot parse (wrong column count, broken quoting, not UTF-8,
-// longer than max_line_size) is kept in a rejects table with its line number instead of failing
-// the file. A file whose dialect cannot be told at all is damaged: it returns why.
-func (s *Source) csvBatch(ctx context.Context, b *connectors.Batch, target, dir string, sc scan, maxLine int64) (damage string, err error) {
+// csvRead is how DuckDB reads a CSV file: every field as text (the mapping casts them) in the
+// dialect DuckDB sniffed, fixed, so that a line DuckDB cannot parse (wrong column count, broken
+// quoting, not UTF-8, longer than max_line_size) is kept in a rejects table with its line number
+// instead of failing the file.
+type csvRead struct {
+	target  string // the file DuckDB reads: the file, or a copy of it (see readable, markSkippedLines)
+	d       dialect
+	maxLine int64
+	// headerLines are the lines before the first record: the skipped lines, the comment lines
+	// right after them (leading), the header.
+	headerLines, leading int64
+	marker               string // the value of marker rows (connectors.Batch.LineMarker), if the target has any
+	marked               int64
+}
+
+// csvRead sniffs how the CSV file is written and marks its blank and comment lines. A file whose
+// dialect cannot be told at all is damaged: it returns why.
+func (s *Source) csvRead(ctx context.Context, target, dir string, sc scan, maxLine int64) (r csvRead, damage string, err error) {
 	d, err := s.sniff(ctx, target, dir, sc, maxLine)
 	if err != nil {
-		return "cannot tell how the CSV file is written: " + firstLine(err.Error()), nil
+		return r, "cannot tell how the CSV file is written: " + firstLine(err.Error()), nil
 	}
-	headerLines := d.skip
+	r = csvRead{target: target, d: d, maxLine: maxLine, headerLines: d.skip}
 	if d.header {
-		headerLines++
+		r.headerLines++
 	}
 	if sc.blankLines > 0 || d.comment != "" {
 		marker, marked := lineMarker(d), filepath.Join(dir, "marked.csv")
 		n, leading, err := markSkippedLines(target, marked, d, d.skip, marker, len(d.columns))
 		if err != nil {
-			return "", fmt.Errorf("read %s: mark its blank and comment lines: %w", b.Label, err)
+			return r, "", fmt.Errorf("mark its blank and comment lines: %w", err)
 		}
 		if n > 0 {
-			target, b.LineMarker, b.MarkedLines = marked, marker, n
+			r.target, r.marker, r.marked = marked, marker, n
 		}
-		headerLines += leading // comment lines before the header, which the reader passes over
+		r.leading = leading // comment lines before the header, which the reader passes over
+		r.headerLines += leading
 	}
-	opts := []string{warehouse.Quote(target), "auto_detect=false", "delim=" + warehouse.Quote(d.delim), "quote=" + warehouse.Quote(d.quote),
-		"escape=" + warehouse.Quote(d.escape), fmt.Sprintf("header=%t", d.header), fmt.Sprintf("skip=%d", d.skip),
-		"columns={" + varcharColumns(d.columns) + "}", fmt.Sprintf("max_line_size=%d", maxLine),
+	return r, "", nil
+}
+
+// batch sets b to read path: the whole target (firstLine 1), or a piece of it that starts at the
+// target's line firstLine and holds marked marker rows.
+func (r csvRead) batch(b *connectors.Batch, path string, firstLine, marked int64) {
+	header, skip, headerLines := r.d.header, r.d.skip, r.headerLines
+	if firstLine > 1 {
+		header, skip, headerLines = false, 0, 0
+	}
+	opts := []string{warehouse.Quote(path), "auto_detect=false", "delim=" + warehouse.Quote(r.d.delim), "quote=" + warehouse.Quote(r.d.quote),
+		"escape=" + warehouse.Quote(r.d.escape), fmt.Sprintf("header=%t", header), fmt.Sprintf("skip=%d", skip),
+		"columns={" + varcharColumns(r.d.columns) + "}", fmt.Sprintf("max_line_size=%d", r.maxLine),
 		"store_rejects=true", "rejects_table={rejects_table}", "rejects_scan={rejects_scan}"}
-	if d.comment != "" {
-		opts = append(opts, "comment="+warehouse.Quote(d.comment))
+	if r.d.comment != "" {
+		opts = append(opts, "comment="+warehouse.Quote(r.d.comment))
 	}
-	b.Relation, b.Unnumbered, b.HeaderLine = "read_csv("+strings.Join(opts, ", ")+")", true, d.header
-	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines)
-	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines}
-	return "", nil
+	b.Relation, b.Unnumbered, b.HeaderLine = "read_csv("+strings.Join(opts, ", ")+")", true, r.d.header
+	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines+firstLine-1)
+	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines, LinesBefore: firstLine - 1}
+	b.LineMarker, b.MarkedLines = "", 0
+	if marked > 0 {
+		b.LineMarker, b.MarkedLines = r.marker, marked
+	}
 }
 
 // displayName is the path as stored in lineage and as the file's stream: relative to the config
@@ -659,7 +735,7 @@ func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLi
 		}
 	}
 	var b connectors.Batch
-	damage, err := s.relation(ctx, &b, path, name, dir, format, sc, maxLine)
+	_, damage, err := s.relation(ctx, &b, path, name, dir, format, sc, maxLine)
 	switch {
 	case err != nil:
 		return nil, err.Error()

@@ -108,8 +108,30 @@ func TestConformanceCSV(t *testing.T) {
 	conformance.Run(t, func() conformance.Fixture { return &csvHarness{} }, conformance.Options{})
 }
 
+// csvPiecesHarness delivers the same files, each read in pieces of about 1 KiB.
+type csvPiecesHarness struct{ csvHarness }
+
+func (h *csvPiecesHarness) SourceYAML() string {
+	return strings.Replace(h.csvHarness.SourceYAML(), "allow_empty: true", "allow_empty: true, batch_bytes: 1KiB", 1)
+}
+
+func TestConformanceCSVInPieces(t *testing.T) {
+	conformance.Run(t, func() conformance.Fixture { return &csvPiecesHarness{} }, conformance.Options{})
+}
+
 func TestConformanceJSONLines(t *testing.T) {
 	conformance.Run(t, func() conformance.Fixture { return &jsonlHarness{} }, conformance.Options{})
+}
+
+// jsonlBatchesHarness delivers the same files, each read in batches of 40 lines.
+type jsonlBatchesHarness struct{ jsonlHarness }
+
+func (h *jsonlBatchesHarness) SourceYAML() string {
+	return strings.Replace(h.jsonlHarness.SourceYAML(), "allow_empty: true", "allow_empty: true, batch_size: 40", 1)
+}
+
+func TestConformanceJSONLinesInBatches(t *testing.T) {
+	conformance.Run(t, func() conformance.Fixture { return &jsonlBatchesHarness{} }, conformance.Options{})
 }
 
 // A file source's sizes and batch settings are checked when the config loads, each problem

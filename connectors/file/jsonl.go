@@ -35,11 +35,11 @@ const defaultJSONLBatchLines = 1_000_000
 
 // readJSONLines hands the file's lines to w a batch at a time. A line that is not UTF-8 text
 // or is longer than maxLine is a reject; a file that starts with a UTF-16 byte order mark is
-// decoded from UTF-16 (JSON's first RFC allowed it; PowerShell writes it). first is the file's
-// first batch, with what it replaces; advance moves the file's position with each batch (final
-// with the last).
-func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path string, inUTF16 bool, first connectors.Batch, maxLine int64,
-	advance func(final bool) []connectors.Advance) error {
+// decoded from UTF-16 (JSON's first RFC allowed it; PowerShell writes it). It starts at line
+// from (1: the whole file); first is the file's first batch, with what it replaces; advance
+// moves the file's position with each batch.
+func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path string, inUTF16 bool, first connectors.Batch, maxLine, from int64,
+	advance func(next int64) []connectors.Advance) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", first.Label, err)
@@ -62,11 +62,11 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 	if err != nil {
 		return err
 	}
-	flush := func(final bool) error {
+	flush := func(next int64) error {
 		rec := b.NewRecordBatch()
 		defer rec.Release()
 		batch.Records, batch.JSON, batch.Seq = rec, true, "{ordinal}"
-		batch.Positions = advance(final)
+		batch.Positions = advance(next)
 		if _, err := w.Write(ctx, batch); err != nil {
 			return err
 		}
@@ -78,10 +78,13 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 	for n := int64(1); ; n++ {
 		line, err = readLine(br, line[:0], maxLine)
 		if err == io.EOF && line == nil {
-			return flush(true)
+			return flush(0)
 		}
 		if err != nil && err != io.EOF && err != errLongLine {
 			return fmt.Errorf("read %s: %w", first.Label, err)
+		}
+		if n < from {
+			continue // committed by a load that stopped after it
 		}
 		text := bytes.TrimSuffix(line, []byte("\r"))
 		if n == 1 {
@@ -100,7 +103,7 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 			bytesIn += len(text)
 		}
 		if b.Field(1).Len()+len(batch.Rejects) >= batchLines || bytesIn >= batchBytes {
-			if err := flush(false); err != nil {
+			if err := flush(n + 1); err != nil {
 				return err
 			}
 		}

@@ -41,17 +41,10 @@ func lineMarker(d dialect) string {
 func markSkippedLines(src, dst string, d dialect, skip int64, marker string, ncols int) (marked, leading int64, err error) {
 	err = rewrite(src, dst, func(br *bufio.Reader, w *bufio.Writer) error {
 		row := marker + strings.Repeat(d.delim, max(ncols-1, 0))
-		q := byte(0)
-		if len(d.quote) == 1 {
-			q = d.quote[0]
-		}
-		esc := byte(0)
-		if len(d.escape) == 1 && d.escape != d.quote {
-			esc = d.escape[0] // an escape equal to the quote is a doubled quote: two toggles
-		}
+		quotes := quotingOf(d)
 		var lines int64  // lines ended outside quotes so far
 		started := false // past the first line that is neither skipped nor blank nor a comment
-		lineStart, inQuotes, escaped := true, false, false
+		lineStart := true
 		skipping, last := false, byte(0) // inside a blank or comment line; its last byte so far
 		for {
 			frag, rerr := br.ReadSlice('\n')
@@ -59,7 +52,7 @@ func markSkippedLines(src, dst string, d dialect, skip int64, marker string, nco
 				return rerr
 			}
 			ends := len(frag) > 0 && frag[len(frag)-1] == '\n'
-			if lineStart && !inQuotes && lines >= skip {
+			if lineStart && !quotes.inQuotes && lines >= skip {
 				blank := ends && (len(frag) == 1 || string(frag) == "\r\n")
 				comment := d.comment != "" && bytes.HasPrefix(frag, []byte(d.comment))
 				switch {
@@ -87,22 +80,9 @@ func markSkippedLines(src, dst string, d dialect, skip int64, marker string, nco
 				}
 			default:
 				w.Write(frag)
-				if q != 0 && (inQuotes || bytes.IndexByte(frag, q) >= 0) {
-					for _, c := range frag {
-						switch {
-						case !inQuotes:
-							inQuotes = c == q
-						case escaped:
-							escaped = false
-						case esc != 0 && c == esc:
-							escaped = true
-						case c == q:
-							inQuotes = false
-						}
-					}
-				}
+				quotes.feed(frag)
 			}
-			lineStart = ends && !inQuotes
+			lineStart = ends && !quotes.inQuotes
 			if lineStart {
 				lines++
 			}
@@ -113,4 +93,41 @@ func markSkippedLines(src, dst string, d dialect, skip int64, marker string, nco
 		return nil
 	})
 	return marked, leading, err
+}
+
+// quoting follows a CSV dialect's quotes through a file's bytes, to tell a line end that ends a
+// record from one inside a quoted value.
+type quoting struct {
+	quote, escape     byte // 0: none
+	inQuotes, escaped bool
+}
+
+func quotingOf(d dialect) quoting {
+	var q quoting
+	if len(d.quote) == 1 {
+		q.quote = d.quote[0]
+	}
+	if len(d.escape) == 1 && d.escape != d.quote {
+		q.escape = d.escape[0] // an escape equal to the quote is a doubled quote: two toggles
+	}
+	return q
+}
+
+// feed follows the quotes through the next bytes of the file.
+func (q *quoting) feed(frag []byte) {
+	if q.quote == 0 || !q.inQuotes && bytes.IndexByte(frag, q.quote) < 0 {
+		return
+	}
+	for _, c := range frag {
+		switch {
+		case !q.inQuotes:
+			q.inQuotes = c == q.quote
+		case q.escaped:
+			q.escaped = false
+		case q.escape != 0 && c == q.escape:
+			q.escaped = true
+		case c == q.quote:
+			q.inQuotes = false
+		}
+	}
 }

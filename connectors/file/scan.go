@@ -24,6 +24,8 @@ type scan struct {
 	// empty for a sound file.
 	damage string
 	empty  bool // no bytes once decompressed
+	// textBytes is the content's length once decompressed.
+	textBytes int64
 	// crlf and lf count lines ending in \r\n and in a bare \n: DuckDB's CSV reader fails a file
 	// that mixes them, so such a file is read through a copy with \n endings.
 	crlf, lf int64
@@ -179,6 +181,7 @@ func (sc *scan) lines(r io.Reader, maxLine int64) error {
 			return err
 		}
 		sc.empty = sc.empty && len(chunk) == 0
+		sc.textBytes += int64(len(chunk))
 		newline := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
 		body := chunk
 		if newline {
