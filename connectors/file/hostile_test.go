@@ -426,43 +426,50 @@ func TestJSONLinesWithStrayCarriageReturns(t *testing.T) {
 	require.Equal(t, map[string]string{"a.jsonl:1": "not a JSON object"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
 
-// A big JSON Lines file goes to the warehouse in batches, of batch_size lines or batch_bytes of
-// text. When a load stops after some of them (here: a later batch crosses max_bad_ratio), the
-// file is read again whole once it changes, replacing what the first batches loaded: nothing
-// doubled, every line accounted for.
-func TestAJSONLinesFileStoppedHalfWayIsReadAgainWhole(t *testing.T) {
-	var good strings.Builder
-	const line = `{"id":"J%06d","cust":"C%02d","ts":"2026-01-01T10:00:00Z","amt":%d}`
-	for i := 1; i <= 120_000; i++ {
-		fmt.Fprintf(&good, line+"\n", i, i%50, 10+i%90) // two-digit amounts: every line one length
-	}
-	bad := strings.Repeat("not json\n", 30_000)
-	lineBytes := len(fmt.Sprintf(line, 1, 1, 10))
-	for _, batching := range []string{"batch_size: 50000", fmt.Sprintf("batch_bytes: %d", 50_000*lineBytes)} {
-		t.Run(batching, func(t *testing.T) {
-			batched := strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], `+batching, 1)
-			e := setupRatio(t, batched, map[string]string{"a.jsonl": good.String() + bad}, 0.1)
+// A large CSV or JSON Lines file loads a batch at a time, each committed with its lines. When a
+// load stops after some of them (here: a later batch crosses max_bad_ratio), the file is read
+// again whole once it changes, replacing what the first batches loaded: nothing doubled, every
+// line accounted for. (An unchanged file resumes instead: the conformance suite's crash tests.)
+func TestAFileStoppedHalfWayIsReadAgainWhole(t *testing.T) {
+	const jsonLine = `{"id":"J%04d","cust":"C%02d","ts":"2026-01-01T10:00:00Z","amt":%d}` + "\n"
+	const csvLine = "A%04d,C%02d,2026-01-01 10:00:00,%d\n"
+	jsonBytes := len(fmt.Sprintf(jsonLine, 1, 1, 10)) - 1 // JSON Lines batches count text without line ends
+	for _, tc := range []struct {
+		name, source, file, header, line, bad string
+		firstLine                             int
+	}{
+		{"JSON Lines by lines", strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], batch_size: 500`, 1),
+			"a.jsonl", "", jsonLine, "not json\n", 1},
+		{"JSON Lines by bytes", strings.Replace(eventsSource, `paths: ["*.jsonl"]`, fmt.Sprintf(`paths: ["*.jsonl"], batch_bytes: %d`, 500*jsonBytes), 1),
+			"a.jsonl", "", jsonLine, "not json\n", 1},
+		{"CSV in pieces", piecesSource(fmt.Sprint(500 * len(fmt.Sprintf(csvLine, 1, 1, 10)))),
+			"a.csv", "id,cust,ts,amt\n", csvLine, "B,C1,2026-01-01 10:00:00,x\n", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := tc.header
+			for i := 1; i <= 1200; i++ {
+				good += fmt.Sprintf(tc.line, i, i%50, 10+i%90) // two-digit amounts: every line one length
+			}
+			e := setupRatio(t, tc.source, map[string]string{tc.file: good + strings.Repeat(tc.bad, 300)}, 0.1)
 			r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
 			require.ErrorContains(t, err, "max_bad_ratio")
-			var loaded int
-			require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
-			require.Equal(t, 100_000, loaded, "the first two batches committed")
+			var rows int
+			require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&rows))
+			require.Equal(t, 1000, rows, "the first two batches committed")
 
-			writeFile(t, filepath.Join(e.dir, "a.jsonl"), good.String()+"not json\n")
+			writeFile(t, filepath.Join(e.dir, tc.file), good+tc.bad)
 			res := e.run(t)
 			requireAccounted(t, e, res)
-			require.EqualValues(t, 120_001, res.Sources[0].Read)
-			require.EqualValues(t, 120_000, res.Sources[0].Loaded)
-			require.EqualValues(t, 1, res.Sources[0].DeadLettered)
-			var rows, distinct, current int
-			require.NoError(t, e.db().QueryRow(`SELECT count(*), count(DISTINCT order_id) FROM orders`).Scan(&rows, &distinct))
-			require.Equal(t, []int{120_000, 120_000}, []int{rows, distinct})
+			require.Equal(t, []int64{1201, 1200, 1}, []int64{res.Sources[0].Read, res.Sources[0].Loaded, res.Sources[0].DeadLettered})
+			var distinct, current, first, last int
+			require.NoError(t, e.db().QueryRow(`SELECT count(*), count(DISTINCT order_id), min(_seq), max(_seq) FROM orders`).Scan(&rows, &distinct, &first, &last))
+			require.Equal(t, []int{1200, 1200, tc.firstLine, tc.firstLine + 1199}, []int{rows, distinct, first, last})
 			require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL`).Scan(&current))
 			require.Equal(t, 1, current)
 			var fileRead, fileLoaded int64
-			require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded FROM ingest_files WHERE path = 'a.jsonl'`).Scan(&fileRead, &fileLoaded))
-			require.Equal(t, []int64{120_001, 120_000}, []int64{fileRead, fileLoaded})
+			require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded FROM ingest_files WHERE path = ?`, tc.file).Scan(&fileRead, &fileLoaded))
+			require.Equal(t, []int64{1201, 1200}, []int64{fileRead, fileLoaded})
 		})
 	}
 }

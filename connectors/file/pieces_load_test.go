@@ -1,19 +1,12 @@
 package file_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf16"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/ckm-dev/ckm/pipelines"
 )
 
 // piecesSource is ordersSource reading its files in pieces of at most size (or whole, for "").
@@ -137,37 +130,4 @@ func TestOrderLinesAreNeverSplitAcrossPieces(t *testing.T) {
 	})
 	requireAccounted(t, e, e.run(t))
 	require.Equal(t, map[string]string{"I1": "5", "I2": "5"}, e.pairs(t, `SELECT order_id, amount FROM orders`))
-}
-
-// A load in pieces that stops half-way (here: a later piece crosses max_bad_ratio) leaves its
-// first pieces committed and the file's position partial; the next run reads the file again
-// whole, replacing what they loaded: nothing doubled, every line accounted for.
-func TestACSVFileStoppedHalfWayIsReadAgainWhole(t *testing.T) {
-	const line = "A%04d,C%02d,2026-01-01 10:00:00,%d\n"
-	var good strings.Builder
-	good.WriteString("id,cust,ts,amt\n")
-	for i := 1; i <= 1200; i++ {
-		fmt.Fprintf(&good, line, i, i%50, 10+i%90) // two-digit amounts: every line one length
-	}
-	lineBytes := len(fmt.Sprintf(line, 1, 1, 10))
-	e := setupRatio(t, piecesSource(fmt.Sprint(500*lineBytes)), map[string]string{"a.csv": good.String() + strings.Repeat("B,C1,2026-01-01 10:00:00,x\n", 300)}, 0.1)
-	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
-	require.ErrorContains(t, err, "max_bad_ratio")
-	var rows int
-	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&rows))
-	require.Equal(t, 1000, rows, "the first two pieces committed")
-
-	writeFile(t, filepath.Join(e.dir, "a.csv"), good.String()+"B,C1,2026-01-01 10:00:00,x\n")
-	res := e.run(t)
-	requireAccounted(t, e, res)
-	require.Equal(t, []int64{1201, 1200, 1}, []int64{res.Sources[0].Read, res.Sources[0].Loaded, res.Sources[0].DeadLettered})
-	var distinct, current, first, last int
-	require.NoError(t, e.db().QueryRow(`SELECT count(*), count(DISTINCT order_id), min(_seq), max(_seq) FROM orders`).Scan(&rows, &distinct, &first, &last))
-	require.Equal(t, []int{1200, 1200, 2, 1201}, []int{rows, distinct, first, last})
-	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL`).Scan(&current))
-	require.Equal(t, 1, current)
-	var fileRead, fileLoaded int64
-	require.NoError(t, e.db().QueryRow(`SELECT rows_read, rows_loaded FROM ingest_files WHERE path = 'a.csv'`).Scan(&fileRead, &fileLoaded))
-	require.Equal(t, []int64{1201, 1200}, []int64{fileRead, fileLoaded})
 }
