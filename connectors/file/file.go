@@ -344,7 +344,7 @@ func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, 
 	}
 	switch format {
 	case "csv":
-		r, damage, err := s.csvRead(ctx, target, dir, sc, maxLine)
+		r, damage, err := s.sniffCSV(ctx, target, dir, sc, maxLine)
 		if err != nil {
 			return nil, "", fmt.Errorf("read %s: %w", name, err)
 		}
@@ -581,9 +581,9 @@ type csvRead struct {
 	marked               int64
 }
 
-// csvRead sniffs how the CSV file is written and marks its blank and comment lines. A file whose
+// sniffCSV tells how the CSV file is written and marks its blank and comment lines. A file whose
 // dialect cannot be told at all is damaged: it returns why.
-func (s *Source) csvRead(ctx context.Context, target, dir string, sc scan, maxLine int64) (r csvRead, damage string, err error) {
+func (s *Source) sniffCSV(ctx context.Context, target, dir string, sc scan, maxLine int64) (r csvRead, damage string, err error) {
 	d, err := s.sniff(ctx, target, dir, sc, maxLine)
 	if err != nil {
 		return r, "cannot tell how the CSV file is written: " + firstLine(err.Error()), nil
