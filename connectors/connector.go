@@ -113,12 +113,12 @@ type Batch struct {
 	// lines), put in as rows so that the records after them are numbered by their true lines.
 	// The writer numbers them with the records and then drops them: MarkedLines of them, which
 	// are not records and are not counted as read.
-	LineMarker string
+	LineMarker  string
+	MarkedLines int64
 	// HeaderLine says the relation's field names are a header line of the records' own text (a
 	// CSV file's, as DuckDB trims them): a record that repeats it, as files joined end to end do,
 	// is a dead letter, not a record of those words.
-	HeaderLine  bool
-	MarkedLines int64
+	HeaderLine bool
 	// Nested names the fields whose values hold several values though the relation types them
 	// as text (a PostgreSQL array or JSON column, read as its text), with the source's type: a
 	// column mapped straight from one is a dead letter. Typed relations (Parquet) tell it

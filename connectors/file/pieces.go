@@ -91,29 +91,24 @@ func (p *csvPieces) next() (pc piece, err error) {
 	var written int64
 	lineStart := true
 	for {
-		frag, rerr := p.content.ReadSlice('\n')
-		if rerr != nil && rerr != bufio.ErrBufferFull && rerr != io.EOF {
-			return pc, rerr
+		recordStart := lineStart && !p.quotes.inQuotes
+		frag, ended, eof, err := p.read()
+		if err != nil {
+			return pc, err
 		}
-		if lineStart && !p.quotes.inQuotes && p.marker != nil && bytes.HasPrefix(frag, p.marker) {
+		if recordStart && p.marker != nil && bytes.HasPrefix(frag, p.marker) {
 			pc.marked++
 		}
 		if _, err := w.Write(frag); err != nil {
 			return pc, err
 		}
 		written += int64(len(frag))
-		if p.lines >= p.raw {
-			p.quotes.feed(frag)
-		}
-		lineStart = len(frag) > 0 && frag[len(frag)-1] == '\n'
-		if lineStart {
-			p.lines++
-		}
-		if rerr == io.EOF {
+		lineStart = ended
+		if eof {
 			pc.last = true
 			break
 		}
-		if lineStart && !p.quotes.inQuotes && p.lines >= least && written >= p.size {
+		if ended && !p.quotes.inQuotes && p.lines >= least && written >= p.size {
 			if _, err := p.content.Peek(1); err == io.EOF {
 				pc.last = true
 			} else if err != nil {
@@ -125,21 +120,31 @@ func (p *csvPieces) next() (pc piece, err error) {
 	return pc, w.Flush()
 }
 
+// read reads the next fragment of the content (a line, or a part of a line longer than the
+// buffer), following its quotes and counting the line it ends; eof says the content ended.
+func (p *csvPieces) read() (frag []byte, ended, eof bool, err error) {
+	frag, err = p.content.ReadSlice('\n')
+	if err != nil && err != bufio.ErrBufferFull && err != io.EOF {
+		return nil, false, false, err
+	}
+	if p.lines >= p.raw {
+		p.quotes.feed(frag)
+	}
+	if ended = len(frag) > 0 && frag[len(frag)-1] == '\n'; ended {
+		p.lines++
+	}
+	return frag, ended, err == io.EOF, nil
+}
+
 // skipTo passes over the lines before line from, following their quotes.
 func (p *csvPieces) skipTo(from int64) error {
 	for p.lines < from-1 {
-		frag, err := p.content.ReadSlice('\n')
-		if err != nil && err != bufio.ErrBufferFull {
-			if err == io.EOF {
-				err = fmt.Errorf("the file ends at line %d", p.lines+1)
-			}
+		_, _, eof, err := p.read()
+		if err != nil {
 			return err
 		}
-		if p.lines >= p.raw {
-			p.quotes.feed(frag)
-		}
-		if frag[len(frag)-1] == '\n' {
-			p.lines++
+		if eof && p.lines < from-1 {
+			return fmt.Errorf("the file ends at line %d", p.lines+1)
 		}
 	}
 	return nil
