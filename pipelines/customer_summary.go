@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // customerSummary is the temp table of every customer's summary of their orders (see
@@ -22,16 +24,17 @@ const customerSummary = "customer_summary"
 // purchase days (0 without any).
 //
 // With wholeHistory false only the lookback window is read (all RFM needs): the CLV and value
-// columns then describe the window alone and must not be used.
-func CustomerSummarySQL(zone Zone, asOf time.Time, unitDays float64, lookback, trendDays int, current string, wholeHistory bool) string {
+// columns then describe the window alone and must not be used. Amounts and day sums are held
+// in the decimal type amounts (narrowMoney or money).
+func CustomerSummarySQL(zone Zone, asOf time.Time, unitDays float64, lookback, trendDays int, current string, wholeHistory bool, amounts string) string {
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	since := ""
 	if !wholeHistory {
 		since = "AND order_ts >= " + zone.DayStart(fmt.Sprintf("%s - %d + 1", a, lookback))
 	}
 	return fmt.Sprintf(`WITH days AS (
-  SELECT customer_id, %[1]s AS d, sum(CAST(amount AS %[7]s)) AS amount,
-         sum(CAST(coalesce(margin, 0) AS %[7]s)) AS margin, bool_or(status = 'completed') AS purchase
+  SELECT customer_id, %[1]s AS d, CAST(sum(CAST(amount AS %[7]s)) AS %[7]s) AS amount,
+         CAST(sum(CAST(coalesce(margin, 0) AS %[7]s)) AS %[7]s) AS margin, bool_or(status = 'completed') AS purchase
   FROM orders
   WHERE (status = 'completed' OR (status = 'returned' AND amount < 0))
     AND order_ts < %[8]s %[9]s
@@ -53,8 +56,15 @@ SELECT customer_id,
   CAST(coalesce(sum(amount) FILTER (d > %[2]s - 2 * %[5]d AND d <= %[2]s - %[5]d), 0) AS DOUBLE) AS before_amount
 FROM days
 GROUP BY customer_id
-HAVING count(*) FILTER (purchase) > 0`, zone.LocalDate("order_ts"), a, unitDays, lookback, trendDays, current, money, zone.DayStart(a+" + 1"), since)
+HAVING count(*) FILTER (purchase) > 0`, zone.LocalDate("order_ts"), a, unitDays, lookback, trendDays, current, amounts, zone.DayStart(a+" + 1"), since)
 }
+
+// narrowMoney is the decimal type the summary first sums amounts in. DuckDB casts a double to
+// an 18-digit decimal (an int64) and adds those markedly faster than 38-digit ones (128-bit):
+// 2 of the 8 to 9 s the summary took at 1M customers. It holds amounts and day sums below
+// 10^12; a larger one (ingest allows up to 10^15) makes DuckDB refuse the cast, never round it,
+// and the summary is built again in money. Both sum exactly, so both give the same summary.
+const narrowMoney = "DECIMAL(18,6)"
 
 // summarizeCustomers builds the run's customer summary unless it is there: over the whole
 // history when the pipeline scores CLV, else over the lookback window.
@@ -67,10 +77,18 @@ func (r *Runner) summarizeCustomers(ctx context.Context, st *scoring) error {
 		return err
 	}
 	st.dropAfterRun(customerSummary)
-	q := "CREATE OR REPLACE TEMP TABLE " + customerSummary + " AS " + CustomerSummarySQL(st.zone, st.res.AsOf, unit,
-		r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current, st.wholeHistory)
+	summarize := func(amounts string) error {
+		_, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+customerSummary+" AS "+CustomerSummarySQL(st.zone, st.res.AsOf, unit,
+			r.Config.Scoring.LookbackDays, r.Config.Scoring.Value.TrendDays, r.Config.Scoring.Value.Current, st.wholeHistory, amounts))
+		return err
+	}
 	start := time.Now()
-	if _, err := st.conn.ExecContext(ctx, q); err != nil {
+	err = summarize(narrowMoney)
+	if warehouse.CastFailed(err) {
+		st.log.Info("an amount or a day's sum of 10^12 or more: summing in 38-digit decimals", "error", err)
+		err = summarize(money)
+	}
+	if err != nil {
 		return fmt.Errorf("customer summary: %w", err)
 	}
 	st.res.CLVStats.Summary = time.Since(start)

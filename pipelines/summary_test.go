@@ -126,3 +126,27 @@ func TestScoresDoNotDependOnHowManyCustomersCrossAtATime(t *testing.T) {
 	}
 	require.Equal(t, digests(0), digests(257))
 }
+
+// The summary sums amounts in 18-digit decimals, which hold less than 10^12; ingest allows
+// amounts up to 10^15. An amount past the narrow type, and a day whose orders sum past it,
+// are summed exactly all the same (in 38 digits), equal to the plain-SQL reference.
+func TestAmountsPastTwelveDigitsAreSummedExactly(t *testing.T) {
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-06-30")
+	_, err := env.Warehouse.DB().Exec(`INSERT INTO orders (order_id, customer_id, order_ts, amount, status, _source, _position, _loaded_at, _run_id, _stream, _seq)
+		VALUES ('BIG1', 'CBIG1', TIMESTAMPTZ '2026-06-01 10:00:00+00', 5e12, 'completed', 'test', 'big:1', now(), 'manual', 'big', 1),
+		       ('BIG2', 'CBIG1', TIMESTAMPTZ '2026-06-02 10:00:00+00', 0.01, 'completed', 'test', 'big:2', now(), 'manual', 'big', 2),
+		       ('BIG3', 'CBIG2', TIMESTAMPTZ '2026-06-03 10:00:00+00', 6e11, 'completed', 'test', 'big:3', now(), 'manual', 'big', 3),
+		       ('BIG4', 'CBIG2', TIMESTAMPTZ '2026-06-03 11:00:00+00', 6e11, 'completed', 'test', 'big:4', now(), 'manual', 'big', 4)`)
+	require.NoError(t, err)
+	env.Run(t, "nightly", "2026-06-30")
+	requireRFMMatchesSQL(t, env, "2026-06-30", 1000)
+	db := env.Warehouse.DB()
+	var monetary1, monetary2, avgValue1 float64
+	require.NoError(t, db.QueryRow(`SELECT monetary FROM customer_rfm WHERE customer_id = 'CBIG1' AND as_of = DATE '2026-06-30'`).Scan(&monetary1))
+	require.NoError(t, db.QueryRow(`SELECT monetary FROM customer_rfm WHERE customer_id = 'CBIG2' AND as_of = DATE '2026-06-30'`).Scan(&monetary2))
+	require.NoError(t, db.QueryRow(`SELECT avg_value FROM customer_clv WHERE customer_id = 'CBIG1' AND as_of = DATE '2026-06-30'`).Scan(&avgValue1))
+	require.Equal(t, 5000000000000.01, monetary1)
+	require.Equal(t, 1.2e12, monetary2, "one purchase day of two orders")
+	require.Positive(t, avgValue1)
+}

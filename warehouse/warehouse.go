@@ -496,3 +496,10 @@ func Quote(s string) string { return "'" + strings.ReplaceAll(sqlText.Replace(s)
 
 // Ident quotes an SQL identifier.
 func Ident(s string) string { return `"` + strings.ReplaceAll(sqlText.Replace(s), `"`, `""`) + `"` }
+
+// CastFailed reports whether err is DuckDB refusing to convert a value, such as a number too
+// large for the decimal type it was cast to.
+func CastFailed(err error) bool {
+	var e *duckdb.Error
+	return errors.As(err, &e) && e.Type == duckdb.ErrorTypeConversion
+}
