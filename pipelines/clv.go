@@ -91,7 +91,11 @@ func (r *Runner) scoreCLV(ctx context.Context, st *scoring) (outputs, error) {
 		return nil, err
 	}
 	st.res.Fits = append(st.res.Fits, bgFit, ggFit)
-	state := &clvState{}
+	n, err := st.rowCount(ctx, clvSummary)
+	if err != nil {
+		return nil, err
+	}
+	state := &clvState{clv: make([]float64, 0, n), pAlive: make([]float64, 0, n)}
 	clvRows, err := st.stageChunks(ctx, "customer_clv", clv.OutputSchema, clvSummary, "customer_id, x, t_x, t_cal, zbar, history",
 		func(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
 			out, err := scorer.Score(rec, st.mem)
@@ -274,9 +278,12 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 	p := r.Config.Scoring.Value
 	// The thresholds need every active customer's current and potential value: two numbers
 	// each, in clv_summary's row order like the CLV values.
-	var active []int64
-	var current []float64
-	err := st.chunks(ctx, clvSummary, "active, current_value", func(rec arrow.RecordBatch) error {
+	n, err := st.rowCount(ctx, clvSummary)
+	if err != nil {
+		return nil, err
+	}
+	active, current := make([]int64, 0, n), make([]float64, 0, n)
+	err = st.chunks(ctx, clvSummary, "active, current_value", func(rec arrow.RecordBatch) error {
 		var err error
 		if active, err = arrowutil.Int64s(active, rec, "active"); err != nil {
 			return err
@@ -290,7 +297,7 @@ func (r *Runner) scoreValue(ctx context.Context, st *scoring) (outputs, error) {
 	if len(active) != len(st.clv.clv) {
 		return nil, fmt.Errorf("%d customers in %s but %d CLV values", len(active), clvSummary, len(st.clv.clv))
 	}
-	var activeCurrent, activePotential []float64
+	activeCurrent, activePotential := make([]float64, 0, n), make([]float64, 0, n)
 	for i, a := range active {
 		if a == 1 {
 			activeCurrent = append(activeCurrent, current[i])

@@ -190,11 +190,11 @@ const DefaultChunkRows = 1 << 20
 // a transform over every customer holds one chunk in Go, not every customer. fn borrows each
 // batch: it is released after fn returns.
 func (st *scoring) chunks(ctx context.Context, table, columns string, fn func(arrow.RecordBatch) error) error {
-	var n int64
-	if err := st.conn.QueryRowContext(ctx, "SELECT count(*) FROM temp."+table).Scan(&n); err != nil {
-		return fmt.Errorf("count %s: %w", table, err)
+	n, err := st.rowCount(ctx, table)
+	if err != nil {
+		return err
 	}
-	for lo := int64(0); lo < n; lo += st.chunkRows {
+	for lo := int64(0); lo < int64(n); lo += st.chunkRows {
 		// A plain scan keeps the table's order (DuckDB's preserve_insertion_order, on by default).
 		batches, release, err := st.batches(ctx, "SELECT "+columns+" FROM temp."+table+" WHERE rowid >= ? AND rowid < ?", lo, lo+st.chunkRows)
 		if err != nil {
@@ -211,6 +211,16 @@ func (st *scoring) chunks(ctx context.Context, table, columns string, fn func(ar
 		}
 	}
 	return nil
+}
+
+// rowCount counts the rows of a temp table: what a transform keeps of every customer is
+// allocated once at that size (growing it chunk by chunk moved every value several times).
+func (st *scoring) rowCount(ctx context.Context, table string) (int, error) {
+	var n int
+	if err := st.conn.QueryRowContext(ctx, "SELECT count(*) FROM temp."+table).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count %s: %w", table, err)
+	}
+	return n, nil
 }
 
 // dropAfterRun drops the temp tables when the run's scoring ends.
@@ -388,9 +398,12 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 		st.dropSummary(ctx) // no CLV stage will read it
 	}
 	// Ranks need every customer's three values; the customers themselves cross a chunk at a time.
-	var recency, frequency []int64
-	var monetary []float64
-	err := st.chunks(ctx, inputs, "recency_days, frequency, monetary", func(rec arrow.RecordBatch) error {
+	n, err := st.rowCount(ctx, inputs)
+	if err != nil {
+		return output{}, err
+	}
+	recency, frequency, monetary := make([]int64, 0, n), make([]int64, 0, n), make([]float64, 0, n)
+	err = st.chunks(ctx, inputs, "recency_days, frequency, monetary", func(rec arrow.RecordBatch) error {
 		var err error
 		if recency, err = arrowutil.Int64s(recency, rec, "recency_days"); err != nil {
 			return err

@@ -104,7 +104,7 @@ func Float64s(dst []float64, rec arrow.RecordBatch, name string) ([]float64, err
 // StringColumn reads one string column across batches. The strings are copied into one
 // allocation of their own: they outlive the batches, which the caller may release.
 func StringColumn(batches []arrow.RecordBatch, name string) ([]string, error) {
-	var out []string
+	out := make([]string, 0, rows(batches))
 	for _, b := range batches {
 		var err error
 		if out, err = Strings(out, b, name); err != nil {
@@ -134,6 +134,10 @@ func Int64Columns(batches []arrow.RecordBatch, names ...string) ([][]int64, erro
 
 func columns[T any](batches []arrow.RecordBatch, names []string, read func([]T, arrow.RecordBatch, string) ([]T, error)) ([][]T, error) {
 	out := make([][]T, len(names))
+	n := rows(batches)
+	for i := range out {
+		out[i] = make([]T, 0, n)
+	}
 	for _, b := range batches {
 		for i, name := range names {
 			var err error
@@ -143,4 +147,15 @@ func columns[T any](batches []arrow.RecordBatch, names []string, read func([]T, 
 		}
 	}
 	return out, nil
+}
+
+// rows counts the rows of batches, so that columns read from them are allocated once: growing a
+// slice of a million values step by step cost more than reading them (fresh pages are slow to
+// touch on a VM).
+func rows(batches []arrow.RecordBatch) int {
+	var n int64
+	for _, b := range batches {
+		n += b.NumRows()
+	}
+	return int(n)
 }

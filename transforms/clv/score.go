@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -56,20 +57,20 @@ func ReadTuples(batches []arrow.RecordBatch) ([]Tuple, error) {
 	if err != nil {
 		return nil, err
 	}
-	get := map[string][]float64{}
-	for i, name := range names {
-		get[name] = cols[i]
+	if names[len(names)-1] != "weight" {
+		return nil, fmt.Errorf("tuples without a weight column (have %s)", batches[0].Schema())
 	}
-	n := len(get["weight"])
-	at := func(name string, i int) float64 {
-		if c, ok := get[name]; ok {
-			return c[i]
+	weight := cols[len(cols)-1]
+	col := func(name string) []float64 { // a missing column reads as 0
+		if i := slices.Index(names, name); i >= 0 {
+			return cols[i]
 		}
-		return 0
+		return make([]float64, len(weight))
 	}
-	out := make([]Tuple, n)
+	x, tx, t, zbar := col("x"), col("t_x"), col("t_cal"), col("zbar")
+	out := make([]Tuple, len(weight))
 	for i := range out {
-		out[i] = Tuple{Customer: Customer{X: at("x", i), Tx: at("t_x", i), T: at("t_cal", i), Zbar: at("zbar", i)}, Weight: get["weight"][i]}
+		out[i] = Tuple{Customer: Customer{X: x[i], Tx: tx[i], T: t[i], Zbar: zbar[i]}, Weight: weight[i]}
 	}
 	return out, nil
 }
