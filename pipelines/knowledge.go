@@ -62,15 +62,14 @@ func bitOf(t mapping.Table, column string) string {
 	return b.String()
 }
 
-// KnowledgeInputSQL aggregates, per customer with a CLV row in the temp table clv_scores or with
-// feedback in the lookback window, the counts the knowledge index is computed from (only those
-// with enough knowledge events are then ranked). Windows end with as_of's day in zone; an event's
-// age is the time from it to the end of as_of, in days. An event is acknowledged in time within
-// ack_days × 24 hours: a duration, not calendar days, so that neither a change to summer time nor
-// the session's time zone moves the deadline. It is compared in microseconds: adding an interval
-// to a TIMESTAMPTZ goes through ICU (calendar days cost 3.7 of the 6 s these inputs took at 1M
-// customers; hours still 0.4 s).
-func KnowledgeInputSQL(zone Zone, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
+// knowledgeFeedbackSQL is the WITH clause both knowledge queries start from: per customer with
+// feedback in the lookback window (fb), the counts the knowledge index is computed from. Windows
+// end with as_of's day in zone; an event's age is the time from it to the end of as_of, in days.
+// An event is acknowledged in time within ack_days × 24 hours: a duration, not calendar days, so
+// that neither a change to summer time nor the session's time zone moves the deadline. It is
+// compared in microseconds: adding an interval to a TIMESTAMPTZ goes through ICU (calendar days
+// cost 3.7 of the 6 s these inputs took at 1M customers; hours still 0.4 s).
+func knowledgeFeedbackSQL(zone Zone, asOf time.Time, lookback int, p knowledge.Params) string {
 	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
 	var weight strings.Builder
 	weight.WriteString("CASE kind")
@@ -78,31 +77,22 @@ func KnowledgeInputSQL(zone Zone, asOf time.Time, lookback int, unitDays float64
 		fmt.Fprintf(&weight, " WHEN %s THEN %s", warehouse.Quote(kind), strconv.FormatFloat(p.KindWeights[kind], 'g', -1, 64))
 	}
 	weight.WriteString(" ELSE 0 END")
-	value := "'' AS value_tier, '' AS lifecycle_stage"
-	valueJoin := ""
-	if withValue {
-		value = "coalesce(v.value_tier, '') AS value_tier, coalesce(v.lifecycle_stage, '') AS lifecycle_stage"
-		valueJoin = "LEFT JOIN value_scores v ON v.customer_id = e.customer_id"
-	}
-	// Sums that feed percentiles add integers (units of 1e-9) so that a rerun, whatever order
-	// DuckDB's threads add in, ties customers identically (see money).
-	const exact = "1e9"
 	feedback, _ := mapping.TableNamed("feedback")
 	return fmt.Sprintf(`WITH bounds AS (
-  SELECT %[1]s AS as_of, %[10]s AS t0, %[11]s AS t1
+  SELECT %[1]s AS as_of, %[5]s AS t0, %[6]s AS t1
 ),
 events AS (
   SELECT f.customer_id, f.direction = 'inbound' AS inbound, f.kind, f.channel, f.department, f.rating, f.responded,
          f.knowledge_type, f.event_ts, f.acknowledged_at, f.converted_at, f.implemented_at, f.status, b.t1,
          (epoch(b.t1) - epoch(f.event_ts)) / 86400 AS age_days,
-         CASE WHEN f.direction = 'inbound' THEN %[3]s ELSE 0 END AS weight
+         CASE WHEN f.direction = 'inbound' THEN %[2]s ELSE 0 END AS weight
   FROM feedback_knowledge f, bounds b
   WHERE f.event_ts >= b.t0 AND f.event_ts < b.t1
 ),
 fb AS (
   SELECT customer_id,
     count(*) FILTER (weight > 0) AS knowledge_events,
-    coalesce(sum(CAST(round(weight * pow(0.5, age_days / %[4]g) * %[7]s) AS BIGINT)) FILTER (weight > 0), 0) / %[7]s AS innovation,
+    coalesce(sum(CAST(round(weight * pow(0.5, age_days / %[3]g) * %[7]s) AS BIGINT)) FILTER (weight > 0), 0) / %[7]s AS innovation,
     count(*) FILTER (inbound) AS inbound_events,
     CAST(floor(max(age_days)) AS BIGINT) AS first_event_age,
     count(*) FILTER (NOT inbound) AS invited,
@@ -110,57 +100,86 @@ fb AS (
     count(*) FILTER (inbound AND kind IN ('survey_response', 'review') AND rating IS NOT NULL) AS rated_n,
     CAST(coalesce(sum((rating - 1) / 4.0) FILTER (inbound AND kind IN ('survey_response', 'review')), 0) AS DOUBLE) AS rated_sum,
     count(*) FILTER (inbound AND kind <> 'complaint' AND coalesce(rating, 5) >= 3) AS non_negative,
-    CAST(bit_count(coalesce(bit_or(%[12]s) FILTER (weight > 0), 0)) AS BIGINT) AS channels,
-    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND epoch_us(acknowledged_at) <= epoch_us(event_ts) + %[5]d) AS acknowledged,
+    CAST(bit_count(coalesce(bit_or(%[8]s) FILTER (weight > 0), 0)) AS BIGINT) AS channels,
+    count(*) FILTER (weight > 0 AND acknowledged_at < t1 AND epoch_us(acknowledged_at) <= epoch_us(event_ts) + %[4]d) AS acknowledged,
     count(*) FILTER (weight > 0 AND (converted_at < t1 OR (converted_at IS NULL AND status IN ('converted', 'implemented'))))
       AS converted,
     count(*) FILTER (weight > 0 AND (implemented_at < t1 OR (implemented_at IS NULL AND status = 'implemented'))) AS implemented,
-    CAST(bit_count(coalesce(bit_or(%[13]s) FILTER (weight > 0), 0)) AS BIGINT) AS departments,
+    CAST(bit_count(coalesce(bit_or(%[9]s) FILTER (weight > 0), 0)) AS BIGINT) AS departments,
     count(*) FILTER (knowledge_type = 'KAC') AS kac_events,
     count(*) FILTER (knowledge_type = 'KForC') AS kforc_events,
     count(*) FILTER (knowledge_type = 'KFC') AS kfc_events
   FROM events
   GROUP BY customer_id
+)`, a, weight.String(), p.HalfLifeDays, int64(p.AckDays)*86_400_000_000, zone.DayStart(fmt.Sprintf("%s - %d + 1", a, lookback)),
+		zone.DayStart(a+" + 1"), exact, bitOf(feedback, "channel"), bitOf(feedback, "department"))
+}
+
+// exact scales the sums that feed percentiles to integers (units of 1e-9), so that a rerun,
+// whatever order DuckDB's threads add in, ties customers identically (see money).
+const exact = "1e9"
+
+// KnowledgeInputSQL gives the knowledge index's inputs of the population it ranks: the customers
+// with at least min_events knowledge events in the lookback window (so all with feedback there),
+// with their CLV from the temp table clv_scores when they have a row there.
+func KnowledgeInputSQL(zone Zone, asOf time.Time, lookback int, unitDays float64, p knowledge.Params, withValue bool) string {
+	a := "DATE '" + asOf.Format(time.DateOnly) + "'"
+	value := "'' AS value_tier, '' AS lifecycle_stage"
+	valueJoin := ""
+	if withValue {
+		value = "coalesce(v.value_tier, '') AS value_tier, coalesce(v.lifecycle_stage, '') AS lifecycle_stage"
+		valueJoin = "LEFT JOIN value_scores v ON v.customer_id = e.customer_id"
+	}
+	return knowledgeFeedbackSQL(zone, asOf, lookback, p) + fmt.Sprintf(`,
+ranked AS (
+  SELECT * FROM fb WHERE knowledge_events >= %[9]d
 ),
 lead AS (
   -- Most lines are far from their launch: a zone-free test (with a day's margin) spares them
   -- the local date, the costliest expression here.
   SELECT customer_id,
-    sum(CASE WHEN (epoch(order_ts) - epoch(CAST(product_launch_date AS TIMESTAMP))) / 86400 < %[14]d + 2
-      THEN CAST(round(greatest(0, 1 - greatest(%[15]s - product_launch_date, 0) / %[14]d) * %[7]s) AS BIGINT) ELSE 0 END) / %[7]s AS lead_sum,
+    sum(CASE WHEN (epoch(order_ts) - epoch(CAST(product_launch_date AS TIMESTAMP))) / 86400 < %[6]d + 2
+      THEN CAST(round(greatest(0, 1 - greatest(%[7]s - product_launch_date, 0) / %[6]d) * %[5]s) AS BIGINT) ELSE 0 END) / %[5]s AS lead_sum,
     count(*) AS lead_n
   FROM orders o, bounds b
   WHERE o.status = 'completed' AND o.product_launch_date IS NOT NULL AND o.order_ts >= b.t0 AND o.order_ts < b.t1
+    AND o.customer_id IN (SELECT customer_id FROM ranked)
   GROUP BY customer_id
 ),
 population AS (
-  SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, s.clv, round(s.t_cal * %[6]g) AS purchase_age, fb.*
-  FROM clv_scores s FULL JOIN fb ON fb.customer_id = s.customer_id
+  SELECT r.*, s.clv, round(s.t_cal * %[4]g) AS purchase_age
+  FROM ranked r LEFT JOIN clv_scores s ON s.customer_id = r.customer_id
 )
 SELECT e.customer_id,
   CAST(e.clv IS NOT NULL AS BIGINT) AS has_clv, coalesce(e.clv, 0) AS clv,
-  coalesce(e.knowledge_events, 0) AS knowledge_events, coalesce(e.innovation, 0) AS innovation,
-  coalesce(e.inbound_events, 0) AS inbound_events,
+  e.knowledge_events, e.innovation, e.inbound_events,
   CAST(least(%[2]d, greatest(e.purchase_age, e.first_event_age, %[1]s - c.signup_date, 0)) AS BIGINT) AS tenure_days,
   coalesce(l.lead_sum, 0) AS lead_sum, coalesce(l.lead_n, 0) AS lead_n,
-  coalesce(e.invited, 0) AS invited, coalesce(e.accepted, 0) AS accepted,
-  coalesce(e.rated_n, 0) AS rated_n, coalesce(e.rated_sum, 0) AS rated_sum,
+  e.invited, e.accepted, e.rated_n, e.rated_sum,
   CASE WHEN c.contact_consent IS NULL THEN -1 WHEN c.contact_consent THEN 1 ELSE 0 END AS consent,
-  coalesce(e.non_negative, 0) AS non_negative, coalesce(e.channels, 0) AS channels,
-  coalesce(e.acknowledged, 0) AS acknowledged, coalesce(e.converted, 0) AS converted,
-  coalesce(e.implemented, 0) AS implemented, coalesce(e.departments, 0) AS departments,
-  coalesce(e.kac_events, 0) AS kac_events, coalesce(e.kforc_events, 0) AS kforc_events, coalesce(e.kfc_events, 0) AS kfc_events,
-  %[8]s
+  e.non_negative, e.channels, e.acknowledged, e.converted, e.implemented, e.departments,
+  e.kac_events, e.kforc_events, e.kfc_events,
+  %[3]s
 FROM population e
 LEFT JOIN lead l ON l.customer_id = e.customer_id
 LEFT JOIN customers c ON c.customer_id = e.customer_id
-%[9]s`, a, lookback, weight.String(), p.HalfLifeDays, int64(p.AckDays)*86_400_000_000, unitDays, exact, value, valueJoin,
-		zone.DayStart(fmt.Sprintf("%s - %d + 1", a, lookback)), zone.DayStart(a+" + 1"), bitOf(feedback, "channel"), bitOf(feedback, "department"),
-		p.LeadUserDays, zone.LocalDate("o.order_ts"))
+%[8]s`, a, lookback, value, unitDays, exact, p.LeadUserDays, zone.LocalDate("o.order_ts"), valueJoin, p.MinEvents)
 }
 
-// knowledgeInputs is the temp table holding every customer's knowledge inputs during a run.
-const knowledgeInputs = "knowledge_inputs"
+// KnowledgeUnrankedSQL gives the customers the index does not rank, those with a CLV row in
+// clv_scores or feedback in the lookback window but fewer than min_events knowledge events, with
+// the counts customer_knowledge shows for them.
+func KnowledgeUnrankedSQL(zone Zone, asOf time.Time, lookback int, p knowledge.Params) string {
+	return knowledgeFeedbackSQL(zone, asOf, lookback, p) + fmt.Sprintf(`
+SELECT coalesce(s.customer_id, fb.customer_id) AS customer_id, coalesce(fb.knowledge_events, 0) AS knowledge_events,
+  coalesce(fb.kac_events, 0) AS kac_events, coalesce(fb.kforc_events, 0) AS kforc_events, coalesce(fb.kfc_events, 0) AS kfc_events
+FROM clv_scores s FULL JOIN fb ON fb.customer_id = s.customer_id
+WHERE coalesce(fb.knowledge_events, 0) < %d`, p.MinEvents)
+}
+
+// knowledgeInputs and knowledgeUnranked are the temp tables holding, during a run, the ranked
+// population's knowledge inputs and the other customers' counts.
+const knowledgeInputs, knowledgeUnranked = "knowledge_inputs", "knowledge_unranked"
 
 func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, error) {
 	done := r.step("score knowledge")
@@ -173,31 +192,40 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 		return nil, err
 	}
 	p := r.Config.Scoring.Knowledge
+	lookback := r.Config.Scoring.LookbackDays
 	start := time.Now()
-	// Every customer's inputs stay in DuckDB. Only the eligible customers, the population the
-	// index ranks, cross into Go; the others are written straight from the table as
-	// insufficient_evidence (usually most customers: few ever give feedback).
-	if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+knowledgeInputs+" AS "+
-		KnowledgeInputSQL(st.zone, st.res.AsOf, r.Config.Scoring.LookbackDays, unit, p, st.valueStaged)); err != nil {
-		return nil, fmt.Errorf("knowledge inputs: %w", err)
-	}
+	// Only the ranked population, the eligible customers, crosses into Go, and only they need
+	// every input. The others (usually most customers: few ever give feedback) keep four counts
+	// in DuckDB and are written from there as insufficient_evidence. Joining every customer's
+	// inputs took 2.9 of the 4.4 s these tables take at 1M customers, and five times the memory.
 	// The outputs outlive the scoring state: they keep the connection, not st (and with it every
 	// customer's CLV) alive until the run has written them.
 	conn := st.conn
-	dropInputs := func() { conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs) }
-	handedOver := false // to the output that writes from the table, which drops it when released
+	dropInputs := func() {
+		conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+knowledgeInputs+"; DROP TABLE IF EXISTS temp."+knowledgeUnranked)
+	}
+	handedOver := false // to the output that writes from the tables, which drops them when released
 	defer func() {
 		if !handedOver {
 			dropInputs()
 		}
 	}()
+	for table, query := range map[string]string{
+		knowledgeInputs:   KnowledgeInputSQL(st.zone, st.res.AsOf, lookback, unit, p, st.valueStaged),
+		knowledgeUnranked: KnowledgeUnrankedSQL(st.zone, st.res.AsOf, lookback, p),
+	} {
+		if _, err := st.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP TABLE "+table+" AS "+query); err != nil {
+			return nil, fmt.Errorf("knowledge inputs: %w", err)
+		}
+	}
 	kr := &KnowledgeResult{ClassTierStage: map[[3]string]int64{}, MinEvents: p.MinEvents}
-	err = st.conn.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (knowledge_events >= ?) FROM `+knowledgeInputs, p.MinEvents).Scan(&kr.Customers, &kr.Eligible)
+	err = st.conn.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM `+knowledgeInputs+`), (SELECT count(*) FROM `+knowledgeUnranked+`)`).
+		Scan(&kr.Eligible, &kr.Customers)
 	if err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
-	batches, release, err := st.batches(ctx, `SELECT `+strings.Join(knowledge.InputColumns, ", ")+` FROM `+knowledgeInputs+`
-		WHERE knowledge_events >= ? ORDER BY customer_id`, p.MinEvents)
+	kr.Customers += kr.Eligible
+	batches, release, err := st.batches(ctx, `SELECT `+strings.Join(knowledge.InputColumns, ", ")+` FROM `+knowledgeInputs+` ORDER BY customer_id`)
 	if err != nil {
 		return nil, fmt.Errorf("knowledge inputs: %w", err)
 	}
@@ -249,7 +277,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 			knowledge_events, class, is_key_source, kac_events, kforc_events, kfc_events)
 		SELECT CAST(? AS DATE), ?, customer_id` + strings.Repeat(", false", len(imputedFlags)) + `,
 			knowledge_events, ` + warehouse.Quote(knowledge.InsufficientEvidence) + `, false, kac_events, kforc_events, kfc_events
-		FROM ` + knowledgeInputs + ` WHERE knowledge_events < ?`
+		FROM ` + knowledgeUnranked
 	knowledgeRows := output{table: "customer_knowledge",
 		release: func() { scoredRows.release(); dropInputs() },
 		write: func(ctx context.Context, conn *warehouse.Conn, res *Result) (int64, error) {
@@ -257,7 +285,7 @@ func (r *Runner) scoreKnowledge(ctx context.Context, st *scoring) (outputs, erro
 			if err != nil {
 				return 0, err
 			}
-			r, err := conn.ExecContext(ctx, unranked, res.AsOf, res.RunID, p.MinEvents)
+			r, err := conn.ExecContext(ctx, unranked, res.AsOf, res.RunID)
 			if err != nil {
 				return 0, err
 			}

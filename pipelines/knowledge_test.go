@@ -104,6 +104,7 @@ func TestKnowledgeInputsByHand(t *testing.T) {
 	require.True(t, zone.Fast())
 	// The inputs do not depend on the session's time zone, which is whatever the last source
 	// loaded on the connection set (or the process's zone when nothing was loaded).
+	p.MinEvents = 1 // all four ranked, so that every input of each is computed
 	var got map[string]map[string]float64
 	for _, session := range []string{"Europe/Berlin", "UTC", "America/New_York"} {
 		_, err = conn.ExecContext(ctx, "SET TimeZone = '"+session+"'")
@@ -114,7 +115,7 @@ func TestKnowledgeInputsByHand(t *testing.T) {
 		}
 		got = inZone
 	}
-	require.Len(t, got, 4, "A and B bought, C and D only gave feedback: all eligible")
+	require.Len(t, got, 4, "A and B bought, C and D only gave feedback: all have a knowledge event")
 
 	decay := func(days float64) float64 { return math.Pow(0.5, days/180) }
 	want := map[string]map[string]float64{
@@ -145,6 +146,31 @@ func TestKnowledgeInputsByHand(t *testing.T) {
 	var clvA float64
 	require.NoError(t, env.Warehouse.DB().QueryRow(`SELECT clv FROM customer_clv WHERE customer_id = 'A'`).Scan(&clvA))
 	require.InDelta(t, clvA, got["A"]["clv"], 1e-12)
+
+	// With min_events 3, and 4 (A's events exactly), only A is ranked. B, C, D and the customers
+	// who only bought are not, with their counts: every customer with a CLV row or feedback is in
+	// one of the two, once.
+	for _, minEvents := range []int{3, 4} {
+		p.MinEvents = minEvents
+		rankedSQL, unrankedSQL := pipelines.KnowledgeInputSQL(zone, asOf, 365, 7, p, false), pipelines.KnowledgeUnrankedSQL(zone, asOf, 365, p)
+		ranked := knowledgeInputs(t, conn, rankedSQL)
+		require.Len(t, ranked, 1)
+		require.Equal(t, got["A"], ranked["A"])
+		unranked := knowledgeInputs(t, conn, unrankedSQL)
+		require.Equal(t, map[string]map[string]float64{
+			"B": {"knowledge_events": 1, "kac_events": 0, "kforc_events": 1, "kfc_events": 1},
+			"C": {"knowledge_events": 1, "kac_events": 0, "kforc_events": 0, "kfc_events": 1},
+			"D": {"knowledge_events": 2, "kac_events": 0, "kforc_events": 0, "kfc_events": 2},
+		}, unranked)
+		var population, inEither, inBoth int
+		require.NoError(t, conn.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM (SELECT customer_id FROM clv_scores UNION SELECT 'C' UNION SELECT 'D')),
+			(SELECT count(DISTINCT customer_id) FROM (SELECT customer_id FROM (`+rankedSQL+`) UNION ALL SELECT customer_id FROM (`+unrankedSQL+`))),
+			(SELECT count(*) FROM (SELECT customer_id FROM (`+rankedSQL+`) INTERSECT SELECT customer_id FROM (`+unrankedSQL+`)))`).
+			Scan(&population, &inEither, &inBoth))
+		require.Greater(t, population, 300)
+		require.Equal(t, population, inEither)
+		require.Zero(t, inBoth)
+	}
 
 	// Types per department, from the same events (e9 and e14 outside the window; D's two in rnd).
 	var mix string
