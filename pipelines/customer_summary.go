@@ -96,9 +96,14 @@ func (r *Runner) summarizeCustomers(ctx context.Context, st *scoring) error {
 	return nil
 }
 
-// dropSummary drops the customer summary once its last reader has read it: CLV, or RFM when the
-// run does not score CLV.
-func (st *scoring) dropSummary(ctx context.Context) {
-	st.drop(ctx, customerSummary)
-	st.summarized = false
+// summaryReaders are the transforms that read the customer summary, in the order they run.
+var summaryReaders = []string{"rfm", "clv", "value"}
+
+// doneWithSummary drops the customer summary when transform is the last of the run's
+// transforms to read it: what no later stage reads leaves DuckDB's memory to those to come.
+func (st *scoring) doneWithSummary(ctx context.Context, transform string) {
+	if transform == st.lastSummaryReader {
+		st.drop(ctx, customerSummary)
+		st.summarized = false
+	}
 }

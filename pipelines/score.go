@@ -253,6 +253,7 @@ type scoring struct {
 	// summarized says the temp table customer_summary is there, over the whole history when
 	// wholeHistory (the run scores CLV), else over the lookback window.
 	summarized, wholeHistory bool
+	lastSummaryReader        string // the transform after which no stage reads the summary
 }
 
 // score runs the pipeline's transforms in their fixed order and returns their outputs, not yet written.
@@ -339,6 +340,11 @@ func unscoreable(ctx context.Context, conn *warehouse.Conn) error {
 func (r *Runner) newScoring(conn *warehouse.Conn, res *Result, log *slog.Logger, zone Zone, transforms []string) *scoring {
 	st := &scoring{conn: conn, res: res, log: log, zone: zone, mem: memory.DefaultAllocator, chunkRows: int64(cmp.Or(r.ChunkRows, DefaultChunkRows)),
 		wholeHistory: slices.Contains(transforms, "clv")}
+	for _, t := range summaryReaders {
+		if slices.Contains(transforms, t) {
+			st.lastSummaryReader = t
+		}
+	}
 	if r.Arrow != nil {
 		st.mem, st.copy = r.Arrow, true
 	}
@@ -394,9 +400,7 @@ func (r *Runner) scoreRFM(ctx context.Context, st *scoring) (output, error) {
 		customerSummary+" WHERE frequency > 0"); err != nil {
 		return output{}, fmt.Errorf("rfm inputs: %w", err)
 	}
-	if !st.wholeHistory {
-		st.dropSummary(ctx) // no CLV stage will read it
-	}
+	st.doneWithSummary(ctx, "rfm")
 	// Ranks need every customer's three values; the customers themselves cross a chunk at a time.
 	n, err := st.rowCount(ctx, inputs)
 	if err != nil {

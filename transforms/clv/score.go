@@ -112,18 +112,26 @@ func predictPurchases(c Customer, bg BGNBD, horizons, discounts []float64) purch
 	return out
 }
 
-// Scorer predicts customers a batch at a time from the predictions of their purchase
-// histories (the distinct (x, t_x, T) values), so that scoring holds one batch, never every
-// customer.
+// Scorer predicts customers a batch at a time, so that scoring holds one batch, never every
+// customer. What is costly to predict depends on a customer's x and T alone: it is computed
+// once per distinct (x, T) pair of the fitted histories.
 type Scorer struct {
-	predicted []purchases // by history
+	bg        BGNBD
 	gg        GammaGamma
 	p         Params
+	pairOf    map[xT]int32 // (x, T) → its horizon terms
+	horizons  []float64    // per pair, the horizonTerm at the end of each month of the horizon
+	discounts []float64    // (1 + d)^m of each month
+	months    int
 }
 
-// NewScorer predicts each history once, on all cores. The hypergeometric functions, a dozen per
-// prediction, are computed once per distinct (x, T) and shared by the histories that differ
-// only in t_x (the bench's 1M customers have 871k histories but 67k pairs).
+// xT is a customer's (x, T) pair.
+type xT struct{ x, t float64 }
+
+// NewScorer computes, on all cores, the hypergeometric terms of every (x, T) pair of histories,
+// a dozen per pair, shared by the customers whose histories differ only in t_x (the bench's 1M
+// customers have 871k histories but 67k pairs). Every customer scored must have a pair among
+// histories.
 func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer, error) {
 	p = p.WithDefaults()
 	unit, err := p.UnitDays()
@@ -131,12 +139,15 @@ func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer
 		return nil, err
 	}
 	months, month := max(p.HorizonMonths, 0), 30/unit
-	type xT struct{ x, t float64 }
 	keys := make([]xT, len(histories))
 	for i, h := range histories {
 		keys[i] = xT{h.X, h.T}
 	}
-	pairs, pairOf := index(keys)
+	pairs, _ := index(keys)
+	pairOf := make(map[xT]int32, len(pairs))
+	for j, pair := range pairs {
+		pairOf[pair] = int32(j)
+	}
 	horizons := make([]float64, len(pairs)*months)
 	parallelSum(len(pairs), 0, func(lo, hi int, _ []float64) {
 		for j := lo; j < hi; j++ {
@@ -149,35 +160,24 @@ func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer
 	for m := range discounts {
 		discounts[m] = math.Pow(1+p.MonthlyDiscount, float64(m+1))
 	}
-	predicted := make([]purchases, len(histories))
-	parallelSum(len(histories), 0, func(lo, hi int, _ []float64) {
-		for i := lo; i < hi; i++ {
-			j := int(pairOf[i])
-			predicted[i] = predictPurchases(histories[i], bg, horizons[j*months:(j+1)*months], discounts)
-		}
-	})
-	return &Scorer{predicted: predicted, gg: gg, p: p}, nil
+	return &Scorer{bg: bg, gg: gg, p: p, pairOf: pairOf, horizons: horizons, discounts: discounts, months: months}, nil
 }
 
-// Score predicts the customers of rec, whose columns are customer_id, x, t_x, t_cal, zbar and
-// history (an index into the scorer's histories). The result shares rec's customer_id column.
+// Score predicts the customers of rec, whose columns are customer_id, x, t_x, t_cal and zbar.
+// The result shares rec's customer_id column.
 func (s *Scorer) Score(rec arrow.RecordBatch, mem memory.Allocator) (arrow.RecordBatch, error) {
 	ids, err := arrowutil.StringArray(rec, "customer_id", mem)
 	if err != nil {
 		return nil, err
 	}
 	defer ids.Release()
+	n := int(rec.NumRows())
 	var cols [4][]float64
 	for i, name := range []string{"x", "t_x", "t_cal", "zbar"} {
-		if cols[i], err = arrowutil.Float64s(nil, rec, name); err != nil {
+		if cols[i], err = arrowutil.Float64s(make([]float64, 0, n), rec, name); err != nil {
 			return nil, err
 		}
 	}
-	history, err := arrowutil.Int64s(nil, rec, "history")
-	if err != nil {
-		return nil, err
-	}
-	n := int(rec.NumRows())
 	built := make([]*array.Float64Builder, len(OutputSchema.Fields())-1)
 	for i := range built {
 		built[i] = array.NewFloat64Builder(mem)
@@ -185,12 +185,12 @@ func (s *Scorer) Score(rec arrow.RecordBatch, mem memory.Allocator) (arrow.Recor
 		built[i].Reserve(n)
 	}
 	for i := range n {
-		h := history[i]
-		if h < 0 || int(h) >= len(s.predicted) {
-			return nil, fmt.Errorf("customer %s: history %d outside the %d histories", ids.ValueStr(i), h, len(s.predicted))
-		}
 		c := Customer{X: cols[0][i], Tx: cols[1][i], T: cols[2][i], Zbar: cols[3][i]}
-		pp := s.predicted[h]
+		j, ok := s.pairOf[xT{c.X, c.T}]
+		if !ok {
+			return nil, fmt.Errorf("customer %s: (x %g, T %g) is not among the fitted histories", ids.ValueStr(i), c.X, c.T)
+		}
+		pp := predictPurchases(c, s.bg, s.horizons[int(j)*s.months:int(j+1)*s.months], s.discounts)
 		value := s.gg.ExpectedAverageValue(c)
 		built[0].Append(c.X)
 		built[1].Append(c.Tx)

@@ -34,14 +34,13 @@ func TestScoresEqualEachCustomerPredictedAlone(t *testing.T) {
 		b := array.NewRecordBuilder(mem, arrow.NewSchema([]arrow.Field{
 			{Name: "customer_id", Type: arrow.BinaryTypes.String}, {Name: "x", Type: arrow.PrimitiveTypes.Float64},
 			{Name: "t_x", Type: arrow.PrimitiveTypes.Float64}, {Name: "t_cal", Type: arrow.PrimitiveTypes.Float64},
-			{Name: "zbar", Type: arrow.PrimitiveTypes.Float64}, {Name: "history", Type: arrow.PrimitiveTypes.Int64},
+			{Name: "zbar", Type: arrow.PrimitiveTypes.Float64},
 		}, nil))
 		for i, c := range byHistory {
 			b.Field(0).(*array.StringBuilder).Append(fmt.Sprint("C", i))
 			for j, v := range []float64{c.X, c.Tx, c.T, c.Zbar} {
 				b.Field(j + 1).(*array.Float64Builder).Append(v)
 			}
-			b.Field(5).(*array.Int64Builder).Append(int64(i))
 		}
 		rec := b.NewRecordBatch()
 		b.Release()
@@ -69,4 +68,31 @@ func TestScoresEqualEachCustomerPredictedAlone(t *testing.T) {
 		rec.Release()
 		mem.AssertSize(t, 0)
 	}
+}
+
+// A customer is predicted from the terms of its (x, T) pair, computed for the fitted histories:
+// one whose pair is not among them is refused by name, not scored with another's terms.
+func TestScoreRefusesACustomerOutsideTheFittedHistories(t *testing.T) {
+	bg := BGNBD{R: 0.2425945, Alpha: 4.4136019, A: 0.7929199, B: 2.4258881}
+	gg := GammaGamma{P: 6.2496, Q: 3.7442, Gamma: 15.4435}
+	scorer, err := NewScorer([]Customer{{X: 2, Tx: 10, T: 30}}, bg, gg, Params{})
+	require.NoError(t, err)
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	b := array.NewRecordBuilder(mem, arrow.NewSchema([]arrow.Field{
+		{Name: "customer_id", Type: arrow.BinaryTypes.String}, {Name: "x", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "t_x", Type: arrow.PrimitiveTypes.Float64}, {Name: "t_cal", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "zbar", Type: arrow.PrimitiveTypes.Float64},
+	}, nil))
+	defer b.Release()
+	for i, c := range []Customer{{X: 2, Tx: 20, T: 30}, {X: 2, Tx: 10, T: 31}} {
+		b.Field(0).(*array.StringBuilder).Append(fmt.Sprint("C", i))
+		for j, v := range []float64{c.X, c.Tx, c.T, c.Zbar} {
+			b.Field(j + 1).(*array.Float64Builder).Append(v)
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	_, err = scorer.Score(rec, mem)
+	require.EqualError(t, err, "customer C1: (x 2, T 31) is not among the fitted histories")
 }
