@@ -72,6 +72,7 @@ type fetcher struct {
 	pin    []partition // partitions first read now: their start offset is stored even if nothing is read
 
 	b       *array.RecordBuilder
+	scratch []byte // the message's value or key being read and checked, before the builder copies it
 	spans   map[partition]span
 	rejects []connectors.Reject
 	bytes   int
@@ -225,8 +226,8 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	}
 	sp.to = r.Offset + 1
 	f.spans[p] = sp
-	stream := p.String()
 	reject := func(reason string, head []byte) {
+		stream := p.String()
 		f.rejects = append(f.rejects, connectors.Reject{Stream: stream, Seq: r.Offset, Position: fmt.Sprintf("%s@%d", stream, r.Offset),
 			Reason: reason, Payload: head})
 	}
@@ -239,15 +240,15 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 				return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
 			}
 			reject(fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d (payload holds its first %d bytes)", size, f.src.set.maxMessageBytes, len(head)), head)
-			f.src.env.Log.Debug("oversized message", "partition", stream, "offset", r.Offset, "bytes", size)
+			f.src.env.Log.Debug("oversized message", "partition", p.String(), "offset", r.Offset, "bytes", size)
 			return nil
 		}
-		value = make([]byte, size)
-		if _, err := io.ReadFull(r.Value, value); err != nil {
+		var err error
+		if value, err = f.read(r.Value, size); err != nil {
 			return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
 		}
 		if problem := connectors.NotText(value); problem != "" {
-			reject("payload "+problem, value)
+			reject("payload "+problem, slices.Clone(value))
 			return nil
 		}
 		value = connectors.WithoutBOM(value)
@@ -266,8 +267,8 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	if r.Key == nil {
 		key.AppendNull()
 	} else {
-		k := make([]byte, r.Key.Len())
-		if _, err := io.ReadFull(r.Key, k); err != nil {
+		k, err := f.read(r.Key, r.Key.Len())
+		if err != nil {
 			return fmt.Errorf("read key of %s at offset %d: %w", p, r.Offset, err)
 		}
 		if connectors.NotText(k) != "" {
@@ -285,12 +286,27 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	return nil
 }
 
+// read reads the next n bytes of r into the fetcher's scratch buffer, valid until the next read:
+// a copy per message and value would be garbage by the next batch.
+func (f *fetcher) read(r io.Reader, n int) ([]byte, error) {
+	if cap(f.scratch) < n {
+		f.scratch = make([]byte, n)
+	}
+	f.scratch = f.scratch[:n]
+	_, err := io.ReadFull(r, f.scratch)
+	return f.scratch, err
+}
+
 func (f *fetcher) full() bool {
 	return f.b.Field(7).Len()+len(f.rejects) >= f.src.set.batchSize || f.bytes >= f.src.set.batchBytes
 }
 
 func (f *fetcher) flush(ctx context.Context, out chan<- *pending) error {
 	b := &pending{rec: f.b.NewRecordBatch(), spans: f.spans, rejects: f.rejects}
+	// The next batch is likely this one's size: reserving it at once spares the builders growing
+	// by doubling, each step copying the payloads so far into fresh, zeroed memory.
+	f.b.Reserve(int(b.rec.NumRows()))
+	f.b.Field(0).(*array.StringBuilder).ReserveData(f.bytes)
 	f.reset()
 	select {
 	case out <- b:
