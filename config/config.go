@@ -78,7 +78,7 @@ type Source struct {
 	Mapping     map[string]mapping.Field  `yaml:"mapping"`
 	Filter      string                    `yaml:"filter"`
 	MaxBadRatio *float64                  `yaml:"max_bad_ratio"`
-	RollupLines bool                      `yaml:"rollup_lines"` // records sharing an order_id in one batch are lines of one order
+	RollupLines bool                      `yaml:"rollup_lines"` // records sharing an order_id in one stream are lines of one order
 	Lookups     map[string]mapping.Lookup `yaml:"lookups"`      // fields from other files, by key (see mapping.Lookup)
 	// UnknownFields: fields the mapping does not read are ignored, kept in _extra, or fail the record.
 	UnknownFields string `yaml:"unknown_fields"`

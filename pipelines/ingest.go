@@ -557,8 +557,10 @@ func precedence(t mapping.Table, alias string) string {
 
 // merge moves the good rows of `mapped` into the canonical table, one row per key: per key the
 // record of highest precedence (this batch's or the stored one) is current, and the others go to
-// <table>_superseded. It returns how many of the batch's records became current, how many gave
-// way, and how many stored records gave way to them.
+// <table>_superseded. With rollup_lines, a stored order of the same stream is the batch's order
+// begun by an earlier batch: the batch's lines add to it (addLines). It returns how many of the
+// batch's records became current, how many gave way or were added to a stored order, and how
+// many stored records gave way to them.
 //
 // The common batch (new keys, none repeated) costs one pass to count its keys and the insert:
 // the batch is staged in a table of its own only when keys repeat or lines roll up, and stored
@@ -620,7 +622,7 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 	// groups whose keys lie outside it. A batch of new, increasing keys (the night's
 	// orders, the next piece of a file) then needs no join with the stored table (the 1M bench's
 	// orders in 128 MiB pieces: 0.4 s a piece).
-	var clashes, inRange int64
+	var clashes, continued, inRange int64
 	if records > 0 {
 		if err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s BETWEEN ? AND ?`, t.Name, key), lowest.String, highest.String).
 			Scan(&inRange); err != nil {
@@ -628,40 +630,54 @@ func (w *batchWriter) merge(ctx context.Context, t mapping.Table) (mergeStats, e
 		}
 	}
 	if inRange > 0 {
+		continues := "false"
+		if w.spec.RollupLines {
+			// A stored order of this source from the same stream (a file, a partition) is this
+			// order: an earlier batch loaded its first lines, and the batch's lines add to them.
+			continues = "t._source = m._source AND t._stream = m._stream"
+		}
 		if _, err := w.exec(ctx, "match stored", fmt.Sprintf(`CREATE OR REPLACE TEMP TABLE merge_clash AS
-			SELECT m.%[1]s AS k, %[2]s >= %[3]s AS incoming_wins FROM %[4]s m JOIN (SELECT * FROM %[5]s WHERE %[1]s BETWEEN ? AND ?) t ON t.%[1]s = m.%[1]s`,
-			key, precedence(t, "m"), precedence(t, "t"), incoming, t.Name), lowest.String, highest.String); err != nil {
+			SELECT m.%[1]s AS k, %[2]s >= %[3]s AS incoming_wins, %[6]s AS continues
+			FROM %[4]s m JOIN (SELECT * FROM %[5]s WHERE %[1]s BETWEEN ? AND ?) t ON t.%[1]s = m.%[1]s`,
+			key, precedence(t, "m"), precedence(t, "t"), incoming, t.Name, continues), lowest.String, highest.String); err != nil {
 			return ms, err
 		}
 		defer w.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.merge_clash")
-		if err := w.conn.QueryRowContext(ctx, "SELECT count(*) FROM merge_clash").Scan(&clashes); err != nil {
+		if err := w.conn.QueryRowContext(ctx, "SELECT count(*), count(*) FILTER (continues) FROM merge_clash").Scan(&clashes, &continued); err != nil {
 			return ms, err
 		}
 	}
-	insert := fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM %[3]s m`, t.Name, cols, incoming)
-	if clashes > 0 {
+	if continued > 0 {
+		if _, err := w.exec(ctx, "add lines", addLines(t, incoming)); err != nil {
+			return ms, err
+		}
+		ms.Collapsed += continued // lines rolled up into their order
+	}
+	var older int64 // the batch's records that gave way to a stored one
+	if clashes > continued {
 		// Stored records that rank below the batch's give way to them, and the batch's records
 		// that rank below a stored one give way to it.
 		res, err := w.exec(ctx, "replace keys", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM %[3]s t JOIN merge_clash c ON t.%[4]s = c.k
-			WHERE c.incoming_wins`, superseded, cols, t.Name, key, prefixed(cols, "t.")))
+			WHERE c.incoming_wins AND NOT c.continues`, superseded, cols, t.Name, key, prefixed(cols, "t.")))
 		if err != nil {
 			return ms, err
 		}
 		ms.Replaced, _ = res.RowsAffected()
-		if _, err := w.exec(ctx, "replace keys", fmt.Sprintf(`DELETE FROM %[1]s t USING merge_clash c WHERE t.%[2]s = c.k AND c.incoming_wins`,
+		if _, err := w.exec(ctx, "replace keys", fmt.Sprintf(`DELETE FROM %[1]s t USING merge_clash c WHERE t.%[2]s = c.k AND c.incoming_wins AND NOT c.continues`,
 			t.Name, key)); err != nil {
 			return ms, err
 		}
 		res, err = w.exec(ctx, "keep stored", fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[5]s FROM %[3]s m JOIN merge_clash c ON m.%[4]s = c.k
-			WHERE NOT c.incoming_wins`, superseded, cols, incoming, key, prefixed(cols, "m.")))
+			WHERE NOT c.incoming_wins AND NOT c.continues`, superseded, cols, incoming, key, prefixed(cols, "m.")))
 		if err != nil {
 			return ms, err
 		}
-		older, _ := res.RowsAffected()
+		older, _ = res.RowsAffected()
 		ms.Collapsed += older
-		if older > 0 {
-			insert += fmt.Sprintf(` WHERE m.%s NOT IN (SELECT k FROM merge_clash WHERE NOT incoming_wins)`, key)
-		}
+	}
+	insert := fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM %[3]s m`, t.Name, cols, incoming)
+	if continued+older > 0 {
+		insert += fmt.Sprintf(` WHERE m.%s NOT IN (SELECT k FROM merge_clash WHERE continues OR NOT incoming_wins)`, key)
 	}
 	res, err := w.exec(ctx, "insert", insert)
 	if err != nil {
@@ -711,6 +727,21 @@ func (w *batchWriter) replaceStream(ctx context.Context, t mapping.Table, stream
 		}
 	}
 	return nil
+}
+
+// addLines adds the batch's lines of orders an earlier batch of the same stream began to the
+// stored orders: additive columns add up (in the money type, as rollup sums them; a column no
+// line had stays NULL), the rest stay the first line's.
+func addLines(t mapping.Table, incoming string) string {
+	var set []string
+	for _, c := range t.Columns {
+		if c.Additive {
+			set = append(set, fmt.Sprintf(`%[1]s = CAST(CASE WHEN t.%[1]s IS NULL AND m.%[1]s IS NULL THEN NULL
+				ELSE coalesce(CAST(t.%[1]s AS %[2]s), 0) + coalesce(CAST(m.%[1]s AS %[2]s), 0) END AS DOUBLE)`, c.Name, money))
+		}
+	}
+	return fmt.Sprintf(`UPDATE %[1]s AS t SET %[2]s FROM %[3]s m WHERE t.%[4]s = m.%[4]s AND m.%[4]s IN (SELECT k FROM merge_clash WHERE continues)`,
+		t.Name, strings.Join(set, ", "), incoming, t.Key)
 }
 
 // rollup sums the lines of one record: additive columns add up, the rest come from the first line.

@@ -332,6 +332,53 @@ func TestOrderLinesRollUpIntoOrders(t *testing.T) {
 	require.Equal(t, 0.6, amount)
 }
 
+// An order's lines that a JSON Lines file's batches split (batch_size 2 lines) add up in the
+// stored order as they would in one batch: worked by hand, and against the same file read in one
+// batch. A changed file replaces its orders rather than adding to them, and an order of another
+// file is another stream: the later file's order takes the place of this one's, whole.
+func TestOrderLinesAddUpAcrossBatches(t *testing.T) {
+	source := func(batchSize int) string {
+		return fmt.Sprintf(`  lines:
+    table: orders
+    rollup_lines: true
+    file: {paths: ["lines*.jsonl"], batch_size: %d}
+    mapping: {order_id: inv, customer_id: cust, order_ts: ts, amount: amt, quantity: qty, margin: margin, status: {const: completed}}`, batchSize)
+	}
+	lines := `{"inv":"I1","cust":"C1","ts":"2026-01-01 10:00:00","amt":2,"qty":1}
+{"inv":"I2","cust":"C2","ts":"2026-01-02 10:00:00","amt":5,"qty":1}
+{"inv":"I1","cust":"C1","ts":"2026-01-01 10:00:00","amt":3,"qty":2}
+{"inv":"I3","cust":"C1","ts":"2026-01-03 10:00:00","amt":1,"qty":1}
+{"inv":"I1","cust":"C1","ts":"2026-01-01 10:00:00","amt":0.1,"qty":1,"margin":0.5}
+{"inv":"I1","cust":"C1","ts":"2026-01-01 10:00:00","amt":0.2,"qty":1}
+`
+	orders := `SELECT order_id, concat_ws(' ', amount, quantity, coalesce(CAST(margin AS VARCHAR), '-'), _position, _seq) FROM orders`
+	batched := setup(t, source(2), map[string]string{"lines.jsonl": lines})
+	res := batched.run(t)
+	requireAccounted(t, batched, res)
+	require.EqualValues(t, 3, res.Sources[0].Collapsed, "I1's lines 3, 5 and 6")
+	want := map[string]string{"I1": "5.3 5.0 0.5 lines.jsonl:1 1", "I2": "5.0 1.0 - lines.jsonl:2 2", "I3": "1.0 1.0 - lines.jsonl:4 4"}
+	require.Equal(t, want, batched.pairs(t, orders))
+	require.Empty(t, batched.pairs(t, `SELECT order_id, _position FROM orders_superseded`), "lines of one order give way to nothing")
+	whole := setup(t, source(1000), map[string]string{"lines.jsonl": lines})
+	requireAccounted(t, whole, whole.run(t))
+	require.Equal(t, whole.pairs(t, orders), batched.pairs(t, orders))
+
+	// The file sent again with I1 corrected: its orders are the new file's, not the sum of both.
+	writeFile(t, filepath.Join(batched.dir, "lines.jsonl"), strings.ReplaceAll(lines, `"amt":3,`, `"amt":4,`))
+	requireAccounted(t, batched, batched.run(t))
+	want["I1"] = "6.3 5.0 0.5 lines.jsonl:1 1"
+	require.Equal(t, want, batched.pairs(t, orders))
+
+	// Another file's I1 is not more lines of this file's I1: the later stream's order wins whole.
+	writeFile(t, filepath.Join(batched.dir, "lines2.jsonl"), `{"inv":"I1","cust":"C1","ts":"2026-01-01 10:00:00","amt":7,"qty":1}`+"\n")
+	res = batched.run(t)
+	requireAccounted(t, batched, res)
+	require.EqualValues(t, 1, res.Sources[0].Replaced)
+	want["I1"] = "7.0 1.0 - lines2.jsonl:1 1"
+	require.Equal(t, want, batched.pairs(t, orders))
+	require.Equal(t, map[string]string{"I1": "6.3 lines.jsonl:1"}, batched.pairs(t, `SELECT order_id, amount || ' ' || _position FROM orders_superseded`))
+}
+
 func TestUnknownColumnsAreIgnoredKeptOrRejected(t *testing.T) {
 	const csv = "id,cust,ts,amt,coupon\nO1,C1,2026-01-05 10:00:00,5.5,WINTER\nO2,C2,2026-01-06 11:00:00,7,\n"
 	for _, tc := range []struct{ policy, extra string }{{"ignore", ""}, {"keep", `{"coupon":"WINTER"}`}, {"fail", ""}} {
