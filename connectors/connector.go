@@ -42,10 +42,6 @@ type Env struct {
 	// Follow asks a streaming source to keep reading new records in micro-batches until its
 	// context ends (continuous ingest) instead of stopping once caught up.
 	Follow bool
-	// KeepStreamsWhole says the mapping reads the records of one key in a batch together (an
-	// order's lines rolled up into the order): a connector that would split a stream it can hand
-	// over whole (a large file) does not.
-	KeepStreamsWhole bool
 }
 
 // Positions reads the positions the runtime stored for a source, stream → position. A position

@@ -479,7 +479,7 @@ func (r *Runner) openSource(ctx context.Context, env connectors.Env) (connectors
 	if !ok {
 		return nil, fmt.Errorf("source %s: connector kind %q is not registered", env.Source, s.Kind)
 	}
-	env.Table, env.BaseDir, env.KeepStreamsWhole = s.Table, r.Config.BaseDir, s.RollupLines
+	env.Table, env.BaseDir = s.Table, r.Config.BaseDir
 	src, err := kind.Open(ctx, env, s.Options)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: open: %w", env.Source, err)

@@ -36,7 +36,7 @@ type Config struct {
 	AllowEmpty      bool       `yaml:"allow_empty" default:"false" doc:"a glob that matches nothing is not an error (files arrive later)"`
 	MaxLineSize     string     `yaml:"max_line_size" type:"size" default:"2MB" example:"8MiB" doc:"a CSV or JSON Lines line longer than this is a dead letter"`
 	BatchSize       int        `yaml:"batch_size" default:"1000000" doc:"JSON Lines go to the warehouse at most this many lines (and batch_bytes) per transaction; a Parquet file loads in one"`
-	BatchBytes      string     `yaml:"batch_bytes" type:"size" default:"256MiB" example:"64MiB" doc:"… or at most this much JSON Lines text per transaction, whichever fills first (ckm holds one batch in memory); a CSV file larger than this (128MiB unless set) loads in pieces of about this size, a transaction each, whole lines, each record keeping its line (with rollup_lines: whole); at most 1GiB"`
+	BatchBytes      string     `yaml:"batch_bytes" type:"size" default:"256MiB" example:"64MiB" doc:"… or at most this much JSON Lines text per transaction, whichever fills first (ckm holds one batch in memory); a CSV file larger than this (128MiB unless set) loads in pieces of about this size, a transaction each, whole lines, each record keeping its line; at most 1GiB"`
 	VerifyUnchanged bool       `yaml:"verify_unchanged" default:"false" doc:"hash every file on every run, even when its size and modification time match what was loaded (for tools that rewrite files keeping both)"`
 }
 
@@ -270,9 +270,6 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	}
 	damage := sc.damage
 	resume := old.resumesAt(sc)
-	if s.env.KeepStreamsWhole {
-		resume = 0 // the file's records are read together: again from the start
-	}
 	var csv *csvRead
 	if damage == "" && !sc.empty && format != "jsonl" {
 		if csv, damage, err = s.relation(ctx, &b, source, name, dir, format, sc, maxLine); err != nil {
@@ -303,7 +300,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		if err != nil {
 			return err
 		}
-		if resume > 0 || sc.textBytes > int64(pieceBytes) && !s.env.KeepStreamsWhole {
+		if resume > 0 || sc.textBytes > int64(pieceBytes) {
 			return s.readCSVPieces(ctx, w, b, *csv, dir, pieceBytes, resume, advance)
 		}
 	}

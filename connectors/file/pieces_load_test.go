@@ -118,16 +118,24 @@ func TestQuotedValuesOverLinesAreNeverCut(t *testing.T) {
 		e.pairs(t, `SELECT order_id, _position FROM orders`))
 }
 
-// Lines of one order are rolled up in one batch: a file of order lines is never cut, whatever
-// batch_bytes says, so an order's lines cannot land in two pieces.
-func TestOrderLinesAreNeverSplitAcrossPieces(t *testing.T) {
-	e := setup(t, `  lines:
+// A file of order lines loads in pieces like any other: an order whose lines two pieces hold adds
+// the later piece's lines to what the earlier one stored, so the orders equal the file read whole.
+func TestOrderLinesSplitAcrossPiecesAddUp(t *testing.T) {
+	source := func(batchBytes string) string {
+		return `  lines:
     table: orders
     rollup_lines: true
-    file: {paths: ["lines.csv"], batch_bytes: 1B}
-    mapping: {order_id: inv, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}`, map[string]string{
-		"lines.csv": "inv,cust,ts,amt\nI1,C1,2026-01-01 10:00:00,2\nI2,C2,2026-01-01 10:00:00,5\nI1,C1,2026-01-01 10:00:00,3\n",
-	})
-	requireAccounted(t, e, e.run(t))
-	require.Equal(t, map[string]string{"I1": "5", "I2": "5"}, e.pairs(t, `SELECT order_id, amount FROM orders`))
+    file: {paths: ["lines.csv"], batch_bytes: ` + batchBytes + `}
+    mapping: {order_id: inv, customer_id: cust, order_ts: ts, amount: amt, quantity: qty, status: {const: completed}}`
+	}
+	lines := "inv,cust,ts,amt,qty\nI1,C1,2026-01-01 10:00:00,2,1\nI2,C2,2026-01-01 10:00:00,5,1\nI1,C1,2026-01-01 10:00:00,3,2\nI1,C1,2026-01-01 10:00:00,0.1,1\n"
+	orders := `SELECT order_id, concat_ws(' ', amount, quantity, _position) FROM orders`
+	e := setup(t, source("1B"), map[string]string{"lines.csv": lines})
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 2, res.Sources[0].Collapsed, "I1's second and third lines")
+	require.Equal(t, map[string]string{"I1": "5.1 4.0 lines.csv:2", "I2": "5.0 1.0 lines.csv:3"}, e.pairs(t, orders))
+	whole := setup(t, source("1GiB"), map[string]string{"lines.csv": lines})
+	requireAccounted(t, whole, whole.run(t))
+	require.Equal(t, whole.pairs(t, orders), e.pairs(t, orders))
 }
