@@ -22,7 +22,8 @@ func xIndex(tuples []Tuple) (xs []float64, idx []int32) {
 	for i, t := range tuples {
 		x[i] = t.X
 	}
-	return index(x)
+	xs, idx, _ = index(x)
+	return xs, idx
 }
 
 // parallelSum adds fn's k-vector contributions over [0, n) using all cores (k = 0: work only).
@@ -53,9 +54,10 @@ func parallelSum(n, k int, fn func(lo, hi int, acc []float64)) []float64 {
 }
 
 // index assigns each distinct value a position, so that what depends on the value alone is
-// computed once per value (t_x and T are counts of days over a unit: they take few values).
-func index[T comparable](values []T) (distinct []T, idx []int32) {
-	pos := map[T]int32{}
+// computed once per value (t_x and T are counts of days over a unit: they take few values). It
+// returns the distinct values, each value's position, and the position of each distinct value.
+func index[T comparable](values []T) (distinct []T, idx []int32, pos map[T]int32) {
+	pos = map[T]int32{}
 	idx = make([]int32, len(values))
 	for i, v := range values {
 		j, ok := pos[v]
@@ -66,7 +68,7 @@ func index[T comparable](values []T) (distinct []T, idx []int32) {
 		}
 		idx[i] = j
 	}
-	return distinct, idx
+	return distinct, idx, pos
 }
 
 // bgnbdObjective is over θ = (ln r, ln α, ln a, ln b).
@@ -79,8 +81,8 @@ func bgnbdObjective(tuples []Tuple) objective {
 		}
 		return out
 	}
-	ts, tIdx := index(col(func(t Tuple) float64 { return t.T }))
-	txs, txIdx := index(col(func(t Tuple) float64 { return t.Tx }))
+	ts, tIdx, _ := index(col(func(t Tuple) float64 { return t.T }))
+	txs, txIdx, _ := index(col(func(t Tuple) float64 { return t.Tx }))
 	n := 0.0
 	for _, t := range tuples {
 		n += t.Weight

@@ -121,8 +121,7 @@ type Scorer struct {
 	p         Params
 	pairOf    map[xT]int32 // (x, T) → its horizon terms
 	horizons  []float64    // per pair, the horizonTerm at the end of each month of the horizon
-	discounts []float64    // (1 + d)^m of each month
-	months    int
+	discounts []float64    // (1 + d)^m of each month of the horizon
 }
 
 // xT is a customer's (x, T) pair.
@@ -143,11 +142,7 @@ func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer
 	for i, h := range histories {
 		keys[i] = xT{h.X, h.T}
 	}
-	pairs, _ := index(keys)
-	pairOf := make(map[xT]int32, len(pairs))
-	for j, pair := range pairs {
-		pairOf[pair] = int32(j)
-	}
+	pairs, _, pairOf := index(keys)
 	horizons := make([]float64, len(pairs)*months)
 	parallelSum(len(pairs), 0, func(lo, hi int, _ []float64) {
 		for j := lo; j < hi; j++ {
@@ -160,7 +155,7 @@ func NewScorer(histories []Customer, bg BGNBD, gg GammaGamma, p Params) (*Scorer
 	for m := range discounts {
 		discounts[m] = math.Pow(1+p.MonthlyDiscount, float64(m+1))
 	}
-	return &Scorer{bg: bg, gg: gg, p: p, pairOf: pairOf, horizons: horizons, discounts: discounts, months: months}, nil
+	return &Scorer{bg: bg, gg: gg, p: p, pairOf: pairOf, horizons: horizons, discounts: discounts}, nil
 }
 
 // Score predicts the customers of rec, whose columns are customer_id, x, t_x, t_cal and zbar.
@@ -190,7 +185,8 @@ func (s *Scorer) Score(rec arrow.RecordBatch, mem memory.Allocator) (arrow.Recor
 		if !ok {
 			return nil, fmt.Errorf("customer %s: (x %g, T %g) is not among the fitted histories", ids.ValueStr(i), c.X, c.T)
 		}
-		pp := predictPurchases(c, s.bg, s.horizons[int(j)*s.months:int(j+1)*s.months], s.discounts)
+		months := len(s.discounts)
+		pp := predictPurchases(c, s.bg, s.horizons[int(j)*months:int(j+1)*months], s.discounts)
 		value := s.gg.ExpectedAverageValue(c)
 		built[0].Append(c.X)
 		built[1].Append(c.Tx)
