@@ -18,7 +18,7 @@ import (
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
-// BadRatioError is returned when a batch has more unreadable records than the source allows.
+// BadRatioError is returned when a source's unreadable records in a run pass its max_bad_ratio.
 type BadRatioError struct {
 	Source, Label string
 	Bad, Read     int64
@@ -30,6 +30,18 @@ type BadRatioError struct {
 func (e *BadRatioError) Error() string {
 	return fmt.Sprintf("at %s: %d of %d records so far (%.1f%%) could not be loaded, above max_bad_ratio %.1f%%; first at %s: %s",
 		e.Label, e.Bad, e.Read, 100*float64(e.Bad)/float64(e.Read), 100*e.Max, e.FirstPosition, e.FirstReason)
+}
+
+// ratioJudgedOver is the fewest records a run's bad records are measured against. A ratio
+// of a handful of records is noise, and a micro-batch's size is a matter of timing: one bad
+// message alone in a follow's first micro-batch would fail the ingest (1 of 1, 100%) where
+// the same message among the next hundred would not.
+const ratioJudgedOver = 100
+
+// tooBad reports whether bad of read records are more than maxRatio allows, the records read
+// counted as at least ratioJudgedOver: a run may always have maxRatio × 100 bad records.
+func tooBad(bad, read int64, maxRatio float64) bool {
+	return bad > 0 && float64(bad) > maxRatio*float64(max(read, ratioJudgedOver))
 }
 
 // batchWriter maps each batch onto its canonical table and commits it, its dead letters
@@ -171,7 +183,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		// rolled back. A whole stream that could not be read (a damaged file) is not a record.
 		w.wholeStreams += wholeStreams
 		runRead, runBad := w.total.Read+st.Read-w.wholeStreams, w.total.DeadLettered+st.DeadLettered-w.wholeStreams
-		if runRead > 0 && float64(runBad)/float64(runRead) > w.maxBadRatio {
+		if tooBad(runBad, runRead, w.maxBadRatio) {
 			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: runBad, Read: runRead, Max: w.maxBadRatio}
 			if len(b.Rejects) > 0 {
 				e.FirstPosition, e.FirstReason = b.Rejects[0].Position, b.Rejects[0].Reason
