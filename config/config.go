@@ -501,7 +501,12 @@ func (c *Config) validate(lines map[string]int) []Problem {
 		if _, err := mapping.OrderLookups(s.Lookups); err != nil {
 			add(base+".lookups", err.Error(), "a lookup may match on an earlier lookup's column, not on its own")
 		}
-		if kind, ok := connectors.Lookup(s.Kind); ok && s.Options != nil {
+		kind, known := connectors.Lookup(s.Kind)
+		if known && kind.Spec.Rereads && s.RollupLines {
+			add(base+".rollup_lines", "the "+s.Kind+" connector reads a changed record again, and a line read twice would add to its order twice",
+				"roll the lines up in the source, e.g. query: SELECT order_id, min(customer_id) AS customer_id, …, sum(amount) AS amount, max(updated_at) AS updated_at FROM lines GROUP BY order_id; its rows then replace the order as its lines change")
+		}
+		if known && s.Options != nil {
 			for _, p := range kind.Check(s.Options, c.BaseDir) {
 				add(base+"."+s.Kind+"."+p.Key, p.Msg, p.Hint)
 			}

@@ -15,6 +15,9 @@ func Reference() string {
 		if k.Spec.Streaming {
 			b.WriteString(" Streaming: follows its input with `ckm ingest --follow`.")
 		}
+		if k.Spec.Rereads {
+			b.WriteString(" Reads a changed record again, so `rollup_lines` is refused: roll lines up in the source.")
+		}
 		b.WriteString("\n\n| key | type | default | description |\n|---|---|---|---|\n")
 		writeRows(&b, k.Spec.Fields, "")
 		b.WriteString("\n")

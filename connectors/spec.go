@@ -22,7 +22,11 @@ type Spec struct {
 	// Streaming says the source can follow its input (ckm ingest --follow); others read what
 	// is there and stop.
 	Streaming bool
-	Fields    []Field // filled in by Register from the config struct
+	// Rereads says the source hands a record over again once it changes (a cursor over rows
+	// that are updated, a lookback window): its records replace stored ones, but lines of one
+	// order cannot add up (rollup_lines), as a line read twice would count twice.
+	Rereads bool
+	Fields  []Field // filled in by Register from the config struct
 }
 
 // Field is one key of a connector's config block.

@@ -34,7 +34,8 @@ import (
 )
 
 func init() {
-	connectors.Register("postgres", connectors.Spec{Summary: "rows of a PostgreSQL table, view or query, read incrementally by a cursor column"},
+	connectors.Register("postgres", connectors.Spec{Summary: "rows of a PostgreSQL table, view or query, read incrementally by a cursor column",
+		Rereads: true},
 		func(ctx context.Context, env connectors.Env, cfg Config) (connectors.Source, error) {
 			return &Source{env: env, cfg: cfg}, nil
 		})
