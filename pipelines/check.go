@@ -38,7 +38,7 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		spec := r.Config.MappingSpec(name, false)
 		var lookups []string
 		if len(spec.Lookups) > 0 && len(streams) > 0 {
-			w := newBatchWriter(conn, r.Config, name, "check", r.Log)
+			w := newBatchWriter(conn, r.Config, name, "check", r.Log, false)
 			if err := w.resolveLookups(ctx, spec.Lookups); err != nil {
 				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
 				continue

@@ -23,13 +23,19 @@ type BadRatioError struct {
 	Source, Label string
 	Bad, Read     int64
 	Max           float64
+	// Latest says Read counts a follow session's latest records, not all of them.
+	Latest        bool
 	FirstPosition string
 	FirstReason   string
 }
 
 func (e *BadRatioError) Error() string {
-	return fmt.Sprintf("at %s: %d of %d records so far (%.1f%%) could not be loaded, above max_bad_ratio %.1f%%; first at %s: %s",
-		e.Label, e.Bad, e.Read, 100*float64(e.Bad)/float64(e.Read), 100*e.Max, e.FirstPosition, e.FirstReason)
+	of := fmt.Sprintf("%d of %d records so far", e.Bad, e.Read)
+	if e.Latest {
+		of = fmt.Sprintf("%d of the latest %d records", e.Bad, e.Read)
+	}
+	return fmt.Sprintf("at %s: %s (%.1f%%) could not be loaded, above max_bad_ratio %.1f%%; first at %s: %s",
+		e.Label, of, 100*float64(e.Bad)/float64(e.Read), 100*e.Max, e.FirstPosition, e.FirstReason)
 }
 
 // ratioJudgedOver is the fewest records a run's bad records are measured against. A ratio
@@ -40,8 +46,44 @@ const ratioJudgedOver = 100
 
 // tooBad reports whether bad of read records are more than maxRatio allows, the records read
 // counted as at least ratioJudgedOver: a run may always have maxRatio × 100 bad records.
-func tooBad(bad, read int64, maxRatio float64) bool {
-	return bad > 0 && float64(bad) > maxRatio*float64(max(read, ratioJudgedOver))
+func tooBad(c badCounts, maxRatio float64) bool {
+	return c.bad > 0 && float64(c.bad) > maxRatio*float64(max(c.read, ratioJudgedOver))
+}
+
+// followWindow is how many of a follow session's latest records max_bad_ratio is judged over. A
+// session runs for days: over all its records, input that turned bad would be dead-lettered
+// until it outweighed every good record before it (as Conduit's DLQ window, not the run).
+const followWindow = 10_000
+
+// badCounts are records read and records that could not be loaded, as max_bad_ratio counts them.
+type badCounts struct{ read, bad int64 }
+
+// badWindow holds the counts max_bad_ratio is judged over: the whole run's or, with a size, the
+// latest committed batches' that hold at least size records (whole batches: one is the unit
+// that commits or rolls back).
+type badWindow struct {
+	size    int64
+	batches []badCounts // oldest first; one entry, the run's, without a size
+}
+
+// with is what the window would hold with b committed.
+func (bw *badWindow) with(b badCounts) badCounts {
+	for _, c := range bw.batches {
+		b.read, b.bad = b.read+c.read, b.bad+c.bad
+	}
+	return b
+}
+
+// add counts a committed batch, dropping the oldest batches the window no longer needs.
+func (bw *badWindow) add(b badCounts) {
+	if bw.size == 0 {
+		bw.batches = []badCounts{bw.with(b)}
+		return
+	}
+	bw.batches = append(bw.batches, b)
+	for len(bw.batches) > 1 && bw.with(badCounts{}).read-bw.batches[0].read >= bw.size {
+		bw.batches = bw.batches[1:]
+	}
 }
 
 // batchWriter maps each batch onto its canonical table and commits it, its dead letters
@@ -54,10 +96,9 @@ type batchWriter struct {
 	spec        mapping.Spec // for sources of columns
 	jsonSpec    mapping.Spec // the same mapping, for sources of JSON documents
 	maxBadRatio float64
+	judged      badWindow // what max_bad_ratio is judged over
 	log         *slog.Logger
 	total       connectors.BatchStats
-	// wholeStreams counts the run's dead letters that stand for a whole stream, not a record.
-	wholeStreams int64
 	// The lookup files' join order and columns, read and checked once per run, not per batch.
 	lookupOrder   []string
 	lookupColumns map[string][]string
@@ -66,12 +107,18 @@ type batchWriter struct {
 // NewSourceWriter returns the writer a run hands the connector of source: for driving a
 // connector directly. Each Write maps, dead-letters, merges and checkpoints one batch.
 func NewSourceWriter(conn *warehouse.Conn, cfg *config.Config, source, runID string, log *slog.Logger) connectors.Writer {
-	return newBatchWriter(conn, cfg, source, runID, log)
+	return newBatchWriter(conn, cfg, source, runID, log, false)
 }
 
-func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID string, log *slog.Logger) *batchWriter {
-	return &batchWriter{conn: conn, source: source, connector: cfg.Sources[source].Kind, runID: runID, log: log, maxBadRatio: cfg.BadRatio(cfg.Sources[source]),
+// newBatchWriter returns source's writer; a follow session's judges max_bad_ratio over its
+// latest records.
+func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID string, log *slog.Logger, follow bool) *batchWriter {
+	w := &batchWriter{conn: conn, source: source, connector: cfg.Sources[source].Kind, runID: runID, log: log, maxBadRatio: cfg.BadRatio(cfg.Sources[source]),
 		spec: cfg.MappingSpec(source, false), jsonSpec: cfg.MappingSpec(source, true)}
+	if follow {
+		w.judged.size = followWindow
+	}
+	return w
 }
 
 func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
@@ -149,6 +196,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			return st, fmt.Errorf("read %s: %w", b.Label, err)
 		}
 	}
+	var counted badCounts // the batch's records as max_bad_ratio counts them
 	err := w.conn.Tx(ctx, func(ctx context.Context) error {
 		st = connectors.BatchStats{}
 		if csvRejected > 0 {
@@ -179,23 +227,23 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			st.DeadLettered += bad
 			st.Skipped += skipped - b.MarkedLines
 		}
-		// The ratio is the source's records' over the whole run; the batch that crosses it is
-		// rolled back. A whole stream that could not be read (a damaged file) is not a record.
-		w.wholeStreams += wholeStreams
-		runRead, runBad := w.total.Read+st.Read-w.wholeStreams, w.total.DeadLettered+st.DeadLettered-w.wholeStreams
-		if tooBad(runBad, runRead, w.maxBadRatio) {
-			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: runBad, Read: runRead, Max: w.maxBadRatio}
+		// The ratio is over the source's records in the run (a follow's latest); the batch that
+		// crosses it is rolled back. A whole stream that could not be read (a damaged file) is
+		// not a record.
+		counted = badCounts{st.Read - wholeStreams, st.DeadLettered - wholeStreams}
+		if judged := w.judged.with(counted); tooBad(judged, w.maxBadRatio) {
+			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: judged.bad, Read: judged.read, Max: w.maxBadRatio, Latest: w.judged.size > 0}
 			if len(b.Rejects) > 0 {
 				e.FirstPosition, e.FirstReason = b.Rejects[0].Position, b.Rejects[0].Reason
 			}
 			if rows {
+				// The run's first (a follow's: this batch's first, not one from days ago).
 				_ = w.conn.QueryRowContext(ctx, `SELECT position, reason FROM (
 					SELECT _position AS position, _reason AS reason, _ordinal AS o FROM mapped WHERE _reason IS NOT NULL AND NOT _skip
-					UNION ALL SELECT position, reason, -1 FROM dead_letters WHERE run_id = ? AND source = ?)
+					UNION ALL SELECT position, reason, -1 FROM dead_letters WHERE run_id = ? AND source = ? AND NOT ?)
 					ORDER BY o, length(position), position LIMIT 1`,
-					w.runID, w.source).Scan(&e.FirstPosition, &e.FirstReason)
+					w.runID, w.source, e.Latest).Scan(&e.FirstPosition, &e.FirstReason)
 			}
-			w.wholeStreams -= wholeStreams // rolled back
 			return e
 		}
 		if rows {
@@ -228,6 +276,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		return st, err
 	}
 	w.total.Add(st)
+	w.judged.add(counted)
 	w.log.Debug("batch committed", "source", w.source, "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered,
 		"collapsed", st.Collapsed, "skipped", st.Skipped, "replaced", st.Replaced)
 	return st, nil

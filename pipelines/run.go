@@ -500,7 +500,7 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	if err != nil {
 		return sr, err
 	}
-	w := newBatchWriter(conn, r.Config, name, runID, env.Log)
+	w := newBatchWriter(conn, r.Config, name, runID, env.Log, follow)
 	err = src.Read(ctx, w)
 	sr.BatchStats = w.total
 	if err != nil {

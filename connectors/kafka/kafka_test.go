@@ -490,6 +490,56 @@ func TestFollowLoadsNewMessagesInMicroBatchesUntilStopped(t *testing.T) {
 	s.requireExactlyOnce(t, 1500, res.BatchStats)
 }
 
+// A follow session runs for days: max_bad_ratio judges its latest records (the batches that hold
+// the last 10,000), so input that turns bad stops it within about 550 bad messages at 5%. Over
+// all its records, 2,000 bad messages after 50,000 good ones (3.8%) would never stop it; a run
+// reading the same messages is judged over them all, and loads.
+func TestAFollowStopsSoonAfterItsInputTurnsBad(t *testing.T) {
+	s := newStage(t, 1, ", flush_interval: 100ms, batch_size: 1000", "    max_bad_ratio: 0.05")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.runner().Ingest(ctx, "orders", true)
+		done <- err
+	}()
+	s.produceOrders(t, 0, 50_000)
+	deadline := time.Now().Add(30 * time.Second)
+	for loaded := 0; loaded < 50_000; time.Sleep(50 * time.Millisecond) {
+		require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
+		require.True(t, time.Now().Before(deadline), "%d of 50000 orders loaded", loaded)
+	}
+	bad := make([]devkafka.Message, 2000)
+	for i := range bad {
+		bad[i].Value = []byte(fmt.Sprintf(`{"id": "B%d", "cust": "C1"`, i))
+	}
+	p := devkafka.NewProducer(s.broker.Addr)
+	defer p.Close()
+	require.NoError(t, p.Produce(context.Background(), "orders", bad))
+
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follow went on reading bad messages")
+	}
+	var ratioErr *pipelines.BadRatioError
+	require.True(t, errors.As(err, &ratioErr), "%v", err)
+	require.True(t, ratioErr.Latest)
+	require.GreaterOrEqual(t, ratioErr.Read, int64(10_000), "judged over at least the window")
+	require.Less(t, ratioErr.Read, int64(12_000), "judged over the window and the batch, not all 52,000")
+	require.Contains(t, err.Error(), "of the latest")
+	require.Contains(t, err.Error(), "first at orders/0@5")
+	var deadLetters int
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM dead_letters`).Scan(&deadLetters))
+	require.Less(t, deadLetters, 600, "the batches before the one that crossed: under 5%% of the window")
+
+	run := newStageOn(t, s.broker, ", batch_size: 1000", "    max_bad_ratio: 0.05")
+	res, err := run.runner().Ingest(context.Background(), "orders", false)
+	require.NoError(t, err, "2,000 of 52,000 (3.8%) in one run")
+	require.EqualValues(t, []int64{52_000, 50_000, 2000}, []int64{res.Read, res.Loaded, res.DeadLettered})
+}
+
 func TestSASLMechanismsAuthenticateAndAWrongPasswordFailsClearly(t *testing.T) {
 	users := map[string]map[string]string{"PLAIN": {"plainuser": "p1"}, "SCRAM-SHA-256": {"scram256": "p2"}, "SCRAM-SHA-512": {"scram512": "p3"}}
 	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 2}, Users: users})
@@ -653,7 +703,6 @@ func TestAMissingTopicFailsNamingIt(t *testing.T) {
 	r := s.runner()
 	_, err = r.Ingest(context.Background(), "orders", false)
 	require.ErrorContains(t, err, "topic orders at "+b.Addr)
-	t.Log(err)
 }
 
 // Hostile bytes never block a partition: a payload that is not UTF-8 (a Latin-1 café) or holds a
