@@ -500,7 +500,9 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	if err != nil {
 		return sr, err
 	}
-	w := newBatchWriter(conn, r.Config, name, runID, env.Log, follow)
+	// Only a streaming source follows; the others read what is there, as in a run.
+	kind, _ := connectors.Lookup(r.Config.Sources[name].Kind)
+	w := newBatchWriter(conn, r.Config, name, runID, env.Log, follow && kind.Spec.Streaming)
 	err = src.Read(ctx, w)
 	sr.BatchStats = w.total
 	if err != nil {

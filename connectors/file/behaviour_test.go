@@ -397,3 +397,20 @@ func TestUnknownColumnsAreIgnoredKeptOrRejected(t *testing.T) {
 		})
 	}
 }
+
+// Only a streaming source follows: a file read by `ckm ingest --follow` is read as in a run, and
+// max_bad_ratio judges all its records, not the latest 10,000 a follow session is judged over.
+// 2,000 bad lines after 50,000 good ones, in batches of 1,000, are 3.8%: within 5%.
+func TestAFileReadWhileFollowingIsJudgedAsARun(t *testing.T) {
+	var body strings.Builder
+	for i := range 50_000 {
+		fmt.Fprintf(&body, `{"id":"J%d","cust":"C%d","ts":"2026-01-01T10:00:00Z","amt":1}`+"\n", i, i%100)
+	}
+	body.WriteString(strings.Repeat("not json\n", 2000))
+	e := setupRatio(t, strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], batch_size: 1000`, 1),
+		map[string]string{"a.jsonl": body.String()}, 0.05)
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	res, err := r.Ingest(context.Background(), "events", true)
+	require.NoError(t, err)
+	require.EqualValues(t, []int64{52_000, 50_000, 2000}, []int64{res.Read, res.Loaded, res.DeadLettered})
+}
