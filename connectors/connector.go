@@ -145,11 +145,15 @@ type CSVRejects struct {
 	LinesBefore int64
 }
 
-// MaxPayload bounds what a dead letter keeps of a raw record: a connector need not read more.
-const MaxPayload = 4096
+// OversizedHead is what a dead letter keeps of a record over its connector's size limit (a
+// message over max_message_bytes, a line over max_line_size): its first bytes, enough to tell
+// what it was; a connector need not read more. A record within the limit is kept whole, so that
+// its dead letter outlives the source (a topic's retention, a file moved away).
+const OversizedHead = 4096
 
 // Reject is a record a connector could not read: where it was, why, and its raw bytes (which the
-// writer stores bounded and made safe to keep as text).
+// writer stores whole, made safe to keep as text; of a record over the connector's size limit,
+// only its OversizedHead).
 type Reject struct {
 	Stream   string
 	Seq      int64

@@ -248,7 +248,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		}
 		if rows {
 			if _, err := w.exec(ctx, "dead-letter", `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
-				SELECT ?, ?, _position, _reason, `+boundedPayload("_payload")+`, now(), _stream FROM mapped WHERE _reason IS NOT NULL AND NOT _skip`, w.runID, w.source); err != nil {
+				SELECT ?, ?, _position, _reason, CAST(_payload AS VARCHAR), now(), _stream FROM mapped WHERE _reason IS NOT NULL AND NOT _skip`, w.runID, w.source); err != nil {
 				return fmt.Errorf("dead-letter %s: %w", b.Label, err)
 			}
 		}
@@ -446,22 +446,23 @@ func (w *batchWriter) deadLetterCSVRejects(ctx context.Context, r connectors.CSV
 		SELECT ?, ?, ? || ':' || first_line,
 			reason || CASE WHEN span > 1 THEN '; one record of lines ' || first_line || '–' || (first_line + span - 1) ||
 				' (a quote opened on its first line and closed on its last)' ELSE '' END,
-			left(record, ?), now(), ?
-		FROM `+csvRejectedRecords, w.runID, w.source, r.Stream, connectors.MaxPayload, r.Stream)
+			CASE WHEN contains(reason, 'LINE SIZE OVER MAXIMUM') THEN `+oversizedHead("record")+` ELSE record END, now(), ?
+		FROM `+csvRejectedRecords, w.runID, w.source, r.Stream, r.Stream)
 	if err != nil {
 		return fmt.Errorf("dead-letter rejected lines: %w", err)
 	}
 	return nil
 }
 
-// boundedPayload keeps the first MaxPayload bytes of a dead letter's raw record, saying so when it cut.
-func boundedPayload(col string) string {
+// oversizedHead keeps the first OversizedHead bytes of a record over the size limit, saying so
+// when it cut.
+func oversizedHead(col string) string {
 	return fmt.Sprintf(`CASE WHEN strlen(CAST(%[1]s AS VARCHAR)) > %[2]d THEN left(CAST(%[1]s AS VARCHAR), %[2]d) || ' … (' || strlen(CAST(%[1]s AS VARCHAR)) || ' bytes, cut to the first %[2]d)'
-		ELSE CAST(%[1]s AS VARCHAR) END`, col, connectors.MaxPayload)
+		ELSE CAST(%[1]s AS VARCHAR) END`, col, connectors.OversizedHead)
 }
 
 // reject dead-letters the records a connector could not hand over as rows. Their raw bytes are
-// kept as text when they are UTF-8, else as base64 (marked so), the first MaxPayload bytes.
+// kept as text when they are UTF-8, else as base64 (marked so).
 func (w *batchWriter) reject(ctx context.Context, rejects []connectors.Reject) error {
 	if len(rejects) == 0 {
 		return nil
@@ -470,25 +471,20 @@ func (w *batchWriter) reject(ctx context.Context, rejects []connectors.Reject) e
 	var args []any
 	for i, r := range rejects {
 		rows[i] = "(?, ?, ?, ?, ?, now(), ?)"
-		args = append(args, w.runID, w.source, r.Position, r.Reason, SafePayload(r.Payload), r.Stream)
+		args = append(args, w.runID, w.source, r.Position, r.Reason, safePayload(r.Payload), r.Stream)
 	}
 	_, err := w.conn.ExecContext(ctx, `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream) VALUES `+
 		strings.Join(rows, ", "), args...)
 	return err
 }
 
-// SafePayload is raw bytes as a dead letter keeps them: the first MaxPayload bytes, as text when
-// they are valid UTF-8 without NUL bytes, otherwise base64 with a "base64:" prefix.
-func SafePayload(raw []byte) string {
-	cut := ""
-	if len(raw) > connectors.MaxPayload {
-		cut = fmt.Sprintf(" … (%d bytes, cut to the first %d)", len(raw), connectors.MaxPayload)
-		raw = raw[:connectors.MaxPayload]
-	}
+// safePayload is raw bytes as a dead letter keeps them: as text when they are valid UTF-8
+// without NUL bytes, otherwise base64 with a "base64:" prefix.
+func safePayload(raw []byte) string {
 	if connectors.NotText(raw) == "" {
-		return string(raw) + cut
+		return string(raw)
 	}
-	return "base64:" + base64.StdEncoding.EncodeToString(raw) + cut
+	return "base64:" + base64.StdEncoding.EncodeToString(raw)
 }
 
 // mappingBatch is the batch as the mapping reads it: its relation (with lookups joined) and its

@@ -93,7 +93,8 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 		switch problem := connectors.NotText(text); {
 		case err == errLongLine:
 			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),
-				Reason: fmt.Sprintf("line longer than max_line_size %d bytes", maxLine), Payload: text})
+				Reason:  fmt.Sprintf("line longer than max_line_size %d bytes (payload holds its first %d bytes)", maxLine, min(len(text), connectors.OversizedHead)),
+				Payload: text[:min(len(text), connectors.OversizedHead)]})
 		case problem != "":
 			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),
 				Reason: "line " + problem, Payload: text})

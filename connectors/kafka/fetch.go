@@ -235,7 +235,7 @@ func (f *fetcher) append(p partition, r *kafka.Record, from int64) error {
 	if r.Value != nil {
 		size := r.Value.Len()
 		if size > f.src.set.maxMessageBytes {
-			head := make([]byte, min(size, connectors.MaxPayload))
+			head := make([]byte, min(size, connectors.OversizedHead))
 			if _, err := io.ReadFull(r.Value, head); err != nil {
 				return fmt.Errorf("read %s at offset %d: %w", p, r.Offset, err)
 			}

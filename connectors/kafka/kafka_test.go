@@ -419,6 +419,27 @@ func TestBadMessagesAreDeadLetteredWithTheirCoordinatesAndPayload(t *testing.T) 
 	require.Contains(t, reasons[`{"id": "BIG",`], "exceeds max_message_bytes 2048")
 }
 
+// A dead letter outlives the topic's retention: a bad message within max_message_bytes is kept
+// whole (here 20,000 bytes with a wrong type), one over it by its first 4,096 bytes.
+func TestADeadLetterKeepsItsMessageWhole(t *testing.T) {
+	s := newStage(t, 1, ", max_message_bytes: 64KiB", "")
+	whole := fmt.Sprintf(`{"id": "W1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": "many", "note": "%s"}`, strings.Repeat("é", 10_000))
+	over := fmt.Sprintf(`{"id": "O1", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 1, "note": "%s"}`, strings.Repeat("x", 70_000))
+	p := devkafka.NewProducer(s.broker.Addr)
+	defer p.Close()
+	require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: []byte(whole)}, {Value: []byte(over)}, {Value: devkafka.Order(1).Value}}))
+	res, err := s.runner().Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, []int64{3, 1, 2}, []int64{res.Read, res.Loaded, res.DeadLettered})
+	var payload, reason string
+	require.NoError(t, s.w.DB().QueryRow(`SELECT payload, reason FROM dead_letters WHERE position = 'orders/0@0'`).Scan(&payload, &reason))
+	require.Equal(t, whole, payload, "all %d bytes", len(whole))
+	require.Equal(t, "amount: cannot read 'many' as a number", reason)
+	require.NoError(t, s.w.DB().QueryRow(`SELECT payload, reason FROM dead_letters WHERE position = 'orders/0@1'`).Scan(&payload, &reason))
+	require.Equal(t, over[:4096], payload)
+	require.Contains(t, reason, "exceeds max_message_bytes 65536 (payload holds its first 4096 bytes)")
+}
+
 func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 	for _, tc := range []struct {
 		policy       string
