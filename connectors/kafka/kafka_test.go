@@ -724,6 +724,7 @@ func TestAMissingTopicFailsNamingIt(t *testing.T) {
 	r := s.runner()
 	_, err = r.Ingest(context.Background(), "orders", false)
 	require.ErrorContains(t, err, "topic orders at "+b.Addr)
+	t.Log(err)
 }
 
 // Hostile bytes never block a partition: a payload that is not UTF-8 (a Latin-1 café) or holds a
