@@ -13,18 +13,27 @@ import (
 
 func (a *app) ingestCmd() *cobra.Command {
 	var sources []string
-	var follow bool
+	var follow, reload bool
 	cmd := &cobra.Command{
 		Use: "ingest",
 		Example: `  ckm ingest                                         # every source, what is new
-  ckm ingest --config examples/kafka/config.yaml --source shop_orders --follow`,
+  ckm ingest --config examples/kafka/config.yaml --source shop_orders --follow
+  ckm ingest --source shop_orders --reload            # its files again, after fixing its mapping`,
 		Short: "Load new source data into the warehouse without scoring; --follow keeps streaming sources loading",
 		Long: `Load what is new in the sources (default: all) into the canonical tables, batch by batch,
 each batch committed with its checkpoint. With --follow, streaming sources (kafka) keep loading
 micro-batches (batch_size / batch_bytes / flush_interval) until interrupted; an interrupt lets the
-batch in flight commit or roll back, so nothing is lost or doubled.`,
+batch in flight commit or roll back, so nothing is lost or doubled. With --reload, the named
+file sources read every file again from its start, each replacing what it loaded and superseding
+its dead letters: after a mapping was fixed, the records it dead-lettered load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case reload && follow:
+				return errors.New("--reload reads files again once; it does not follow")
+			case reload && len(sources) == 0:
+				return errors.New("--reload needs the sources to read again: --source S")
+			}
 			cfg, err := a.loadConfig()
 			if err != nil {
 				return err
@@ -39,6 +48,7 @@ batch in flight commit or roll back, so nothing is lost or doubled.`,
 					return fmt.Errorf("unknown source %q (configured: %s)", s, strings.Join(cfg.SourceNames(nil), ", "))
 				}
 			}
+
 			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
 			names := cfg.SourceNames(sources)
 			results := make([]pipelines.SourceResult, len(names))
@@ -46,7 +56,11 @@ batch in flight commit or roll back, so nothing is lost or doubled.`,
 			var wg sync.WaitGroup
 			for i, name := range names {
 				wg.Go(func() {
-					results[i], errs[i] = r.Ingest(cmd.Context(), name, follow)
+					if reload {
+						results[i], errs[i] = r.Reload(cmd.Context(), name)
+					} else {
+						results[i], errs[i] = r.Ingest(cmd.Context(), name, follow)
+					}
 					if errs[i] != nil {
 						errs[i] = fmt.Errorf("ingest %s: %w", name, errs[i])
 					}
@@ -62,5 +76,6 @@ batch in flight commit or roll back, so nothing is lost or doubled.`,
 	}
 	cmd.Flags().StringSliceVarP(&sources, "source", "s", nil, "sources to load (default: all)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep loading streaming sources until interrupted")
+	cmd.Flags().BoolVar(&reload, "reload", false, "read the named file sources' files again from their start, replacing what they loaded")
 	return cmd
 }

@@ -42,6 +42,10 @@ type Env struct {
 	// Follow asks a streaming source to keep reading new records in micro-batches until its
 	// context ends (continuous ingest) instead of stopping once caught up.
 	Follow bool
+	// Reload asks the source to read every stream again from its start, each replacing what it
+	// loaded (ckm ingest --reload, after a mapping was fixed). Only a source whose Spec says
+	// Reloads is asked.
+	Reload bool
 }
 
 // Positions reads the positions the runtime stored for a source, stream → position. A position

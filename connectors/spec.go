@@ -26,6 +26,9 @@ type Spec struct {
 	// that are updated, a lookback window): its records replace stored ones, but lines of one
 	// order cannot add up (rollup_lines), as a line read twice would count twice.
 	Rereads bool
+	// Reloads says the source can read its streams again from their start when Env.Reload asks,
+	// each replacing what it loaded (files, which are still there; a topic's retention is not).
+	Reloads bool
 	Fields  []Field // filled in by Register from the config struct
 }
 

@@ -775,7 +775,9 @@ func (w *batchWriter) replaceStream(ctx context.Context, t mapping.Table, stream
 		{fmt.Sprintf(`DELETE FROM %[1]s s USING promoted p WHERE s.%[2]s = p.%[2]s AND s._source = p._source AND s._stream IS NOT DISTINCT FROM p._stream
 			AND s._seq IS NOT DISTINCT FROM p._seq`, superseded, key), nil},
 		{fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM promoted`, t.Name, cols), nil},
-		{`UPDATE dead_letters SET superseded_by = ? WHERE source = ? AND stream = ? AND superseded_by IS NULL`, []any{w.runID, w.source, stream}},
+		// Not the batch's own, written before: a record still bad in the new version is current.
+		{`UPDATE dead_letters SET superseded_by = ? WHERE source = ? AND stream = ? AND superseded_by IS NULL AND run_id <> ?`,
+			[]any{w.runID, w.source, stream, w.runID}},
 		{`DROP TABLE IF EXISTS temp.vacated; DROP TABLE IF EXISTS temp.promoted`, nil},
 	}
 	for _, s := range steps {

@@ -430,6 +430,25 @@ func (r *Runner) execute(ctx context.Context, conn *warehouse.Conn, p *config.Pi
 // checkpoint as in a run. With follow, a streaming source keeps loading micro-batches until
 // ctx ends, which then ends the ingest without error.
 func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (SourceResult, error) {
+	return r.ingestAlone(ctx, source, readMode{follow: follow})
+}
+
+// Reload reads every stream of one source again from its start, each replacing what it loaded
+// and superseding its dead letters: after a mapping was fixed, the records it dead-lettered load.
+// Only a source whose connector can (files) is reloaded.
+func (r *Runner) Reload(ctx context.Context, source string) (SourceResult, error) {
+	if s, ok := r.Config.Sources[source]; ok {
+		if kind, _ := connectors.Lookup(s.Kind); !kind.Spec.Reloads {
+			return SourceResult{Name: source}, fmt.Errorf("source %s: the %s connector cannot read its input again from the start (only file sources reload)", source, s.Kind)
+		}
+	}
+	return r.ingestAlone(ctx, source, readMode{reload: true})
+}
+
+// readMode is how an ingest reads its source: following it, or again from the start.
+type readMode struct{ follow, reload bool }
+
+func (r *Runner) ingestAlone(ctx context.Context, source string, mode readMode) (SourceResult, error) {
 	if _, ok := r.Config.Sources[source]; !ok {
 		return SourceResult{Name: source}, fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
 	}
@@ -443,8 +462,8 @@ func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (Source
 		return SourceResult{Name: source}, fmt.Errorf("new run id: %w", err)
 	}
 	runID := "ingest-" + id.String()
-	sr, err := r.ingestWith(ctx, conn, source, runID, r.Log.With("run_id", runID), follow)
-	if follow && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+	sr, err := r.ingestWith(ctx, conn, source, runID, r.Log.With("run_id", runID), mode)
+	if mode.follow && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return sr, nil
 	}
 	return sr, r.Warehouse.ExplainSpill(err)
@@ -488,21 +507,22 @@ func (r *Runner) openSource(ctx context.Context, env connectors.Env) (connectors
 }
 
 func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger) (SourceResult, error) {
-	return r.ingestWith(ctx, conn, name, runID, log, false)
+	return r.ingestWith(ctx, conn, name, runID, log, readMode{})
 }
 
-func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger, follow bool) (SourceResult, error) {
+func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger, mode readMode) (SourceResult, error) {
 	sr := SourceResult{Name: name, Table: r.Config.Sources[name].Table}
 	done := r.step("load " + name)
 	defer done()
-	env := connectors.Env{Source: name, RunID: runID, DB: conn, Positions: storedPositions{conn, name}, Log: log.With("source", name), Follow: follow}
+	env := connectors.Env{Source: name, RunID: runID, DB: conn, Positions: storedPositions{conn, name}, Log: log.With("source", name), Follow: mode.follow,
+		Reload: mode.reload}
 	src, err := r.openSource(ctx, env)
 	if err != nil {
 		return sr, err
 	}
 	// Only a streaming source follows; the others read what is there, as in a run.
 	kind, _ := connectors.Lookup(r.Config.Sources[name].Kind)
-	w := newBatchWriter(conn, r.Config, name, runID, env.Log, follow && kind.Spec.Streaming)
+	w := newBatchWriter(conn, r.Config, name, runID, env.Log, mode.follow && kind.Spec.Streaming)
 	err = src.Read(ctx, w)
 	sr.BatchStats = w.total
 	if err != nil {

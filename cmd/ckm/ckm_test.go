@@ -172,6 +172,9 @@ func TestFailuresExitNonZeroWithOneClearLine(t *testing.T) {
 	code, _, stderr = ckm("run", "--config", filepath.Join("..", "..", "config.yaml"), "--as-of", "2026-06-31")
 	require.Equal(t, 1, code)
 	require.Equal(t, "ckm: --as-of 2026-06-31: not a calendar date\n", stderr)
+	code, _, stderr = ckm("ingest", "--config", filepath.Join("..", "..", "config.yaml"), "--reload")
+	require.Equal(t, 1, code)
+	require.Equal(t, "ckm: --reload needs the sources to read again: --source S\n", stderr)
 }
 
 func TestGenerateIsDeterministic(t *testing.T) {

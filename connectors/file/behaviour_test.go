@@ -414,3 +414,62 @@ func TestAFileReadWhileFollowingIsJudgedAsARun(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, []int64{52_000, 50_000, 2000}, []int64{res.Read, res.Loaded, res.DeadLettered})
 }
+
+// After a mapping is fixed, `ckm ingest --reload` reads a source's files again from their start:
+// the records the old mapping dead-lettered load, each file's earlier rows are replaced (nothing
+// doubled) and its old dead letters are marked superseded by the reload, while a record still bad
+// is a current dead letter again. A plain ingest reads nothing: the files did not change.
+func TestReloadReadsTheFilesAgainAfterAMappingFix(t *testing.T) {
+	const source = `  orders:
+    table: orders
+    file: {paths: ["*.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: %s}`
+	e := setupRatio(t, fmt.Sprintf(source, "state"), map[string]string{
+		"a.csv": "id,cust,ts,amt,state\nA1,C1,2026-01-01 10:00:00,10,completed\nA2,C2,2026-01-02 10:00:00,20,done\nA3,C3,2026-01-04 10:00:00,x,completed\n",
+		"b.csv": "id,cust,ts,amt,state\nB1,C1,2026-01-03 10:00:00,30,done\n",
+	}, 0.9)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	res, err := (&pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: quiet}).Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, []int64{4, 1, 3}, []int64{res.Read, res.Loaded, res.DeadLettered}, "'done' is no status, 'x' no amount")
+
+	path := filepath.Join(e.dir, "fixed.yaml")
+	writeFile(t, path, "warehouse: {path: ckm.duckdb, threads: 2}\ntimezone: Europe/Berlin\nmax_bad_ratio: 0.9\nsources:\n"+
+		fmt.Sprintf(source, "{const: completed}")+"\n")
+	fixed, err := config.Load(path)
+	require.NoError(t, err)
+	r := &pipelines.Runner{Config: fixed, Warehouse: e.w, Log: quiet}
+	res, err = r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.Zero(t, res.Read, "the files did not change")
+
+	res, err = r.Reload(context.Background(), "orders")
+	require.NoError(t, err)
+	require.EqualValues(t, []int64{4, 3, 1}, []int64{res.Read, res.Loaded, res.DeadLettered})
+	require.Equal(t, map[string]string{"A1": "a.csv:2", "A2": "a.csv:3", "B1": "b.csv:2"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+	var superseded int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters
+		WHERE superseded_by = (SELECT run_id FROM dead_letters WHERE superseded_by IS NULL)`).Scan(&superseded))
+	require.Equal(t, 3, superseded, "the first ingest's, by the reload")
+	require.Equal(t, map[string]string{"a.csv:4": "amount: cannot read 'x' as a number"},
+		e.pairs(t, `SELECT position, reason FROM dead_letters WHERE superseded_by IS NULL`), "the reload's own dead letter is current")
+	var collapsed int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM orders_superseded`).Scan(&collapsed))
+	require.Zero(t, collapsed, "a file's reloaded rows replace its own, they do not supersede them")
+
+	res, err = r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.Zero(t, res.Read, "after a reload the files are known as loaded")
+}
+
+// A changed file supersedes its earlier dead letters, not its own: a line still bad in the new
+// version is a current dead letter, which a query of what is still to fix finds.
+func TestAChangedFileKeepsItsOwnDeadLettersCurrent(t *testing.T) {
+	bad := "A2,C2,2026-01-02 10:00:00,x\n"
+	e := setupRatio(t, ordersSource, map[string]string{"a.csv": "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,10\n" + bad}, 0.9)
+	first := e.run(t)
+	writeFile(t, filepath.Join(e.dir, "a.csv"), "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,11\n"+bad)
+	second := e.run(t)
+	require.Equal(t, map[string]string{first.RunID: second.RunID, second.RunID: ""},
+		e.pairs(t, `SELECT run_id, coalesce(superseded_by, '') FROM dead_letters WHERE position = 'a.csv:3'`))
+}

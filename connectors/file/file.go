@@ -22,7 +22,8 @@ import (
 )
 
 func init() {
-	connectors.Register("file", connectors.Spec{Summary: "CSV, JSON Lines and Parquet files (gzip or zstd compressed or not), matched by globs"},
+	connectors.Register("file", connectors.Spec{Summary: "CSV, JSON Lines and Parquet files (gzip or zstd compressed or not), matched by globs",
+		Reloads: true},
 		func(ctx context.Context, env connectors.Env, cfg Config) (connectors.Source, error) {
 			return &Source{env: env, cfg: cfg}, nil
 		})
@@ -236,7 +237,9 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	if err != nil {
 		return err
 	}
-	if !s.cfg.VerifyUnchanged && old.sameStat(info) {
+	// A reload reads a loaded file again; a damaged one would only be damaged again.
+	reload := s.env.Reload && old.known && old.Damage == ""
+	if !reload && !s.cfg.VerifyUnchanged && old.sameStat(info) {
 		s.unchanged(name, old, "size and modification time")
 		return nil
 	}
@@ -246,7 +249,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	}
 	decoder := s.csvDecoder(format, sc)
 	sc.modifiedNS = settledModTime(info, time.Now())
-	if old.known && old.Size == sc.size && old.Checksum == sc.checksum {
+	if !reload && old.known && old.Size == sc.size && old.Checksum == sc.checksum {
 		// Touched or copied, not changed: remember the new time so the next run need not hash it.
 		touched := old.version
 		touched.ModifiedNS = sc.modifiedNS
@@ -270,6 +273,9 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	}
 	damage := sc.damage
 	resume := old.resumesAt(sc)
+	if reload {
+		resume = 0 // read whole, replacing what a stopped load committed too
+	}
 	var csv *csvRead
 	if damage == "" && !sc.empty && format != "jsonl" {
 		if csv, damage, err = s.relation(ctx, &b, source, name, dir, format, sc, maxLine); err != nil {
@@ -287,9 +293,13 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		s.env.Log.Info("resuming the file's load where it stopped", "source", s.env.Source, "file", name, "line", resume)
 	case old.known:
 		// A changed file replaces its earlier rows; an emptied one takes them with it (an empty
-		// file has no relation: DuckDB would invent a column).
+		// file has no relation: DuckDB would invent a column). So does a reloaded one.
 		b.ReplaceStream = name
-		s.env.Log.Info("file changed, reloading its rows", "source", s.env.Source, "file", name)
+		why := "file changed, reloading its rows"
+		if reload {
+			why = "reloading the file's rows as asked"
+		}
+		s.env.Log.Info(why, "source", s.env.Source, "file", name)
 	}
 	advance := advancer(name, old.position, version{Size: sc.size, ModifiedNS: sc.modifiedNS, Checksum: sc.checksum, Damage: damage})
 	if format == "jsonl" && damage == "" && !sc.empty {

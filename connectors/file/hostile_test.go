@@ -261,6 +261,13 @@ func TestTruncatedGzipFailsTheFileLoudlyAndIsRetriedWhenWhole(t *testing.T) {
 	// Unchanged, it is not reported again.
 	again := e.run(t)
 	require.Zero(t, again.Sources[0].Read)
+	// Nor is it read by a reload, which would only find it damaged again.
+	reloaded, err := (&pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}).Reload(context.Background(), "orders")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, reloaded.Read, "other.csv.gz, read again")
+	var damages int
+	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE position = 'orders.csv.gz'`).Scan(&damages))
+	require.Equal(t, 1, damages)
 
 	writeFile(t, filepath.Join(e.dir, "orders.csv.gz"), whole)
 	res = e.run(t)

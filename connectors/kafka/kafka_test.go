@@ -440,6 +440,18 @@ func TestADeadLetterKeepsItsMessageWhole(t *testing.T) {
 	require.Contains(t, reason, "exceeds max_message_bytes 65536 (payload holds its first 4096 bytes)")
 }
 
+// A topic is read once, by offset, and its retention drops what is old: `ckm ingest --reload`
+// refuses a Kafka source, naming it, and reads nothing.
+func TestReloadRefusesAKafkaSource(t *testing.T) {
+	s := newStage(t, 1, "", "")
+	s.produceOrders(t, 0, 10)
+	_, err := s.runner().Reload(context.Background(), "orders")
+	require.EqualError(t, err, "source orders: the kafka connector cannot read its input again from the start (only file sources reload)")
+	var n int
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&n))
+	require.Zero(t, n)
+}
+
 func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 	for _, tc := range []struct {
 		policy       string
