@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -762,4 +763,26 @@ func TestAnExcelSeparatorLineNamesTheDelimiter(t *testing.T) {
 		map[string]string{"a.csv": "sep=,\nid;cust;ts;amt\nA1;C1;2026-01-01 10:00:00;1\n"}, 0.9)
 	requireAccounted(t, e, e.run(t))
 	require.Equal(t, map[string]string{"A1": "a.csv:3"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+}
+
+// A JSON Lines line over max_line_size is a dead letter holding its first 4 KiB, saying so; a bad
+// line within the limit is kept whole, however long, so that its dead letter outlives the file.
+// Each keeps its own bytes, not those of the lines read after it into the same buffer.
+func TestAJSONLineOverTheLimitKeepsItsHeadAndOneWithinItIsKeptWhole(t *testing.T) {
+	long := `{"id":"L1","cust":"C1","ts":"2026-01-01T10:00:00Z","amt":1,"note":"` + strings.Repeat("x", 20_000) + `"}`
+	within := `{"id":"W1","cust":"C1","ts":"2026-01-01T10:00:00Z","amt":"many","note":"` + strings.Repeat("y", 5_000) + `"}`
+	latin1 := `{"id":"X1","cust":"caf` + "\xe9" + `","ts":"2026-01-01T10:00:00Z","amt":1}`
+	e := setupRatio(t, strings.Replace(eventsSource, `paths: ["*.jsonl"]`, `paths: ["*.jsonl"], max_line_size: 8KiB`, 1),
+		map[string]string{"a.jsonl": long + "\n" + within + "\n" + latin1 + "\n" + `{"id":"G1","cust":"C1","ts":"2026-01-01T10:00:00Z","amt":1}` + "\n"}, 0.9)
+	res := e.run(t)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, []int64{4, 1, 3}, []int64{res.Sources[0].Read, res.Sources[0].Loaded, res.Sources[0].DeadLettered})
+	var payload, reason string
+	require.NoError(t, e.db().QueryRow(`SELECT payload, reason FROM dead_letters WHERE position = 'a.jsonl:1'`).Scan(&payload, &reason))
+	require.Equal(t, long[:4096], payload)
+	require.Equal(t, "line longer than max_line_size 8192 bytes (payload holds its first 4096 bytes)", reason)
+	require.NoError(t, e.db().QueryRow(`SELECT payload FROM dead_letters WHERE position = 'a.jsonl:2'`).Scan(&payload))
+	require.Equal(t, within, payload)
+	require.NoError(t, e.db().QueryRow(`SELECT payload FROM dead_letters WHERE position = 'a.jsonl:3'`).Scan(&payload))
+	require.Equal(t, "base64:"+base64.StdEncoding.EncodeToString([]byte(latin1)), payload)
 }

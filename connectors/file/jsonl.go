@@ -90,14 +90,15 @@ func (s *Source) readJSONLines(ctx context.Context, w connectors.Writer, path st
 		if n == 1 {
 			text = connectors.WithoutBOM(text)
 		}
+		// A reject keeps a copy of its bytes: the next line is read into the same buffer.
 		switch problem := connectors.NotText(text); {
 		case err == errLongLine:
 			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),
 				Reason:  fmt.Sprintf("line longer than max_line_size %d bytes (payload holds its first %d bytes)", maxLine, min(len(text), connectors.OversizedHead)),
-				Payload: text[:min(len(text), connectors.OversizedHead)]})
+				Payload: bytes.Clone(text[:min(len(text), connectors.OversizedHead)])})
 		case problem != "":
 			batch.Rejects = append(batch.Rejects, connectors.Reject{Stream: first.Label, Seq: n, Position: fmt.Sprintf("%s:%d", first.Label, n),
-				Reason: "line " + problem, Payload: text})
+				Reason: "line " + problem, Payload: bytes.Clone(text)})
 		default:
 			b.Field(0).(*array.StringBuilder).BinaryBuilder.Append(text)
 			b.Field(1).(*array.Int64Builder).Append(n)
