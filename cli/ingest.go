@@ -48,7 +48,6 @@ its dead letters: after a mapping was fixed, the records it dead-lettered load.`
 					return fmt.Errorf("unknown source %q (configured: %s)", s, strings.Join(cfg.SourceNames(nil), ", "))
 				}
 			}
-
 			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
 			names := cfg.SourceNames(sources)
 			results := make([]pipelines.SourceResult, len(names))

@@ -81,7 +81,9 @@ func (bw *badWindow) add(b badCounts) {
 		return
 	}
 	bw.batches = append(bw.batches, b)
-	for len(bw.batches) > 1 && bw.with(badCounts{}).read-bw.batches[0].read >= bw.size {
+	read := bw.with(badCounts{}).read
+	for len(bw.batches) > 1 && read-bw.batches[0].read >= bw.size {
+		read -= bw.batches[0].read
 		bw.batches = bw.batches[1:]
 	}
 }
@@ -415,6 +417,7 @@ func (w *batchWriter) csvRejects(ctx context.Context, r connectors.CSVRejects, n
 		SELECT *, line + %[4]d + coalesce(sum(span - 1) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_line
 		FROM (SELECT line, line - %[3]d - row_number() OVER (ORDER BY line) AS good_before,
 			string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason, any_value(csv_line) AS record,
+			bool_or(error_type = 'LINE SIZE OVER MAXIMUM') AS oversized,
 			coalesce(max(1 + length(csv_line) - length(replace(csv_line, chr(10), ''))), 1) AS span
 			FROM (SELECT * REPLACE (rtrim(ltrim(csv_line, chr(10)), chr(13) || chr(10)) AS csv_line) FROM %[2]s
 				QUALIFY error_type <> 'MISSING COLUMNS' OR row_number() OVER (PARTITION BY line, error_type ORDER BY column_idx) = 1)
@@ -446,7 +449,7 @@ func (w *batchWriter) deadLetterCSVRejects(ctx context.Context, r connectors.CSV
 		SELECT ?, ?, ? || ':' || first_line,
 			reason || CASE WHEN span > 1 THEN '; one record of lines ' || first_line || '–' || (first_line + span - 1) ||
 				' (a quote opened on its first line and closed on its last)' ELSE '' END,
-			CASE WHEN contains(reason, 'LINE SIZE OVER MAXIMUM') THEN `+oversizedHead("record")+` ELSE record END, now(), ?
+			CASE WHEN oversized THEN `+oversizedHead("record")+` ELSE record END, now(), ?
 		FROM `+csvRejectedRecords, w.runID, w.source, r.Stream, r.Stream)
 	if err != nil {
 		return fmt.Errorf("dead-letter rejected lines: %w", err)

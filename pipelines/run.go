@@ -437,11 +437,6 @@ func (r *Runner) Ingest(ctx context.Context, source string, follow bool) (Source
 // and superseding its dead letters: after a mapping was fixed, the records it dead-lettered load.
 // Only a source whose connector can (files) is reloaded.
 func (r *Runner) Reload(ctx context.Context, source string) (SourceResult, error) {
-	if s, ok := r.Config.Sources[source]; ok {
-		if kind, _ := connectors.Lookup(s.Kind); !kind.Spec.Reloads {
-			return SourceResult{Name: source}, fmt.Errorf("source %s: the %s connector cannot read its input again from the start (only file sources reload)", source, s.Kind)
-		}
-	}
 	return r.ingestAlone(ctx, source, readMode{reload: true})
 }
 
@@ -512,6 +507,10 @@ func (r *Runner) ingest(ctx context.Context, conn *warehouse.Conn, name, runID s
 
 func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, runID string, log *slog.Logger, mode readMode) (SourceResult, error) {
 	sr := SourceResult{Name: name, Table: r.Config.Sources[name].Table}
+	kind, _ := connectors.Lookup(r.Config.Sources[name].Kind)
+	if mode.reload && !kind.Spec.Reloads {
+		return sr, fmt.Errorf("source %s: the %s connector cannot read its input again from the start (only file sources reload)", name, r.Config.Sources[name].Kind)
+	}
 	done := r.step("load " + name)
 	defer done()
 	env := connectors.Env{Source: name, RunID: runID, DB: conn, Positions: storedPositions{conn, name}, Log: log.With("source", name), Follow: mode.follow,
@@ -521,7 +520,6 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 		return sr, err
 	}
 	// Only a streaming source follows; the others read what is there, as in a run.
-	kind, _ := connectors.Lookup(r.Config.Sources[name].Kind)
 	w := newBatchWriter(conn, r.Config, name, runID, env.Log, mode.follow && kind.Spec.Streaming)
 	err = src.Read(ctx, w)
 	sr.BatchStats = w.total

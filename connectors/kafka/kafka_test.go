@@ -82,6 +82,20 @@ func (s *stage) produceOrders(t *testing.T, from, to int) {
 	require.NoError(t, p.Produce(context.Background(), "orders", devkafka.Orders(from, to)))
 }
 
+// waitForOrders waits until a follow has loaded n orders.
+func (s *stage) waitForOrders(t *testing.T, n int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var got int
+		require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&got))
+		if got == n {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "%d of %d orders loaded", got, n)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // countingWriter is the pipeline's writer, adding up what its committed batches did.
 type countingWriter struct {
 	connectors.Writer
@@ -502,22 +516,10 @@ func TestFollowLoadsNewMessagesInMicroBatchesUntilStopped(t *testing.T) {
 		res, err = r.Ingest(ctx, "orders", true)
 		done <- err
 	}()
-	waitForOrders := func(n int) {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var got int
-			require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&got))
-			if got == n {
-				return
-			}
-			require.True(t, time.Now().Before(deadline), "%d of %d orders loaded", got, n)
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	s.produceOrders(t, 0, 1000)
-	waitForOrders(1000)
+	s.waitForOrders(t, 1000)
 	s.produceOrders(t, 1000, 1500)
-	waitForOrders(1500)
+	s.waitForOrders(t, 1500)
 	stop()
 	require.NoError(t, <-done, "an interrupt ends continuous ingest cleanly")
 	s.requireExactlyOnce(t, 1500, res.BatchStats)
@@ -537,11 +539,7 @@ func TestAFollowStopsSoonAfterItsInputTurnsBad(t *testing.T) {
 		done <- err
 	}()
 	s.produceOrders(t, 0, 50_000)
-	deadline := time.Now().Add(30 * time.Second)
-	for loaded := 0; loaded < 50_000; time.Sleep(50 * time.Millisecond) {
-		require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&loaded))
-		require.True(t, time.Now().Before(deadline), "%d of 50000 orders loaded", loaded)
-	}
+	s.waitForOrders(t, 50_000)
 	bad := make([]devkafka.Message, 2000)
 	for i := range bad {
 		bad[i].Value = []byte(fmt.Sprintf(`{"id": "B%d", "cust": "C1"`, i))
