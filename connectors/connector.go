@@ -46,6 +46,9 @@ type Env struct {
 	// loaded (ckm ingest --reload, after a mapping was fixed). Only a source whose Spec says
 	// Reloads is asked.
 	Reload bool
+	// Scratch is a directory for the read's temporary files, removed after it; empty: the
+	// system's temporary directory.
+	Scratch string
 }
 
 // Positions reads the positions the runtime stored for a source, stream → position. A position

@@ -513,8 +513,18 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	}
 	done := r.step("load " + name)
 	defer done()
+	scratch, removeScratch, err := r.Warehouse.MakeScratch()
+	if err != nil {
+		return sr, fmt.Errorf("source %s: %w", name, err)
+	}
+	defer func() {
+		// What was read is committed: a leftover is the next run's to sweep, not a failure.
+		if err := removeScratch(); err != nil {
+			log.Warn("temporary files left behind", "source", name, "dir", scratch, "error", err)
+		}
+	}()
 	env := connectors.Env{Source: name, RunID: runID, DB: conn, Positions: storedPositions{conn, name}, Log: log.With("source", name), Follow: mode.follow,
-		Reload: mode.reload}
+		Reload: mode.reload, Scratch: scratch}
 	src, err := r.openSource(ctx, env)
 	if err != nil {
 		return sr, err

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -217,4 +218,65 @@ func TestKilledRunsLeavePreviousOutputsAndRerunsAreIdentical(t *testing.T) {
 	require.NoError(t, os.CopyFS(filepath.Join(fresh, "data"), os.DirFS(filepath.Join(dir, "data"))))
 	runLogged(t, fresh, asOf)
 	require.Equal(t, final.hash, readState(t, fresh, asOf).hash)
+}
+
+// A file connector writes temporary files while it reads (here, the piece of a large file being
+// loaded). They go beside the warehouse, not to /tmp, and what a killed process left there the
+// next one removes.
+func TestAKilledIngestLeavesNoTemporaryFilesBehind(t *testing.T) {
+	dir := t.TempDir()
+	config := `warehouse: {path: ckm.duckdb, threads: 2}
+timezone: UTC
+sources:
+  shop_orders:
+    table: orders
+    file: {paths: ["orders.csv"], batch_bytes: 64KiB}
+    mapping: {order_id: order_id, customer_id: customer_id, order_ts: order_ts, amount: amount, status: {const: completed}}
+pipelines:
+  nightly: {transforms: [rfm]}
+`
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o644))
+	var csv strings.Builder
+	csv.WriteString("order_id,customer_id,order_ts,amount\n")
+	const lines = 60_000 // about 2.3 MB: some 35 pieces
+	for i := range lines {
+		fmt.Fprintf(&csv, "O%06d,C%05d,2026-01-%02d 10:00:00,%d.25\n", i, i%5000, 1+i%28, i%900)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "orders.csv"), []byte(csv.String()), 0o644))
+	root := warehouse.ScratchRoot(filepath.Join(dir, "ckm.duckdb"))
+	ingest := func() *exec.Cmd {
+		return exec.Command(ckmBin, "ingest", "--config", filepath.Join(dir, "config.yaml"), "--source", "shop_orders", "-v")
+	}
+
+	// Killed once a piece has committed: the next one is being loaded from a file in scratch.
+	cmd := ingest()
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `msg="batch committed"`) {
+			require.NoError(t, cmd.Process.Kill())
+			break
+		}
+	}
+	_ = cmd.Wait()
+	leftover, err := filepath.Glob(filepath.Join(root, fmt.Sprintf("%d-*", cmd.Process.Pid), "*", "*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, leftover, "the killed process's temporary files are in the warehouse's scratch directory")
+
+	out, err := ingest().CombinedOutput()
+	require.NoError(t, err, string(out))
+	entries, err := os.ReadDir(root)
+	require.NoError(t, err)
+	require.Empty(t, entries, "the next ingest removed what the killed one left, and its own")
+
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(dir, "ckm.duckdb"), ReadOnly: true})
+	require.NoError(t, err)
+	defer w.Close()
+	var orders, distinct int
+	require.NoError(t, w.DB().QueryRow(`SELECT count(*), count(DISTINCT order_id) FROM orders`).Scan(&orders, &distinct))
+	require.Equal(t, lines, orders, "every line loaded once, the killed run's pieces kept and the rest resumed")
+	require.Equal(t, lines, distinct)
 }

@@ -260,7 +260,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		return nil
 	}
 	b := connectors.Batch{Label: name, Stream: warehouse.Quote(name), PositionSep: ":"}
-	dir, err := os.MkdirTemp("", "ckm-file-")
+	dir, err := os.MkdirTemp(s.env.Scratch, "file-")
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
@@ -728,7 +728,7 @@ func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLi
 	case sc.empty || format == "jsonl":
 		return nil, ""
 	}
-	dir, err := os.MkdirTemp("", "ckm-file-")
+	dir, err := os.MkdirTemp(s.env.Scratch, "file-")
 	if err != nil {
 		return nil, err.Error()
 	}

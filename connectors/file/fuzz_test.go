@@ -42,6 +42,18 @@ pipelines:
   p: {transforms: [rfm]}
 `
 
+// TestMain removes the fuzzing warehouse, which outlives each input by design.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fuzzTarget.r != nil {
+		_ = fuzzTarget.r.Warehouse.Close()
+	}
+	if fuzzTarget.dir != "" {
+		_ = os.RemoveAll(fuzzTarget.dir)
+	}
+	os.Exit(code)
+}
+
 func fuzzRunner(t testing.TB) (*pipelines.Runner, string) {
 	fuzzTarget.once.Do(func() {
 		dir, err := os.MkdirTemp("", "ckm-fuzz-")
