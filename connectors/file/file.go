@@ -9,7 +9,9 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -101,10 +103,12 @@ func (c *Config) Validate(baseDir string) []connectors.FieldProblem {
 		out = append(out, connectors.FieldProblem{Key: "batch_size", Msg: fmt.Sprintf("%d is negative", c.BatchSize), Hint: "leave it out for 1000000"})
 	}
 	for _, p := range c.Paths {
-		files, err := expand(baseDir, []string{p})
+		files, unreadable, err := expand(baseDir, []string{p})
 		switch {
 		case err != nil:
 			out = append(out, connectors.FieldProblem{Key: "paths", Msg: err.Error()})
+		case len(files) == 0 && len(unreadable) > 0 && !c.AllowEmpty:
+			out = append(out, connectors.FieldProblem{Key: "paths", Msg: fmt.Sprintf("no file matching %q can be read: %s", p, strings.Join(unreadable, "; "))})
 		case len(files) == 0 && !c.AllowEmpty:
 			out = append(out, connectors.FieldProblem{Key: "paths", Msg: fmt.Sprintf("no file matches %q", p),
 				Hint: "paths are relative to the config file's directory; set allow_empty: true if files arrive later"})
@@ -126,9 +130,12 @@ type Source struct {
 
 // Read loads each new or changed file as one batch, in path order.
 func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
-	files, err := expand(s.env.BaseDir, s.cfg.Paths)
+	files, unreadable, err := expand(s.env.BaseDir, s.cfg.Paths)
 	if err != nil {
 		return err
+	}
+	for _, u := range unreadable {
+		s.env.Log.Warn("matched but not read", "problem", u)
 	}
 	if len(files) == 0 && !s.cfg.AllowEmpty {
 		return fmt.Errorf("no file matches %s", strings.Join(s.cfg.Paths, ", "))
@@ -215,10 +222,10 @@ func (st stored) resumesAt(sc scan) int64 {
 // unchanged logs that a file is skipped as it was loaded (or left unloaded, when damaged).
 func (s *Source) unchanged(name string, old stored, how string) {
 	if old.Damage != "" {
-		s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "source", s.env.Source, "file", name, "damage", old.Damage)
+		s.env.Log.Warn("file still damaged, not loaded (it is read again once it changes)", "file", name, "damage", old.Damage)
 		return
 	}
-	s.env.Log.Debug("file unchanged, skipped", "source", s.env.Source, "file", name, "by", how)
+	s.env.Log.Debug("file unchanged, skipped", "file", name, "by", how)
 }
 
 func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string, positions map[string]string) error {
@@ -286,11 +293,11 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 	case damage != "":
 		// The file's earlier rows stay; the damage is one dead letter, and the file is read
 		// again when it changes (a file still being written, or sent again whole).
-		s.env.Log.Error("file damaged, not loaded", "source", s.env.Source, "file", name, "damage", damage)
+		s.env.Log.Error("file damaged, not loaded", "file", name, "damage", damage)
 		b = connectors.Batch{Label: name, Rejects: []connectors.Reject{{Stream: name, Position: name,
 			Reason: damage + ": the file was not loaded; it is read again once the file changes", WholeStream: true}}}
 	case resume > 0:
-		s.env.Log.Info("resuming the file's load where it stopped", "source", s.env.Source, "file", name, "line", resume)
+		s.env.Log.Info("resuming the file's load where it stopped", "file", name, "line", resume)
 	case old.known:
 		// A changed file replaces its earlier rows; an emptied one takes them with it (an empty
 		// file has no relation: DuckDB would invent a column). So does a reloaded one.
@@ -299,7 +306,7 @@ func (s *Source) readFile(ctx context.Context, w connectors.Writer, path string,
 		if reload {
 			why = "reloading the file's rows as asked"
 		}
-		s.env.Log.Info(why, "source", s.env.Source, "file", name)
+		s.env.Log.Info(why, "file", name)
 	}
 	advance := advancer(name, old.position, version{Size: sc.size, ModifiedNS: sc.modifiedNS, Checksum: sc.checksum, Damage: damage})
 	if format == "jsonl" && damage == "" && !sc.empty {
@@ -639,34 +646,72 @@ func (r csvRead) batch(b *connectors.Batch, path string, firstLine, marked int64
 
 // displayName is the path as stored in lineage and as the file's stream: relative to the config
 // directory when inside it, so a moved checkout keeps its ingest state.
-func (s *Source) displayName(path string) string {
-	if rel, err := filepath.Rel(s.env.BaseDir, path); err == nil && !strings.HasPrefix(rel, "..") {
+func (s *Source) displayName(path string) string { return nameIn(s.env.BaseDir, path) }
+
+func nameIn(baseDir, path string) string {
+	if rel, err := filepath.Rel(baseDir, path); err == nil && !strings.HasPrefix(rel, "..") {
 		return filepath.ToSlash(rel)
 	}
 	return path
 }
 
-// expand resolves globs against baseDir into a sorted, de-duplicated list of files.
-func expand(baseDir string, patterns []string) ([]string, error) {
+// expand resolves globs against baseDir into a sorted, de-duplicated list of files, and lists the
+// matches that are not files to read (a named pipe would block the read for good; a link to
+// nothing is a file that did not arrive). Directories are left out silently: "data/*" matches
+// them as a matter of course.
+func expand(baseDir string, patterns []string) (files []string, unreadable []string, err error) {
 	seen := map[string]bool{}
-	var out []string
 	for _, p := range patterns {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(baseDir, p)
 		}
 		matches, err := filepath.Glob(p)
 		if err != nil {
-			return nil, fmt.Errorf("bad glob %q: %w", p, err)
+			return nil, nil, fmt.Errorf("bad glob %q: %w", p, err)
 		}
 		for _, m := range matches {
-			if st, err := os.Stat(m); err == nil && st.Mode().IsRegular() && !seen[m] {
-				seen[m] = true
-				out = append(out, m)
+			if seen[m] {
+				continue
+			}
+			seen[m] = true
+			st, err := os.Stat(m)
+			switch {
+			case err != nil:
+				unreadable = append(unreadable, fmt.Sprintf("%s cannot be read: %s", nameIn(baseDir, m), statProblem(m, err)))
+			case st.Mode().IsRegular():
+				files = append(files, m)
+			case !st.IsDir():
+				unreadable = append(unreadable, fmt.Sprintf("%s is not a regular file but a %s", nameIn(baseDir, m), fileKind(st.Mode())))
 			}
 		}
 	}
-	sort.Strings(out)
-	return out, nil
+	sort.Strings(files)
+	sort.Strings(unreadable)
+	return files, unreadable, nil
+}
+
+// statProblem says why a matched name cannot be read, naming a link's missing target.
+func statProblem(path string, err error) string {
+	if target, linkErr := os.Readlink(path); linkErr == nil && errors.Is(err, fs.ErrNotExist) {
+		return fmt.Sprintf("it links to %s, which does not exist", target)
+	}
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return pathErr.Err.Error()
+	}
+	return err.Error()
+}
+
+func fileKind(mode fs.FileMode) string {
+	switch {
+	case mode&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case mode&fs.ModeSocket != 0:
+		return "socket"
+	case mode&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file (" + mode.Type().String() + ")"
 }
 
 // format is the file's format: configured, or told by its name.
@@ -690,11 +735,12 @@ func formatOf(path string) string {
 // hand over (nil for JSON Lines, whose records are free-form) are for the mapping to be checked
 // against.
 func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
-	files, err := expand(s.env.BaseDir, s.cfg.Paths)
+	files, unreadable, err := expand(s.env.BaseDir, s.cfg.Paths)
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
-	if len(files) == 0 && !s.cfg.AllowEmpty {
+	problems := unreadable
+	if len(files) == 0 && len(unreadable) == 0 && !s.cfg.AllowEmpty {
 		return nil, []string{"no file matches " + strings.Join(s.cfg.Paths, ", ")}
 	}
 	maxLine, err := s.cfg.maxLine()
@@ -702,7 +748,6 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 		return nil, []string{err.Error()}
 	}
 	fields := map[string][]string{}
-	var problems []string
 	for _, path := range files {
 		name := s.displayName(path)
 		format := s.format(path)

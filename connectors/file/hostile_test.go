@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -20,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/internal/testutil"
 	"github.com/ckm-dev/ckm/pipelines"
 )
 
@@ -785,4 +788,45 @@ func TestAJSONLineOverTheLimitKeepsItsHeadAndOneWithinItIsKeptWhole(t *testing.T
 	require.Equal(t, within, payload)
 	require.NoError(t, e.db().QueryRow(`SELECT payload FROM dead_letters WHERE position = 'a.jsonl:3'`).Scan(&payload))
 	require.Equal(t, "base64:"+base64.StdEncoding.EncodeToString([]byte(latin1)), payload)
+}
+
+// Names a glob matches that are no file to read: a named pipe (reading it would wait for a
+// writer for good) and a link to nothing (a file that did not arrive). The run reads the other
+// files and warns of each by name, `ckm validate --connect` lists them, and a source with
+// nothing else to read is refused with what was found. A directory is passed over quietly.
+func TestMatchesThatAreNotFilesAreNamedNotWaitedOn(t *testing.T) {
+	e := setup(t, ordersSource, map[string]string{"orders.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n"})
+	require.NoError(t, syscall.Mkfifo(filepath.Join(e.dir, "pipe.csv"), 0o600))
+	gone := filepath.Join(e.dir, "landing", "x.csv")
+	require.NoError(t, os.Symlink(gone, filepath.Join(e.dir, "link.csv")))
+	require.NoError(t, os.Mkdir(filepath.Join(e.dir, "archive.csv"), 0o700))
+
+	var logged bytes.Buffer
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	res, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
+	require.NoError(t, err)
+	requireAccounted(t, e, res)
+	require.EqualValues(t, 1, res.Sources[0].Loaded)
+	linkProblem := "link.csv cannot be read: it links to " + gone + ", which does not exist"
+	warned := func(problem string) string {
+		return `level=WARN msg="matched but not read" .* source=orders problem="` + regexp.QuoteMeta(problem) + `"`
+	}
+	require.Regexp(t, warned(linkProblem), logged.String())
+	require.Regexp(t, warned("pipe.csv is not a regular file but a named pipe"), logged.String())
+	require.NotContains(t, logged.String(), "archive.csv")
+
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{"source orders: " + linkProblem, "source orders: pipe.csv is not a regular file but a named pipe"}, problems)
+
+	require.Contains(t, testutil.ConfigProblems(t, `warehouse: {path: ckm.duckdb}
+sources:
+  orders:
+    table: orders
+    file: {paths: ["`+filepath.Join(e.dir, "[lp]i*.csv")+`"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
+pipelines:
+  p: {transforms: [rfm]}
+`), `sources.orders.file.paths: no file matching "`+filepath.Join(e.dir, "[lp]i*.csv")+`" can be read: `+filepath.Join(e.dir, "link.csv")+
+		` cannot be read: it links to `+gone+`, which does not exist; `+filepath.Join(e.dir, "pipe.csv")+` is not a regular file but a named pipe`)
 }

@@ -62,7 +62,7 @@ func Open(env connectors.Env, cfg Config) (*Source, error) {
 		return nil, err
 	}
 	if cfg.SessionTimeout != "" {
-		env.Log.Warn("kafka session_timeout is no longer used (ckm reads partitions itself, without consumer group membership); remove it", "source", env.Source)
+		env.Log.Warn("kafka session_timeout is no longer used (ckm reads partitions itself, without consumer group membership); remove it")
 	}
 	tr := transport(tc, mech, set.connect)
 	return &Source{env: env, cfg: cfg, set: set, tr: tr,
