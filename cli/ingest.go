@@ -12,20 +12,23 @@ import (
 )
 
 func (a *app) ingestCmd() *cobra.Command {
-	var sources []string
+	var sources, restart []string
 	var follow, reload bool
 	cmd := &cobra.Command{
 		Use: "ingest",
 		Example: `  ckm ingest                                         # every source, what is new
   ckm ingest --config examples/kafka/config.yaml --source shop_orders --follow
-  ckm ingest --source shop_orders --reload            # its files again, after fixing its mapping`,
+  ckm ingest --source shop_orders --reload            # its files again, after fixing its mapping
+  ckm ingest --source events --restart events/0       # a recreated topic's partition, as never read`,
 		Short: "Load new source data into the warehouse without scoring; --follow keeps streaming sources loading",
 		Long: `Load what is new in the sources (default: all) into the canonical tables, batch by batch,
 each batch committed with its checkpoint. With --follow, streaming sources (kafka) keep loading
 micro-batches (batch_size / batch_bytes / flush_interval) until interrupted; an interrupt lets the
 batch in flight commit or roll back, so nothing is lost or doubled. With --reload, the named
 file sources read every file again from its start, each replacing what it loaded and superseding
-its dead letters: after a mapping was fixed, the records it dead-lettered load.`,
+its dead letters: after a mapping was fixed, the records it dead-lettered load. With --restart,
+the named streams of one streaming source are read as never read (a Kafka partition from its
+start setting): after its topic was deleted and created again, its offsets began anew.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -33,6 +36,10 @@ its dead letters: after a mapping was fixed, the records it dead-lettered load.`
 				return errors.New("--reload reads files again once; it does not follow")
 			case reload && len(sources) == 0:
 				return errors.New("--reload needs the sources to read again: --source S")
+			case len(restart) > 0 && len(sources) != 1:
+				return errors.New("--restart names streams of one source: --source S")
+			case len(restart) > 0 && reload:
+				return errors.New("--restart is for streaming sources, --reload for files: one at a time")
 			}
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -49,6 +56,11 @@ its dead letters: after a mapping was fixed, the records it dead-lettered load.`
 				}
 			}
 			r := &pipelines.Runner{Config: cfg, Warehouse: w, Log: a.log}
+			if len(restart) > 0 {
+				if err := r.Restart(cmd.Context(), sources[0], restart); err != nil {
+					return err
+				}
+			}
 			names := cfg.SourceNames(sources)
 			results := make([]pipelines.SourceResult, len(names))
 			errs := make([]error, len(names))
@@ -76,5 +88,6 @@ its dead letters: after a mapping was fixed, the records it dead-lettered load.`
 	cmd.Flags().StringSliceVarP(&sources, "source", "s", nil, "sources to load (default: all)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep loading streaming sources until interrupted")
 	cmd.Flags().BoolVar(&reload, "reload", false, "read the named file sources' files again from their start, replacing what they loaded")
+	cmd.Flags().StringSliceVar(&restart, "restart", nil, "streams of the one named streaming source to read as never read (a Kafka partition as topic/partition)")
 	return cmd
 }

@@ -115,7 +115,7 @@ func NewSourceWriter(conn *warehouse.Conn, cfg *config.Config, source, runID str
 // newBatchWriter returns source's writer; a follow session's judges max_bad_ratio over its
 // latest records.
 func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID string, log *slog.Logger, follow bool) *batchWriter {
-	w := &batchWriter{conn: conn, source: source, connector: cfg.Sources[source].Kind, runID: runID, log: log, maxBadRatio: cfg.BadRatio(cfg.Sources[source]),
+	w := &batchWriter{conn: conn, source: source, connector: cfg.Sources[source].Kind, runID: runID, log: log.With("source", source), maxBadRatio: cfg.BadRatio(cfg.Sources[source]),
 		spec: cfg.MappingSpec(source, false), jsonSpec: cfg.MappingSpec(source, true)}
 	if follow {
 		w.judged.size = followWindow
@@ -279,7 +279,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 	}
 	w.total.Add(st)
 	w.judged.add(counted)
-	w.log.Debug("batch committed", "source", w.source, "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered,
+	w.log.Debug("batch committed", "batch", b.Label, "read", st.Read, "loaded", st.Loaded, "dead_letters", st.DeadLettered,
 		"collapsed", st.Collapsed, "skipped", st.Skipped, "replaced", st.Replaced)
 	return st, nil
 }

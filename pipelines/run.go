@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -440,6 +441,46 @@ func (r *Runner) Reload(ctx context.Context, source string) (SourceResult, error
 	return r.ingestAlone(ctx, source, readMode{reload: true})
 }
 
+// Restart forgets where the named streams of a streaming source stand, so that its next read
+// takes each as never read (a Kafka partition from its start setting): after a topic was
+// deleted and created again, its offsets began anew and the stored ones point past its end.
+// A file source's files are read again with Reload instead.
+func (r *Runner) Restart(ctx context.Context, source string, streams []string) error {
+	s, ok := r.Config.Sources[source]
+	if !ok {
+		return fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
+	}
+	if kind, _ := connectors.Lookup(s.Kind); !kind.Spec.Streaming {
+		return fmt.Errorf("source %s: only a streaming source's streams restart, not the %s connector's (--reload reads files again)", source, s.Kind)
+	}
+	conn, err := r.Warehouse.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	err = conn.Tx(ctx, func(ctx context.Context) error {
+		for _, stream := range streams {
+			res, err := conn.ExecContext(ctx, `DELETE FROM source_positions WHERE source = ? AND stream = ?`, source, stream)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				known, err := storedPositions{conn, source}.Load(ctx)
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("source %s has read no stream %q (it has read: %s)", source, stream, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", source, err)
+	}
+	r.Log.Warn("streams restarted: the next read takes them as never read", "source", source, "streams", streams)
+	return nil
+}
+
 // readMode is how an ingest reads its source: following it, or again from the start.
 type readMode struct{ follow, reload bool }
 
@@ -530,7 +571,7 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 		return sr, err
 	}
 	// Only a streaming source follows; the others read what is there, as in a run.
-	w := newBatchWriter(conn, r.Config, name, runID, env.Log, mode.follow && kind.Spec.Streaming)
+	w := newBatchWriter(conn, r.Config, name, runID, log, mode.follow && kind.Spec.Streaming)
 	err = src.Read(ctx, w)
 	sr.BatchStats = w.total
 	if err != nil {

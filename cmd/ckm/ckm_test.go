@@ -175,6 +175,9 @@ func TestFailuresExitNonZeroWithOneClearLine(t *testing.T) {
 	code, _, stderr = ckm("ingest", "--config", filepath.Join("..", "..", "config.yaml"), "--reload")
 	require.Equal(t, 1, code)
 	require.Equal(t, "ckm: --reload needs the sources to read again: --source S\n", stderr)
+	code, _, stderr = ckm("ingest", "--config", filepath.Join("..", "..", "config.yaml"), "--restart", "orders/0")
+	require.Equal(t, 1, code)
+	require.Equal(t, "ckm: --restart names streams of one source: --source S\n", stderr)
 }
 
 func TestGenerateIsDeterministic(t *testing.T) {

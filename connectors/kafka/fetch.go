@@ -194,7 +194,8 @@ func (f *fetcher) fetch(ctx context.Context, p partition) (int, error) {
 }
 
 // skipLost moves a partition whose next offset retention has already deleted to the oldest
-// one left, loudly: those messages are gone from Kafka before ckm could read them.
+// one left, loudly: those messages are gone from Kafka before ckm could read them. An offset
+// past the log's end instead stops the read (see pastTheEnd).
 func (f *fetcher) skipLost(ctx context.Context, p partition) error {
 	pos := f.pos
 	offs, err := f.src.listOffsets(ctx, []partition{p}, func(id int) kafka.OffsetRequest { return kafka.FirstOffsetOf(id) })
@@ -203,6 +204,10 @@ func (f *fetcher) skipLost(ctx context.Context, p partition) error {
 	}
 	first := offs[p].FirstOffset
 	if first <= pos[p] {
+		ends, err := f.src.listOffsets(ctx, []partition{p}, func(id int) kafka.OffsetRequest { return kafka.LastOffsetOf(id) })
+		if err == nil && ends[p].LastOffset < pos[p] {
+			return f.src.pastTheEnd(p, pos[p], ends[p].LastOffset)
+		}
 		return fmt.Errorf("fetch %s at offset %d: %w", p, pos[p], kafka.OffsetOutOfRange)
 	}
 	f.src.env.Log.Error("messages deleted by retention before they were read; continuing at the oldest kept",

@@ -318,14 +318,17 @@ func (s *Source) readPartitions(ctx context.Context, parts []partition, ends map
 	s.commitGroup(ctx, stored)
 	pos := maps.Clone(stored)
 	var fresh []partition
+	var replaced []error
 	for _, p := range parts {
 		next, ok := stored[p]
 		if !ok {
 			fresh = append(fresh, p)
 		} else if next > ends[p] {
-			s.env.Log.Warn("stored offset is past the partition's end: was the topic recreated? Delete its rows in source_positions to read it again",
-				"partition", p.String(), "stored_offset", next, "end", ends[p])
+			replaced = append(replaced, s.pastTheEnd(p, next, ends[p]))
 		}
+	}
+	if len(replaced) > 0 {
+		return errors.Join(replaced...)
 	}
 	if len(fresh) > 0 {
 		starts, err := s.startOffsets(ctx, fresh, ends)
@@ -370,6 +373,18 @@ func (s *Source) readPartitions(ctx context.Context, parts []partition, ends map
 		return fmt.Errorf("partitions not read to the end they had when the run started: %s", strings.Join(short, ", "))
 	}
 	return nil
+}
+
+// pastTheEnd is the error for a partition whose stored offset lies past its log's end. Its
+// messages up to there are not the ones ckm read: the topic was deleted and created again, or
+// an unclean leader election truncated the log. Skipping to the stored offset would lose
+// what the partition holds now; reading it again on a guess would load everything again
+// when the end is only behind for a moment, as after a leader change. So the read stops,
+// and the operator restarts the partition once the cause is known.
+func (s *Source) pastTheEnd(p partition, stored, end int64) error {
+	return fmt.Errorf("partition %s: the stored offset %d is past the partition's end %d: the topic was deleted and created again, "+
+		"or its log truncated, after ckm read it (a leader change can also hold the end back for a moment: then the next read goes on); "+
+		"to read the partition again as never read (start: %s), run `ckm ingest --source %s --restart %s`", p, stored, end, s.set.start, s.env.Source, p)
 }
 
 // write commits one batch with its offsets, then commits the group offsets as a hint.

@@ -466,6 +466,67 @@ func TestReloadRefusesAKafkaSource(t *testing.T) {
 	require.Zero(t, n)
 }
 
+// A topic deleted and created again begins its offsets anew, below the stored ones. Reading on
+// from the stored offset would pass over every message the new topic holds below it, without a
+// word (it did: the five new orders were never read and the run succeeded). The read stops,
+// saying what happened and how to go on; `--restart` reads the partition as never read.
+func TestARecreatedTopicStopsTheReadUntilItsPartitionIsRestarted(t *testing.T) {
+	s := newStage(t, 1, ", batch_size: 100", "")
+	s.produceOrders(t, 0, 20)
+	r := s.runner()
+	res, err := r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 20, res.Loaded)
+
+	client := &kafka.Client{Addr: kafka.TCP(s.broker.Addr), Transport: &kafka.Transport{}}
+	deleted, err := client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{"orders"}})
+	require.NoError(t, err)
+	require.NoError(t, deleted.Errors["orders"])
+	created, err := client.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: "orders", NumPartitions: 1, ReplicationFactor: 1}}})
+	require.NoError(t, err)
+	require.NoError(t, created.Errors["orders"])
+	s.produceOrders(t, 100, 105)
+
+	_, err = r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, "source orders: partition orders/0: the stored offset 20 is past the partition's end 5: the topic was deleted and created again")
+	require.ErrorContains(t, err, "run `ckm ingest --source orders --restart orders/0`")
+
+	// A follow session reading when the topic is created again stops the same way.
+	require.NoError(t, r.Restart(context.Background(), "orders", []string{"orders/0"}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Ingest(ctx, "orders", true)
+		done <- err
+	}()
+	s.waitForOrders(t, 25)
+	deleted, err = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{"orders"}})
+	require.NoError(t, err)
+	require.NoError(t, deleted.Errors["orders"])
+	created, err = client.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: "orders", NumPartitions: 1, ReplicationFactor: 1}}})
+	require.NoError(t, err)
+	require.NoError(t, created.Errors["orders"])
+	s.produceOrders(t, 200, 202)
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follow went on past the recreated topic")
+	}
+	require.ErrorContains(t, err, "source orders: partition orders/0: the stored offset 5 is past the partition's end 2")
+	require.ErrorContains(t, r.Restart(context.Background(), "orders", []string{"orders/7"}), `source orders has read no stream "orders/7" (it has read: orders/0)`)
+
+	require.NoError(t, r.Restart(context.Background(), "orders", []string{"orders/0"}))
+	res, err = r.Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, res.Loaded, "the new topic's messages, from its start")
+	var orders, stored int64
+	require.NoError(t, s.w.DB().QueryRow(`SELECT count(*) FROM orders`).Scan(&orders))
+	require.EqualValues(t, 27, orders)
+	require.NoError(t, s.w.DB().QueryRow(`SELECT next_offset FROM ingest_offsets WHERE source = 'orders'`).Scan(&stored))
+	require.EqualValues(t, 2, stored)
+}
+
 func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 	for _, tc := range []struct {
 		policy       string
