@@ -27,8 +27,9 @@ micro-batches (batch_size / batch_bytes / flush_interval) until interrupted; an 
 batch in flight commit or roll back, so nothing is lost or doubled. With --reload, the named
 file sources read every file again from its start, each replacing what it loaded and superseding
 its dead letters: after a mapping was fixed, the records it dead-lettered load. With --restart,
-the named streams of one streaming source are read as never read (a Kafka partition from its
-start setting): after its topic was deleted and created again, its offsets began anew.`,
+the named streams of one source are read as never read, replacing their rows by key: a Kafka
+partition from its start setting (after its topic was deleted and created again), a PostgreSQL
+table whole (after it was restored with older cursor values).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -39,7 +40,7 @@ start setting): after its topic was deleted and created again, its offsets began
 			case len(restart) > 0 && len(sources) != 1:
 				return errors.New("--restart names streams of one source: --source S")
 			case len(restart) > 0 && reload:
-				return errors.New("--restart is for streaming sources, --reload for files: one at a time")
+				return errors.New("--restart is for Kafka and PostgreSQL sources, --reload for files: one at a time")
 			}
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -88,6 +89,6 @@ start setting): after its topic was deleted and created again, its offsets began
 	cmd.Flags().StringSliceVarP(&sources, "source", "s", nil, "sources to load (default: all)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep loading streaming sources until interrupted")
 	cmd.Flags().BoolVar(&reload, "reload", false, "read the named file sources' files again from their start, replacing what they loaded")
-	cmd.Flags().StringSliceVar(&restart, "restart", nil, "streams of the one named streaming source to read as never read (a Kafka partition as topic/partition)")
+	cmd.Flags().StringSliceVar(&restart, "restart", nil, "streams of the one named source to read as never read: a Kafka partition (topic/partition), a PostgreSQL table")
 	return cmd
 }

@@ -441,17 +441,18 @@ func (r *Runner) Reload(ctx context.Context, source string) (SourceResult, error
 	return r.ingestAlone(ctx, source, readMode{reload: true})
 }
 
-// Restart forgets where the named streams of a streaming source stand, so that its next read
-// takes each as never read (a Kafka partition from its start setting): after a topic was
-// deleted and created again, its offsets began anew and the stored ones point past its end.
-// A file source's files are read again with Reload instead.
+// Restart forgets where the named streams of a source stand, so that its next read takes each
+// as never read: a Kafka partition from its start setting (after its topic was deleted and
+// created again, its offsets began anew), a PostgreSQL table whole (after it was restored with
+// older cursor values). What is read again replaces its rows by key. A file source's files are
+// read again with Reload instead, each replacing its own rows.
 func (r *Runner) Restart(ctx context.Context, source string, streams []string) error {
 	s, ok := r.Config.Sources[source]
 	if !ok {
 		return fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
 	}
-	if kind, _ := connectors.Lookup(s.Kind); !kind.Spec.Streaming {
-		return fmt.Errorf("source %s: only a streaming source's streams restart, not the %s connector's (--reload reads files again)", source, s.Kind)
+	if kind, _ := connectors.Lookup(s.Kind); kind.Spec.Reloads {
+		return fmt.Errorf("source %s: the %s connector's streams are read again with --reload, not restarted", source, s.Kind)
 	}
 	conn, err := r.Warehouse.Conn(ctx)
 	if err != nil {

@@ -474,14 +474,14 @@ func TestAChangedFileKeepsItsOwnDeadLettersCurrent(t *testing.T) {
 		e.pairs(t, `SELECT run_id, coalesce(superseded_by, '') FROM dead_letters WHERE position = 'a.csv:3'`))
 }
 
-// --restart forgets a streaming source's stream positions; a file source's files are read again
-// with --reload instead, and a restart leaves its positions be.
+// --restart forgets a source's stream positions; a file source's files are read again with
+// --reload instead (each replacing its own rows), and a restart leaves its positions be.
 func TestRestartRefusesAFileSource(t *testing.T) {
 	e := setup(t, ordersSource, map[string]string{"a.csv": "id,cust,ts,amt\nA1,C1,2026-01-01 10:00:00,10\n"})
 	e.run(t)
 	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
 	require.EqualError(t, r.Restart(context.Background(), "orders", []string{"a.csv"}),
-		"source orders: only a streaming source's streams restart, not the file connector's (--reload reads files again)")
+		"source orders: the file connector's streams are read again with --reload, not restarted")
 	var positions int
 	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM source_positions WHERE source = 'orders'`).Scan(&positions))
 	require.Equal(t, 1, positions)
