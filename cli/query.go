@@ -103,7 +103,10 @@ func (a *app) printBacklog(ctx context.Context, r *pipelines.Runner) error {
 		}
 		for _, b := range backlog {
 			next := "never read"
-			if b.Next >= 0 {
+			switch {
+			case b.Next > b.End: // the topic was created again: ingest stops here and says why
+				next = fmt.Sprintf("%d past the end, see ckm ingest --source %s --restart %s", b.Next, name, b.Stream)
+			case b.Next >= 0:
 				next = fmt.Sprint(b.Next)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\n", name, b.Stream, next, b.End, b.Waiting)

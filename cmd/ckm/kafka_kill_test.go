@@ -93,3 +93,43 @@ pipelines:
 		FROM orders GROUP BY p) WHERE top <> c`).Scan(&gaps))
 	require.Zero(t, gaps)
 }
+
+// A topic deleted and created again: `ckm ingest` fails saying how to go on, `ckm status --lag`
+// shows the partition past its end, and `ckm ingest --restart` reads it as never read.
+func TestARecreatedTopicIsShownAndRestartedFromTheCommandLine(t *testing.T) {
+	b, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	p := devkafka.NewProducer(b.Addr)
+	defer p.Close()
+	require.NoError(t, p.Produce(context.Background(), "orders", devkafka.Orders(0, 20)))
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(`warehouse: {path: ckm.duckdb, threads: 2}
+sources:
+  orders:
+    table: orders
+    kafka: {brokers: ["%s"], topics: [orders]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
+pipelines:
+  nightly: {transforms: [rfm]}
+`, b.Addr)), 0o644))
+	code, _, errOut := ckm("ingest", "--config", config)
+	require.Equal(t, 0, code, errOut)
+
+	require.NoError(t, b.Recreate(context.Background(), "orders", 1))
+	require.NoError(t, p.Produce(context.Background(), "orders", devkafka.Orders(100, 105)))
+	code, _, errOut = ckm("ingest", "--config", config)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "partition orders/0: the stored offset 20 is past the partition's end 5")
+	code, out, errOut := ckm("status", "--lag", "--config", config)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `orders\s+orders/0\s+20 past the end, see ckm ingest --source orders --restart orders/0\s+5\s+0\n`, out)
+
+	code, out, errOut = ckm("ingest", "--config", config, "--source", "orders", "--restart", "orders/0")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "read 5, loaded 5")
+	code, out, errOut = ckm("status", "--lag", "--config", config)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `orders\s+orders/0\s+5\s+5\s+0\n`, out)
+}

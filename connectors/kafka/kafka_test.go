@@ -478,13 +478,7 @@ func TestARecreatedTopicStopsTheReadUntilItsPartitionIsRestarted(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 20, res.Loaded)
 
-	client := &kafka.Client{Addr: kafka.TCP(s.broker.Addr), Transport: &kafka.Transport{}}
-	deleted, err := client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{"orders"}})
-	require.NoError(t, err)
-	require.NoError(t, deleted.Errors["orders"])
-	created, err := client.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: "orders", NumPartitions: 1, ReplicationFactor: 1}}})
-	require.NoError(t, err)
-	require.NoError(t, created.Errors["orders"])
+	require.NoError(t, s.broker.Recreate(context.Background(), "orders", 1))
 	s.produceOrders(t, 100, 105)
 
 	_, err = r.Ingest(context.Background(), "orders", false)
@@ -501,12 +495,7 @@ func TestARecreatedTopicStopsTheReadUntilItsPartitionIsRestarted(t *testing.T) {
 		done <- err
 	}()
 	s.waitForOrders(t, 25)
-	deleted, err = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{"orders"}})
-	require.NoError(t, err)
-	require.NoError(t, deleted.Errors["orders"])
-	created, err = client.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: "orders", NumPartitions: 1, ReplicationFactor: 1}}})
-	require.NoError(t, err)
-	require.NoError(t, created.Errors["orders"])
+	require.NoError(t, s.broker.Recreate(context.Background(), "orders", 1))
 	s.produceOrders(t, 200, 202)
 	select {
 	case err = <-done:

@@ -232,3 +232,26 @@ func (b *Broker) ApplyRetention(ctx context.Context, topic string, bytes int) er
 	b.cluster.ApplyRetention()
 	return nil
 }
+
+// Recreate deletes topic and creates it again with partitions: its offsets begin anew at 0, as
+// when an operator drops and recreates a topic.
+func (b *Broker) Recreate(ctx context.Context, topic string, partitions int) error {
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(b.Addr), Transport: tr}
+	deleted, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err == nil {
+		err = deleted.Errors[topic]
+	}
+	if err != nil {
+		return fmt.Errorf("delete topic %s: %w", topic, err)
+	}
+	created, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}}})
+	if err == nil {
+		err = created.Errors[topic]
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
