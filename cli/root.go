@@ -188,11 +188,15 @@ every problem is reported at once (exit 1 if any).`,
 				fmt.Fprintf(a.stdout, "every source opened: %s\n", strings.Join(cfg.SourceNames(nil), ", "))
 				return nil
 			}
-			fmt.Fprintf(a.stdout, "%d problems opening the sources:\n", len(problems))
+			counted := fmt.Sprintf("%d problems", len(problems))
+			if len(problems) == 1 {
+				counted = "1 problem"
+			}
+			fmt.Fprintf(a.stdout, "%s opening the sources:\n", counted)
 			for _, p := range problems {
 				fmt.Fprintln(a.stdout, "  "+p)
 			}
-			return fmt.Errorf("%d problems opening the sources (listed above)", len(problems))
+			return fmt.Errorf("%s opening the sources (listed above)", counted)
 		},
 	}
 	cmd.Flags().BoolVar(&connect, "connect", false, "also open every source, loading nothing")

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ckm-dev/ckm/connectors"
+	"github.com/ckm-dev/ckm/connectors/mapping"
 )
 
 // Check opens every source the way a run would, loading nothing, and returns every problem that
@@ -52,8 +53,8 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		for _, stream := range slices.Sorted(maps.Keys(streams)) {
 			have := streams[stream]
 			if missing := spec.MissingFields(append(slices.Clone(have), lookups...)); len(missing) > 0 {
-				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s)",
-					name, stream, strings.Join(missing, ", "), strings.Join(have, ", ")))
+				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s%s)",
+					name, stream, strings.Join(missing, ", "), strings.Join(have, ", "), mapping.CaseHint(missing, have)))
 			}
 		}
 	}

@@ -170,8 +170,8 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		}
 		mb.NumberedLater = numbering != ""
 		if missing := spec.MissingFields(mb.Fields); len(missing) > 0 {
-			return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s)",
-				b.Label, strings.Join(missing, ", "), strings.Join(mb.Fields, ", "))
+			return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s%s)",
+				b.Label, strings.Join(missing, ", "), strings.Join(mb.Fields, ", "), mapping.CaseHint(missing, mb.Fields))
 		}
 		exec := w.conn.ExecContext
 		if fromArrow {

@@ -852,3 +852,15 @@ func TestACompressedFileLoadsEveryLineWhateverItsContentOutgrows(t *testing.T) {
 	require.EqualValues(t, lines, distinct)
 	require.EqualValues(t, lines+1, last, "the last line keeps its number")
 }
+
+// Header names match the mapping exactly. One spelled with other capitals fails the source as a
+// missing column does, and the error says which name the file has.
+func TestAHeaderNameInOtherCapitalsIsNamedInTheError(t *testing.T) {
+	e := setup(t, ordersSource, map[string]string{"a.csv": "ID,cust,ts,AMT\nA1,C1,2026-01-01 10:00:00,1\n"})
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
+	_, err := r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, "a.csv: mapping refers to id, amt, which the source does not have (it has ID, cust, ts, AMT; names match exactly, and id is ID there, amt is AMT there)")
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{"source orders: a.csv has no column id, amt, which the mapping reads (it has ID, cust, ts, AMT; names match exactly, and id is ID there, amt is AMT there)"}, problems)
+}

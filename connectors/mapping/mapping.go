@@ -109,6 +109,24 @@ func (s Spec) MissingFields(have []string) []string {
 	return missing
 }
 
+// CaseHint tells which missing fields the source has under other capitals (names match
+// exactly: a header's ID is not the mapping's id), as "; id is ID there"; "" when none.
+func CaseHint(missing, have []string) string {
+	var near []string
+	for _, m := range missing {
+		for _, h := range have {
+			if h != m && strings.EqualFold(h, m) {
+				near = append(near, m+" is "+h+" there")
+				break
+			}
+		}
+	}
+	if len(near) == 0 {
+		return ""
+	}
+	return "; names match exactly, and " + strings.Join(near, ", ")
+}
+
 // SessionZone is the DuckDB TimeZone setting Compile's SQL must run under: timestamps
 // without an offset are read in it.
 func (s Spec) SessionZone() string {
