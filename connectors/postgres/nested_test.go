@@ -6,7 +6,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ckm-dev/ckm/internal/pgtest"
 	"github.com/ckm-dev/ckm/internal/testutil"
 )
 
@@ -14,11 +13,8 @@ import (
 // ranges and points: a column mapped straight from one is a dead letter; an expression may read
 // into it.
 func TestArrayAndJSONColumnsMappedStraightAreDeadLetters(t *testing.T) {
-	server := pgtest.Start(t)
-	server.Exec(t, "postgres", "CREATE DATABASE shop")
-	server.Exec(t, "shop", `CREATE TABLE orders (id text PRIMARY KEY, custs text[], note jsonb, ts timestamptz, updated_at timestamptz NOT NULL)`,
+	server := shop(t, `CREATE TABLE orders (id text PRIMARY KEY, custs text[], note jsonb, ts timestamptz, updated_at timestamptz NOT NULL)`,
 		`INSERT INTO orders VALUES ('A1', '{C1}', '{"sku": "P1"}', '2026-01-01 10:00:00+00', now()), ('A2', '{C2}', '{"sku": "P2"}', '2026-01-01 10:00:00+00', now())`)
-	t.Setenv("CKM_TEST_SHOP_DSN", server.AdminDSN("shop"))
 	load := func(customer, product string) (*testutil.Env, int64) {
 		env := testutil.OpenYAML(t, t.TempDir(), `warehouse: {path: ckm.duckdb}
 max_bad_ratio: 1

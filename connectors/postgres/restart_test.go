@@ -14,11 +14,8 @@ import (
 // passes its rows over, as an incremental read must. `ckm ingest --restart` forgets the cursor,
 // and the next read takes the whole table, replacing the rows by key (dbt's --full-refresh).
 func TestRestartReadsARestoredTableWhole(t *testing.T) {
-	server := pgtest.Start(t)
-	server.Exec(t, "postgres", "CREATE DATABASE shop")
-	server.Exec(t, "shop", `CREATE TABLE orders (id text PRIMARY KEY, cust text, ts timestamptz, amount numeric, updated_at timestamptz NOT NULL)`,
+	server := shop(t, `CREATE TABLE orders (id text PRIMARY KEY, cust text, ts timestamptz, amount numeric, updated_at timestamptz NOT NULL)`,
 		`INSERT INTO orders VALUES ('A1', 'C1', '2026-01-01 10:00:00+00', 10, '2026-02-02'), ('A2', 'C2', '2026-01-01 11:00:00+00', 20, '2026-02-02')`)
-	t.Setenv("CKM_TEST_SHOP_DSN", server.AdminDSN("shop"))
 	env := testutil.OpenYAML(t, t.TempDir(), `warehouse: {path: ckm.duckdb}
 sources:
   orders:
@@ -43,4 +40,14 @@ sources:
 	require.EqualValues(t, 3, res.Loaded)
 	require.Equal(t, map[string]string{"A1": "15", "A2": "25", "A3": "35"},
 		testutil.Pairs(t, env.Warehouse.DB(), `SELECT order_id, amount::INTEGER FROM orders`), "every row once, as the table holds it now")
+}
+
+// shop starts a throwaway PostgreSQL with a database "shop" made by statements, reachable
+// through $CKM_TEST_SHOP_DSN.
+func shop(t *testing.T, statements ...string) *pgtest.Server {
+	server := pgtest.Start(t)
+	server.Exec(t, "postgres", "CREATE DATABASE shop")
+	server.Exec(t, "shop", statements...)
+	t.Setenv("CKM_TEST_SHOP_DSN", server.AdminDSN("shop"))
+	return server
 }
