@@ -536,14 +536,16 @@ func (s *Source) rejectedBothWays(ctx context.Context, sample string, d dialect,
 // unless told otherwise.
 const duckdbCSVBuffer = 32 << 20
 
-// bufferFor is read_csv's buffer_size option for a plain file smaller than DuckDB's buffer: the
-// whole file (it must also exceed max_line_size). A freed block larger than the allocator's flush
-// threshold goes back to the system (warehouse.go), so every read of a small file faulted in
-// 32 MiB afresh: each file is read three or four times (sniffed, described, mapped), and loading
-// 50 files of 10 lines took 3.5–3.9 s against 2.1–2.2 s with the buffer sized to the file.
-// A compressed file keeps DuckDB's buffer: its content outgrows its size, and DuckDB 1.5 lost
-// rows where the content crossed buffers smaller than its default (3 of 699,999 lines of a 15 MB
-// gzip file).
+// bufferFor is read_csv's buffer_size option for a small plain file: twice the file (it must
+// also exceed max_line_size). A freed block larger than the allocator's flush threshold goes back
+// to the system (warehouse.go), so every read of a small file faulted in DuckDB's 32 MiB buffer
+// afresh: each file is read three or four times (sniffed, described, mapped), and loading 50
+// files of 10 lines took 3.5–3.9 s against 2.1–2.2 s with the buffer sized to the file.
+// The buffer must hold the whole file: DuckDB 1.5 reading content larger than a buffer_size
+// smaller than its default fails ("does not support a full read"), or with rejects kept drops
+// rows without a word (3 of 699,999 lines of a 15 MB gzip file). So a compressed file, whose
+// content outgrows its size, keeps the default, and the room to spare covers a file still
+// being written between this look and DuckDB's read.
 func bufferFor(path string, maxLine int64) []string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -551,10 +553,10 @@ func bufferFor(path string, maxLine int64) []string {
 	}
 	defer f.Close()
 	info, err := f.Stat()
-	if err != nil || info.Size() >= duckdbCSVBuffer || compressionOf(path, bufio.NewReader(f)) != "" {
+	if err != nil || 2*info.Size() >= duckdbCSVBuffer || compressionOf(path, bufio.NewReader(f)) != "" {
 		return nil
 	}
-	return []string{fmt.Sprintf("buffer_size=%d", max(info.Size(), maxLine)+1)}
+	return []string{fmt.Sprintf("buffer_size=%d", max(2*info.Size(), maxLine+1))}
 }
 
 // varcharColumns is read_csv's columns option: every column as text.
