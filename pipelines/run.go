@@ -447,10 +447,10 @@ func (r *Runner) Reload(ctx context.Context, source string) (SourceResult, error
 // older cursor values). What is read again replaces its rows by key. A file source's files are
 // read again with Reload instead, each replacing its own rows.
 func (r *Runner) Restart(ctx context.Context, source string, streams []string) error {
-	s, ok := r.Config.Sources[source]
-	if !ok {
-		return fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
+	if err := r.knownSource(source); err != nil {
+		return err
 	}
+	s := r.Config.Sources[source]
 	if kind, _ := connectors.Lookup(s.Kind); kind.Spec.Reloads {
 		return fmt.Errorf("source %s: the %s connector's streams are read again with --reload, not restarted", source, s.Kind)
 	}
@@ -482,12 +482,20 @@ func (r *Runner) Restart(ctx context.Context, source string, streams []string) e
 	return nil
 }
 
+// knownSource says when source is not configured, naming those that are.
+func (r *Runner) knownSource(source string) error {
+	if _, ok := r.Config.Sources[source]; !ok {
+		return fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
+	}
+	return nil
+}
+
 // readMode is how an ingest reads its source: following it, or again from the start.
 type readMode struct{ follow, reload bool }
 
 func (r *Runner) ingestAlone(ctx context.Context, source string, mode readMode) (SourceResult, error) {
-	if _, ok := r.Config.Sources[source]; !ok {
-		return SourceResult{Name: source}, fmt.Errorf("unknown source %q (configured: %s)", source, strings.Join(r.Config.SourceNames(nil), ", "))
+	if err := r.knownSource(source); err != nil {
+		return SourceResult{Name: source}, err
 	}
 	conn, err := r.Warehouse.Conn(ctx)
 	if err != nil {
