@@ -28,6 +28,17 @@ type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// NameAtColumn is the name a connector gives a field whose name the source gives more than one
+// field (a CSV header naming id twice): the name and the field's position, "id (column 3)". A
+// mapping reads it by that name; reading the bare name fails the source instead of taking one.
+func NameAtColumn(name string, column int) string { return fmt.Sprintf("%s (column %d)", name, column) }
+
+// NamedAtColumn tells whether field is NameAtColumn(name, …), in any capitals.
+func NamedAtColumn(field, name string) bool {
+	base, _, ok := strings.Cut(field, " (column ")
+	return ok && strings.EqualFold(base, name)
+}
+
 // Env is what a connector is opened with.
 type Env struct {
 	Source  string // the configured source name, stored as _source and in dead_letters
@@ -118,10 +129,10 @@ type Batch struct {
 	// are not records and are not counted as read.
 	LineMarker  string
 	MarkedLines int64
-	// HeaderLine says the relation's field names are a header line of the records' own text (a
-	// CSV file's, as DuckDB trims them): a record that repeats it, as files joined end to end do,
-	// is a dead letter, not a record of those words.
-	HeaderLine bool
+	// Header is the header line the relation's fields were named from, in their order (a CSV
+	// file's, as DuckDB trims it): a record that repeats it, as files joined end to end do, is a
+	// dead letter, not a record of those words. Nil when the records have no header line.
+	Header []string
 	// Nested names the fields whose values hold several values though the relation types them
 	// as text (a PostgreSQL array or JSON column, read as its text), with the source's type: a
 	// column mapped straight from one is a dead letter. Typed relations (Parquet) tell it

@@ -171,7 +171,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		mb.NumberedLater = numbering != ""
 		if missing := spec.MissingFields(mb.Fields); len(missing) > 0 {
 			return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s%s)",
-				b.Label, strings.Join(missing, ", "), strings.Join(mb.Fields, ", "), mapping.CaseHint(missing, mb.Fields))
+				b.Label, strings.Join(missing, ", "), strings.Join(mb.Fields, ", "), mapping.NameHint(missing, mb.Fields))
 		}
 		exec := w.conn.ExecContext
 		if fromArrow {
@@ -494,7 +494,7 @@ func safePayload(raw []byte) string {
 // fields, read from the relation itself.
 func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec mapping.Spec) (mapping.Batch, error) {
 	mb := mapping.Batch{Relation: b.Relation, Stream: b.Stream, Seq: b.Seq, PositionSep: b.PositionSep, Unreadable: b.Unreadable,
-		HeaderLine: b.HeaderLine}
+		Header: b.Header}
 	columns, types, err := w.columns(ctx, b.Relation)
 	if err != nil {
 		return mb, fmt.Errorf("read %s: %w", b.Label, err)

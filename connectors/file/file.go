@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -440,7 +442,10 @@ type dialect struct {
 	delim, quote, escape, comment string
 	header                        bool
 	skip                          int64
-	columns                       []string
+	// columns name the fields as ckm hands them over; headerText is the header line's own
+	// names (nil without a header). They differ only where the header names a column more than
+	// once (see namedByPosition).
+	columns, headerText []string
 }
 
 // sniff asks DuckDB how the file is written, with the configured settings fixed. A file whose
@@ -590,6 +595,111 @@ func (s *Source) sniffFile(ctx context.Context, path string, maxLine int64, fixe
 	return d, nil
 }
 
+// headerNames sets the names of a file's columns from its header line. DuckDB's sniffer
+// renames a name the header repeats, case aside (id, name, ID → id, name, ID_1), and then a
+// column really named ID_1 becomes ID_1_1: a mapping reading id or ID_1 would take a column the
+// header does not give that name, without a word. Where the sniffed names show such a rename,
+// the header line is read as it is written, each name the header holds once keeps it, and the
+// columns it names more than once are named by position, "id (column 1)" and "ID (column 3)":
+// a mapping reading id then fails naming both, and reads either by its position.
+func (s *Source) headerNames(ctx context.Context, target string, d dialect, maxLine int64) (dialect, error) {
+	if !d.header {
+		return d, nil
+	}
+	d.headerText = d.columns
+	if !mayBeRenamed(d.columns) {
+		return d, nil
+	}
+	opts := []string{warehouse.Quote(target), "auto_detect=false", "header=false", fmt.Sprintf("skip=%d", d.skip),
+		"delim=" + warehouse.Quote(d.delim), "quote=" + warehouse.Quote(d.quote), "escape=" + warehouse.Quote(d.escape),
+		"columns={" + varcharColumns(positional(len(d.columns))) + "}", fmt.Sprintf("max_line_size=%d", maxLine), "ignore_errors=true"}
+	if d.comment != "" {
+		opts = append(opts, "comment="+warehouse.Quote(d.comment))
+	}
+	opts = append(opts, bufferFor(target, maxLine)...)
+	raw := make([]sql.NullString, len(d.columns))
+	dest := make([]any, len(raw))
+	for i := range raw {
+		dest[i] = &raw[i]
+	}
+	err := s.env.DB.QueryRowContext(ctx, "SELECT * FROM read_csv("+strings.Join(opts, ", ")+") LIMIT 1").Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, nil
+	}
+	if err != nil {
+		return d, err
+	}
+	text := make([]string, len(raw))
+	for i, r := range raw {
+		// DuckDB trims spaces from a header's names, and names a nameless column column<i>.
+		text[i] = cmp.Or(strings.Trim(r.String, " "), d.columns[i])
+		if !renamedFrom(d.columns[i], text[i]) {
+			return d, nil // not the line the sniffer read its names from: keep its names
+		}
+	}
+	d.headerText, d.columns = text, namedByPosition(text)
+	return d, nil
+}
+
+// mayBeRenamed tells whether one of the sniffed names could be DuckDB's rename of another:
+// that name (in any capitals) followed by _ and a number.
+func mayBeRenamed(names []string) bool {
+	for _, n := range names {
+		if base, ok := cutNumberSuffix(n); ok && slices.ContainsFunc(names, func(o string) bool { return strings.EqualFold(o, base) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// renamedFrom tells whether DuckDB's name for a column is the header's name for it or a rename
+// of it (id_1, id_1_1).
+func renamedFrom(name, text string) bool {
+	for name != text {
+		base, ok := cutNumberSuffix(name)
+		if !ok {
+			return false
+		}
+		name = base
+	}
+	return true
+}
+
+// cutNumberSuffix splits name_12 into name; ok is false for a name not ending in _ and digits.
+func cutNumberSuffix(name string) (base string, ok bool) {
+	i := strings.LastIndexByte(name, '_')
+	if i <= 0 || i == len(name)-1 || strings.Trim(name[i+1:], "0123456789") != "" {
+		return "", false
+	}
+	return name[:i], true
+}
+
+// namedByPosition names columns by the header's names, and those the header names more than
+// once (case aside: DuckDB's names are case-insensitive) by name and position as well.
+func namedByPosition(text []string) []string {
+	seen := map[string]int{}
+	for _, t := range text {
+		seen[strings.ToLower(t)]++
+	}
+	names := make([]string, len(text))
+	for i, t := range text {
+		names[i] = t
+		if seen[strings.ToLower(t)] > 1 {
+			names[i] = connectors.NameAtColumn(t, i+1)
+		}
+	}
+	return names
+}
+
+// positional names n columns c1 … cn, for a read that takes no names from the file.
+func positional(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("c%d", i+1)
+	}
+	return names
+}
+
 // dialectOptions are the configured CSV settings as read_csv options.
 func (s *Source) dialectOptions() []string {
 	var opts []string
@@ -630,6 +740,9 @@ func (s *Source) sniffCSV(ctx context.Context, target, dir string, sc scan, maxL
 	if err != nil {
 		return r, "cannot tell how the CSV file is written: " + firstLine(err.Error()), nil
 	}
+	if d, err = s.headerNames(ctx, target, d, maxLine); err != nil {
+		return r, "", fmt.Errorf("read its header: %w", err)
+	}
 	r = csvRead{target: target, d: d, maxLine: maxLine, headerLines: d.skip}
 	if d.header {
 		r.headerLines++
@@ -664,7 +777,7 @@ func (r csvRead) batch(b *connectors.Batch, path string, firstLine, marked int64
 	if r.d.comment != "" {
 		opts = append(opts, "comment="+warehouse.Quote(r.d.comment))
 	}
-	b.Relation, b.Unnumbered, b.HeaderLine = "read_csv("+strings.Join(opts, ", ")+")", true, r.d.header
+	b.Relation, b.Unnumbered, b.Header = "read_csv("+strings.Join(opts, ", ")+")", true, r.d.headerText
 	b.Seq = fmt.Sprintf("{ordinal} + %d", headerLines+firstLine-1)
 	b.CSVRejects = &connectors.CSVRejects{Stream: b.Label, HeaderLines: headerLines, LinesBefore: firstLine - 1}
 	b.LineMarker, b.MarkedLines = "", 0

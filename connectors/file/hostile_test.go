@@ -864,3 +864,26 @@ func TestAHeaderNameInOtherCapitalsIsNamedInTheError(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"source orders: a.csv has no column id, amt, which the mapping reads (it has ID, cust, ts, AMT; names match exactly, and id is ID there, amt is AMT there)"}, problems)
 }
+
+// A header naming a column twice: DuckDB's sniffer renames the second cust cust_1, and the
+// column really named cust_1 cust_1_1, so a mapping reading cust_1 took the second cust without a
+// word. Each name the header holds once keeps it; the columns it names twice are read by
+// position, and reading the bare name fails the source naming both.
+func TestAHeaderNamingAColumnTwiceIsReadByPosition(t *testing.T) {
+	const file = "id,cust,ts,amt,Cust,cust_1\nA1,C1,2026-01-01 10:00:00,1,X1,Y1\nid,cust,ts,amt,Cust,cust_1\n"
+	e := setup(t, ordersSource, map[string]string{"a.csv": file})
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
+	_, err := r.Ingest(context.Background(), "orders", false)
+	const has = `it has id, cust (column 2), ts, amt, Cust (column 5), cust_1; the source names cust more than once: read "cust (column 2)" or "Cust (column 5)"`
+	require.ErrorContains(t, err, "a.csv: mapping refers to cust, which the source does not have ("+has+")")
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{"source orders: a.csv has no column cust, which the mapping reads (" + has + ")"}, problems)
+
+	for from, want := range map[string]string{"cust_1": "Y1", `"Cust (column 5)"`: "X1", `"cust (column 2)"`: "C1"} {
+		e := setup(t, strings.Replace(ordersSource, "customer_id: cust,", "customer_id: "+from+",", 1), map[string]string{"a.csv": file})
+		requireAccounted(t, e, e.run(t))
+		require.Equal(t, map[string]string{"A1": want}, e.pairs(t, `SELECT order_id, customer_id FROM orders`), "customer_id read from %s", from)
+		require.Equal(t, map[string]string{"a.csv:3": "the header line again (files joined end to end?)"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+	}
+}

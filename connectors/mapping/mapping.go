@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/warehouse"
 )
 
@@ -109,22 +110,39 @@ func (s Spec) MissingFields(have []string) []string {
 	return missing
 }
 
-// CaseHint tells which missing fields the source has under other capitals (names match
-// exactly: a header's ID is not the mapping's id), as "; id is ID there"; "" when none.
-func CaseHint(missing, have []string) string {
-	var near []string
+// NameHint tells, of the fields a mapping reads that the source does not have, those it has
+// under other capitals (names match exactly: a header's ID is not the mapping's id), as
+// "; names match exactly, and id is ID there", and those it names more than once, by position
+// (connectors.NameAtColumn), as "; the source names id more than once: read "id (column 1)" or
+// "id (column 3)""; "" when none.
+func NameHint(missing, have []string) string {
+	var cased, repeated []string
 	for _, m := range missing {
+		var at []string
+		for _, h := range have {
+			if connectors.NamedAtColumn(h, m) {
+				at = append(at, strconv.Quote(h))
+			}
+		}
+		if len(at) > 0 {
+			repeated = append(repeated, "the source names "+m+" more than once: read "+strings.Join(at, " or "))
+			continue
+		}
 		for _, h := range have {
 			if h != m && strings.EqualFold(h, m) {
-				near = append(near, m+" is "+h+" there")
+				cased = append(cased, m+" is "+h+" there")
 				break
 			}
 		}
 	}
-	if len(near) == 0 {
-		return ""
+	var hint string
+	if len(cased) > 0 {
+		hint = "; names match exactly, and " + strings.Join(cased, ", ")
 	}
-	return "; names match exactly, and " + strings.Join(near, ", ")
+	for _, r := range repeated {
+		hint += "; " + r
+	}
+	return hint
 }
 
 // SessionZone is the DuckDB TimeZone setting Compile's SQL must run under: timestamps
@@ -193,8 +211,9 @@ type Batch struct {
 	// Skip, when set, is an SQL condition over the source's fields marking rows that are not
 	// records (connectors.Batch.LineMarker): they are numbered, then skipped.
 	Skip string
-	// HeaderLine says Fields are a header line the records could repeat (connectors.Batch.HeaderLine).
-	HeaderLine bool
+	// Header is the header line Fields were named from, which the records could repeat
+	// (connectors.Batch.Header).
+	Header []string
 	// Nested names the fields whose values are lists, structs or maps (a Parquet file's), with
 	// their types: a column mapped straight from one is a dead letter, not the value's text.
 	Nested map[string]string
@@ -332,11 +351,11 @@ func (s Spec) Compile(b Batch) string {
 		// Bytes that are not text are the record's reason, not the value missing they leave.
 		reason = "coalesce(" + reasonExpr(undecodable) + ", " + reason + ")"
 	}
-	if b.HeaderLine && !s.JSON && len(b.Fields) > 0 {
+	if len(b.Header) > 0 && len(b.Header) <= len(b.Fields) && !s.JSON {
 		// contains() first: it allocates nothing, and rules out nearly every record alone.
-		same := []string{"contains(s." + warehouse.Ident(b.Fields[0]) + ", " + warehouse.Quote(b.Fields[0]) + ")"}
-		for _, f := range b.Fields {
-			same = append(same, "trim(s."+warehouse.Ident(f)+") = "+warehouse.Quote(f))
+		same := []string{"contains(s." + warehouse.Ident(b.Fields[0]) + ", " + warehouse.Quote(b.Header[0]) + ")"}
+		for i, h := range b.Header {
+			same = append(same, "trim(s."+warehouse.Ident(b.Fields[i])+") = "+warehouse.Quote(h))
 		}
 		reason = "CASE WHEN " + strings.Join(same, " AND ") + " THEN 'the header line again (files joined end to end?)' ELSE " + reason + " END"
 	}
