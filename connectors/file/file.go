@@ -371,15 +371,28 @@ func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, 
 		r.batch(b, r.target, 1, r.marked)
 		return &r, "", nil
 	case "parquet":
-		damage, rowNumbered := s.parquetCheck(ctx, target)
+		names, damage := s.parquetColumns(ctx, target)
 		if damage != "" {
 			return nil, damage, nil
 		}
+		// DuckDB renames a name the file repeats (cust, Cust → cust, Cust_1; a real cust_1 then
+		// becomes cust_1_1): such columns are named by position instead, as a CSV header's are.
+		renamed := ""
+		if byPosition := namedByPosition(names); !slices.Equal(byPosition, names) {
+			idents := make([]string, len(byPosition))
+			for i, n := range byPosition {
+				idents[i] = warehouse.Ident(n)
+			}
+			renamed = " AS named(" + strings.Join(idents, ", ") + ")"
+		}
 		// DuckDB's file_row_number is exact and cheap, but not for a file with a column of that name.
 		b.Relation = fmt.Sprintf("read_parquet(%s, file_row_number=true)", warehouse.Quote(target))
+		if renamed != "" {
+			b.Relation = "(SELECT * FROM " + b.Relation + renamed + ")"
+		}
 		b.Seq, b.PositionSep = "{ordinal} + 1", ":row "
-		if rowNumbered {
-			b.Relation = fmt.Sprintf("(SELECT * FROM read_parquet(%s) WITH ORDINALITY)", warehouse.Quote(target))
+		if slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, "file_row_number") }) {
+			b.Relation = fmt.Sprintf("(SELECT * FROM read_parquet(%s) WITH ORDINALITY%s)", warehouse.Quote(target), renamed)
 			b.Seq = "{ordinal}"
 		}
 	default:
@@ -420,14 +433,41 @@ func readable(path, dir string, sc scan) (string, error) {
 	return link, os.Symlink(abs, link)
 }
 
-// parquetCheck reads a Parquet file's footer: a file DuckDB cannot read it from is damaged. It
-// also tells whether the file has a column named file_row_number.
-func (s *Source) parquetCheck(ctx context.Context, target string) (damage string, rowNumbered bool) {
-	var n int64
-	if err := s.env.DB.QueryRowContext(ctx, "SELECT count(*) FILTER (lower(name) = 'file_row_number') FROM parquet_schema("+warehouse.Quote(target)+")").Scan(&n); err != nil {
-		return "truncated or corrupt Parquet: " + firstLine(err.Error()), false
+// parquetColumns reads a Parquet file's top-level column names from its footer: a file DuckDB
+// cannot read it from is damaged.
+func (s *Source) parquetColumns(ctx context.Context, target string) (names []string, damage string) {
+	const corrupt = "truncated or corrupt Parquet: "
+	rows, err := s.env.DB.QueryContext(ctx, "SELECT name, coalesce(num_children, 0) FROM parquet_schema("+warehouse.Quote(target)+")")
+	if err != nil {
+		return nil, corrupt + firstLine(err.Error())
 	}
-	return "", n > 0
+	defer rows.Close()
+	// The schema is a tree written depth first: the root, then each column with its children.
+	var all []string
+	var children []int64
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, corrupt + err.Error()
+		}
+		all, children = append(all, name), append(children, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, corrupt + firstLine(err.Error())
+	}
+	var after func(i int) int // the index after the subtree at i
+	after = func(i int) int {
+		next := i + 1
+		for c := int64(0); c < children[i] && next < len(all); c++ {
+			next = after(next)
+		}
+		return next
+	}
+	for i := 1; len(all) > 0 && i < len(all) && int64(len(names)) < children[0]; i = after(i) {
+		names = append(names, all[i])
+	}
+	return names, ""
 }
 
 func firstLine(s string) string {

@@ -868,22 +868,46 @@ func TestAHeaderNameInOtherCapitalsIsNamedInTheError(t *testing.T) {
 // A header naming a column twice: DuckDB's sniffer renames the second cust cust_1, and the
 // column really named cust_1 cust_1_1, so a mapping reading cust_1 took the second cust without a
 // word. Each name the header holds once keeps it; the columns it names twice are read by
-// position, and reading the bare name fails the source naming both.
+// position, and reading the bare name fails the source naming both. Parquet files (pandas writes
+// names that differ only in capitals) are read the same way.
 func TestAHeaderNamingAColumnTwiceIsReadByPosition(t *testing.T) {
-	const file = "id,cust,ts,amt,Cust,cust_1\nA1,C1,2026-01-01 10:00:00,1,X1,Y1\nid,cust,ts,amt,Cust,cust_1\n"
-	e := setup(t, ordersSource, map[string]string{"a.csv": file})
-	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
-	_, err := r.Ingest(context.Background(), "orders", false)
-	const has = `it has id, cust (column 2), ts, amt, Cust (column 5), cust_1; the source names cust more than once: read "cust (column 2)" or "Cust (column 5)"`
-	require.ErrorContains(t, err, "a.csv: mapping refers to cust, which the source does not have ("+has+")")
-	problems, err := r.Check(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, []string{"source orders: a.csv has no column cust, which the mapping reads (" + has + ")"}, problems)
+	const csv = "id,cust,ts,amt,Cust,cust_1\nA1,C1,2026-01-01 10:00:00,1,X1,Y1\nid,cust,ts,amt,Cust,cust_1\n"
+	for _, format := range []string{"csv", "parquet"} {
+		t.Run(format, func(t *testing.T) {
+			source := strings.Replace(ordersSourceMayBeEmpty, `"*.csv"`, `"*.`+format+`"`, 1)
+			file := func(e *env) {
+				if format == "csv" {
+					require.NoError(t, os.WriteFile(filepath.Join(e.dir, "a.csv"), []byte(csv), 0o644))
+					return
+				}
+				// DuckDB writes no name twice: write Cusz, then rename it in the footer.
+				path := filepath.Join(e.dir, "a.parquet")
+				_, err := e.db().Exec(`COPY (SELECT 'A1' AS id, 'C1' AS cust, '2026-01-01 10:00:00' AS ts, '1' AS amt, 'X1' AS Cusz, 'Y1' AS cust_1)
+					TO '` + path + `' (FORMAT parquet)`)
+				require.NoError(t, err)
+				body, err := os.ReadFile(path)
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(path, bytes.ReplaceAll(body, []byte("Cusz"), []byte("Cust")), 0o644))
+			}
+			e := setup(t, source, nil)
+			file(e)
+			r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
+			_, err := r.Ingest(context.Background(), "orders", false)
+			const has = `it has id, cust (column 2), ts, amt, Cust (column 5), cust_1; the source names cust more than once: read "cust (column 2)" or "Cust (column 5)"`
+			require.ErrorContains(t, err, "a."+format+": mapping refers to cust, which the source does not have ("+has+")")
+			problems, err := r.Check(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, []string{"source orders: a." + format + " has no column cust, which the mapping reads (" + has + ")"}, problems)
 
-	for from, want := range map[string]string{"cust_1": "Y1", `"Cust (column 5)"`: "X1", `"cust (column 2)"`: "C1"} {
-		e := setup(t, strings.Replace(ordersSource, "customer_id: cust,", "customer_id: "+from+",", 1), map[string]string{"a.csv": file})
-		requireAccounted(t, e, e.run(t))
-		require.Equal(t, map[string]string{"A1": want}, e.pairs(t, `SELECT order_id, customer_id FROM orders`), "customer_id read from %s", from)
-		require.Equal(t, map[string]string{"a.csv:3": "the header line again (files joined end to end?)"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+			for from, want := range map[string]string{"cust_1": "Y1", `"Cust (column 5)"`: "X1", `"cust (column 2)"`: "C1"} {
+				e := setup(t, strings.Replace(source, "customer_id: cust,", "customer_id: "+from+",", 1), nil)
+				file(e)
+				requireAccounted(t, e, e.run(t))
+				require.Equal(t, map[string]string{"A1": want}, e.pairs(t, `SELECT order_id, customer_id FROM orders`), "customer_id read from %s", from)
+				if format == "csv" {
+					require.Equal(t, map[string]string{"a.csv:3": "the header line again (files joined end to end?)"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+				}
+			}
+		})
 	}
 }
