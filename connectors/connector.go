@@ -28,12 +28,29 @@ type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// NameAtColumn is the name a connector gives a field whose name the source gives more than one
-// field (a CSV header naming id twice): the name and the field's position, "id (column 3)". A
-// mapping reads it by that name; reading the bare name fails the source instead of taking one.
-func NameAtColumn(name string, column int) string { return fmt.Sprintf("%s (column %d)", name, column) }
+// DistinctNames are the names a connector gives its source's fields in DuckDB, whose names are
+// case-insensitive: a name the source gives one field is kept; fields the source names alike
+// (a CSV header naming id twice, a query's "ID" and id) are named with their position too,
+// "id (column 1)" and "ID (column 3)". A mapping reads each by that name; reading the bare name
+// fails the source instead of taking one (DuckDB itself would rename the second ID_1, and a
+// field really named ID_1 then ID_1_1).
+func DistinctNames(names []string) []string {
+	seen := map[string]int{}
+	for _, n := range names {
+		seen[strings.ToLower(n)]++
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n
+		if seen[strings.ToLower(n)] > 1 {
+			out[i] = fmt.Sprintf("%s (column %d)", n, i+1)
+		}
+	}
+	return out
+}
 
-// NamedAtColumn tells whether field is NameAtColumn(name, …), in any capitals.
+// NamedAtColumn tells whether field is DistinctNames' name for a field the source names name,
+// in any capitals.
 func NamedAtColumn(field, name string) bool {
 	base, _, ok := strings.Cut(field, " (column ")
 	return ok && strings.EqualFold(base, name)

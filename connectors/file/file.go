@@ -378,7 +378,7 @@ func (s *Source) relation(ctx context.Context, b *connectors.Batch, path, name, 
 		// DuckDB renames a name the file repeats (cust, Cust → cust, Cust_1; a real cust_1 then
 		// becomes cust_1_1): such columns are named by position instead, as a CSV header's are.
 		renamed := ""
-		if byPosition := namedByPosition(names); !slices.Equal(byPosition, names) {
+		if byPosition := connectors.DistinctNames(names); !slices.Equal(byPosition, names) {
 			idents := make([]string, len(byPosition))
 			for i, n := range byPosition {
 				idents[i] = warehouse.Ident(n)
@@ -484,7 +484,7 @@ type dialect struct {
 	skip                          int64
 	// columns name the fields as ckm hands them over; headerText is the header line's own
 	// names (nil without a header). They differ only where the header names a column more than
-	// once (see namedByPosition).
+	// once (see connectors.DistinctNames).
 	columns, headerText []string
 }
 
@@ -677,7 +677,7 @@ func (s *Source) headerNames(ctx context.Context, target string, d dialect, maxL
 			return d, nil // not the line the sniffer read its names from: keep its names
 		}
 	}
-	d.headerText, d.columns = text, namedByPosition(text)
+	d.headerText, d.columns = text, connectors.DistinctNames(text)
 	return d, nil
 }
 
@@ -712,23 +712,6 @@ func cutNumberSuffix(name string) (base string, ok bool) {
 		return "", false
 	}
 	return name[:i], true
-}
-
-// namedByPosition names columns by the header's names, and those the header names more than
-// once (case aside: DuckDB's names are case-insensitive) by name and position as well.
-func namedByPosition(text []string) []string {
-	seen := map[string]int{}
-	for _, t := range text {
-		seen[strings.ToLower(t)]++
-	}
-	names := make([]string, len(text))
-	for i, t := range text {
-		names[i] = t
-		if seen[strings.ToLower(t)] > 1 {
-			names[i] = connectors.NameAtColumn(t, i+1)
-		}
-	}
-	return names
 }
 
 // positional names n columns c1 … cn, for a read that takes no names from the file.

@@ -113,7 +113,7 @@ func (s Spec) MissingFields(have []string) []string {
 // NameHint tells, of the fields a mapping reads that the source does not have, those it has
 // under other capitals (names match exactly: a header's ID is not the mapping's id), as
 // "; names match exactly, and id is ID there", and those it names more than once, by position
-// (connectors.NameAtColumn), as "; the source names id more than once: read "id (column 1)" or
+// (connectors.DistinctNames), as "; the source names id more than once: read "id (column 1)" or
 // "id (column 3)""; "" when none.
 func NameHint(missing, have []string) string {
 	var cased, repeated []string

@@ -254,8 +254,9 @@ func (s *Source) fill(ctx context.Context, rows pgx.Rows, names []string, cursor
 	}
 }
 
-// columnTypes lists the relation's columns and their type names, as SQL casts write them, and
-// names the columns whose values hold several values (see severalValues) with their types.
+// columnTypes lists the relation's columns, as PostgreSQL names them, and their type names, as
+// SQL casts write them, and names the columns whose values hold several values (see
+// severalValues) with their types, by the names the batches give them (connectors.DistinctNames).
 func (s *Source) columnTypes(ctx context.Context, tx pgx.Tx) (names, types []string, nested map[string]string, err error) {
 	rows, err := tx.Query(ctx, "SELECT * FROM "+s.cfg.relation()+" AS ckm_src LIMIT 0")
 	if err != nil {
@@ -276,9 +277,10 @@ func (s *Source) columnTypes(ctx context.Context, tx pgx.Tx) (names, types []str
 		return nil, nil, nil, fmt.Errorf("read the column types of %s: %w", s.cfg.stream(), err)
 	}
 	nested = map[string]string{}
+	distinct := connectors.DistinctNames(names)
 	for i, yes := range several {
 		if yes {
-			nested[names[i]] = types[i]
+			nested[distinct[i]] = types[i]
 		}
 	}
 	return names, types, nested, nil
@@ -319,7 +321,7 @@ type batcher struct {
 
 func newBatcher(names []string) *batcher {
 	fields := make([]arrow.Field, 0, len(names)+1)
-	for _, n := range names {
+	for _, n := range connectors.DistinctNames(names) {
 		fields = append(fields, arrow.Field{Name: n, Type: arrow.BinaryTypes.String, Nullable: true})
 	}
 	fields = append(fields, arrow.Field{Name: "ckm_ordinal", Type: arrow.PrimitiveTypes.Int64})
@@ -377,5 +379,5 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 			problems = append(problems, fmt.Sprintf("%s has no column %s (it has %s)", s.cfg.stream(), c, strings.Join(names, ", ")))
 		}
 	}
-	return map[string][]string{s.cfg.stream(): names}, problems
+	return map[string][]string{s.cfg.stream(): connectors.DistinctNames(names)}, problems
 }
