@@ -911,3 +911,19 @@ func TestAHeaderNamingAColumnTwiceIsReadByPosition(t *testing.T) {
 		})
 	}
 }
+
+// A file without a double quote in the lines DuckDB sniffs is still read quoting: a quoted
+// value further down holds its comma. (Only a file whose every line was scanned for one, and
+// that has none, skips sniffing again quoting.)
+func TestAQuotedValuePastTheSniffedLinesKeepsItsComma(t *testing.T) {
+	var body strings.Builder
+	body.WriteString(ordersHeader)
+	for i := range 20_600 {
+		fmt.Fprintf(&body, "A%d,C1,2026-01-01 10:00:00,1\n", i)
+	}
+	body.WriteString("\"B,1\",C2,2026-01-01 10:00:00,2\n")
+	e := setup(t, ordersSource, map[string]string{"a.csv": body.String()})
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"B,1": "C2 a.csv:20602"}, e.pairs(t, `SELECT order_id, customer_id || ' ' || _position FROM orders WHERE customer_id = 'C2'`))
+	require.Equal(t, map[string]string{"20601": "0"}, e.pairs(t, `SELECT count(*), (SELECT count(*) FROM dead_letters) FROM orders`))
+}

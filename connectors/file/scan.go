@@ -31,10 +31,12 @@ type scan struct {
 	crlf, lf int64
 	// longest is the longest line's length in bytes; sample holds the first lines (without the
 	// ones longer than the maximum line size, which DuckDB's dialect sniffer cannot read past),
-	// endings made \n; quoted tells whether the sample holds a double quote.
-	longest int64
-	sample  []byte
-	quoted  bool
+	// endings made \n; quoted tells whether the sample holds a double quote; wholeSample,
+	// whether it holds every line of the file.
+	longest     int64
+	sample      []byte
+	quoted      bool
+	wholeSample bool
 	// blankLines counts the blank lines with a line that is not blank after them (the CSV
 	// reader passes over them; see markSkippedLines).
 	blankLines int64
@@ -171,7 +173,7 @@ func (sc *scan) lines(r io.Reader, maxLine int64) error {
 	var last byte    // the current line's last byte so far
 	lines := 0
 	var blanks int64 // blank lines since the last line that was not
-	sc.empty = true
+	sc.empty, sc.wholeSample = true, true
 	if head, _ := br.Peek(2); len(head) == 2 && (head[0] == 0xFF && head[1] == 0xFE || head[0] == 0xFE && head[1] == 0xFF) {
 		sc.utf16 = true
 	}
@@ -215,6 +217,8 @@ func (sc *scan) lines(r io.Reader, maxLine int64) error {
 				kept := line[:content]
 				sc.quoted = sc.quoted || bytes.IndexByte(kept, '"') >= 0
 				sc.sample = append(append(sc.sample, kept...), '\n')
+			} else {
+				sc.wholeSample = false
 			}
 			lines++
 			line, length, last = line[:0], 0, 0
