@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -35,18 +36,26 @@ type Querier interface {
 // fails the source instead of taking one (DuckDB itself would rename the second ID_1, and a
 // field really named ID_1 then ID_1_1).
 func DistinctNames(names []string) []string {
-	seen := map[string]int{}
-	for _, n := range names {
-		seen[strings.ToLower(n)]++
-	}
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = n
-		if seen[strings.ToLower(n)] > 1 {
-			out[i] = fmt.Sprintf("%s (column %d)", n, i+1)
+	out := slices.Clone(names)
+	renamed := make([]bool, len(names))
+	// A name by position can meet a name the source gives (a header's "id (column 2)"): that
+	// one is then named by position too. Two names by position never meet (their numbers end
+	// them), so each round renames at least one name, and at most every name once.
+	for {
+		seen := map[string]int{}
+		for _, n := range out {
+			seen[strings.ToLower(n)]++
+		}
+		done := true
+		for i, n := range out {
+			if seen[strings.ToLower(n)] > 1 && !renamed[i] {
+				out[i], renamed[i], done = fmt.Sprintf("%s (column %d)", names[i], i+1), true, false
+			}
+		}
+		if done {
+			return out
 		}
 	}
-	return out
 }
 
 // NamedAtColumn tells whether field is DistinctNames' name for a field the source names name,
