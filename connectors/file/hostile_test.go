@@ -927,3 +927,20 @@ func TestAQuotedValuePastTheSniffedLinesKeepsItsComma(t *testing.T) {
 	require.Equal(t, map[string]string{"B,1": "C2 a.csv:20602"}, e.pairs(t, `SELECT order_id, customer_id || ' ' || _position FROM orders WHERE customer_id = 'C2'`))
 	require.Equal(t, map[string]string{"20601": "0"}, e.pairs(t, `SELECT count(*), (SELECT count(*) FROM dead_letters) FROM orders`))
 }
+
+// A file loaded in pieces keeps the first piece's names by position in every piece, and a
+// repeated header line in a later piece is still told apart from a record.
+func TestAHeaderNamingAColumnTwiceHoldsInEveryPiece(t *testing.T) {
+	var body strings.Builder
+	body.WriteString("id,cust,ts,amt,Cust,cust_1\n")
+	for i := range 300 { // some 12 KiB: a dozen pieces of 1 KiB
+		fmt.Fprintf(&body, "A%d,C%d,2026-01-01 10:00:00,1,X%d,Y%d\n", i, i, i, i)
+	}
+	body.WriteString("id,cust,ts,amt,Cust,cust_1\n")
+	source := strings.Replace(strings.Replace(ordersSource, "customer_id: cust,", "customer_id: cust_1,", 1),
+		`file: {paths: ["*.csv"]}`, `file: {paths: ["*.csv"], batch_bytes: 1KiB}`, 1)
+	e := setup(t, source, map[string]string{"a.csv": body.String()})
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"300": "300"}, e.pairs(t, `SELECT count(*), count(*) FILTER (customer_id = 'Y' || substr(order_id, 2)) FROM orders`))
+	require.Equal(t, map[string]string{"a.csv:302": "the header line again (files joined end to end?)"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+}
