@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/pipelines"
 )
 
@@ -109,7 +110,7 @@ func (a *app) printBacklog(ctx context.Context, r *pipelines.Runner) error {
 			case b.Next >= 0:
 				next = fmt.Sprint(b.Next)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\n", name, b.Stream, next, b.End, b.Waiting)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\n", name, connectors.Printable(b.Stream), next, b.End, b.Waiting)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -184,8 +185,14 @@ func printRows(out io.Writer, rows *sql.Rows, format string, limit int) error {
 		w.Flush()
 		return w.Error()
 	case "table":
+		// A table is for a terminal: a value holding a tab, a line break or an escape sequence
+		// (a dead letter's payload is whatever the source sent) is shown quoted, not obeyed.
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		header := make([]string, len(cols))
+		for i, c := range cols {
+			header[i] = connectors.Printable(c)
+		}
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
 		for i, r := range records {
 			if limit > 0 && i == limit {
 				fmt.Fprintf(tw, "… %d more rows (raise --max-rows)\n", len(records)-limit)
@@ -193,7 +200,7 @@ func printRows(out io.Writer, rows *sql.Rows, format string, limit int) error {
 			}
 			line := make([]string, len(r))
 			for i, v := range r {
-				line[i] = cell(v)
+				line[i] = connectors.Printable(cell(v))
 			}
 			fmt.Fprintln(tw, strings.Join(line, "\t"))
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ckm-dev/ckm/config"
+	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/pipelines"
 	"github.com/ckm-dev/ckm/transforms/knowledge"
 )
@@ -246,7 +247,7 @@ func (a *app) printKnowledge(res *pipelines.Result) {
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "rank\tcustomer\tkksi\tclass\ttop factors")
 	for _, s := range k.Top {
-		fmt.Fprintf(tw, "%d\t%s\t%.3f\t%s\t%s\n", s.Rank, s.CustomerID, s.KKSI, s.Class, s.TopFactors)
+		fmt.Fprintf(tw, "%d\t%s\t%.3f\t%s\t%s\n", s.Rank, connectors.Printable(s.CustomerID), s.KKSI, s.Class, s.TopFactors)
 	}
 	tw.Flush()
 }

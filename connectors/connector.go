@@ -13,8 +13,10 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -56,6 +58,27 @@ func DistinctNames(names []string) []string {
 			return out
 		}
 	}
+}
+
+// Printable is a name as a message shows it: itself, or quoted as Go quotes a string when it
+// holds a character that does not print. A header or file name with a line break would
+// otherwise break the message over lines, or forge a line of its own.
+func Printable(name string) string {
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(name)
+		}
+	}
+	return name
+}
+
+// NameList joins names for a message, each Printable.
+func NameList(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = Printable(n)
+	}
+	return strings.Join(out, ", ")
 }
 
 // NamedAtColumn tells whether field is DistinctNames' name for a field the source names name,

@@ -30,3 +30,18 @@ func TestDistinctNamesNameAlikeFieldsByPosition(t *testing.T) {
 	require.True(t, connectors.NamedAtColumn("Cust (column 5)", "cust"))
 	require.False(t, connectors.NamedAtColumn("cust_1", "cust"))
 }
+
+func TestPrintableQuotesWhatATerminalWouldObey(t *testing.T) {
+	for in, want := range map[string]string{
+		"C0001":         "C0001",
+		"Café Müller":   "Café Müller",
+		"a b":           "a b",
+		"a\nb":          `"a\nb"`,
+		"\x1b[2J":       `"\x1b[2J"`,
+		"tab\there":     `"tab\there"`,
+		"no\u00a0break": `"no\u00a0break"`,
+	} {
+		require.Equal(t, want, connectors.Printable(in), "%q", in)
+	}
+	require.Equal(t, `id, "a\nb"`, connectors.NameList([]string{"id", "a\nb"}))
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
@@ -54,7 +53,7 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 			have := streams[stream]
 			if missing := spec.MissingFields(append(slices.Clone(have), lookups...)); len(missing) > 0 {
 				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s%s)",
-					name, stream, strings.Join(missing, ", "), strings.Join(have, ", "), mapping.NameHint(missing, have)))
+					name, connectors.Printable(stream), connectors.NameList(missing), connectors.NameList(have), mapping.NameHint(missing, have)))
 			}
 		}
 	}

@@ -35,7 +35,7 @@ func (e *BadRatioError) Error() string {
 		of = fmt.Sprintf("%d of the latest %d records", e.Bad, e.Read)
 	}
 	return fmt.Sprintf("at %s: %s (%.1f%%) could not be loaded, above max_bad_ratio %.1f%%; first at %s: %s",
-		e.Label, of, 100*float64(e.Bad)/float64(e.Read), 100*e.Max, e.FirstPosition, e.FirstReason)
+		connectors.Printable(e.Label), of, 100*float64(e.Bad)/float64(e.Read), 100*e.Max, connectors.Printable(e.FirstPosition), connectors.Printable(e.FirstReason))
 }
 
 // ratioJudgedOver is the fewest records a run's bad records are measured against. A ratio
@@ -171,7 +171,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		mb.NumberedLater = numbering != ""
 		if missing := spec.MissingFields(mb.Fields); len(missing) > 0 {
 			return st, fmt.Errorf("%s: mapping refers to %s, which the source does not have (it has %s%s)",
-				b.Label, strings.Join(missing, ", "), strings.Join(mb.Fields, ", "), mapping.NameHint(missing, mb.Fields))
+				connectors.Printable(b.Label), connectors.NameList(missing), connectors.NameList(mb.Fields), mapping.NameHint(missing, mb.Fields))
 		}
 		exec := w.conn.ExecContext
 		if fromArrow {
@@ -550,7 +550,7 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 			return fmt.Errorf("lookup %s: %w", name, err)
 		}
 		if !slices.Contains(columns[name], l.Key) {
-			return fmt.Errorf("lookup %s: %s has no column %s (it has %s)", name, l.File, l.Key, strings.Join(columns[name], ", "))
+			return fmt.Errorf("lookup %s: %s has no column %s (it has %s)", name, l.File, l.Key, connectors.NameList(columns[name]))
 		}
 		var dup sql.NullString
 		var n int64

@@ -61,6 +61,16 @@ func TestSQLReadsTheWarehouseAlone(t *testing.T) {
 	code, out, stderr := ckm("sql", "--config", cfg, "--format", "csv", "SELECT count(*) > 0 AS ok FROM orders")
 	require.Zero(t, code, stderr)
 	require.Equal(t, "ok\ntrue\n", out, "the warehouse is whole")
+
+	// A table is for a terminal: a line break or an escape sequence in a value (a dead letter's
+	// payload holds whatever a source sent) is shown quoted; CSV keeps the value as it is.
+	const hostile = "SELECT 'a' || chr(10) || 'b' AS v, chr(27) || '[2J' AS e"
+	code, out, stderr = ckm("sql", "--config", cfg, hostile)
+	require.Zero(t, code, stderr)
+	require.Equal(t, "v       e\n\"a\\nb\"  \"\\x1b[2J\"\n(1 rows)\n", out)
+	code, out, stderr = ckm("sql", "--config", cfg, "--format", "csv", hostile)
+	require.Zero(t, code, stderr)
+	require.Equal(t, "v,e\n\"a\nb\",\x1b[2J\n", out)
 }
 
 func mode(t *testing.T, path string) os.FileMode {

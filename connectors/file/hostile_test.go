@@ -944,3 +944,29 @@ func TestAHeaderNamingAColumnTwiceHoldsInEveryPiece(t *testing.T) {
 	require.Equal(t, map[string]string{"300": "300"}, e.pairs(t, `SELECT count(*), count(*) FILTER (customer_id = 'Y' || substr(order_id, 2)) FROM orders`))
 	require.Equal(t, map[string]string{"a.csv:302": "the header line again (files joined end to end?)"}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 }
+
+// A header name holding a line break (quoted, as CSV allows) or another character that does not
+// print is quoted in an error, which stays one line: printed raw it would break the message, or
+// forge a line of ckm's output.
+func TestAHeaderNameThatDoesNotPrintIsQuotedInTheError(t *testing.T) {
+	e := setup(t, ordersSource, map[string]string{"a.csv": "id,cust,ts,\"amt\nckm: run succeeded\"\nA1,C1,2026-01-01 10:00:00,1\n"})
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
+	_, err := r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, `a.csv: mapping refers to amt, which the source does not have (it has id, cust, ts, "amt\nckm: run succeeded")`)
+	require.NotContains(t, err.Error(), "\n")
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{`source orders: a.csv has no column amt, which the mapping reads (it has id, cust, ts, "amt\nckm: run succeeded")`}, problems)
+
+	// So is a value in the reason a run fails with, over max_bad_ratio.
+	var lines strings.Builder
+	lines.WriteString(ordersHeader)
+	for i := range 6 {
+		fmt.Fprintf(&lines, "A%d,C1,2026-01-01 10:00:00,\"1\nckm: run succeeded\"\n", i)
+	}
+	e = setupRatio(t, ordersSource, map[string]string{"b.csv": lines.String()}, 0.01)
+	r = &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
+	_, err = r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, `first at b.csv:2: "amount: cannot read '1\nckm: run succeeded' as a number"`)
+	require.NotContains(t, err.Error(), "\n")
+}

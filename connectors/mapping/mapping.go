@@ -125,12 +125,12 @@ func NameHint(missing, have []string) string {
 			}
 		}
 		if len(at) > 0 {
-			repeated = append(repeated, "the source names "+m+" more than once: read "+strings.Join(at, " or "))
+			repeated = append(repeated, "the source names "+connectors.Printable(m)+" more than once: read "+strings.Join(at, " or "))
 			continue
 		}
 		for _, h := range have {
 			if h != m && strings.EqualFold(h, m) {
-				cased = append(cased, m+" is "+h+" there")
+				cased = append(cased, connectors.Printable(m)+" is "+connectors.Printable(h)+" there")
 				break
 			}
 		}

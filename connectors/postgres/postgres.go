@@ -161,7 +161,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	}
 	cursorAt, keyAt := slices.Index(names, s.cfg.Cursor), slices.Index(names, s.cfg.Key)
 	if cursorAt < 0 || keyAt < 0 {
-		return fmt.Errorf("%s has no column %s or %s (it has %s)", stream, s.cfg.Cursor, s.cfg.Key, strings.Join(names, ", "))
+		return fmt.Errorf("%s has no column %s or %s (it has %s)", stream, s.cfg.Cursor, s.cfg.Key, connectors.NameList(names))
 	}
 	query, args := s.query(known, pos, lookback, types[cursorAt], types[keyAt])
 	// The next batch streams in from the server while the last one is written; stopping the
@@ -376,7 +376,7 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 	var problems []string
 	for _, c := range []string{s.cfg.Cursor, s.cfg.Key} {
 		if slices.Index(names, c) < 0 {
-			problems = append(problems, fmt.Sprintf("%s has no column %s (it has %s)", s.cfg.stream(), c, strings.Join(names, ", ")))
+			problems = append(problems, fmt.Sprintf("%s has no column %s (it has %s)", s.cfg.stream(), c, connectors.NameList(names)))
 		}
 	}
 	return map[string][]string{s.cfg.stream(): connectors.DistinctNames(names)}, problems
