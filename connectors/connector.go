@@ -60,16 +60,17 @@ func DistinctNames(names []string) []string {
 	}
 }
 
-// Printable is a name as a message shows it: itself, or quoted as Go quotes a string when it
-// holds a character that does not print. A header or file name with a line break would
-// otherwise break the message over lines, or forge a line of its own.
-func Printable(name string) string {
-	for _, r := range name {
+// Printable is a string a source handed over (a name, a value) as ckm shows it on a terminal or
+// in a message: itself, or quoted as Go quotes a string when it holds a character that does
+// not print. A line break would otherwise break a message over lines, or forge a line of its
+// own, and an escape sequence would be obeyed by the terminal.
+func Printable(s string) string {
+	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return strconv.Quote(name)
+			return strconv.Quote(s)
 		}
 	}
-	return name
+	return s
 }
 
 // NameList joins names for a message, each Printable.
