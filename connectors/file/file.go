@@ -406,7 +406,8 @@ const globMeta = "*?[]{}\\"
 
 // readable is a path DuckDB reads as exactly this file's content: the file itself, a link to it
 // in dir when its name holds characters DuckDB would expand as a glob (orders[1].csv,
-// orders_*.csv) or does not say how it is compressed (DuckDB tells that by the name alone), or
+// orders_*.csv), is not UTF-8 (DuckDB takes no such text), or does not say how it is compressed
+// (DuckDB tells that by the name alone), or
 // a copy with \n line endings when it mixes \r\n and \n.
 func readable(path, dir string, sc scan) (string, error) {
 	ext := ""
@@ -422,7 +423,7 @@ func readable(path, dir string, sc scan) (string, error) {
 		return normalized, writeNormalized(path, normalized)
 	}
 	named := strings.HasSuffix(strings.ToLower(path), compressedSuffix[sc.compression])
-	if !strings.ContainsAny(path, globMeta) && named {
+	if !strings.ContainsAny(path, globMeta) && named && utf8.ValidString(path) {
 		return path, nil
 	}
 	link := filepath.Join(dir, "file"+plain+compressedSuffix[sc.compression])
@@ -821,9 +822,29 @@ func (s *Source) displayName(path string) string { return nameIn(s.env.BaseDir, 
 
 func nameIn(baseDir, path string) string {
 	if rel, err := filepath.Rel(baseDir, path); err == nil && !strings.HasPrefix(rel, "..") {
-		return filepath.ToSlash(rel)
+		return textName(filepath.ToSlash(rel))
 	}
-	return path
+	return textName(path)
+}
+
+// textName is a file name as the warehouse stores it, as text: the name itself when it is UTF-8,
+// otherwise with each byte that is not written \xNN (a Latin-1 é in a name from a Windows share:
+// caf\xe9.csv). DuckDB takes no other text: such a name failed the whole source.
+func textName(name string) string {
+	if utf8.ValidString(name) {
+		return name
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); {
+		r, size := utf8.DecodeRuneInString(name[i:])
+		if r == utf8.RuneError && size == 1 {
+			fmt.Fprintf(&b, `\x%02x`, name[i])
+		} else {
+			b.WriteString(name[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // expand resolves globs against baseDir into a sorted, de-duplicated list of files, and lists the
@@ -845,15 +866,29 @@ func expand(baseDir string, patterns []string) (files []string, unreadable []str
 				continue
 			}
 			seen[m] = true
+			name := connectors.Printable(nameIn(baseDir, m))
 			st, err := os.Stat(m)
 			switch {
 			case err != nil:
-				unreadable = append(unreadable, fmt.Sprintf("%s cannot be read: %s", nameIn(baseDir, m), statProblem(m, err)))
+				unreadable = append(unreadable, fmt.Sprintf("%s cannot be read: %s", name, statProblem(m, err)))
 			case st.Mode().IsRegular():
 				files = append(files, m)
 			case !st.IsDir():
-				unreadable = append(unreadable, fmt.Sprintf("%s is not a regular file but a %s", nameIn(baseDir, m), fileKind(st.Mode())))
+				unreadable = append(unreadable, fmt.Sprintf("%s is not a regular file but a %s", name, fileKind(st.Mode())))
 			}
+		}
+	}
+	// Two files stored under one name (caf\xe9.csv beside a file whose name is not UTF-8) would
+	// be one stream, each replacing the other's rows: neither is read.
+	byName := map[string][]string{}
+	for _, f := range files {
+		byName[nameIn(baseDir, f)] = append(byName[nameIn(baseDir, f)], f)
+	}
+	files = slices.DeleteFunc(files, func(f string) bool { return len(byName[nameIn(baseDir, f)]) > 1 })
+	for name, same := range byName {
+		if len(same) > 1 {
+			unreadable = append(unreadable, fmt.Sprintf("%d files are stored under the name %s (one of them not named in UTF-8): rename one",
+				len(same), connectors.Printable(name)))
 		}
 	}
 	sort.Strings(files)

@@ -970,3 +970,32 @@ func TestAHeaderNameThatDoesNotPrintIsQuotedInTheError(t *testing.T) {
 	require.ErrorContains(t, err, `first at b.csv:2: "amount: cannot read '1\nckm: run succeeded' as a number"`)
 	require.NotContains(t, err.Error(), "\n")
 }
+
+// File names are bytes: one from a Windows share may be Latin-1 (café as caf\xe9), which DuckDB
+// takes as no text; it failed the whole source ("could not bind parameter"). It is read, and
+// stored as caf\xe9.csv. A name with a line break is read too, and quoted where it is shown. A
+// file whose name as stored is another's is not read.
+func TestFileNamesThatAreNotUTF8AreStoredEscaped(t *testing.T) {
+	latin1, newline := "caf\xe9.csv", "new\nline.csv"
+	e := setup(t, ordersSource, map[string]string{
+		latin1:   ordersHeader + "L1,C1,2026-01-01 10:00:00,1\n",
+		newline:  ordersHeader + "N1,C1,2026-01-01 10:00:00,2\n",
+		"ok.csv": ordersHeader + "O1,C1,2026-01-01 10:00:00,3\n",
+	})
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"L1": `caf\xe9.csv:2`, "N1": "new\nline.csv:2", "O1": "ok.csv:2"}, e.pairs(t, `SELECT order_id, _position FROM orders`))
+	res := e.run(t)
+	require.Zero(t, res.Sources[0].Read, "every file is known by its stored name")
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.DiscardHandler)}
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, problems)
+
+	writeFile(t, filepath.Join(e.dir, `caf\xe9.csv`), ordersHeader+"B1,C1,2026-01-01 10:00:00,4\n")
+	problems, err = r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{`source orders: 2 files are stored under the name caf\xe9.csv (one of them not named in UTF-8): rename one`}, problems)
+	requireAccounted(t, e, e.run(t))
+	require.Equal(t, map[string]string{"L1": `caf\xe9.csv:2`, "N1": "new\nline.csv:2", "O1": "ok.csv:2"}, e.pairs(t, `SELECT order_id, _position FROM orders`),
+		"neither file of the name is read, and what was loaded under it stays")
+}
