@@ -27,6 +27,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/jackc/pgx/v5"
+	wire "github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/internal/pgconn"
@@ -188,7 +189,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	}()
 	for f := range filled {
 		if f.err != nil {
-			return fmt.Errorf("read %s: %w", stream, f.err)
+			return fmt.Errorf("read %s: %w", stream, notText(f, pos, s.cfg.Key))
 		}
 		next := pos
 		next.Cursor, next.Key, next.Rows = f.lastCursor, f.lastKey, pos.Rows+f.rec.NumRows()
@@ -212,11 +213,33 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	return nil
 }
 
-// filledBatch is a batch of rows read, with the cursor and key of its last row, or why reading failed.
+// filledBatch is a batch of rows read, with the cursor and key of its last row, or why reading
+// failed after the rows of the batch being filled (filled of them; lastKey the last row's read).
 type filledBatch struct {
 	rec                 arrow.RecordBatch
 	lastCursor, lastKey string
+	filled              int
 	err                 error
+}
+
+// characterNotInRepertoire is PostgreSQL's SQLSTATE for bytes that are not text in the client's
+// encoding ("invalid byte sequence for encoding").
+const characterNotInRepertoire = "22021"
+
+// notText says which row a read stopped at when PostgreSQL would not send it as UTF-8: a
+// database created with encoding SQL_ASCII (initdb's default in the C locale) stores any bytes,
+// and checks them only on the way out. Other errors pass as they are.
+func notText(f filledBatch, sent position, key string) error {
+	var pgErr *wire.PgError
+	if !errors.As(f.err, &pgErr) || pgErr.Code != characterNotInRepertoire {
+		return f.err
+	}
+	after := ""
+	if last := cmp.Or(f.lastKey, sent.Key); last != "" {
+		after = fmt.Sprintf(" (the row after %s %s)", key, connectors.Printable(last))
+	}
+	return fmt.Errorf("row %d%s holds text that is not UTF-8 (%s): the database stores any bytes (encoding SQL_ASCII) "+
+		"and ckm reads text as UTF-8; correct the row, or read the column through a query that makes it UTF-8", sent.Rows+int64(f.filled)+1, after, pgErr.Message)
 }
 
 // fill reads rows into batches of batch_size rows (or batchBytes of values) and sends them.
@@ -244,7 +267,7 @@ func (s *Source) fill(ctx context.Context, rows pgx.Rows, names []string, cursor
 	}
 	if err := rows.Err(); err != nil {
 		select {
-		case out <- filledBatch{err: err}:
+		case out <- filledBatch{err: err, filled: b.n, lastKey: b.lastKey}:
 		case <-ctx.Done():
 		}
 		return
