@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -80,8 +82,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return ExitFailure
 }
 
+// oneLine is an error as one line for a terminal: whitespace runs become one space, and any
+// other character that does not print is written escaped (\x1b), as a file name or a value in
+// the error may hold an escape sequence the terminal would obey.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
+	var b strings.Builder
+	for _, r := range strings.Join(strings.Fields(err.Error()), " ") {
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+		} else {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 // interactive reports whether stderr is a terminal: then ckm shows progress, otherwise structured logs.

@@ -165,6 +165,13 @@ func TestFailuresExitNonZeroWithOneClearLine(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Equal(t, 1, strings.Count(stderr, "\n"))
 	require.Contains(t, stderr, "absent.yaml")
+	// A name in the error holding an escape sequence or a line break is written escaped: the
+	// terminal would obey it.
+	code, _, stderr = ckm("run", "--config", filepath.Join(dir, "a\x1b[2J\nb.yaml"))
+	require.Equal(t, 1, code)
+	require.Equal(t, 1, strings.Count(stderr, "\n"))
+	require.Contains(t, stderr, `a\x1b[2J b.yaml`)
+	require.NotContains(t, stderr, "\x1b")
 
 	code, _, stderr = ckm("run", "--config", filepath.Join("..", "..", "config.yaml"), "--as-of", "30/06/2026")
 	require.Equal(t, 1, code)
