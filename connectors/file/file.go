@@ -882,11 +882,14 @@ func expand(baseDir string, patterns []string) (files []string, unreadable []str
 	// be one stream, each replacing the other's rows: neither is read.
 	byName := map[string][]string{}
 	for _, f := range files {
-		byName[nameIn(baseDir, f)] = append(byName[nameIn(baseDir, f)], f)
+		name := nameIn(baseDir, f)
+		byName[name] = append(byName[name], f)
 	}
-	files = slices.DeleteFunc(files, func(f string) bool { return len(byName[nameIn(baseDir, f)]) > 1 })
+	files = files[:0]
 	for name, same := range byName {
-		if len(same) > 1 {
+		if len(same) == 1 {
+			files = append(files, same[0])
+		} else {
 			unreadable = append(unreadable, fmt.Sprintf("%d files are stored under the name %s (one of them not named in UTF-8): rename one",
 				len(same), connectors.Printable(name)))
 		}
