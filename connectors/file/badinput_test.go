@@ -91,6 +91,18 @@ func TestBadRecordsAreHandledOneByOne(t *testing.T) {
 			"dead: customer_id: contains a NUL byte", "", ""},
 		{"not UTF-8 in JSON", "a.jsonl", `{"id":"B1","customer":{"id":"caf` + "\xe9" + `"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review"}` + "\n",
 			"dead: line is not valid UTF-8", "", ""},
+		// DuckDB reads the first of a key named twice, most JSON libraries the last: the
+		// producer may have meant either. A key named twice that the mapping does not read is harmless.
+		{"JSON key named twice", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review","id":"B2"}` + "\n",
+			`dead: event_id: field id is ambiguous: the JSON document names "id" more than once`, "", ""},
+		{"JSON key named twice, once escaped", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review","k\u0069nd":"praise"}` + "\n",
+			`dead: kind: field kind is ambiguous: the JSON document names "kind" more than once`, "", ""},
+		{"nested JSON key named twice", "a.jsonl", `{"id":"B1","customer":{"id":"C1","id":"C2"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review"}` + "\n",
+			`dead: customer_id: field customer.id is ambiguous: its JSON object names "id" more than once`, "", ""},
+		{"JSON object named twice", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"customer":{"id":"C2"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review"}` + "\n",
+			`dead: customer_id: field customer.id is ambiguous: the JSON document names "customer" more than once`, "", ""},
+		{"unread JSON key named twice", "a.jsonl", `{"id":"B1","customer":{"id":"C1","tier":1,"tier":2},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review","note":"a","note":"b"}` + "\n",
+			"loaded", "customer_id", "C1"},
 		{"blank line", "a.jsonl", "   \n", "skipped", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

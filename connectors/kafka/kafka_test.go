@@ -522,16 +522,18 @@ func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 		loaded, dead int64
 		extra        string
 	}{
-		{"ignore", 2, 0, ""},
-		{"keep", 2, 0, `{"coupon":"WINTER","meta":{"src":"app"}}`},
-		{"fail", 1, 1, ""},
+		{"ignore", 3, 0, ""},
+		{"keep", 3, 0, `{"coupon":"WINTER","meta":{"src":"app"}}`},
+		{"fail", 1, 2, ""},
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			s := newStage(t, 1, "", "    unknown_fields: "+tc.policy)
 			p := devkafka.NewProducer(s.broker.Addr)
 			defer p.Close()
 			require.NoError(t, p.Produce(context.Background(), "orders", []devkafka.Message{{Value: devkafka.Order(1).Value},
-				{Value: []byte(`{"id": "X", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "coupon": "WINTER", "meta": {"src": "app"}}`)}}))
+				{Value: []byte(`{"id": "X", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "coupon": "WINTER", "meta": {"src": "app"}}`)},
+				// A field the mapping does not read, named twice: kept as sent (it failed the whole batch).
+				{Value: []byte(`{"id": "Y", "cust": "C1", "ts": "2026-01-02T00:00:00Z", "amt": 2, "tag": "a", "tag": ["b"]}`)}}))
 			r := s.runner()
 			res, err := r.Ingest(context.Background(), "orders", false)
 			require.NoError(t, err)
@@ -540,16 +542,20 @@ func TestUnknownFieldsAreIgnoredKeptOrRejected(t *testing.T) {
 			var extra *string
 			err = s.w.DB().QueryRow(`SELECT CAST(_extra AS VARCHAR) FROM orders WHERE order_id = 'X'`).Scan(&extra)
 			if tc.policy == "fail" {
-				var reason string
-				require.NoError(t, s.w.DB().QueryRow(`SELECT reason FROM dead_letters`).Scan(&reason))
-				require.Equal(t, "unknown fields: coupon, meta", reason)
+				var reasons string
+				require.NoError(t, s.w.DB().QueryRow(`SELECT string_agg(reason, ' | ' ORDER BY reason) FROM dead_letters`).Scan(&reasons))
+				require.Equal(t, "unknown fields: coupon, meta | unknown fields: tag, tag", reasons)
 				return
 			}
 			require.NoError(t, err)
+			var twice *string
+			require.NoError(t, s.w.DB().QueryRow(`SELECT CAST(_extra AS VARCHAR) FROM orders WHERE order_id = 'Y'`).Scan(&twice))
 			if tc.extra == "" {
 				require.Nil(t, extra)
+				require.Nil(t, twice)
 			} else {
 				require.JSONEq(t, tc.extra, *extra)
+				require.Equal(t, `{"tag":"a","tag":["b"]}`, *twice)
 			}
 		})
 	}

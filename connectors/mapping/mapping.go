@@ -294,6 +294,8 @@ func (s Spec) Compile(b Batch) string {
 	}
 	var sel []string
 	var checks, undecodable []check
+	objects := s.jsonObjects()
+	ambiguous := s.ambiguousKeys(objects, p)
 	for _, c := range s.Table.Columns {
 		raw, val := p+"r_"+c.Name, p+"v_"+c.Name
 		f, mapped := s.Fields[c.Name]
@@ -351,6 +353,10 @@ func (s Spec) Compile(b Batch) string {
 		// Bytes that are not text are the record's reason, not the value missing they leave.
 		reason = "coalesce(" + reasonExpr(undecodable) + ", " + reason + ")"
 	}
+	if len(ambiguous) > 0 {
+		// So is a key named twice: whatever else is wrong with the value read, it may not be the one meant.
+		reason = "coalesce(" + reasonExpr(ambiguous) + ", " + reason + ")"
+	}
 	if len(b.Header) > 0 && len(b.Header) <= len(b.Fields) && !s.JSON {
 		// contains() first: it allocates nothing, and rules out nearly every record alone.
 		same := []string{"contains(s." + warehouse.Ident(b.Fields[0]) + ", " + warehouse.Quote(b.Header[0]) + ")"}
@@ -395,8 +401,24 @@ func (s Spec) Compile(b Batch) string {
 			}
 			doc += ", json_extract_string(_doc, [" + strings.Join(lits, ", ") + "]) AS " + p + "fields"
 		}
+		for i, object := range objects {
+			doc += fmt.Sprintf(", json_keys(_doc, %s) AS %skeys%d", warehouse.Quote(object), p, i)
+		}
 	}
 	inner := fmt.Sprintf("SELECT s.*%s FROM %s s", doc, renamed)
+	if len(objects) > 0 {
+		// Whether an object names a key twice: a key found at a position other than its own.
+		// The lambda runs over all documents' keys at once; list_unique, a hash table per
+		// document, cost three times as much. The keys are a column of the query below, as
+		// the lambda would evaluate an expression it captures once per key.
+		var keys, repeats []string
+		for i := range objects {
+			k := fmt.Sprintf("%skeys%d", p, i)
+			keys = append(keys, k)
+			repeats = append(repeats, fmt.Sprintf("len(list_filter(%s, (x, i) -> list_position(%s, x) <> i)) > 0 AS %srepeats%d", k, k, p, i))
+		}
+		inner = fmt.Sprintf("SELECT s.* EXCLUDE (%s), %s FROM (%s) s", strings.Join(keys, ", "), strings.Join(repeats, ", "), inner)
+	}
 	if _, hasKey := s.Fields[s.Table.Key]; !hasKey { // see ReadsOrdinals
 		inner = fmt.Sprintf("SELECT s.*, row_number() OVER (PARTITION BY %s ORDER BY %s) AS %sdup_seq FROM (%s) s", record, ord, p, inner)
 	}
@@ -433,10 +455,13 @@ func (s Spec) unknownFields(fields []string, p string) (list, extra string) {
 		for _, k := range slices.Sorted(maps.Keys(known)) {
 			lits = append(lits, warehouse.Quote(k))
 		}
-		list = "CASE WHEN " + p + "type = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains([" +
-			strings.Join(lits, ", ") + "]::VARCHAR[], k)) END"
-		extra = `CASE WHEN len(` + p + `unknown) > 0 THEN to_json(map_from_entries(list_transform(` + p + `unknown,
-			k -> {'key': k, 'value': json_extract(_doc, '$."' || replace(k, '"', '\"') || '"')}))) END`
+		known := "[" + strings.Join(lits, ", ") + "]::VARCHAR[]"
+		list = "CASE WHEN " + p + "type = 'OBJECT' THEN list_filter(json_keys(_doc), k -> NOT list_contains(" + known + ", k)) END"
+		// Built as text from the keys and values in document order, not as a MAP: a key the
+		// document names twice is kept twice, as sent (a MAP refuses it, failing the whole batch).
+		extra = `CASE WHEN len(` + p + `unknown) > 0 THEN ('{' || array_to_string(list_transform(list_filter(
+			list_zip(json_keys(_doc), json_extract(_doc, '$.*')), e -> NOT list_contains(` + known + `, e[1])),
+			e -> to_json(e[1]) || ':' || e[2]), ',') || '}')::JSON END`
 	} else {
 		var names, pack []string
 		for _, f := range fields {
@@ -466,14 +491,11 @@ var exprField = regexp.MustCompile(`\$\.?"?([A-Za-z_][A-Za-z0-9_ -]*)|"([^"]+)"|
 func (s Spec) knownFields() map[string]bool {
 	known := map[string]bool{}
 	add := func(ref string) {
-		if s.JSON {
-			ref = strings.TrimPrefix(strings.TrimPrefix(ref, "$"), ".")
-			if i := strings.IndexAny(ref, ".["); i >= 0 {
-				ref = ref[:i]
-			}
-			ref = strings.Trim(ref, `"`)
+		if !s.JSON {
+			known[ref] = true
+		} else if steps := jsonSteps(jsonPath(ref)); len(steps) > 0 && steps[0].object == "$" {
+			known[steps[0].key] = true
 		}
-		known[ref] = true
 	}
 	for _, f := range s.Fields {
 		if f.From != "" {
@@ -541,6 +563,101 @@ func (s Spec) jsonPaths() []string {
 	}
 	slices.Sort(paths)
 	return slices.Compact(paths)
+}
+
+// jsonObjects lists the JSON objects a JSON mapping reads keys from, as JSON paths ("$" is
+// the document itself).
+func (s Spec) jsonObjects() []string {
+	if !s.JSON {
+		return nil
+	}
+	var objects []string
+	for _, path := range s.jsonPaths() {
+		for _, step := range jsonSteps(path) {
+			if !slices.Contains(objects, step.object) {
+				objects = append(objects, step.object)
+			}
+		}
+	}
+	return objects
+}
+
+// ambiguousKeys checks that no key on the way to a field the mapping reads is named twice in
+// its object: DuckDB reads the first such value, most JSON libraries the last, so the producer
+// may have meant either. objects are jsonObjects; Compile selects whether each one names any
+// key twice, and only such documents are looked at further.
+func (s Spec) ambiguousKeys(objects []string, p string) []check {
+	var out []check
+	for _, c := range s.Table.Columns {
+		f, mapped := s.Fields[c.Name]
+		if !mapped || !s.JSON {
+			continue
+		}
+		for _, ref := range append([]string{f.From}, f.Hash...) {
+			if ref == "" {
+				continue
+			}
+			for _, step := range jsonSteps(jsonPath(ref)) {
+				i := slices.Index(objects, step.object)
+				holder := "the JSON document"
+				if step.object != "$" {
+					holder = "its JSON object"
+				}
+				out = append(out, check{
+					fmt.Sprintf("CASE WHEN %srepeats%d THEN len(list_filter(json_keys(_doc, %s), k -> k = %s)) > 1 ELSE false END",
+						p, i, warehouse.Quote(step.object), warehouse.Quote(step.key)),
+					warehouse.Quote(fmt.Sprintf("%s: field %s is ambiguous: %s names %q more than once", c.Name, ref, holder, step.key))})
+			}
+		}
+	}
+	return out
+}
+
+// jsonStep is one key a JSON path reads, and the object (a JSON path) it is read from.
+type jsonStep struct{ object, key string }
+
+// jsonSteps lists the keys a JSON path reads, outermost first: $."customer"."id" reads customer
+// from $ and id from $."customer". It stops at a step that is no key or array index (a wildcard).
+func jsonSteps(path string) []jsonStep {
+	var steps []jsonStep
+	for i := 1; i < len(path); {
+		switch {
+		case path[i] == '[':
+			end := strings.IndexByte(path[i:], ']')
+			if end < 2 || strings.Trim(path[i+1:i+end], "0123456789") != "" {
+				return steps
+			}
+			i += end + 1
+		case strings.HasPrefix(path[i:], `."`):
+			var key strings.Builder
+			j := i + 2
+			for ; j < len(path) && path[j] != '"'; j++ {
+				if path[j] == '\\' && j+1 < len(path) {
+					j++
+				}
+				key.WriteByte(path[j])
+			}
+			if j == len(path) {
+				return steps
+			}
+			steps = append(steps, jsonStep{path[:i], key.String()})
+			i = j + 1
+		case path[i] == '.':
+			j := i + 1
+			for j < len(path) && path[j] != '.' && path[j] != '[' {
+				j++
+			}
+			if key := path[i+1 : j]; key != "" && key != "*" {
+				steps = append(steps, jsonStep{path[:i], key})
+			} else {
+				return steps
+			}
+			i = j
+		default:
+			return steps
+		}
+	}
+	return steps
 }
 
 // jsonPath turns a dotted field (a.b.c) into a JSONPath; a JSONPath ($.a[0].b) stays as it is.
