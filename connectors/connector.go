@@ -407,6 +407,26 @@ func ParseBatchBytes(v string) (int, error) {
 // a document: it is not part of the record.
 func WithoutBOM(b []byte) []byte { return bytes.TrimPrefix(b, []byte("\ufeff")) }
 
+// EscapeNotUTF8 is text as the warehouse can store it: s itself when it is UTF-8, otherwise
+// with each byte that is not written \xNN (a Latin-1 é from a Windows share or a legacy
+// database: caf\xe9). DuckDB takes no other text.
+func EscapeNotUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
 // NotText says why raw bytes are not text DuckDB can store ("" when they are): not UTF-8, or a
 // NUL byte. A connector rejects such a record rather than hand it over.
 func NotText(b []byte) string {

@@ -817,34 +817,15 @@ func (r csvRead) batch(b *connectors.Batch, path string, firstLine, marked int64
 }
 
 // displayName is the path as stored in lineage and as the file's stream: relative to the config
-// directory when inside it, so a moved checkout keeps its ingest state.
+// directory when inside it, so a moved checkout keeps its ingest state, and escaped where it is
+// not UTF-8 (a name from a Windows share; DuckDB takes no other text).
 func (s *Source) displayName(path string) string { return nameIn(s.env.BaseDir, path) }
 
 func nameIn(baseDir, path string) string {
 	if rel, err := filepath.Rel(baseDir, path); err == nil && !strings.HasPrefix(rel, "..") {
-		return textName(filepath.ToSlash(rel))
+		return connectors.EscapeNotUTF8(filepath.ToSlash(rel))
 	}
-	return textName(path)
-}
-
-// textName is a file name as the warehouse stores it, as text: the name itself when it is UTF-8,
-// otherwise with each byte that is not written \xNN (a Latin-1 é in a name from a Windows share:
-// caf\xe9.csv). DuckDB takes no other text: such a name failed the whole source.
-func textName(name string) string {
-	if utf8.ValidString(name) {
-		return name
-	}
-	var b strings.Builder
-	for i := 0; i < len(name); {
-		r, size := utf8.DecodeRuneInString(name[i:])
-		if r == utf8.RuneError && size == 1 {
-			fmt.Fprintf(&b, `\x%02x`, name[i])
-		} else {
-			b.WriteString(name[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
+	return connectors.EscapeNotUTF8(path)
 }
 
 // expand resolves globs against baseDir into a sorted, de-duplicated list of files, and lists the

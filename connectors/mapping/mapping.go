@@ -205,8 +205,9 @@ type Batch struct {
 	// were stored in (the relation's last column is then a placeholder).
 	NumberedLater bool
 	// Unreadable maps a source field to an SQL condition over the relation that holds when the
-	// field's value on a record could not be read (e.g. a Kafka key that is not UTF-8); a record
-	// whose mapping reads such a field is dead-lettered, naming it.
+	// field's value on a record could not be read (e.g. a Kafka key that is not UTF-8; {ordinal}
+	// stands for the record's number within the batch); a record whose mapping reads such a
+	// field is dead-lettered, naming it.
 	Unreadable map[string]string
 	// Skip, when set, is an SQL condition over the source's fields marking rows that are not
 	// records (connectors.Batch.LineMarker): they are numbered, then skipped.
@@ -341,7 +342,8 @@ func (s Spec) Compile(b Batch) string {
 	known := s.knownFields()
 	for _, field := range slices.Sorted(maps.Keys(b.Unreadable)) {
 		if known[field] {
-			checks = append(checks, check{"(" + b.Unreadable[field] + ")", warehouse.Quote(field + " could not be read as text")})
+			cond := strings.ReplaceAll(b.Unreadable[field], "{ordinal}", ord)
+			checks = append(checks, check{"(" + cond + ")", warehouse.Quote(field + " could not be read as text")})
 		}
 	}
 	payload := record

@@ -20,14 +20,15 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/jackc/pgx/v5"
-	wire "github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/internal/pgconn"
@@ -110,22 +111,34 @@ type Source struct {
 	cfg Config
 }
 
-// connect opens a session that reads text the way DuckDB casts it.
-func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
+// connect opens a session that reads text the way DuckDB casts it. A database in encoding
+// SQL_ASCII (initdb's default in the C locale) stores any bytes and checks none: PostgreSQL
+// would refuse to send a value that is not UTF-8 to a UTF-8 session, stopping the read there,
+// so the session takes text as stored (anyBytes) and the batches mark such values.
+func (s *Source) connect(ctx context.Context) (pg *pgx.Conn, anyBytes bool, err error) {
 	dsn, ok := os.LookupEnv(s.cfg.DSNEnv)
 	if !ok || dsn == "" {
-		return nil, fmt.Errorf("environment variable %s (dsn_env) is not set: it holds the DSN", s.cfg.DSNEnv)
+		return nil, false, fmt.Errorf("environment variable %s (dsn_env) is not set: it holds the DSN", s.cfg.DSNEnv)
 	}
-	pg, err := pgconn.Connect(ctx, dsn)
-	if err != nil {
-		return nil, err
+	if pg, err = pgconn.Connect(ctx, dsn); err != nil {
+		return nil, false, err
 	}
+	defer func() {
+		if err != nil {
+			pg.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	var encoding string
+	if err := pg.QueryRow(ctx, "SHOW server_encoding").Scan(&encoding); err != nil {
+		return nil, false, fmt.Errorf("read the database's encoding: %w", err)
+	}
+	anyBytes = encoding == "SQL_ASCII"
+	client := map[bool]string{false: "UTF8", true: "SQL_ASCII"}[anyBytes]
 	// ISO dates in UTC with full precision: what DuckDB's casts read back exactly.
-	if _, err := pg.Exec(ctx, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3; SET client_encoding = 'UTF8'"); err != nil {
-		pg.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("set up the session: %w", err)
+	if _, err := pg.Exec(ctx, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3; SET client_encoding = '"+client+"'"); err != nil {
+		return nil, false, fmt.Errorf("set up the session: %w", err)
 	}
-	return pg, nil
+	return pg, anyBytes, nil
 }
 
 // Read hands over the rows past the stored position, a batch at a time, from one snapshot.
@@ -146,7 +159,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 			return fmt.Errorf("read stored position of %s: %w", stream, err)
 		}
 	}
-	pg, err := s.connect(ctx)
+	pg, anyBytes, err := s.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -177,7 +190,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	filled := make(chan filledBatch, 1)
 	go func() {
 		defer close(filled)
-		s.fill(fillCtx, rows, names, cursorAt, keyAt, filled)
+		s.fill(fillCtx, rows, newBatcher(names, anyBytes), cursorAt, keyAt, filled)
 	}()
 	defer func() { // the filler ends once stopped, releasing what it had built
 		stopFilling()
@@ -189,7 +202,7 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	}()
 	for f := range filled {
 		if f.err != nil {
-			return fmt.Errorf("read %s: %w", stream, notText(f, pos, s.cfg.Key))
+			return fmt.Errorf("read %s: %w", stream, atRow(f, pos, s.cfg.Key))
 		}
 		next := pos
 		next.Cursor, next.Key, next.Rows = f.lastCursor, f.lastKey, pos.Rows+f.rec.NumRows()
@@ -197,8 +210,9 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 		batch := connectors.Batch{
 			Label: fmt.Sprintf("%s rows %d..%d", stream, pos.Rows+1, next.Rows), Records: f.rec,
 			Stream: warehouse.Quote(stream), Seq: fmt.Sprintf("{ordinal} + %d", pos.Rows), PositionSep: ":row ",
-			Positions: []connectors.Advance{{Stream: stream, From: from, To: string(to)}},
-			Nested:    nested,
+			Positions:  []connectors.Advance{{Stream: stream, From: from, To: string(to)}},
+			Nested:     nested,
+			Unreadable: f.notUTF8,
 		}
 		_, err := w.Write(ctx, batch)
 		f.rec.Release()
@@ -213,42 +227,40 @@ func (s *Source) Read(ctx context.Context, w connectors.Writer) error {
 	return nil
 }
 
-// filledBatch is a batch of rows read, with the cursor and key of its last row, or why reading
-// failed after the rows of the batch being filled (filled of them; lastKey the last row's read).
+// filledBatch is a batch of rows read, with the cursor and key of its last row and the values
+// that are not UTF-8 (connectors.Batch.Unreadable), or why reading failed after the rows of the
+// batch being filled (filled of them; lastKey the last row's read).
 type filledBatch struct {
 	rec                 arrow.RecordBatch
 	lastCursor, lastKey string
+	notUTF8             map[string]string
 	filled              int
 	err                 error
 }
 
-// characterNotInRepertoire is PostgreSQL's SQLSTATE for bytes that are not text in the client's
-// encoding ("invalid byte sequence for encoding").
-const characterNotInRepertoire = "22021"
+// errPositionNotUTF8 is a row whose cursor or key is not UTF-8 (a database in encoding
+// SQL_ASCII): where the read stands could not be stored, nor the next read start after it.
+var errPositionNotUTF8 = errors.New("its cursor or key holds bytes that are not UTF-8, so ckm cannot store where the read stands; correct the row")
 
-// notText says which row a read stopped at when PostgreSQL would not send it as UTF-8: a
-// database created with encoding SQL_ASCII (initdb's default in the C locale) stores any bytes,
-// and checks them only on the way out. Other errors pass as they are.
-func notText(f filledBatch, sent position, key string) error {
-	var pgErr *wire.PgError
-	if !errors.As(f.err, &pgErr) || pgErr.Code != characterNotInRepertoire {
+// atRow names the row a read stopped at when the row itself stopped it. Other errors pass as they are.
+func atRow(f filledBatch, sent position, key string) error {
+	if !errors.Is(f.err, errPositionNotUTF8) {
 		return f.err
 	}
 	after := ""
 	if last := cmp.Or(f.lastKey, sent.Key); last != "" {
 		after = fmt.Sprintf(" (the row after %s %s)", key, connectors.Printable(last))
 	}
-	return fmt.Errorf("row %d%s holds text that is not UTF-8 (%s): the database stores any bytes (encoding SQL_ASCII) "+
-		"and ckm reads text as UTF-8; correct the row, or read the column through a query that makes it UTF-8", sent.Rows+int64(f.filled)+1, after, pgErr.Message)
+	return fmt.Errorf("row %d%s: %w", sent.Rows+int64(f.filled)+1, after, f.err)
 }
 
 // fill reads rows into batches of batch_size rows (or batchBytes of values) and sends them.
-func (s *Source) fill(ctx context.Context, rows pgx.Rows, names []string, cursorAt, keyAt int, out chan<- filledBatch) {
-	b := newBatcher(names)
+func (s *Source) fill(ctx context.Context, rows pgx.Rows, b *batcher, cursorAt, keyAt int, out chan<- filledBatch) {
 	defer b.release()
 	limit := cmp.Or(s.cfg.BatchSize, defaultBatchRows)
 	send := func() bool {
-		f := filledBatch{lastCursor: b.lastCursor, lastKey: b.lastKey, rec: b.record()}
+		f := filledBatch{lastCursor: b.lastCursor, lastKey: b.lastKey, notUTF8: b.unreadable()}
+		f.rec = b.record()
 		select {
 		case out <- f:
 			return true
@@ -258,7 +270,13 @@ func (s *Source) fill(ctx context.Context, rows pgx.Rows, names []string, cursor
 		}
 	}
 	for rows.Next() {
-		b.add(rows.RawValues(), cursorAt, keyAt)
+		if !b.add(rows.RawValues(), cursorAt, keyAt) {
+			select {
+			case out <- filledBatch{err: errPositionNotUTF8, filled: b.n, lastKey: b.lastKey}:
+			case <-ctx.Done():
+			}
+			return
+		}
 		if b.n >= limit || b.bytes >= batchBytes {
 			if !send() {
 				return
@@ -292,7 +310,7 @@ func (s *Source) columnTypes(ctx context.Context, tx pgx.Tx) (names, types []str
 	}
 	oids := make([]uint32, len(fields))
 	for i, f := range fields {
-		names, oids[i] = append(names, f.Name), f.DataTypeOID
+		names, oids[i] = append(names, connectors.EscapeNotUTF8(f.Name)), f.DataTypeOID // see connect
 	}
 	var several []bool
 	if err := tx.QueryRow(ctx, `SELECT array_agg(format_type(u.oid, NULL) ORDER BY n), array_agg(`+severalValues+` ORDER BY n)
@@ -336,20 +354,26 @@ func (s *Source) query(known bool, pos position, lookback time.Duration, cursorT
 // then the row's number in the batch.
 type batcher struct {
 	b                   *array.RecordBuilder
+	fields              []string
 	strs                []*array.StringBuilder
 	ordinal             *array.Int64Builder
 	n, bytes            int
 	lastCursor, lastKey string
+	// anyBytes: values may be any bytes (see connect). notUTF8 lists, per column, the rows of
+	// the batch whose value is not UTF-8; such a value is kept escaped (caf\xe9).
+	anyBytes bool
+	notUTF8  [][]int
 }
 
-func newBatcher(names []string) *batcher {
+func newBatcher(names []string, anyBytes bool) *batcher {
 	fields := make([]arrow.Field, 0, len(names)+1)
-	for _, n := range connectors.DistinctNames(names) {
+	distinct := connectors.DistinctNames(names)
+	for _, n := range distinct {
 		fields = append(fields, arrow.Field{Name: n, Type: arrow.BinaryTypes.String, Nullable: true})
 	}
 	fields = append(fields, arrow.Field{Name: "ckm_ordinal", Type: arrow.PrimitiveTypes.Int64})
 	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(fields, nil))
-	out := &batcher{b: b, ordinal: b.Field(len(names)).(*array.Int64Builder)}
+	out := &batcher{b: b, fields: distinct, ordinal: b.Field(len(names)).(*array.Int64Builder), anyBytes: anyBytes, notUTF8: make([][]int, len(names))}
 	for i := range names {
 		out.strs = append(out.strs, b.Field(i).(*array.StringBuilder))
 	}
@@ -357,24 +381,51 @@ func newBatcher(names []string) *batcher {
 }
 
 // add appends one row; values are the row's text as the server sent it (nil: NULL), valid only
-// until the next row, so the cursor and key are copied.
-func (b *batcher) add(values [][]byte, cursorAt, keyAt int) {
-	for i, v := range values {
-		if v == nil {
-			b.strs[i].AppendNull()
-			continue
-		}
-		b.strs[i].BinaryBuilder.Append(v)
-		b.bytes += len(v)
+// until the next row, so the cursor and key are copied. It is false, adding nothing, for a row
+// whose cursor or key is not UTF-8.
+func (b *batcher) add(values [][]byte, cursorAt, keyAt int) bool {
+	if b.anyBytes && !(utf8.Valid(values[cursorAt]) && utf8.Valid(values[keyAt])) {
+		return false
 	}
 	b.n++
+	for i, v := range values {
+		switch {
+		case v == nil:
+			b.strs[i].AppendNull()
+		case b.anyBytes && !utf8.Valid(v):
+			b.strs[i].Append(connectors.EscapeNotUTF8(string(v)))
+			b.notUTF8[i] = append(b.notUTF8[i], b.n)
+		default:
+			b.strs[i].BinaryBuilder.Append(v)
+		}
+		b.bytes += len(v)
+	}
 	b.ordinal.Append(int64(b.n))
 	b.lastCursor, b.lastKey = string(values[cursorAt]), string(values[keyAt])
+	return true
+}
+
+// unreadable says which rows of the batch hold a value that is not UTF-8, per field: such a row
+// is a dead letter if the mapping reads the field, and loads as any other if not.
+func (b *batcher) unreadable() map[string]string {
+	out := map[string]string{}
+	for i, rows := range b.notUTF8 {
+		if len(rows) == 0 {
+			continue
+		}
+		ordinals := make([]string, len(rows))
+		for j, n := range rows {
+			ordinals[j] = strconv.Itoa(n)
+		}
+		out[b.fields[i]] = "{ordinal} IN (" + strings.Join(ordinals, ", ") + ")"
+	}
+	return out
 }
 
 // record hands over the rows added so far and starts a new batch.
 func (b *batcher) record() arrow.RecordBatch {
 	b.n, b.bytes = 0, 0
+	clear(b.notUTF8)
 	return b.b.NewRecordBatch()
 }
 
@@ -382,7 +433,7 @@ func (b *batcher) release() { b.b.Release() }
 
 // Check connects and reads the relation's columns, loading nothing (ckm validate --connect).
 func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
-	pg, err := s.connect(ctx)
+	pg, _, err := s.connect(ctx)
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
