@@ -42,11 +42,8 @@ sources:
 			db := env.Warehouse.DB()
 			_, err := env.Runner().Ingest(context.Background(), "orders", false)
 			require.ErrorContains(t, err, `source orders: read orders: row 5 (the row after id A4): its cursor or key holds bytes that are not UTF-8`)
-			loaded := map[string]string{"A1": "C1", "A2": "C2", "A3": "C3"}
-			if batchSize == 1000 { // row 5 was in the batch being filled: nothing of it is loaded
-				loaded = map[string]string{}
-			}
-			require.Equal(t, loaded, testutil.Pairs(t, db, `SELECT order_id, customer_id FROM orders`))
+			require.Equal(t, map[string]string{"A1": "C1", "A2": "C2", "A3": "C3"}, testutil.Pairs(t, db, `SELECT order_id, customer_id FROM orders`),
+				"the rows before it are loaded")
 
 			server.Exec(t, "legacy", `UPDATE orders SET id = 'A5' WHERE id = E'A\xe95'`)
 			_, err = env.Runner().Ingest(context.Background(), "orders", false)

@@ -133,7 +133,10 @@ func (s *Source) connect(ctx context.Context) (pg *pgx.Conn, anyBytes bool, err 
 		return nil, false, fmt.Errorf("read the database's encoding: %w", err)
 	}
 	anyBytes = encoding == "SQL_ASCII"
-	client := map[bool]string{false: "UTF8", true: "SQL_ASCII"}[anyBytes]
+	client := "UTF8"
+	if anyBytes {
+		client = "SQL_ASCII"
+	}
 	// ISO dates in UTC with full precision: what DuckDB's casts read back exactly.
 	if _, err := pg.Exec(ctx, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3; SET client_encoding = '"+client+"'"); err != nil {
 		return nil, false, fmt.Errorf("set up the session: %w", err)
@@ -271,6 +274,9 @@ func (s *Source) fill(ctx context.Context, rows pgx.Rows, b *batcher, cursorAt, 
 	}
 	for rows.Next() {
 		if !b.add(rows.RawValues(), cursorAt, keyAt) {
+			if b.n > 0 && !send() { // the rows before it load
+				return
+			}
 			select {
 			case out <- filledBatch{err: errPositionNotUTF8, filled: b.n, lastKey: b.lastKey}:
 			case <-ctx.Done():
