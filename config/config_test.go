@@ -161,7 +161,8 @@ func TestMappingBoundsRules(t *testing.T) {
       amount: {from: e, min: 10, max: 1e400}
       quantity: {from: q, min: 5, max: 1}
       product_launch_date: {from: p, max: 2026-13-01}
-      status: {from: s}
+      status: {from: s, format: unix}
+      margin: {from: m, format: "%Y"}
 `))
 	for _, want := range []string{
 		"sources.s.mapping.customer_id: min and max bound numbers, dates and timestamps; customer_id is text",
@@ -169,9 +170,22 @@ func TestMappingBoundsRules(t *testing.T) {
 		`sources.s.mapping.amount: max: cannot read "1e400" as a finite number`,
 		"sources.s.mapping.quantity: min 5 is after max 1",
 		`sources.s.mapping.product_launch_date: max: cannot read "2026-13-01" as a date (YYYY-MM-DD)`,
+		"sources.s.mapping.status: format reads dates and timestamps; status is text",
+		`sources.s.mapping.margin: format reads dates and timestamps; margin is a number`,
 	} {
 		require.ErrorContains(t, err, want)
 	}
+	_, err = Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    mapping: {order_id: a, customer_id: c, amount: e, order_ts: {from: d, format: yyyy-mm-dd}, status: s, product_launch_date: {from: p, format: unix_ms}}
+`))
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	require.Len(t, problems, 1, "unix_ms is a format")
+	require.Equal(t, `sources.s.mapping.order_ts: format "yyyy-mm-dd" is neither strptime codes (%d/%m/%Y %H:%M) nor Unix time (unix, unix_ms, unix_ns, unix_us)`,
+		problems[0].Path+": "+problems[0].Msg)
 	cfg, err := Load(write(t, `sources:
   s:
     table: orders

@@ -486,3 +486,41 @@ func TestRestartRefusesAFileSource(t *testing.T) {
 	require.NoError(t, e.db().QueryRow(`SELECT count(*) FROM source_positions WHERE source = 'orders'`).Scan(&positions))
 	require.Equal(t, 1, positions)
 }
+
+// Event streams often write times as Unix time: format unix, unix_ms, unix_us or unix_ns reads
+// such a number (written as a JSON number or string, whole or with a fraction) exactly; a date
+// column takes its day in the field's time zone. A number that is no such time (milliseconds
+// read as seconds land past the year 9999) is a dead letter saying the format, as is the epoch.
+func TestUnixTimesAreReadInTheirUnit(t *testing.T) {
+	const source = `  events:
+    table: orders
+    file: {paths: ["*.jsonl"]}
+    mapping: {order_id: id, customer_id: {const: C1}, amount: {const: "1"}, status: {const: completed},
+              order_ts: {from: ts, format: unix_ms}, product_launch_date: {from: launched, format: unix, timezone: Europe/Berlin}}`
+	const ms, launched = 1767225600123, 1767222000 // 2026-01-01 00:00:00.123 UTC; 2025-12-31 23:00 UTC, midnight in Berlin
+	body := fmt.Sprintf(`{"id":"A","ts":%d,"launched":%d}
+{"id":"B","ts":"%d"}
+{"id":"C","ts":%g}
+{"id":"D","ts":"soon"}
+{"id":"E","ts":%d}
+{"id":"F","ts":0}
+`, ms, launched, ms, float64(ms), ms*1000)
+	e := setupRatio(t, source, map[string]string{"a.jsonl": body}, 0.9)
+	e.run(t)
+	at := time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000")
+	require.Equal(t, map[string]string{"A": at, "B": at, "C": at},
+		e.pairs(t, `SELECT order_id, strftime(order_ts AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S.%g') FROM orders`))
+	require.Equal(t, map[string]string{"A": time.Unix(launched, 0).In(mustZone(t, "Europe/Berlin")).Format(time.DateOnly)},
+		e.pairs(t, `SELECT order_id, CAST(product_launch_date AS VARCHAR) FROM orders WHERE product_launch_date IS NOT NULL`))
+	require.Equal(t, map[string]string{
+		"a.jsonl:4": "order_ts: cannot read 'soon' as a timestamp in format unix_ms",
+		"a.jsonl:5": fmt.Sprintf("order_ts: cannot read '%d' as a timestamp in format unix_ms", ms*1000),
+		"a.jsonl:6": "order_ts: '0' is before 1970-01-02, the earliest order_ts taken unless the mapping sets min (a placeholder date?)",
+	}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+}
+
+func mustZone(t *testing.T, name string) *time.Location {
+	loc, err := time.LoadLocation(name)
+	require.NoError(t, err)
+	return loc
+}

@@ -22,7 +22,7 @@ type Field struct {
 	Expr     string   `yaml:"expr"`     // DuckDB SQL over the source fields (text for CSV/JSON: TRY_CAST them)
 	Const    *string  `yaml:"const"`    // the same value for every row
 	Hash     []string `yaml:"hash"`     // a deterministic id from these source fields
-	Format   string   `yaml:"format"`   // strptime format for dates and timestamps, e.g. %d/%m/%Y %H:%M
+	Format   string   `yaml:"format"`   // strptime format for dates and timestamps, e.g. %d/%m/%Y %H:%M, or a UnixFormats word
 	Timezone string   `yaml:"timezone"` // IANA zone of timestamps written without an offset
 	// Min and Max bound a number, date or timestamp column's values, inclusive: a value outside
 	// is a dead letter. Min replaces the column's Earliest.
@@ -174,6 +174,16 @@ func (s Spec) Validate() map[string]string {
 		if f.Timezone != "" {
 			if _, err := time.LoadLocation(f.Timezone); err != nil {
 				problems[name] = fmt.Sprintf("unknown time zone %q", f.Timezone)
+			}
+		}
+		if c, _ := s.Table.Column(name); f.Format != "" {
+			_, unix := UnixFormats[f.Format]
+			switch {
+			case c.Type != Date && c.Type != Timestamp:
+				problems[name] = fmt.Sprintf("format reads dates and timestamps; %s is %s", name, c.Type.word())
+			case !unix && !strings.Contains(f.Format, "%"):
+				problems[name] = fmt.Sprintf("format %q is neither strptime codes (%%d/%%m/%%Y %%H:%%M) nor Unix time (%s)",
+					f.Format, strings.Join(slices.Sorted(maps.Keys(UnixFormats)), ", "))
 			}
 		}
 		if _, err := s.bounds(name, f); err != nil {
@@ -732,17 +742,17 @@ func (s Spec) convert(c Column, f Field, raw, p string) string {
 		return fmt.Sprintf("CASE lower(trim(%s)) WHEN 'true' THEN true WHEN 't' THEN true WHEN 'yes' THEN true WHEN 'y' THEN true WHEN '1' THEN true "+
 			"WHEN 'false' THEN false WHEN 'f' THEN false WHEN 'no' THEN false WHEN 'n' THEN false WHEN '0' THEN false END", text)
 	case Date:
+		if _, unix := UnixFormats[f.Format]; unix {
+			return fmt.Sprintf("CAST(timezone(%s, %s) AS DATE)", warehouse.Quote(s.zone(f)), unixTime(text, f.Format))
+		}
 		if f.Format != "" {
 			return fmt.Sprintf("CAST(try_strptime(%s, %s) AS DATE)", text, warehouse.Quote(f.Format))
 		}
 		return fmt.Sprintf("coalesce(TRY_CAST(%s AS DATE), CAST(TRY_CAST(%s AS TIMESTAMP) AS DATE))", text, text)
 	case Timestamp:
-		zone := f.Timezone
-		if zone == "" {
-			zone = s.Timezone
-		}
-		if zone == "" {
-			zone = "UTC"
+		zone := s.zone(f)
+		if _, unix := UnixFormats[f.Format]; unix {
+			return unixTime(text, f.Format)
 		}
 		if f.Format != "" {
 			if strings.Contains(f.Format, "%z") || strings.Contains(f.Format, "%Z") {
@@ -759,6 +769,31 @@ func (s Spec) convert(c Column, f Field, raw, p string) string {
 			"ELSE timezone(%s, TRY_CAST(%s AS TIMESTAMP)) END", text, text, warehouse.Quote(zone), text)
 	}
 	return "nullif(trim(" + text + "), '')"
+}
+
+// zone is the time zone a field's local times are read in.
+func (s Spec) zone(f Field) string { return cmp.Or(f.Timezone, s.Timezone, "UTC") }
+
+// UnixFormats are the formats that read a date or timestamp as a count of seconds (or
+// milliseconds, …) since 1970-01-01 00:00 UTC, as event streams often write times: the
+// microseconds in one of each.
+var UnixFormats = map[string]float64{"unix": 1e6, "unix_ms": 1e3, "unix_us": 1, "unix_ns": 1e-3}
+
+// unixTime reads text, a number in a UnixFormats format, as a TIMESTAMPTZ: a whole number
+// exactly (nanoseconds past 2^53 would not be as a DOUBLE), a fraction to the microsecond. A
+// time past the year 9999 is no time: most likely milliseconds read as seconds.
+func unixTime(text, format string) string {
+	const limit = 253402300800e6 // 10000-01-01, in microseconds
+	whole, number := "TRY_CAST(trim("+text+") AS HUGEINT)", "TRY_CAST(trim("+text+") AS DOUBLE)"
+	perUnit := UnixFormats[format]
+	exact := fmt.Sprintf("%s * %d", whole, int64(perUnit))
+	if perUnit < 1 {
+		exact = fmt.Sprintf("%s // %d", whole, int64(1/perUnit))
+	}
+	// A cast to HUGEINT rounds 1.5 to 2: only digits are read as a whole number.
+	micros := fmt.Sprintf("coalesce(CASE WHEN regexp_full_match(trim(%s), '[+-]?[0-9]+') AND abs(%s) < %.0f THEN %s END, TRY_CAST(round(%s * %g) AS HUGEINT))",
+		text, whole, limit/perUnit, exact, number, perUnit)
+	return fmt.Sprintf("CASE WHEN abs(%[1]s) < %.0[2]f THEN make_timestamptz(CAST(%[1]s AS BIGINT)) END", micros, limit)
 }
 
 // check is one way a value can be wrong: an SQL condition and the message naming the problem.
