@@ -20,6 +20,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // Querier runs SQL on the warehouse, for connectors that read through DuckDB's own readers
@@ -58,6 +60,77 @@ func DistinctNames(names []string) []string {
 			return out
 		}
 	}
+}
+
+// MayBeRenamed tells whether one of DuckDB's names for a file's columns could be its rename of
+// another (DuckDB renames a name the header repeats, in any capitals: id, ID → id, ID_1): that
+// name followed by _ and a number. The header's own names then tell (RenamedFrom).
+func MayBeRenamed(names []string) bool {
+	for _, n := range names {
+		if base, ok := cutNumberSuffix(n); ok && slices.ContainsFunc(names, func(o string) bool { return strings.EqualFold(o, base) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// RenamedFrom tells whether DuckDB's name for a column is the header's name for it or a rename
+// of it (id_1, id_1_1).
+func RenamedFrom(name, text string) bool {
+	for name != text {
+		base, ok := cutNumberSuffix(name)
+		if !ok {
+			return false
+		}
+		name = base
+	}
+	return true
+}
+
+// cutNumberSuffix splits name_12 into name; ok is false for a name not ending in _ and digits.
+func cutNumberSuffix(name string) (base string, ok bool) {
+	i := strings.LastIndexByte(name, '_')
+	if i <= 0 || i == len(name)-1 || strings.Trim(name[i+1:], "0123456789") != "" {
+		return "", false
+	}
+	return name[:i], true
+}
+
+// ParquetColumns reads a Parquet file's top-level column names, as the file names them (DuckDB
+// renames a name the file repeats), from its footer.
+func ParquetColumns(ctx context.Context, db Querier, path string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SELECT name, coalesce(num_children, 0) FROM parquet_schema("+warehouse.Quote(path)+")")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	// The schema is a tree written depth first: the root, then each column with its children.
+	var all []string
+	var children []int64
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, err
+		}
+		all, children = append(all, name), append(children, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var after func(i int) int // the index after the subtree at i
+	after = func(i int) int {
+		next := i + 1
+		for c := int64(0); c < children[i] && next < len(all); c++ {
+			next = after(next)
+		}
+		return next
+	}
+	var names []string
+	for i := 1; len(all) > 0 && i < len(all) && int64(len(names)) < children[0]; i = after(i) {
+		names = append(names, all[i])
+	}
+	return names, nil
 }
 
 // Printable is a string a source handed over (a name, a value) as ckm shows it on a terminal or

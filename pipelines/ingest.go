@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -552,6 +553,9 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 		if !slices.Contains(columns[name], l.Key) {
 			return fmt.Errorf("lookup %s: %s has no column %s (it has %s)", name, l.File, l.Key, connectors.NameList(columns[name]))
 		}
+		if err := w.refuseRepeatedNames(ctx, l, columns[name]); err != nil {
+			return fmt.Errorf("lookup %s: %w", name, err)
+		}
 		var dup sql.NullString
 		var n int64
 		err := w.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT any_value(k), count(*) FROM (SELECT %[1]s AS k FROM %[2]s
@@ -565,6 +569,61 @@ func (w *batchWriter) resolveLookups(ctx context.Context, lookups map[string]map
 	}
 	w.lookupOrder, w.lookupColumns = order, columns
 	return nil
+}
+
+// refuseRepeatedNames fails a lookup file whose header names a column more than once, in any
+// capitals: DuckDB renames the second (id, ID → id, ID_1), and a mapping reading the name would
+// take one of the two without a word. columns are DuckDB's names for the file's columns.
+func (w *batchWriter) refuseRepeatedNames(ctx context.Context, l mapping.Lookup, columns []string) error {
+	if !connectors.MayBeRenamed(columns) {
+		return nil
+	}
+	header, err := lookupHeader(ctx, w.conn, l, len(columns))
+	if err != nil || len(header) != len(columns) {
+		return err // a header DuckDB read otherwise: its names stand
+	}
+	alike := map[string][]string{}
+	for i, h := range header {
+		h = cmp.Or(h, columns[i]) // DuckDB names a nameless column column<i>
+		if !connectors.RenamedFrom(columns[i], h) {
+			return nil // not the line DuckDB took its names from
+		}
+		alike[strings.ToLower(h)] = append(alike[strings.ToLower(h)], h)
+	}
+	var repeated []string
+	for _, names := range alike {
+		if len(names) > 1 {
+			repeated = append(repeated, strings.Join(names, " and "))
+		}
+	}
+	if len(repeated) == 0 {
+		return nil
+	}
+	slices.Sort(repeated)
+	return fmt.Errorf("%s names a column more than once (%s; names match in any capitals): give each column its own name, as a lookup's columns are read by name",
+		l.File, connectors.Printable(strings.Join(repeated, "; ")))
+}
+
+// lookupHeader reads a lookup file's column names as the file writes them (DuckDB's own names
+// rename a name the file repeats).
+func lookupHeader(ctx context.Context, db connectors.Querier, l mapping.Lookup, n int) ([]string, error) {
+	if strings.HasSuffix(strings.ToLower(l.File), ".parquet") {
+		return connectors.ParquetColumns(ctx, db, l.File)
+	}
+	raw := make([]sql.NullString, n)
+	dest := make([]any, n)
+	for i := range raw {
+		dest[i] = &raw[i]
+	}
+	err := db.QueryRowContext(ctx, "SELECT * FROM read_csv("+warehouse.Quote(l.File)+", all_varchar = true, header = false) LIMIT 1").Scan(dest...)
+	if err != nil {
+		return nil, nil // another shape without a header: DuckDB's names stand
+	}
+	header := make([]string, n)
+	for i, r := range raw {
+		header[i] = strings.Trim(r.String, " ") // as DuckDB trims a header's names
+	}
+	return header, nil
 }
 
 // columns lists a relation's columns and their DuckDB types, in order. For files DuckDB only

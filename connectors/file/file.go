@@ -437,36 +437,9 @@ func readable(path, dir string, sc scan) (string, error) {
 // parquetColumns reads a Parquet file's top-level column names from its footer: a file DuckDB
 // cannot read it from is damaged.
 func (s *Source) parquetColumns(ctx context.Context, target string) (names []string, damage string) {
-	const corrupt = "truncated or corrupt Parquet: "
-	rows, err := s.env.DB.QueryContext(ctx, "SELECT name, coalesce(num_children, 0) FROM parquet_schema("+warehouse.Quote(target)+")")
+	names, err := connectors.ParquetColumns(ctx, s.env.DB, target)
 	if err != nil {
-		return nil, corrupt + firstLine(err.Error())
-	}
-	defer rows.Close()
-	// The schema is a tree written depth first: the root, then each column with its children.
-	var all []string
-	var children []int64
-	for rows.Next() {
-		var name string
-		var n int64
-		if err := rows.Scan(&name, &n); err != nil {
-			return nil, corrupt + err.Error()
-		}
-		all, children = append(all, name), append(children, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, corrupt + firstLine(err.Error())
-	}
-	var after func(i int) int // the index after the subtree at i
-	after = func(i int) int {
-		next := i + 1
-		for c := int64(0); c < children[i] && next < len(all); c++ {
-			next = after(next)
-		}
-		return next
-	}
-	for i := 1; len(all) > 0 && i < len(all) && int64(len(names)) < children[0]; i = after(i) {
-		names = append(names, all[i])
+		return nil, "truncated or corrupt Parquet: " + firstLine(err.Error())
 	}
 	return names, ""
 }
@@ -654,7 +627,7 @@ func (s *Source) headerNames(ctx context.Context, target string, d dialect, maxL
 		return d, nil
 	}
 	d.headerText = d.columns
-	if !mayBeRenamed(d.columns) {
+	if !connectors.MayBeRenamed(d.columns) {
 		return d, nil
 	}
 	opts := []string{warehouse.Quote(target), "auto_detect=false", "header=false", fmt.Sprintf("skip=%d", d.skip),
@@ -680,45 +653,12 @@ func (s *Source) headerNames(ctx context.Context, target string, d dialect, maxL
 	for i, r := range raw {
 		// DuckDB trims spaces from a header's names, and names a nameless column column<i>.
 		text[i] = cmp.Or(strings.Trim(r.String, " "), d.columns[i])
-		if !renamedFrom(d.columns[i], text[i]) {
+		if !connectors.RenamedFrom(d.columns[i], text[i]) {
 			return d, nil // not the line the sniffer read its names from: keep its names
 		}
 	}
 	d.headerText, d.columns = text, connectors.DistinctNames(text)
 	return d, nil
-}
-
-// mayBeRenamed tells whether one of the sniffed names could be DuckDB's rename of another:
-// that name (in any capitals) followed by _ and a number.
-func mayBeRenamed(names []string) bool {
-	for _, n := range names {
-		if base, ok := cutNumberSuffix(n); ok && slices.ContainsFunc(names, func(o string) bool { return strings.EqualFold(o, base) }) {
-			return true
-		}
-	}
-	return false
-}
-
-// renamedFrom tells whether DuckDB's name for a column is the header's name for it or a rename
-// of it (id_1, id_1_1).
-func renamedFrom(name, text string) bool {
-	for name != text {
-		base, ok := cutNumberSuffix(name)
-		if !ok {
-			return false
-		}
-		name = base
-	}
-	return true
-}
-
-// cutNumberSuffix splits name_12 into name; ok is false for a name not ending in _ and digits.
-func cutNumberSuffix(name string) (base string, ok bool) {
-	i := strings.LastIndexByte(name, '_')
-	if i <= 0 || i == len(name)-1 || strings.Trim(name[i+1:], "0123456789") != "" {
-		return "", false
-	}
-	return name[:i], true
 }
 
 // positional names n columns c1 … cn, for a read that takes no names from the file.
