@@ -95,6 +95,8 @@ func TestBadRecordsAreHandledOneByOne(t *testing.T) {
 		// producer may have meant either. A key named twice that the mapping does not read is harmless.
 		{"JSON key named twice", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review","id":"B2"}` + "\n",
 			`dead: event_id: field id is ambiguous: the JSON document names "id" more than once`, "", ""},
+		{"JSON key named twice among 100 keys", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review",` +
+			manyKeys(100) + `,"id":"B2"}` + "\n", `dead: event_id: field id is ambiguous: the JSON document names "id" more than once`, "", ""},
 		{"JSON key named twice, once escaped", "a.jsonl", `{"id":"B1","customer":{"id":"C1"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review","k\u0069nd":"praise"}` + "\n",
 			`dead: kind: field kind is ambiguous: the JSON document names "kind" more than once`, "", ""},
 		{"nested JSON key named twice", "a.jsonl", `{"id":"B1","customer":{"id":"C1","id":"C2"},"ts":"2026-01-05T10:00:00Z","direction":"inbound","kind":"review"}` + "\n",
@@ -163,4 +165,13 @@ func TestBadRecordsAreHandledOneByOne(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyKeys is n JSON members "k0":0, "k1":1, …: an object of more keys than is usual.
+func manyKeys(n int) string {
+	members := make([]string, n)
+	for i := range members {
+		members[i] = fmt.Sprintf(`"k%d":%d`, i, i)
+	}
+	return strings.Join(members, ",")
 }

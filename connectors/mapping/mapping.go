@@ -421,13 +421,16 @@ func (s Spec) Compile(b Batch) string {
 	if len(objects) > 0 {
 		// Whether an object names a key twice: a key found at a position other than its own.
 		// The lambda runs over all documents' keys at once; list_unique, a hash table per
-		// document, cost three times as much. The keys are a column of the query below, as
-		// the lambda would evaluate an expression it captures once per key.
+		// document, cost three times as much. But the lambda's work grows with the square of
+		// the keys: an object of more (a hostile one of 100,000 keys took seconds) is hashed.
+		// The keys are a column of the query below, as the lambda would evaluate an expression
+		// it captures once per key.
 		var keys, repeats []string
 		for i := range objects {
 			k := fmt.Sprintf("%skeys%d", p, i)
 			keys = append(keys, k)
-			repeats = append(repeats, fmt.Sprintf("len(list_filter(%s, (x, i) -> list_position(%s, x) <> i)) > 0 AS %srepeats%d", k, k, p, i))
+			repeats = append(repeats, fmt.Sprintf("CASE WHEN len(%[1]s) <= 64 THEN len(list_filter(%[1]s, (x, i) -> list_position(%[1]s, x) <> i)) > 0 "+
+				"ELSE list_unique(%[1]s) < len(%[1]s) END AS %[2]srepeats%[3]d", k, p, i))
 		}
 		inner = fmt.Sprintf("SELECT s.* EXCLUDE (%s), %s FROM (%s) s", strings.Join(keys, ", "), strings.Join(repeats, ", "), inner)
 	}
