@@ -73,7 +73,7 @@ func TestLoadValid(t *testing.T) {
 func TestEnvironmentInterpolation(t *testing.T) {
 	env := map[string]string{"WH": "/data/ckm.duckdb", "EMPTY": ""}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	out, problems := interpolate("c.yaml", []byte("a: ${WH}\nb: ${MISSING:-fallback}\nc: ${EMPTY:-used when empty}\nd: $${LITERAL}\ne: ${NOPE}\n"), lookup)
+	out, _, _, problems := interpolate("c.yaml", []byte("a: ${WH}\nb: ${MISSING:-fallback}\nc: ${EMPTY:-used when empty}\nd: $${LITERAL}\ne: ${NOPE}\n"), lookup)
 	require.Equal(t, "a: /data/ckm.duckdb\nb: fallback\nc: used when empty\nd: ${LITERAL}\ne: \n", string(out))
 	require.Len(t, problems, 1)
 	require.Equal(t, 5, problems[0].Line)
@@ -344,4 +344,53 @@ func TestPostgresReaderWaitIsADuration(t *testing.T) {
 		_, err := Load(write(t, valid+"publish:\n  postgres: {reader_wait: "+bad+"}\n"))
 		require.ErrorContains(t, err, `:16: publish.postgres.reader_wait: cannot read "`+bad+`" as a duration`, bad)
 	}
+}
+
+// ${VAR} is put into the text before YAML reads it: a value holding " #", a line break or a
+// backslash inside double quotes would change the document without a word (a path cut at its
+// #, a key added, \n read as a line break). Such a value is refused, naming the variable and
+// the line, never the value (it may be a secret); ordinary values, and that value in single
+// quotes, load.
+func TestEnvironmentValuesThatChangeTheYAMLAreRefused(t *testing.T) {
+	const body = `warehouse:
+  path: ${CKM_TEST_WH}
+  memory_limit: ${CKM_TEST_MEM:-1GB}
+sources:
+  orders:
+    table: orders
+    testkind: {topic: "${CKM_TEST_TOPIC:-orders}"}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: {const: completed}}
+`
+	for _, tc := range []struct {
+		name, wh, topic, line string // line: the problem's, "" for none
+	}{
+		{"ordinary values", "/data/ckm.duckdb", "orders", ""},
+		{"a path with a #", "/data/my #1/ckm.duckdb", "orders", ":2:"},
+		{"a line break adding a key", "/data/ckm.duckdb\n  threads: 64", "orders", ":2:"},
+		{"a backslash in double quotes", "/data/ckm.duckdb", `C:\new`, ":7:"},
+		{"a colon and space", "/data/ckm: main.duckdb", "orders", ":2:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CKM_TEST_WH", tc.wh)
+			t.Setenv("CKM_TEST_TOPIC", tc.topic)
+			cfg, err := Load(write(t, body))
+			if tc.line == "" {
+				require.NoError(t, err)
+				require.Equal(t, tc.wh, cfg.Warehouse.Path)
+				require.Equal(t, "1GB", cfg.Warehouse.MemoryLimit)
+				return
+			}
+			require.ErrorContains(t, err, tc.line+" the value of environment variable ")
+			require.ErrorContains(t, err, "changes how the config reads here")
+			require.NotContains(t, err.Error(), "#1")
+			require.NotContains(t, err.Error(), `C:\new`)
+		})
+	}
+	t.Setenv("CKM_TEST_WH", "/data/my #1: it's \"main\"/ckm.duckdb")
+	cfg, err := Load(write(t, strings.Replace(body, "path: ${CKM_TEST_WH}", "path: '${CKM_TEST_WH}'", 1)))
+	require.Error(t, err, "a ' in the value ends the single quotes")
+	t.Setenv("CKM_TEST_WH", "/data/my #1: \"main\"/ckm.duckdb")
+	cfg, err = Load(write(t, strings.Replace(body, "path: ${CKM_TEST_WH}", "path: '${CKM_TEST_WH}'", 1)))
+	require.NoError(t, err)
+	require.Equal(t, "/data/my #1: \"main\"/ckm.duckdb", cfg.Warehouse.Path)
 }

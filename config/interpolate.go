@@ -4,38 +4,142 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
 )
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
+// substitution is one ${VAR} interpolate replaced: the value, and the token that stands for it
+// in the shadow text.
+type substitution struct {
+	name, value, token string
+	line               int
+}
+
 // interpolate replaces ${VAR} and ${VAR:-default} line by line, so line numbers stay
-// true for every later error. `$${` escapes a literal "${".
-func interpolate(file string, text []byte, lookup func(string) (string, bool)) ([]byte, []Problem) {
-	var problems []Problem
+// true for every later error. `$${` escapes a literal "${". shadow is the same text with each
+// value replaced by a token of letters and digits, which cannot change how YAML reads the
+// document around it (see checkSubstitutions).
+func interpolate(file string, text []byte, lookup func(string) (string, bool)) (out, shadow []byte, subs []substitution, problems []Problem) {
 	lines := strings.Split(string(text), "\n")
+	shadowLines := slices.Clone(lines)
 	for i, line := range lines {
 		if strings.HasPrefix(strings.TrimSpace(line), "#") {
 			continue
 		}
 		const escaped = "\x00ESCAPED\x00"
 		line = strings.ReplaceAll(line, "$${", escaped)
+		var tokens []string
 		line = envRef.ReplaceAllStringFunc(line, func(ref string) string {
 			m := envRef.FindStringSubmatch(ref)
-			if v, ok := lookup(m[1]); ok && (v != "" || m[2] == "") {
-				return v
+			value, ok := lookup(m[1])
+			switch {
+			case ok && (value != "" || m[2] == ""):
+			case m[2] != "":
+				value = m[3]
+			default:
+				problems = append(problems, Problem{File: file, Line: i + 1, Path: "",
+					Msg:  fmt.Sprintf("environment variable %s is not set", m[1]),
+					Hint: fmt.Sprintf("export %s, or write ${%s:-default}", m[1], m[1])})
 			}
-			if m[2] != "" {
-				return m[3]
-			}
-			problems = append(problems, Problem{File: file, Line: i + 1, Path: "",
-				Msg:  fmt.Sprintf("environment variable %s is not set", m[1]),
-				Hint: fmt.Sprintf("export %s, or write ${%s:-default}", m[1], m[1])})
-			return ""
+			s := substitution{name: m[1], value: value, token: fmt.Sprintf("ckmenvsubstitution%dx", len(subs)), line: i + 1}
+			subs, tokens = append(subs, s), append(tokens, s.token)
+			return value
 		})
 		lines[i] = strings.ReplaceAll(line, escaped, "${")
+		shadowLine := strings.ReplaceAll(shadowLines[i], "$${", escaped)
+		n := 0
+		shadowLine = envRef.ReplaceAllStringFunc(shadowLine, func(string) string { n++; return tokens[n-1] })
+		shadowLines[i] = strings.ReplaceAll(shadowLine, escaped, "${")
 	}
-	return []byte(strings.Join(lines, "\n")), problems
+	return []byte(strings.Join(lines, "\n")), []byte(strings.Join(shadowLines, "\n")), subs, problems
 }
 
 func osLookup(name string) (string, bool) { return os.LookupEnv(name) }
+
+// checkSubstitutions says which values changed how YAML reads the document: a value holding a
+// line break, " #", ": ", a quote or a backslash can end a scalar, start a comment or a key, or
+// be unescaped inside quotes (a path with " #1" in it was cut at the #). Read with the tokens
+// in place of the values, the document must have the same scalars, and each the text of the
+// shadow's with the values put back. The values are not shown: they may be secrets.
+func checkSubstitutions(file string, text, shadow []byte, subs []substitution) []Problem {
+	if len(subs) == 0 {
+		return nil
+	}
+	real, err := parser.ParseBytes(text, 0)
+	if err != nil {
+		return substitutionProblems(file, subs, yamlInValue)
+	}
+	shadowed, err := parser.ParseBytes(shadow, 0)
+	if err != nil {
+		return nil // the file itself does not parse: that is reported as it is
+	}
+	got, want := scalars(real), scalars(shadowed)
+	for i := range max(len(got), len(want)) {
+		if i < len(got) && i < len(want) && got[i] == putBack(want[i], subs) {
+			continue
+		}
+		if i < len(want) {
+			if named := substitutionProblems(file, subs, func(s substitution) bool { return strings.Contains(want[i], s.token) }); len(named) > 0 {
+				return named
+			}
+		}
+		return substitutionProblems(file, subs, yamlInValue)
+	}
+	return nil
+}
+
+// yamlInValue tells whether a value holds a character that can mean something to YAML where it
+// stands; a document changed by another scalar than the one a value is in names these.
+func yamlInValue(s substitution) bool {
+	return strings.ContainsAny(s.value, "\n\r#:\"'\\{}[],&*!|>%@`")
+}
+
+func substitutionProblems(file string, subs []substitution, which func(substitution) bool) []Problem {
+	var out []Problem
+	for _, s := range subs {
+		if which(s) {
+			out = append(out, Problem{File: file, Line: s.line, Msg: fmt.Sprintf("the value of environment variable %s changes how the config reads here", s.name),
+				Hint: fmt.Sprintf("a line break, \" #\", \": \", a quote or a backslash in it is YAML; write '${%s}' in single quotes, or change the value", s.name)})
+		}
+	}
+	return out
+}
+
+// putBack is a shadow scalar with each token replaced by its value.
+func putBack(s string, subs []substitution) string {
+	for _, sub := range subs {
+		s = strings.ReplaceAll(s, sub.token, sub.value)
+	}
+	return s
+}
+
+// scalars lists a document's scalars, keys and values, in order, as text: a string as read
+// (quotes and escapes resolved), anything else as written.
+func scalars(f *ast.File) []string {
+	var out []string
+	for _, doc := range f.Docs {
+		if doc.Body != nil {
+			ast.Walk(scalarVisitor{&out}, doc.Body)
+		}
+	}
+	return out
+}
+
+type scalarVisitor struct{ out *[]string }
+
+func (v scalarVisitor) Visit(n ast.Node) ast.Visitor {
+	switch n := n.(type) {
+	case *ast.StringNode:
+		*v.out = append(*v.out, n.Value)
+	case *ast.NullNode:
+		*v.out = append(*v.out, "")
+	case ast.ScalarNode:
+		*v.out = append(*v.out, n.GetToken().Value)
+	}
+	return v
+}
