@@ -386,11 +386,16 @@ sources:
 			require.NotContains(t, err.Error(), `C:\new`)
 		})
 	}
+	// A file broken whatever the values says so, not that a value (a URL's colon) broke it.
+	t.Setenv("CKM_TEST_WH", "http://store:9000/ckm.duckdb")
+	_, err := Load(write(t, body+"pipelines: [unclosed\n"))
+	require.ErrorContains(t, err, "not valid YAML")
+	require.NotContains(t, err.Error(), "environment variable")
 	t.Setenv("CKM_TEST_WH", "/data/my #1: it's \"main\"/ckm.duckdb")
-	cfg, err := Load(write(t, strings.Replace(body, "path: ${CKM_TEST_WH}", "path: '${CKM_TEST_WH}'", 1)))
+	_, err = Load(write(t, strings.Replace(body, "path: ${CKM_TEST_WH}", "path: '${CKM_TEST_WH}'", 1)))
 	require.Error(t, err, "a ' in the value ends the single quotes")
 	t.Setenv("CKM_TEST_WH", "/data/my #1: \"main\"/ckm.duckdb")
-	cfg, err = Load(write(t, strings.Replace(body, "path: ${CKM_TEST_WH}", "path: '${CKM_TEST_WH}'", 1)))
+	cfg, err := Load(write(t, strings.Replace(body, "path: ${CKM_TEST_WH}", "path: '${CKM_TEST_WH}'", 1)))
 	require.NoError(t, err)
 	require.Equal(t, "/data/my #1: \"main\"/ckm.duckdb", cfg.Warehouse.Path)
 }

@@ -13,6 +13,9 @@ import (
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
+// tokenPrefix starts the tokens standing for values in the shadow text (see interpolate).
+const tokenPrefix = "ckmenvsubstitution"
+
 // substitution is one ${VAR} interpolate replaced: the value, and the token that stands for it
 // in the shadow text.
 type substitution struct {
@@ -37,16 +40,15 @@ func interpolate(file string, text []byte, lookup func(string) (string, bool)) (
 		line = envRef.ReplaceAllStringFunc(line, func(ref string) string {
 			m := envRef.FindStringSubmatch(ref)
 			value, ok := lookup(m[1])
-			switch {
-			case ok && (value != "" || m[2] == ""):
-			case m[2] != "":
+			if !ok || (value == "" && m[2] != "") { // unset, or empty where a default is given
+				if m[2] == "" {
+					problems = append(problems, Problem{File: file, Line: i + 1, Path: "",
+						Msg:  fmt.Sprintf("environment variable %s is not set", m[1]),
+						Hint: fmt.Sprintf("export %s, or write ${%s:-default}", m[1], m[1])})
+				}
 				value = m[3]
-			default:
-				problems = append(problems, Problem{File: file, Line: i + 1, Path: "",
-					Msg:  fmt.Sprintf("environment variable %s is not set", m[1]),
-					Hint: fmt.Sprintf("export %s, or write ${%s:-default}", m[1], m[1])})
 			}
-			s := substitution{name: m[1], value: value, token: fmt.Sprintf("ckmenvsubstitution%dx", len(subs)), line: i + 1}
+			s := substitution{name: m[1], value: value, token: fmt.Sprintf("%s%dx", tokenPrefix, len(subs)), line: i + 1}
 			subs, tokens = append(subs, s), append(tokens, s.token)
 			return value
 		})
@@ -70,23 +72,21 @@ func checkSubstitutions(file string, text, shadow []byte, subs []substitution) [
 	if len(subs) == 0 {
 		return nil
 	}
+	shadowed, err := parser.ParseBytes(shadow, 0)
+	if err != nil {
+		return nil // the file does not parse whatever the values: that is reported as it is
+	}
 	real, err := parser.ParseBytes(text, 0)
 	if err != nil {
 		return substitutionProblems(file, subs, yamlInValue)
-	}
-	shadowed, err := parser.ParseBytes(shadow, 0)
-	if err != nil {
-		return nil // the file itself does not parse: that is reported as it is
 	}
 	got, want := scalars(real), scalars(shadowed)
 	for i := range max(len(got), len(want)) {
 		if i < len(got) && i < len(want) && got[i] == putBack(want[i], subs) {
 			continue
 		}
-		if i < len(want) {
-			if named := substitutionProblems(file, subs, func(s substitution) bool { return strings.Contains(want[i], s.token) }); len(named) > 0 {
-				return named
-			}
+		if i < len(want) && strings.Contains(want[i], tokenPrefix) {
+			return substitutionProblems(file, subs, func(s substitution) bool { return strings.Contains(want[i], s.token) })
 		}
 		return substitutionProblems(file, subs, yamlInValue)
 	}
@@ -94,11 +94,12 @@ func checkSubstitutions(file string, text, shadow []byte, subs []substitution) [
 }
 
 // yamlInValue tells whether a value holds a character that can mean something to YAML where it
-// stands; a document changed by another scalar than the one a value is in names these.
+// stands: the suspects when the document changed away from the scalars the values are in.
 func yamlInValue(s substitution) bool {
 	return strings.ContainsAny(s.value, "\n\r#:\"'\\{}[],&*!|>%@`")
 }
 
+// substitutionProblems names the substitutions which picks, or all of them when it picks none.
 func substitutionProblems(file string, subs []substitution, which func(substitution) bool) []Problem {
 	var out []Problem
 	for _, s := range subs {
@@ -106,6 +107,9 @@ func substitutionProblems(file string, subs []substitution, which func(substitut
 			out = append(out, Problem{File: file, Line: s.line, Msg: fmt.Sprintf("the value of environment variable %s changes how the config reads here", s.name),
 				Hint: fmt.Sprintf("a line break, \" #\", \": \", a quote or a backslash in it is YAML; write '${%s}' in single quotes, or change the value", s.name)})
 		}
+	}
+	if len(out) == 0 && len(subs) > 0 {
+		return substitutionProblems(file, subs, func(substitution) bool { return true })
 	}
 	return out
 }
