@@ -288,12 +288,12 @@ func load(path string, env func(string) (string, bool)) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	text, shadow, subs, problems := interpolate(path, raw, env)
+	file, err := parser.ParseBytes(text, 0)
 	if len(problems) == 0 {
-		if wrong := checkSubstitutions(path, text, shadow, subs); len(wrong) > 0 {
+		if wrong := checkSubstitutions(path, file, err, shadow, subs); len(wrong) > 0 {
 			return nil, Problems(wrong)
 		}
 	}
-	file, err := parser.ParseBytes(text, 0)
 	if err != nil {
 		return nil, Problems{{File: path, Msg: "not valid YAML: " + yaml.FormatError(err, false, false)}}
 	}

@@ -67,8 +67,9 @@ func osLookup(name string) (string, bool) { return os.LookupEnv(name) }
 // line break, " #", ": ", a quote or a backslash can end a scalar, start a comment or a key, or
 // be unescaped inside quotes (a path with " #1" in it was cut at the #). Read with the tokens
 // in place of the values, the document must have the same scalars, and each the text of the
-// shadow's with the values put back. The values are not shown: they may be secrets.
-func checkSubstitutions(file string, text, shadow []byte, subs []substitution) []Problem {
+// shadow's with the values put back. The values are not shown: they may be secrets. real is
+// the interpolated text as parsed, or why it did not parse (parseErr).
+func checkSubstitutions(file string, real *ast.File, parseErr error, shadow []byte, subs []substitution) []Problem {
 	if len(subs) == 0 {
 		return nil
 	}
@@ -76,8 +77,7 @@ func checkSubstitutions(file string, text, shadow []byte, subs []substitution) [
 	if err != nil {
 		return nil // the file does not parse whatever the values: that is reported as it is
 	}
-	real, err := parser.ParseBytes(text, 0)
-	if err != nil {
+	if parseErr != nil {
 		return substitutionProblems(file, subs, yamlInValue)
 	}
 	got, want := scalars(real), scalars(shadowed)

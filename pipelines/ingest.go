@@ -607,7 +607,7 @@ func (w *batchWriter) refuseRepeatedNames(ctx context.Context, l mapping.Lookup,
 // lookupHeader reads a lookup file's column names as the file writes them (DuckDB's own names
 // rename a name the file repeats).
 func lookupHeader(ctx context.Context, db connectors.Querier, l mapping.Lookup, n int) ([]string, error) {
-	if strings.HasSuffix(strings.ToLower(l.File), ".parquet") {
+	if l.Parquet() {
 		return connectors.ParquetColumns(ctx, db, l.File)
 	}
 	raw := make([]sql.NullString, n)

@@ -20,9 +20,12 @@ type Lookup struct {
 	On   string `yaml:"on"`   // the record's field to match it with: a source field or <lookup>.<column>
 }
 
+// Parquet tells whether the lookup file is Parquet (otherwise CSV).
+func (l Lookup) Parquet() bool { return strings.HasSuffix(strings.ToLower(l.File), ".parquet") }
+
 // Relation is how DuckDB reads the lookup file, every column as text like CSV sources.
 func (l Lookup) Relation() string {
-	if strings.HasSuffix(strings.ToLower(l.File), ".parquet") {
+	if l.Parquet() {
 		return "read_parquet(" + warehouse.Quote(l.File) + ")"
 	}
 	return "read_csv(" + warehouse.Quote(l.File) + ", all_varchar = true, header = true)"

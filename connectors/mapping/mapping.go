@@ -602,10 +602,13 @@ func (s Spec) jsonObjects() []string {
 // may have meant either. objects are jsonObjects; Compile selects whether each one names any
 // key twice, and only such documents are looked at further.
 func (s Spec) ambiguousKeys(objects []string, p string) []check {
+	if !s.JSON {
+		return nil
+	}
 	var out []check
 	for _, c := range s.Table.Columns {
 		f, mapped := s.Fields[c.Name]
-		if !mapped || !s.JSON {
+		if !mapped {
 			continue
 		}
 		for _, ref := range append([]string{f.From}, f.Hash...) {
