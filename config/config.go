@@ -4,6 +4,7 @@ package config
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -324,6 +325,42 @@ func load(path string, env func(string) (string, bool)) (*Config, error) {
 	return cfg, nil
 }
 
+// checkSQL has DuckDB parse the SQL each mapping embeds (checked only when the rest of a
+// source's mapping is sound, as a run would compile it).
+func (c *Config) checkSQL(add func(path, msg, hint string)) {
+	var names []string
+	for _, name := range slices.Sorted(maps.Keys(c.Sources)) {
+		s := c.Sources[name]
+		if _, ok := mapping.TableNamed(s.Table); ok && (s.Filter != "" || slices.ContainsFunc(slices.Collect(maps.Values(s.Mapping)),
+			func(f mapping.Field) bool { return f.Expr != "" || f.Format != "" })) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	ctx := context.Background()
+	scratch, err := warehouse.OpenScratch(ctx)
+	var checker *mapping.SQLChecker
+	if err == nil {
+		defer scratch.Close()
+		checker, err = mapping.NewSQLChecker(ctx, scratch.DB())
+	}
+	for _, name := range names {
+		var problems []connectors.FieldProblem
+		if err == nil {
+			problems, err = checker.Check(ctx, c.MappingSpec(name, false))
+		}
+		if err != nil {
+			add("sources."+name, "could not check its SQL: "+err.Error(), "")
+			return
+		}
+		for _, p := range problems {
+			add("sources."+name+"."+p.Key, p.Msg, p.Hint)
+		}
+	}
+}
+
 // connectorBlock lets a source hold one block named after a registered connector kind.
 func connectorBlock(path, key string) (reflect.Type, bool, []string) {
 	if !regexp.MustCompile(`^sources\.[^.]+$`).MatchString(path) {
@@ -517,6 +554,7 @@ func (c *Config) validate(lines map[string]int) []Problem {
 			}
 		}
 	}
+	c.checkSQL(add)
 	names := make([]string, 0, len(c.Sources))
 	for n := range c.Sources {
 		names = append(names, n)

@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,6 +209,64 @@ func TestMappingBoundsRules(t *testing.T) {
     mapping: {order_id: a, customer_id: c, order_ts: {from: d, max: 1960-01-01}, amount: e, status: s}
 `))
 	require.ErrorContains(t, err, "sources.s.mapping.order_ts: max 1960-01-01 is before 1970-01-02, the earliest order_ts taken unless min is set")
+}
+
+// A mapping's SQL is placed inside ckm's own: a mistake there failed the run in generated SQL the
+// operator never wrote, or (a second value, a clause, a comment) changed that SQL. DuckDB's parser
+// now reads each expr and filter alone, and its strptime each format, before anything runs.
+func TestMappingSQLIsParsedByDuckDB(t *testing.T) {
+	_, err := Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    filter: "amount >"
+    mapping:
+      order_id: {expr: "upper(id"}
+      customer_id: {expr: "cust AS customer_id"}
+      order_ts: {from: ts, format: "%Y-%m-%d %Q"}
+      amount: {expr: "amt) AS amount, (1"}
+      margin: {expr: "1); DROP TABLE orders; SELECT (1"}
+      quantity: {expr: "sum(qty)"}
+      product_id: {expr: "row_number() OVER ()"}
+      category: {expr: "uper(cat)"}
+      status: {expr: "st ) UNION ALL (SELECT 'x'"}
+`))
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	got := map[string]string{}
+	for _, p := range problems {
+		got[fmt.Sprintf("%d %s", p.Line, p.Path)] = p.Msg + " | " + p.Hint
+	}
+	notOne := "expr is not one SQL expression | it is placed in ckm's SQL as the value of each record: " +
+		"a parenthesis closed early, a second value, a clause or a statement breaks out of that"
+	require.Equal(t, map[string]string{
+		"5 sources.s.filter":                   "filter is not valid SQL: it ends where more must follow | ",
+		"7 sources.s.mapping.order_id.expr":    "expr is not valid SQL: it ends where more must follow | ",
+		"8 sources.s.mapping.customer_id.expr": `expr is not valid SQL: syntax error at or near "AS", at character 6: AS customer_id | `,
+		"9 sources.s.mapping.order_ts.format":  `format "%Y-%m-%d %Q" is not one DuckDB reads: Unrecognized format for strftime/strptime: %Q | strptime codes such as %d/%m/%Y %H:%M:%S (DuckDB's documentation: Date Format)`,
+		"10 sources.s.mapping.amount.expr":     notOne,
+		"11 sources.s.mapping.margin.expr":     notOne,
+		"12 sources.s.mapping.quantity.expr":   "expr calls sum, which aggregates many records; a mapping reads one record at a time | order lines add up into their order with rollup_lines: true; other sums belong in the source's query",
+		"13 sources.s.mapping.product_id.expr": "expr calls row_number over a window of records; a mapping reads one record at a time | ",
+		"14 sources.s.mapping.category.expr":   "expr calls uper, a function DuckDB does not have | did you mean upper?",
+		"15 sources.s.mapping.status.expr":     notOne,
+	}, got)
+
+	// What a run takes loads: any capitals, a trailing comment, lambdas, casts, an aggregate
+	// inside a subquery, strptime codes DuckDB has.
+	_, err = Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    filter: "status <> 'test' -- test orders are no sales"
+    mapping:
+      order_id: {expr: "UPPER(id) -- ids are upper case in the warehouse"}
+      customer_id: {expr: "list_filter(string_split(c, '|'), x -> x <> '')[1]"}
+      order_ts: {from: ts, format: "%d.%m.%Y %-H:%M:%S %z"}
+      amount: {expr: "TRY_CAST(qty AS DOUBLE) * (SELECT max(r) FROM range(3) t(r))"}
+      status: {expr: "CASE WHEN inv LIKE 'C%' THEN 'returned' ELSE 'completed' END"}
+`))
+	require.NoError(t, err)
 }
 
 func TestBadYAMLAndEmptyFile(t *testing.T) {

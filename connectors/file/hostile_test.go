@@ -388,7 +388,7 @@ func TestAChangedFileLeavesFilesWithLongerNamesAlone(t *testing.T) {
 // Item 9: duplicates are counted as collapsed, "loaded" counts only what is current, dead letters
 // of a file since fixed are marked superseded, and a NUL byte in text is a dead letter.
 func TestAccountingOfDuplicatesFixesAndNULBytes(t *testing.T) {
-	e := setupRatio(t, ordersSource+"\n    filter: \"cust <> 'TEST'\"", map[string]string{
+	e := setupRatio(t, ordersSource+"\n    filter: \"cust <> 'TEST' -- test orders are no sales\"", map[string]string{
 		"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\nA1,C1,2026-01-01 10:00:00,2\nA2,C1,2026-01-01 10:00:00,x\n" +
 			"A3,C\x001,2026-01-01 10:00:00,3\nA4,TEST,2026-01-01 10:00:00,4\n",
 	}, 0.9)

@@ -389,9 +389,9 @@ func (s Spec) Compile(b Batch) string {
 	switch {
 	case s.Filter != "" && s.JSON:
 		// A document that is not valid JSON cannot be told apart by a filter: it stays, to be dead-lettered.
-		skip = append(skip, "(_doc IS NOT NULL AND NOT coalesce(("+s.Filter+"), false))")
+		skip = append(skip, "(_doc IS NOT NULL AND NOT coalesce("+embedded(s.Filter)+", false))")
 	case s.Filter != "":
-		skip = append(skip, "NOT coalesce(("+s.Filter+"), false)")
+		skip = append(skip, "NOT coalesce("+embedded(s.Filter)+", false)")
 	}
 	if b.Skip != "" {
 		skip = append(skip, "("+b.Skip+")")
@@ -545,7 +545,7 @@ func (s Spec) rawExpr(f Field, p string) string {
 	case f.Const != nil:
 		return warehouse.Quote(*f.Const)
 	case f.Expr != "":
-		return "(" + f.Expr + ")"
+		return embedded(f.Expr)
 	case len(f.Hash) > 0:
 		parts := make([]string, len(f.Hash))
 		for i, h := range f.Hash {

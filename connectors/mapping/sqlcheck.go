@@ -1,0 +1,220 @@
+package mapping
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ckm-dev/ckm/connectors"
+)
+
+// SQLChecker asks DuckDB's own parser about the SQL a mapping embeds (each expr, the filter, each
+// strptime format), so that `ckm validate` names the config line of a mistake a run would
+// otherwise stop on, in generated SQL the operator never wrote. It parses and looks functions
+// up; it binds nothing, so it needs neither the source's columns nor their types.
+type SQLChecker struct {
+	db *sql.DB
+	// perRecord tells, for every function DuckDB has, whether it can be called on one record
+	// (a scalar function or macro) rather than only over many (an aggregate).
+	perRecord map[string]bool
+}
+
+// NewSQLChecker reads the function catalogue of db, a DuckDB (an empty in-memory one will do).
+func NewSQLChecker(ctx context.Context, db *sql.DB) (*SQLChecker, error) {
+	rows, err := db.QueryContext(ctx, `SELECT function_name, bool_or(function_type NOT IN ('aggregate', 'table', 'table_macro'))
+		FROM duckdb_functions() GROUP BY function_name`)
+	if err != nil {
+		return nil, fmt.Errorf("read DuckDB's functions: %w", err)
+	}
+	defer rows.Close()
+	c := &SQLChecker{db: db, perRecord: map[string]bool{}}
+	for rows.Next() {
+		var name string
+		var scalar bool
+		if err := rows.Scan(&name, &scalar); err != nil {
+			return nil, fmt.Errorf("read DuckDB's functions: %w", err)
+		}
+		c.perRecord[name] = scalar
+	}
+	return c, rows.Err()
+}
+
+// Check returns every problem with s's SQL, each keyed by its place in the source's config
+// block: mapping.<column>.expr, mapping.<column>.format or filter.
+func (c *SQLChecker) Check(ctx context.Context, s Spec) ([]connectors.FieldProblem, error) {
+	var problems []connectors.FieldProblem
+	for _, name := range slices.Sorted(maps.Keys(s.Fields)) {
+		f := s.Fields[name]
+		if f.Expr != "" {
+			p, err := c.expression(ctx, "expr", f.Expr)
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				p.Key = "mapping." + name + ".expr"
+				problems = append(problems, *p)
+			}
+		}
+		if _, unix := UnixFormats[f.Format]; f.Format != "" && !unix && strings.Contains(f.Format, "%") {
+			var ignored sql.NullTime
+			if err := c.db.QueryRowContext(ctx, `SELECT try_strptime('', CAST(? AS VARCHAR))`, f.Format).Scan(&ignored); err != nil {
+				_, reason, _ := strings.Cut(err.Error(), f.Format+": ")
+				problems = append(problems, connectors.FieldProblem{Key: "mapping." + name + ".format",
+					Msg:  fmt.Sprintf("format %q is not one DuckDB reads: %s", f.Format, cmp.Or(reason, err.Error())),
+					Hint: "strptime codes such as %d/%m/%Y %H:%M:%S (DuckDB's documentation: Date Format)"})
+			}
+		}
+	}
+	if s.Filter != "" {
+		p, err := c.expression(ctx, "filter", s.Filter)
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			p.Key = "filter"
+			problems = append(problems, *p)
+		}
+	}
+	return problems, nil
+}
+
+// exprPrefix opens the statement an expression is parsed in; the closing parenthesis follows a
+// line break, as in Compile, so that a trailing -- comment ends inside it.
+const exprPrefix = "SELECT ("
+
+// embedded is how Compile places an operator's expression in its SQL.
+func embedded(expr string) string { return "(" + expr + "\n)" }
+
+// expression checks one expr or filter: one SQL expression over one record, calling functions
+// DuckDB has. what names it in messages.
+func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connectors.FieldProblem, error) {
+	var text string
+	if err := c.db.QueryRowContext(ctx, `SELECT CAST(json_serialize_sql(CAST(? AS VARCHAR)) AS VARCHAR)`, "SELECT "+embedded(expr)).Scan(&text); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", what, err)
+	}
+	var parsed struct {
+		Error      bool   `json:"error"`
+		ErrorType  string `json:"error_type"`
+		Message    string `json:"error_message"`
+		Position   string `json:"position"`
+		Statements []struct {
+			Node map[string]any `json:"node"`
+		} `json:"statements"`
+	}
+	if err := json.Unmarshal([]byte(text), &parsed); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", what, err)
+	}
+	notOne := &connectors.FieldProblem{Msg: what + " is not one SQL expression",
+		Hint: "it is placed in ckm's SQL as the value of each record: a parenthesis closed early, a second value, a clause or a statement breaks out of that"}
+	switch {
+	case parsed.Error && parsed.ErrorType == "parser":
+		return &connectors.FieldProblem{Msg: fmt.Sprintf("%s is not valid SQL: %s", what, syntaxError(expr, parsed.Message, parsed.Position))}, nil
+	case parsed.Error, len(parsed.Statements) != 1 || !oneValue(parsed.Statements[0].Node):
+		return notOne, nil
+	}
+	var calls exprCalls
+	calls.walk(parsed.Statements[0].Node["select_list"], false)
+	for _, name := range calls.functions {
+		scalar, known := c.perRecord[name]
+		switch {
+		case !known:
+			p := &connectors.FieldProblem{Msg: fmt.Sprintf("%s calls %s, a function DuckDB does not have", what, name)}
+			var like string
+			err := c.db.QueryRowContext(ctx, `SELECT function_name FROM duckdb_functions() WHERE levenshtein(function_name, $1) <= greatest(2, length($1) // 3)
+				ORDER BY levenshtein(function_name, $1), function_name LIMIT 1`, name).Scan(&like)
+			if err == nil {
+				p.Hint = "did you mean " + like + "?"
+			}
+			return p, nil
+		case !scalar && !calls.inSubquery[name]:
+			return &connectors.FieldProblem{Msg: fmt.Sprintf("%s calls %s, which aggregates many records; a mapping reads one record at a time", what, name),
+				Hint: "order lines add up into their order with rollup_lines: true; other sums belong in the source's query"}, nil
+		}
+	}
+	if calls.window != "" {
+		return &connectors.FieldProblem{Msg: fmt.Sprintf("%s calls %s over a window of records; a mapping reads one record at a time", what, calls.window)}, nil
+	}
+	return nil, nil
+}
+
+// syntaxError says where in expr DuckDB's parser stopped, given its message and its position
+// in the statement expr was parsed in.
+func syntaxError(expr, msg, position string) string {
+	at, err := strconv.Atoi(position)
+	at -= len(exprPrefix)
+	if err != nil || at < 0 {
+		return msg
+	}
+	if at >= len(strings.TrimRight(expr, " \t\r\n")) {
+		return "it ends where more must follow"
+	}
+	near := expr[at:]
+	if len(near) > 24 {
+		near = near[:24] + "…"
+	}
+	return fmt.Sprintf("%s, at character %d: %s", msg, at+1, connectors.Printable(near))
+}
+
+// oneValue tells whether a parsed SELECT node is nothing but one value: no FROM, WHERE, GROUP BY,
+// HAVING, QUALIFY, ORDER BY, LIMIT, CTE or set operation came with it.
+func oneValue(node map[string]any) bool {
+	list, _ := node["select_list"].([]any)
+	from, _ := node["from_table"].(map[string]any)
+	mods, _ := node["modifiers"].([]any)
+	groups, _ := node["group_expressions"].([]any)
+	ctes, _ := node["cte_map"].(map[string]any)
+	cteList, _ := ctes["map"].([]any)
+	return node["type"] == "SELECT_NODE" && len(list) == 1 && from["type"] == "EMPTY" && node["where_clause"] == nil &&
+		node["having"] == nil && node["qualify"] == nil && len(mods) == 0 && len(groups) == 0 && len(cteList) == 0
+}
+
+// exprCalls collects the functions a parsed expression calls (operators aside), whether each
+// is called only inside a subquery (where an aggregate is fine), and a window function.
+type exprCalls struct {
+	functions  []string
+	inSubquery map[string]bool
+	window     string
+}
+
+func (e *exprCalls) walk(n any, inSubquery bool) {
+	switch n := n.(type) {
+	case []any:
+		for _, v := range n {
+			e.walk(v, inSubquery)
+		}
+	case map[string]any:
+		switch n["class"] {
+		case "FUNCTION":
+			if op, _ := n["is_operator"].(bool); !op {
+				e.call(strings.ToLower(fmt.Sprint(n["function_name"])), inSubquery)
+			}
+		case "WINDOW":
+			if !inSubquery && e.window == "" {
+				e.window = fmt.Sprint(n["function_name"])
+			}
+		case "SUBQUERY":
+			inSubquery = true
+		}
+		for _, k := range slices.Sorted(maps.Keys(n)) {
+			e.walk(n[k], inSubquery)
+		}
+	}
+}
+
+func (e *exprCalls) call(name string, inSubquery bool) {
+	if e.inSubquery == nil {
+		e.inSubquery = map[string]bool{}
+	}
+	if seen, ok := e.inSubquery[name]; ok {
+		e.inSubquery[name] = seen && inSubquery
+		return
+	}
+	e.functions = append(e.functions, name)
+	e.inSubquery[name] = inSubquery
+}
