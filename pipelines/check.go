@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
@@ -20,6 +21,10 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	defer conn.Close()
+	sqlChecker, err := mapping.NewSQLChecker(ctx, r.Warehouse.DB())
+	if err != nil {
+		return nil, err
+	}
 	var problems []string
 	for _, name := range r.Config.SourceNames(nil) {
 		src, err := r.openSource(ctx, connectors.Env{Source: name, DB: conn, Log: r.Log.With("source", name)})
@@ -49,11 +54,28 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 				}
 			}
 		}
+		read, err := sqlChecker.ColumnsRead(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
 		for _, stream := range slices.Sorted(maps.Keys(streams)) {
-			have := streams[stream]
-			if missing := spec.MissingFields(append(slices.Clone(have), lookups...)); len(missing) > 0 {
+			have := append(slices.Clone(streams[stream]), lookups...)
+			if missing := spec.MissingFields(have); len(missing) > 0 {
 				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s%s)",
-					name, connectors.Printable(stream), connectors.NameList(missing), connectors.NameList(have), mapping.NameHint(missing, have)))
+					name, connectors.Printable(stream), connectors.NameList(missing), connectors.NameList(streams[stream]), mapping.NameHint(missing, streams[stream])))
+			}
+			// An expression names columns as DuckDB reads names: in any capitals.
+			for _, key := range slices.Sorted(maps.Keys(read)) {
+				var missing []string
+				for _, col := range read[key] {
+					if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, col) }) {
+						missing = append(missing, col)
+					}
+				}
+				if len(missing) > 0 {
+					problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which %s reads (it has %s)",
+						name, connectors.Printable(stream), connectors.NameList(missing), key, connectors.NameList(streams[stream])))
+				}
 			}
 		}
 	}

@@ -249,7 +249,11 @@ func TestValidateConnectReportsEveryProblemAtOnce(t *testing.T) {
 		// Read as a run reads them: UTF-16 told by its byte order mark, Excel's sep= line.
 		"utf16.csv": "\xff\xfei\x00d\x00,\x00c\x00u\x00s\x00t\x00,\x00t\x00s\x00,\x00a\x00m\x00t\x00\n\x00",
 		"sep.csv":   "sep=;\nid;cust;ts;amt\nO3;C1;2026-01-01;1\n",
+		// Columns an expression reads: in any capitals, as DuckDB reads names; a lambda's
+		// parameter and a subquery's column are none of the file's.
+		"exprs/e.csv": "id,cust,ts,amt\nO4,C1,2026-01-01,1\n",
 	} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o700))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600))
 	}
 	cfg := filepath.Join(dir, "config.yaml")
@@ -260,6 +264,11 @@ sources:
     table: orders
     file: {paths: ["*.csv", "*.csv.gz"]}
     %[2]s
+  exprs:
+    table: orders
+    file: {paths: ["exprs/*.csv"]}
+    filter: "list_filter([cust], c -> c <> '') IS NOT NULL AND (SELECT count(*) FROM range(2) r(n)) > 0 AND stauts <> 'test'"
+    mapping: {order_id: id, customer_id: {expr: "upper(CUST)"}, order_ts: ts, amount: {expr: "TRY_CAST(Amt AS DOUBLE) * TRY_CAST(qty AS DOUBLE)"}, status: {const: completed}}
   no_topic:
     table: orders
     kafka: {brokers: ["%[1]s"], topics: [ordres], connect_timeout: 1m}
@@ -277,7 +286,9 @@ pipelines:
 `, b.Addr, mapping)), 0o600))
 	code, out, stderr := ckm("validate", "--config", cfg, "--connect")
 	require.Equal(t, 1, code, stderr)
-	require.Contains(t, out, "5 problems opening the sources:")
+	require.Contains(t, out, "7 problems opening the sources:")
+	require.Contains(t, out, "source exprs: exprs/e.csv has no column stauts, which filter reads (it has id, cust, ts, amt)")
+	require.Contains(t, out, "source exprs: exprs/e.csv has no column qty, which mapping.amount.expr reads (it has id, cust, ts, amt)")
 	require.Contains(t, out, "source files: wrong.csv has no column cust, which the mapping reads (it has id, customer, ts, amt)")
 	require.Contains(t, out, "source files: cut.csv.gz: truncated or corrupt gzip")
 	require.Contains(t, out, "source no_topic: topic ordres at "+b.Addr)

@@ -52,7 +52,7 @@ func (c *SQLChecker) Check(ctx context.Context, s Spec) ([]connectors.FieldProbl
 	for _, name := range slices.Sorted(maps.Keys(s.Fields)) {
 		f := s.Fields[name]
 		if f.Expr != "" {
-			p, err := c.expression(ctx, "expr", f.Expr)
+			p, _, err := c.expression(ctx, "expr", f.Expr)
 			if err != nil {
 				return nil, err
 			}
@@ -72,7 +72,7 @@ func (c *SQLChecker) Check(ctx context.Context, s Spec) ([]connectors.FieldProbl
 		}
 	}
 	if s.Filter != "" {
-		p, err := c.expression(ctx, "filter", s.Filter)
+		p, _, err := c.expression(ctx, "filter", s.Filter)
 		if err != nil {
 			return nil, err
 		}
@@ -91,12 +91,36 @@ const exprPrefix = "SELECT ("
 // embedded is how Compile places an operator's expression in its SQL.
 func embedded(expr string) string { return "(" + expr + "\n)" }
 
+// ColumnsRead lists, by config key (mapping.<column>.expr, filter), the columns each expr and the
+// filter of s read by a bare name (outside subqueries and lambdas): for `ckm validate --connect`
+// to check against a tabular source's columns. An expression Check refuses lists none.
+func (c *SQLChecker) ColumnsRead(ctx context.Context, s Spec) (map[string][]string, error) {
+	read := map[string][]string{}
+	exprs := map[string]string{"filter": s.Filter}
+	for name, f := range s.Fields {
+		exprs["mapping."+name+".expr"] = f.Expr
+	}
+	for key, expr := range exprs {
+		if expr == "" {
+			continue
+		}
+		p, calls, err := c.expression(ctx, key, expr)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			read[key] = calls.columns()
+		}
+	}
+	return read, nil
+}
+
 // expression checks one expr or filter: one SQL expression over one record, calling functions
 // DuckDB has. what names it in messages.
-func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connectors.FieldProblem, error) {
+func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connectors.FieldProblem, *exprCalls, error) {
 	var text string
 	if err := c.db.QueryRowContext(ctx, `SELECT CAST(json_serialize_sql(CAST(? AS VARCHAR)) AS VARCHAR)`, "SELECT "+embedded(expr)).Scan(&text); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", what, err)
+		return nil, nil, fmt.Errorf("parse %s: %w", what, err)
 	}
 	var parsed struct {
 		Error      bool   `json:"error"`
@@ -108,17 +132,17 @@ func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connec
 		} `json:"statements"`
 	}
 	if err := json.Unmarshal([]byte(text), &parsed); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", what, err)
+		return nil, nil, fmt.Errorf("parse %s: %w", what, err)
 	}
 	notOne := &connectors.FieldProblem{Msg: what + " is not one SQL expression",
 		Hint: "it is placed in ckm's SQL as the value of each record: a parenthesis closed early, a second value, a clause or a statement breaks out of that"}
 	switch {
 	case parsed.Error && parsed.ErrorType == "parser":
-		return &connectors.FieldProblem{Msg: fmt.Sprintf("%s is not valid SQL: %s", what, syntaxError(expr, parsed.Message, parsed.Position))}, nil
+		return &connectors.FieldProblem{Msg: fmt.Sprintf("%s is not valid SQL: %s", what, syntaxError(expr, parsed.Message, parsed.Position))}, nil, nil
 	case parsed.Error, len(parsed.Statements) != 1 || !oneValue(parsed.Statements[0].Node):
-		return notOne, nil
+		return notOne, nil, nil
 	}
-	var calls exprCalls
+	calls := &exprCalls{}
 	calls.walk(parsed.Statements[0].Node["select_list"], false)
 	for _, name := range calls.functions {
 		scalar, known := c.perRecord[name]
@@ -131,16 +155,16 @@ func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connec
 			if err == nil {
 				p.Hint = "did you mean " + like + "?"
 			}
-			return p, nil
+			return p, calls, nil
 		case !scalar && !calls.inSubquery[name]:
 			return &connectors.FieldProblem{Msg: fmt.Sprintf("%s calls %s, which aggregates many records; a mapping reads one record at a time", what, name),
-				Hint: "order lines add up into their order with rollup_lines: true; other sums belong in the source's query"}, nil
+				Hint: "order lines add up into their order with rollup_lines: true; other sums belong in the source's query"}, calls, nil
 		}
 	}
 	if calls.window != "" {
-		return &connectors.FieldProblem{Msg: fmt.Sprintf("%s calls %s over a window of records; a mapping reads one record at a time", what, calls.window)}, nil
+		return &connectors.FieldProblem{Msg: fmt.Sprintf("%s calls %s over a window of records; a mapping reads one record at a time", what, calls.window)}, calls, nil
 	}
-	return nil, nil
+	return nil, calls, nil
 }
 
 // syntaxError says where in expr DuckDB's parser stopped, given its message and its position
@@ -175,11 +199,23 @@ func oneValue(node map[string]any) bool {
 }
 
 // exprCalls collects the functions a parsed expression calls (operators aside), whether each
-// is called only inside a subquery (where an aggregate is fine), and a window function.
+// is called only inside a subquery (where an aggregate is fine), a window function, and the
+// columns it reads by a bare name outside subqueries, lambdas' parameters aside.
 type exprCalls struct {
-	functions  []string
-	inSubquery map[string]bool
-	window     string
+	functions    []string
+	inSubquery   map[string]bool
+	window       string
+	refs, params []string
+}
+
+func (e *exprCalls) columns() []string {
+	var cols []string
+	for _, r := range e.refs {
+		if !slices.ContainsFunc(e.params, func(p string) bool { return strings.EqualFold(p, r) }) && !slices.Contains(cols, r) {
+			cols = append(cols, r)
+		}
+	}
+	return cols
 }
 
 func (e *exprCalls) walk(n any, inSubquery bool) {
@@ -198,6 +234,14 @@ func (e *exprCalls) walk(n any, inSubquery bool) {
 			if !inSubquery && e.window == "" {
 				e.window = fmt.Sprint(n["function_name"])
 			}
+		case "COLUMN_REF":
+			if names, _ := n["column_names"].([]any); len(names) == 1 && !inSubquery {
+				e.refs = append(e.refs, fmt.Sprint(names[0]))
+			}
+		case "LAMBDA":
+			var params exprCalls
+			params.walk(n["lhs"], inSubquery)
+			e.params = append(e.params, params.refs...)
 		case "SUBQUERY":
 			inSubquery = true
 		}
