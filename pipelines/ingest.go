@@ -183,7 +183,7 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			table = mappedRows
 		}
 		if _, err := w.timed(ctx, exec, "map", "CREATE OR REPLACE TEMP TABLE "+table+" AS "+spec.Compile(mb)); err != nil {
-			return st, fmt.Errorf("read %s: %w", b.Label, err)
+			return st, fmt.Errorf("read %s: %w", b.Label, blameExpression(ctx, exec, spec, mb, err))
 		}
 		defer w.dropMapped(context.WithoutCancel(ctx))
 		if numbering != "" {
@@ -489,6 +489,27 @@ func safePayload(raw []byte) string {
 		return string(raw)
 	}
 	return "base64:" + base64.StdEncoding.EncodeToString(raw)
+}
+
+// blameExpression returns, for the error err of mapping mb, the errors of the mapping's
+// expressions that fail alone over the same records (a type mistake such as text * 2 in a CSV
+// mapping), each named by its key and without the generated SQL; err itself when none does.
+func blameExpression(ctx context.Context, exec func(context.Context, string, ...any) (sql.Result, error), spec mapping.Spec, mb mapping.Batch, err error) error {
+	exprs := spec.Expressions()
+	if ctx.Err() != nil {
+		return err
+	}
+	var blamed []string
+	for _, key := range slices.Sorted(maps.Keys(exprs)) {
+		if _, probeErr := exec(ctx, spec.Probe(mb, exprs[key])); probeErr != nil {
+			msg, _, _ := strings.Cut(probeErr.Error(), "\n")
+			blamed = append(blamed, key+": "+msg)
+		}
+	}
+	if len(blamed) == 0 {
+		return err
+	}
+	return errors.New(strings.Join(blamed, "; "))
 }
 
 // mappingBatch is the batch as the mapping reads it: its relation (with lookups joined) and its

@@ -1001,3 +1001,32 @@ func TestFileNamesThatAreNotUTF8AreStoredEscaped(t *testing.T) {
 	require.Equal(t, map[string]string{"L1": `caf\xe9.csv:2`, "N1": "new\nline.csv:2", "O1": "ok.csv:2"}, e.pairs(t, `SELECT order_id, _position FROM orders`),
 		"neither file of the name is read, and what was loaded under it stays")
 }
+
+// An expression that cannot run over the source's records (text times a number: CSV and JSON
+// fields are text) fails the source naming the expression's key and DuckDB's reason, not the
+// generated SQL it failed in.
+func TestAMappingExpressionThatCannotRunIsNamed(t *testing.T) {
+	for name, c := range map[string]struct{ source, file, body, before string }{
+		"csv": {`  orders:
+    table: orders
+    file: {paths: ["*.csv"]}
+    mapping: {order_id: id, customer_id: {expr: "upper(cust)"}, order_ts: ts, amount: {expr: "amt * 2"}, status: {const: completed}}`,
+			"a.csv", ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n", ""},
+		// Every such expression is named at once.
+		"json": {`  orders:
+    table: orders
+    file: {paths: ["*.jsonl"]}
+    filter: "json_extract_string(_doc, '$.amt') > 0"
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "json_extract_string(_doc, '$.amt') - 1"}, status: {const: completed}}`,
+			"a.jsonl", `{"id":"A1","cust":"C1","ts":"2026-01-01 10:00:00","amt":1}` + "\n",
+			"filter: Binder Error: Cannot compare values of type VARCHAR and type INTEGER_LITERAL - an explicit cast is required; "},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := setup(t, c.source, map[string]string{c.file: c.body})
+			r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
+			require.ErrorContains(t, err, "source orders: read "+c.file+": "+c.before+"mapping.amount.expr: Binder Error: No function matches the given name and argument types")
+			require.NotContains(t, err.Error(), mapping.InternalPrefix, "the generated SQL stays out of the message")
+		})
+	}
+}

@@ -277,6 +277,9 @@ func renameByPosition(relation string, fields []string, ord string) string {
 	return "(SELECT " + strings.Join(cols, ", ") + " FROM " + relation + ")"
 }
 
+// jsonDoc is a JSON record's document as expressions read it: NULL when it is not valid JSON.
+const jsonDoc = "CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc"
+
 // Mapped lists the columns of Compile's result besides the table's own: lineage, the record's
 // number in its batch, why it cannot be loaded (NULL when it can), its raw form (only with a
 // reason), whether it is skipped on purpose (a filter, a blank record), and _extra.
@@ -405,7 +408,7 @@ func (s Spec) Compile(b Batch) string {
 		// Fields are read only from valid documents: DuckDB's JSON functions abort on malformed input.
 		// Each document is parsed three times, not once per field: to validate it, for its
 		// type, and once for all the paths the mapping reads (a list-valued extract).
-		doc = ", CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc, json_type(_doc) AS " + p + "type"
+		doc = ", " + jsonDoc + ", json_type(_doc) AS " + p + "type"
 		if paths := s.jsonPaths(); len(paths) > 0 {
 			lits := make([]string, len(paths))
 			for i, path := range paths {

@@ -91,19 +91,38 @@ const exprPrefix = "SELECT ("
 // embedded is how Compile places an operator's expression in its SQL.
 func embedded(expr string) string { return "(" + expr + "\n)" }
 
+// Expressions lists s's SQL expressions (each expr, the filter) by their key in the source's
+// config block: mapping.<column>.expr, filter.
+func (s Spec) Expressions() map[string]string {
+	exprs := map[string]string{}
+	if s.Filter != "" {
+		exprs["filter"] = s.Filter
+	}
+	for name, f := range s.Fields {
+		if f.Expr != "" {
+			exprs["mapping."+name+".expr"] = f.Expr
+		}
+	}
+	return exprs
+}
+
+// Probe returns a query evaluating expr, one of Expressions, over b's records where Compile's
+// query does, reading no rows: when that query fails, the probe that fails too names the
+// expression to blame, in SQL its author wrote.
+func (s Spec) Probe(b Batch, expr string) string {
+	doc := ""
+	if s.JSON {
+		doc = ", " + jsonDoc
+	}
+	return fmt.Sprintf("SELECT %s FROM (SELECT s.*%s FROM %s s) s LIMIT 0", embedded(expr), doc, renameByPosition(b.Relation, b.Fields, FreshPrefix(b.Fields)+"ord"))
+}
+
 // ColumnsRead lists, by config key (mapping.<column>.expr, filter), the columns each expr and the
 // filter of s read by a bare name (outside subqueries and lambdas): for `ckm validate --connect`
 // to check against a tabular source's columns. An expression Check refuses lists none.
 func (c *SQLChecker) ColumnsRead(ctx context.Context, s Spec) (map[string][]string, error) {
 	read := map[string][]string{}
-	exprs := map[string]string{"filter": s.Filter}
-	for name, f := range s.Fields {
-		exprs["mapping."+name+".expr"] = f.Expr
-	}
-	for key, expr := range exprs {
-		if expr == "" {
-			continue
-		}
+	for key, expr := range s.Expressions() {
 		p, calls, err := c.expression(ctx, key, expr)
 		if err != nil {
 			return nil, err
