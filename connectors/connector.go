@@ -241,6 +241,11 @@ type Batch struct {
 	// ReplaceStream, when set, first removes this source's earlier records of that stream (a file
 	// that changed replaces its own rows and nothing else) and marks its dead letters superseded.
 	ReplaceStream string
+	// Replays, when set, is a relation of dead letters (columns position, payload, meta) the
+	// batch maps again (Replayer): the writer marks those of the source's current dead letters
+	// at their positions superseded, the records still bad becoming dead letters anew, and
+	// max_bad_ratio does not count the batch (its bad records were bad already).
+	Replays string
 	// CSVRejects, when set, says the relation is DuckDB's read_csv storing the lines it rejects
 	// (store_rejects=true, rejects_table={rejects_table}, rejects_scan={rejects_scan}): the
 	// writer dead-letters them with their true line numbers.
@@ -348,6 +353,17 @@ type Checker interface {
 	// and the fields each stream (a file) would hand over, for the mapping to be checked
 	// against; a stream of free-form records (JSON) has none.
 	Check(ctx context.Context) (fields map[string][]string, problems []string)
+}
+
+// Replayer is implemented by sources whose records can outlive the source (a Kafka topic's
+// retention drops them): their dead letters are mapped again from what was kept of them, after
+// the mapping was fixed (ckm ingest --replay-dead-letters), without reading the source.
+type Replayer interface {
+	// Replay returns the batch that reads the dead letters in deadLetters again as the records
+	// they were, in their positions: a relation with the columns position, payload (the record
+	// as kept) and meta (its fields besides the payload, a JSON object; the mapping's _meta),
+	// one row per record.
+	Replay(deadLetters string) Batch
 }
 
 // ConfigValidator is implemented by connector configs to check themselves; each problem names the key it is about.

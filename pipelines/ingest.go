@@ -234,6 +234,9 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		// crosses it is rolled back. A whole stream that could not be read (a damaged file) is
 		// not a record.
 		counted = badCounts{st.Read - wholeStreams, st.DeadLettered - wholeStreams}
+		if b.Replays != "" {
+			counted = badCounts{}
+		}
 		if judged := w.judged.with(counted); tooBad(judged, w.maxBadRatio) {
 			e := &BadRatioError{Source: w.source, Label: b.Label, Bad: judged.bad, Read: judged.read, Max: w.maxBadRatio, Latest: w.judged.size > 0}
 			if len(b.Rejects) > 0 {
@@ -249,9 +252,15 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			}
 			return e
 		}
+		if b.Replays != "" {
+			if _, err := w.exec(ctx, "supersede replayed dead letters", `UPDATE dead_letters SET superseded_by = ?
+				WHERE source = ? AND superseded_by IS NULL AND position IN (SELECT position FROM `+b.Replays+`)`, w.runID, w.source); err != nil {
+				return fmt.Errorf("replay %s: %w", b.Label, err)
+			}
+		}
 		if rows {
-			if _, err := w.exec(ctx, "dead-letter", `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream)
-				SELECT ?, ?, _position, _reason, CAST(_payload AS VARCHAR), now(), _stream FROM mapped WHERE _reason IS NOT NULL AND NOT _skip`, w.runID, w.source); err != nil {
+			if _, err := w.exec(ctx, "dead-letter", `INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream, meta)
+				SELECT ?, ?, _position, _reason, CAST(_payload AS VARCHAR), now(), _stream, CAST(_meta AS VARCHAR) FROM mapped WHERE _reason IS NOT NULL AND NOT _skip`, w.runID, w.source); err != nil {
 				return fmt.Errorf("dead-letter %s: %w", b.Label, err)
 			}
 		}

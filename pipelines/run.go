@@ -491,7 +491,15 @@ func (r *Runner) knownSource(source string) error {
 }
 
 // readMode is how an ingest reads its source: following it, or again from the start.
-type readMode struct{ follow, reload bool }
+type readMode struct{ follow, reload, replay bool }
+
+// ReplayDeadLetters maps one source's current dead letters again, from what was kept of them,
+// without reading the source: after its mapping was fixed, those records load, and those still
+// bad become dead letters anew in place of the old. Only a source whose connector replays
+// (connectors.Replayer: Kafka, whose topics drop what their retention passed) is replayed.
+func (r *Runner) ReplayDeadLetters(ctx context.Context, source string) (SourceResult, error) {
+	return r.ingestAlone(ctx, source, readMode{replay: true})
+}
 
 func (r *Runner) ingestAlone(ctx context.Context, source string, mode readMode) (SourceResult, error) {
 	if err := r.knownSource(source); err != nil {
@@ -581,13 +589,54 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	}
 	// Only a streaming source follows; the others read what is there, as in a run.
 	w := newBatchWriter(conn, r.Config, name, runID, log, mode.follow && kind.Spec.Streaming)
-	err = src.Read(ctx, w)
+	if mode.replay {
+		rp, ok := src.(connectors.Replayer)
+		if !ok {
+			return sr, fmt.Errorf("source %s: the %s connector cannot replay dead letters: read its input again instead (--reload for files, --restart for a PostgreSQL table)",
+				name, r.Config.Sources[name].Kind)
+		}
+		err = replay(ctx, conn, name, rp, w, env.Log)
+	} else {
+		err = src.Read(ctx, w)
+	}
 	sr.BatchStats = w.total
 	if err != nil {
 		return sr, fmt.Errorf("source %s: %w", name, err)
 	}
 	env.Log.Info("source loaded", "read", sr.Read, "loaded", sr.Loaded, "dead_letters", sr.DeadLettered, "collapsed", sr.Collapsed, "skipped", sr.Skipped)
 	return sr, nil
+}
+
+// replayedLetters is the temp table of the dead letters a replay maps again.
+const replayedLetters = "replayed_dead_letters"
+
+// replay hands w, as one batch, the source's current dead letters that were kept with what
+// mapping them again needs: those the mapping dead-lettered (not records the connector could
+// not read, such as bytes that are not UTF-8) and stored since dead letters keep a record's
+// fields (meta), one per position.
+func replay(ctx context.Context, conn *warehouse.Conn, source string, rp connectors.Replayer, w connectors.Writer, log *slog.Logger) error {
+	_, err := conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE `+replayedLetters+` AS
+		SELECT position, payload, meta FROM dead_letters WHERE source = ? AND superseded_by IS NULL AND meta IS NOT NULL
+		QUALIFY row_number() OVER (PARTITION BY position ORDER BY received_at DESC, run_id DESC) = 1`, source)
+	if err != nil {
+		return fmt.Errorf("replay dead letters: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+replayedLetters)
+	var replayed, kept int64
+	err = conn.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM `+replayedLetters+`),
+		(SELECT count(DISTINCT position) FROM dead_letters WHERE source = ? AND superseded_by IS NULL AND meta IS NULL)`, source).Scan(&replayed, &kept)
+	if err != nil {
+		return fmt.Errorf("replay dead letters: %w", err)
+	}
+	if kept > 0 {
+		log.Warn("dead letters left as they are: the source could not hand them over as records, or they were stored before ckm kept a record's fields",
+			"dead_letters", kept)
+	}
+	if replayed == 0 {
+		return nil
+	}
+	_, err = w.Write(ctx, rp.Replay("temp."+replayedLetters))
+	return err
 }
 
 // civilDate keeps only the calendar date, as midnight UTC, so DuckDB binds it as that DATE.

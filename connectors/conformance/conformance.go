@@ -69,6 +69,7 @@ const (
 	DeadLetters        = "dead-letters bad records with their positions"
 	MaxBadRatio        = "fails past max_bad_ratio of at least 100 records and loads nothing of that batch"
 	Follows            = "follows its input"
+	Replays            = "replays its dead letters, or refuses to, doubling nothing"
 )
 
 // Run runs the suite against fixtures newFixture makes, one per test.
@@ -180,6 +181,25 @@ func Run(t *testing.T, newFixture func() Fixture, opts Options) {
 		var n int
 		require.NoError(t, s.db().QueryRow(`SELECT count(*) FROM orders`).Scan(&n))
 		require.LessOrEqual(t, n, 5, "records of a rejected batch are not half-loaded")
+	})
+	test(Replays, func(t *testing.T, s *suite) {
+		s.f.Append(t, orders(0, 100))
+		s.f.AppendBad(t, 5)
+		s.ingest(t)
+		res, err := s.env.Runner().ReplayDeadLetters(context.Background(), "orders")
+		if err != nil {
+			require.ErrorContains(t, err, "cannot replay dead letters", "a connector that does not replay says so")
+		} else {
+			// The mapping is unchanged: what is replayed is bad again, in place of the old.
+			require.Zero(t, res.Loaded)
+			require.LessOrEqual(t, res.Read, int64(5))
+			require.Equal(t, res.Read, res.DeadLettered)
+		}
+		var current int
+		require.NoError(t, s.db().QueryRow(`SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL`).Scan(&current))
+		require.Equal(t, 5, current, "one current dead letter per bad record")
+		s.requireOrders(t, 0, 100)
+		require.EqualValues(t, 0, s.ingest(t).Read, "a replay moves no stored position")
 	})
 	test(Follows, func(t *testing.T, s *suite) {
 		if !s.kind.Spec.Streaming {

@@ -30,6 +30,12 @@ var schema = arrow.NewSchema([]arrow.Field{
 	{Name: "_ordinal", Type: arrow.PrimitiveTypes.Int64},
 }, nil)
 
+// streamSQL names a message's partition, as lineage and positions name it.
+const streamSQL = "kafka_topic || '/' || kafka_partition"
+
+// unreadable marks a key that is not UTF-8 (see connectors.Batch).
+func unreadable() map[string]string { return map[string]string{"kafka_key": "kafka_key_unreadable"} }
+
 // span is the offsets one batch covers in one partition: it read from `from` up to `to` (next).
 type span struct{ from, to int64 }
 
@@ -54,11 +60,31 @@ func (b *pending) batch() connectors.Batch {
 		Label:       strings.Join(labels, " "),
 		Records:     b.rec,
 		JSON:        true,
-		Stream:      "kafka_topic || '/' || kafka_partition",
+		Stream:      streamSQL,
 		Seq:         "kafka_offset",
 		PositionSep: "@",
-		Unreadable:  map[string]string{"kafka_key": "kafka_key_unreadable"},
+		Unreadable:  unreadable(),
 		Rejects:     b.rejects,
+	}
+}
+
+// Replay reads dead letters again as the messages they were (connectors.Replayer): the payload
+// as kept, the metadata the mapping stored with it, typed as schema types a fetch; the broker
+// is not asked.
+func (s *Source) Replay(deadLetters string) connectors.Batch {
+	return connectors.Batch{
+		Label: "dead letters",
+		Relation: `(SELECT payload, meta->>'kafka_topic' AS kafka_topic, CAST(meta->>'kafka_partition' AS INTEGER) AS kafka_partition,
+			CAST(meta->>'kafka_offset' AS BIGINT) AS kafka_offset, meta->>'kafka_key' AS kafka_key,
+			CAST(meta->>'kafka_timestamp' AS TIMESTAMPTZ) AS kafka_timestamp, CAST(meta->>'kafka_key_unreadable' AS BOOLEAN) AS kafka_key_unreadable,
+			row_number() OVER (ORDER BY kafka_topic, kafka_partition, kafka_offset) AS _ordinal
+			FROM ` + deadLetters + `)`,
+		JSON:        true,
+		Stream:      streamSQL,
+		Seq:         "kafka_offset",
+		PositionSep: "@",
+		Unreadable:  unreadable(),
+		Replays:     deadLetters,
 	}
 }
 

@@ -281,9 +281,10 @@ func renameByPosition(relation string, fields []string, ord string) string {
 const jsonDoc = "CASE WHEN json_valid(s.payload) THEN s.payload END AS _doc"
 
 // Mapped lists the columns of Compile's result besides the table's own: lineage, the record's
-// number in its batch, why it cannot be loaded (NULL when it can), its raw form (only with a
-// reason), whether it is skipped on purpose (a filter, a blank record), and _extra.
-var Mapped = []string{"_position", "_stream", "_seq", "_ordinal", "_reason", "_payload", "_skip", "_extra"}
+// number in its batch, why it cannot be loaded (NULL when it can), its raw form and, for a JSON
+// record, its other fields as a JSON object (both only with a reason), whether it is skipped on
+// purpose (a filter, a blank record), and _extra.
+var Mapped = []string{"_position", "_stream", "_seq", "_ordinal", "_reason", "_payload", "_meta", "_skip", "_extra"}
 
 // Compile returns a SELECT over the batch yielding the table's columns (converted to their types)
 // and the Mapped columns. It relies on DuckDB's lateral column aliases so each raw value and
@@ -359,9 +360,15 @@ func (s Spec) Compile(b Batch) string {
 			checks = append(checks, check{"(" + cond + ")", warehouse.Quote(field + " could not be read as text")})
 		}
 	}
-	payload := record
+	payload, meta := record, "NULL"
 	if !s.JSON {
 		payload = "to_json(" + record + ")"
+	} else if others := slices.DeleteFunc(slices.Clone(b.Fields), func(f string) bool { return f == "payload" }); len(others) > 0 {
+		parts := make([]string, len(others))
+		for i, f := range others {
+			parts[i] = warehouse.Ident(f) + " := s." + warehouse.Ident(f)
+		}
+		meta = "to_json(struct_pack(" + strings.Join(parts, ", ") + "))"
 	}
 	reason := reasonExpr(checks)
 	if len(undecodable) > 0 {
@@ -454,6 +461,7 @@ func (s Spec) Compile(b Batch) string {
 	// source's fields, and only for rows with a reason: as a column of its own DuckDB would
 	// build it for every row (it cost a third of mapping a large file).
 	out = append(out, p+"reason AS _reason", "CASE WHEN "+p+"reason IS NOT NULL THEN "+payload+" END AS _payload",
+		"CASE WHEN "+p+"reason IS NOT NULL THEN "+meta+" END AS _meta",
 		p+"skip AS _skip", extra+" AS _extra")
 	sel = append(sel, reason+" AS "+p+"reason", skipExpr+" AS "+p+"skip")
 	return fmt.Sprintf("SELECT %s\nFROM (SELECT s.*, %s FROM (%s) s) s", strings.Join(out, ", "), strings.Join(sel, ", "), inner)
