@@ -352,7 +352,21 @@ type Checker interface {
 	// (unreachable brokers, missing topics, files that cannot be read), every problem at once,
 	// and the fields each stream (a file) would hand over, for the mapping to be checked
 	// against; a stream of free-form records (JSON) has none.
-	Check(ctx context.Context) (fields map[string][]string, problems []string)
+	Check(ctx context.Context) (fields map[string][]StreamField, problems []string)
+}
+
+// StreamField is one field a stream hands over: its name and, when the connector can tell, its DuckDB
+// type as the batch's relation has it (a CSV file's fields are VARCHAR, a Parquet file's its
+// own), so that the mapping's expressions can be bound as a run binds them.
+type StreamField struct{ Name, Type string }
+
+// FieldNames lists fields' names.
+func FieldNames(fields []StreamField) []string {
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.Name
+	}
+	return names
 }
 
 // Replayer is implemented by sources whose records can outlive the source (a Kafka topic's

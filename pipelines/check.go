@@ -9,6 +9,7 @@ import (
 
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // Check opens every source the way a run would, loading nothing, and returns every problem that
@@ -42,8 +43,8 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		}
 		spec := r.Config.MappingSpec(name, false)
 		var lookups []string
+		w := newBatchWriter(conn, r.Config, name, "check", r.Log, false)
 		if len(spec.Lookups) > 0 && len(streams) > 0 {
-			w := newBatchWriter(conn, r.Config, name, "check", r.Log, false)
 			if err := w.resolveLookups(ctx, spec.Lookups); err != nil {
 				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
 				continue
@@ -59,10 +60,12 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 		for _, stream := range slices.Sorted(maps.Keys(streams)) {
-			have := append(slices.Clone(streams[stream]), lookups...)
+			fields := connectors.FieldNames(streams[stream])
+			have := append(slices.Clone(fields), lookups...)
+			found := len(problems)
 			if missing := spec.MissingFields(have); len(missing) > 0 {
 				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s%s)",
-					name, connectors.Printable(stream), connectors.NameList(missing), connectors.NameList(streams[stream]), mapping.NameHint(missing, streams[stream])))
+					name, connectors.Printable(stream), connectors.NameList(missing), connectors.NameList(fields), mapping.NameHint(missing, fields)))
 			}
 			// An expression names columns as DuckDB reads names: in any capitals.
 			for _, key := range slices.Sorted(maps.Keys(read)) {
@@ -74,10 +77,52 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 				}
 				if len(missing) > 0 {
 					problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which %s reads (it has %s)",
-						name, connectors.Printable(stream), connectors.NameList(missing), key, connectors.NameList(streams[stream])))
+						name, connectors.Printable(stream), connectors.NameList(missing), key, connectors.NameList(fields)))
+				}
+			}
+			if len(problems) == found {
+				if p := w.bindExpressions(ctx, spec, streams[stream]); p != "" {
+					problems = append(problems, fmt.Sprintf("source %s: %s: %s", name, connectors.Printable(stream), p))
 				}
 			}
 		}
 	}
 	return problems, nil
+}
+
+// bindExpressions has DuckDB bind the mapping over a relation of no rows with the stream's fields
+// and types, as a run binds it over its records, and names the expressions it refuses (text
+// times a number: CSV fields are text); "" when it binds, or when the connector could not tell
+// every field's type. Only the operator's expressions are named: the rest of the mapping is
+// ckm's, and what fails there fails the run as before.
+func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, fields []connectors.StreamField) string {
+	if len(spec.Expressions()) == 0 || slices.ContainsFunc(fields, func(f connectors.StreamField) bool { return f.Type == "" }) {
+		return ""
+	}
+	cols := make([]string, 0, len(fields)+1)
+	types := make([]string, len(fields))
+	for i, f := range fields {
+		cols = append(cols, "CAST(NULL AS "+f.Type+") AS "+warehouse.Ident(f.Name))
+		types[i] = f.Type
+	}
+	cols = append(cols, "CAST(NULL AS BIGINT) AS ord")
+	mb := mapping.Batch{Relation: "(SELECT " + strings.Join(cols, ", ") + " LIMIT 0)", Fields: connectors.FieldNames(fields), NumberedLater: true}
+	if _, err := w.conn.ExecContext(ctx, "SELECT * FROM "+mb.Relation); err != nil {
+		return "" // a type DuckDB names but cannot cast to: the run's own relation decides
+	}
+	typeFields(&mb, types, nil)
+	if len(spec.Lookups) > 0 {
+		var err error
+		if mb, err = mapping.WithLookups(mb, spec.Lookups, w.lookupOrder, w.lookupColumns); err != nil {
+			return err.Error()
+		}
+	}
+	_, err := w.conn.ExecContext(ctx, "SELECT * FROM ("+spec.Compile(mb)+") LIMIT 0")
+	if err == nil {
+		return ""
+	}
+	if blamed := blameExpression(ctx, w.conn.ExecContext, spec, mb, err); blamed != err {
+		return blamed.Error()
+	}
+	return ""
 }

@@ -534,15 +534,7 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 		return mb, fmt.Errorf("read %s: the source has no fields", b.Label)
 	}
 	mb.Fields = columns[:len(columns)-1]
-	mb.Nested = map[string]string{}
-	maps.Copy(mb.Nested, b.Nested) // what the connector knows holds several values
-	mb.Binary = map[string]bool{}
-	for i, f := range mb.Fields {
-		if mapping.Nested(types[i]) {
-			mb.Nested[f] = types[i]
-		}
-		mb.Binary[f] = types[i] == "BLOB"
-	}
+	typeFields(&mb, types, b.Nested)
 	if b.LineMarker != "" {
 		mb.Skip = warehouse.Ident(mb.Fields[0]) + " = " + warehouse.Quote(b.LineMarker)
 	}
@@ -552,6 +544,22 @@ func (w *batchWriter) mappingBatch(ctx context.Context, b connectors.Batch, spec
 		}
 	}
 	return mb, nil
+}
+
+// typeFields tells the mapping which of mb's fields hold several values (nested, or told so by
+// the connector) and which are bytes, from their DuckDB types, in mb.Fields' order.
+func typeFields(mb *mapping.Batch, types []string, nested map[string]string) {
+	mb.Nested = maps.Clone(nested)
+	if mb.Nested == nil {
+		mb.Nested = map[string]string{}
+	}
+	mb.Binary = map[string]bool{}
+	for i, f := range mb.Fields {
+		if mapping.Nested(types[i]) {
+			mb.Nested[f] = types[i]
+		}
+		mb.Binary[f] = types[i] == "BLOB"
+	}
 }
 
 // withLookups joins the source's lookup files onto a batch of tabular records. A lookup key

@@ -252,6 +252,8 @@ func TestValidateConnectReportsEveryProblemAtOnce(t *testing.T) {
 		// Columns an expression reads: in any capitals, as DuckDB reads names; a lambda's
 		// parameter and a subquery's column are none of the file's.
 		"exprs/e.csv": "id,cust,ts,amt\nO4,C1,2026-01-01,1\n",
+		// An expression bound over the file's fields as a run binds it: CSV fields are text.
+		"typed/t.csv": "id,cust,ts,amt\nO5,C1,2026-01-01,1\n",
 	} {
 		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o700))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600))
@@ -269,6 +271,10 @@ sources:
     file: {paths: ["exprs/*.csv"]}
     filter: "list_filter([cust], c -> c <> '') IS NOT NULL AND (SELECT count(*) FROM range(2) r(n)) > 0 AND stauts <> 'test'"
     mapping: {order_id: id, customer_id: {expr: "upper(CUST)"}, order_ts: ts, amount: {expr: "TRY_CAST(Amt AS DOUBLE) * TRY_CAST(qty AS DOUBLE)"}, status: {const: completed}}
+  typed:
+    table: orders
+    file: {paths: ["typed/*.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "amt * 2"}, status: {const: completed}}
   no_topic:
     table: orders
     kafka: {brokers: ["%[1]s"], topics: [ordres], connect_timeout: 1m}
@@ -286,7 +292,8 @@ pipelines:
 `, b.Addr, mapping)), 0o600))
 	code, out, stderr := ckm("validate", "--config", cfg, "--connect")
 	require.Equal(t, 1, code, stderr)
-	require.Contains(t, out, "7 problems opening the sources:")
+	require.Contains(t, out, "8 problems opening the sources:")
+	require.Contains(t, out, "source typed: typed/t.csv: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'")
 	require.Contains(t, out, "source exprs: exprs/e.csv has no column stauts, which filter reads (it has id, cust, ts, amt)")
 	require.Contains(t, out, "source exprs: exprs/e.csv has no column qty, which mapping.amount.expr reads (it has id, cust, ts, amt)")
 	require.Contains(t, out, "source files: wrong.csv has no column cust, which the mapping reads (it has id, customer, ts, amt)")

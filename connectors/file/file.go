@@ -864,7 +864,7 @@ func formatOf(path string) string {
 // files that are damaged or cannot be told apart as CSV are problems; the fields each file would
 // hand over (nil for JSON Lines, whose records are free-form) are for the mapping to be checked
 // against.
-func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
+func (s *Source) Check(ctx context.Context) (map[string][]connectors.StreamField, []string) {
 	files, unreadable, err := expand(s.env.BaseDir, s.cfg.Paths)
 	if err != nil {
 		return nil, []string{err.Error()}
@@ -877,7 +877,7 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
-	fields := map[string][]string{}
+	fields := map[string][]connectors.StreamField{}
 	for _, path := range files {
 		name := s.displayName(path)
 		format := s.format(path)
@@ -893,7 +893,7 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 }
 
 // checkFile reads one file's fields the way a run reads the file, or says why it cannot be read.
-func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLine int64) ([]string, string) {
+func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLine int64) ([]connectors.StreamField, string) {
 	sc, err := scanFile(path, format != "parquet", maxLine)
 	switch {
 	case err != nil:
@@ -926,15 +926,15 @@ func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLi
 	}
 	// Describing reads only the header: the rejects tables are named but never filled.
 	relation := strings.NewReplacer("{rejects_table}", "'ckm_check_rejects'", "{rejects_scan}", "'ckm_check_scan'").Replace(b.Relation)
-	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM "+relation+")")
+	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+relation+")")
 	if err != nil {
 		return nil, firstLine(err.Error())
 	}
 	defer rows.Close()
-	var cols []string
+	var cols []connectors.StreamField
 	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
+		var c connectors.StreamField
+		if err := rows.Scan(&c.Name, &c.Type); err != nil {
 			return nil, err.Error()
 		}
 		cols = append(cols, c)

@@ -1030,3 +1030,26 @@ func TestAMappingExpressionThatCannotRunIsNamed(t *testing.T) {
 		})
 	}
 }
+
+// `ckm validate --connect` binds the mapping's expressions over each file's fields with the types
+// a run reads them with: a Parquet file's own (amt * 2 binds on a DOUBLE, upper() refuses a
+// list), a CSV file's text (amt * 2 does not bind).
+func TestValidateConnectBindsExpressionsWithTheFilesTypes(t *testing.T) {
+	e := setup(t, `  orders:
+    table: orders
+    file: {paths: ["*.parquet", "*.csv"], allow_empty: true}
+    mapping: {order_id: id, customer_id: {expr: "upper(cust)"}, order_ts: ts, amount: {expr: "amt * 2"}, status: {const: completed}}`,
+		map[string]string{"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n"})
+	for name, cust := range map[string]string{"good.parquet": "'C1'", "list.parquet": "['C1']"} {
+		_, err := e.db().Exec(`COPY (SELECT 'P1' AS id, ` + cust + ` AS cust, TIMESTAMP '2026-01-01 10:00:00' AS ts, 1.5 AS amt)
+			TO '` + filepath.Join(e.dir, name) + `' (FORMAT parquet)`)
+		require.NoError(t, err)
+	}
+	r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"source orders: a.csv: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'. You might need to add explicit type casts.",
+		"source orders: list.parquet: mapping.customer_id.expr: Binder Error: No function matches the given name and argument types 'upper(VARCHAR[])'. You might need to add explicit type casts.",
+	}, problems)
+}

@@ -266,7 +266,7 @@ func (s *Source) listOffsets(ctx context.Context, parts []partition, req func(id
 
 // Check reaches the brokers and finds the source's topics, loading nothing (ckm validate
 // --connect). Messages are JSON documents: no fields to check.
-func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
+func (s *Source) Check(ctx context.Context) (map[string][]connectors.StreamField, []string) {
 	defer s.tr.CloseIdleConnections()
 	if _, err := s.partitions(ctx); err != nil {
 		return nil, []string{err.Error()}

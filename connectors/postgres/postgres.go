@@ -438,7 +438,7 @@ func (b *batcher) record() arrow.RecordBatch {
 func (b *batcher) release() { b.b.Release() }
 
 // Check connects and reads the relation's columns, loading nothing (ckm validate --connect).
-func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
+func (s *Source) Check(ctx context.Context) (map[string][]connectors.StreamField, []string) {
 	pg, _, err := s.connect(ctx)
 	if err != nil {
 		return nil, []string{err.Error()}
@@ -459,5 +459,11 @@ func (s *Source) Check(ctx context.Context) (map[string][]string, []string) {
 			problems = append(problems, fmt.Sprintf("%s has no column %s (it has %s)", s.cfg.stream(), c, connectors.NameList(names)))
 		}
 	}
-	return map[string][]string{s.cfg.stream(): connectors.DistinctNames(names)}, problems
+	// The relation's types are what the rows become on their way through Arrow, not the
+	// table's: left unknown, so the mapping is checked by names only.
+	var fields []connectors.StreamField
+	for _, n := range connectors.DistinctNames(names) {
+		fields = append(fields, connectors.StreamField{Name: n})
+	}
+	return map[string][]connectors.StreamField{s.cfg.stream(): fields}, problems
 }
