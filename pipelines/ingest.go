@@ -124,7 +124,8 @@ func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID stri
 	return w
 }
 
-func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors.BatchStats, error) {
+func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (_ connectors.BatchStats, err error) {
+	defer func() { err = warehouse.Stopped(ctx, err) }() // a QueryRow's interrupt names no stop itself
 	spec := w.spec
 	if b.JSON {
 		spec = w.jsonSpec
@@ -135,7 +136,7 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (connectors
 	// Records are mapped straight from an Arrow view, in slices DuckDB's threads share (a copy
 	// into a temp table first is one row group for a 100k-message batch, mapped by one thread).
 	var st connectors.BatchStats
-	err := w.conn.WithArrowView(b.Records, func(view string) error {
+	err = w.conn.WithArrowView(b.Records, func(view string) error {
 		var err error
 		b.Relation, b.Records = view, nil
 		st, err = w.write(ctx, b, spec, true)

@@ -243,16 +243,19 @@ type Conn struct {
 // "INTERRUPT Error"; the error then also wraps ctx's, so callers tell a stop from a failure.
 func (c *Conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	res, err := c.Conn.ExecContext(ctx, query, args...)
-	return res, stopped(ctx, err)
+	return res, Stopped(ctx, err)
 }
 
 // QueryContext runs a query; see ExecContext for how a stop is reported.
 func (c *Conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	rows, err := c.Conn.QueryContext(ctx, query, args...)
-	return rows, stopped(ctx, err)
+	return rows, Stopped(ctx, err)
 }
 
-func stopped(ctx context.Context, err error) error {
+// Stopped returns err, wrapping ctx's error too when ctx has ended, so that a statement DuckDB
+// interrupted ("INTERRUPT Error") reads as the stop it is. ExecContext and QueryContext do this
+// themselves; QueryRowContext's error comes from Scan, and its callers do it.
+func Stopped(ctx context.Context, err error) error {
 	if err == nil || ctx.Err() == nil || errors.Is(err, ctx.Err()) {
 		return err
 	}
@@ -294,7 +297,7 @@ func (c *Conn) ArrowQuery(ctx context.Context, query string, args ...any) (array
 			return err
 		}
 		rr, err = a.QueryContext(ctx, query, args...)
-		return stopped(ctx, err)
+		return Stopped(ctx, err)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("arrow query: %w", err)
