@@ -49,36 +49,28 @@ func NewSQLChecker(ctx context.Context, db *sql.DB) (*SQLChecker, error) {
 // block: mapping.<column>.expr, mapping.<column>.format or filter.
 func (c *SQLChecker) Check(ctx context.Context, s Spec) ([]connectors.FieldProblem, error) {
 	var problems []connectors.FieldProblem
-	for _, name := range slices.Sorted(maps.Keys(s.Fields)) {
-		f := s.Fields[name]
-		if f.Expr != "" {
-			p, _, err := c.expression(ctx, "expr", f.Expr)
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				p.Key = "mapping." + name + ".expr"
-				problems = append(problems, *p)
-			}
-		}
-		if _, unix := UnixFormats[f.Format]; f.Format != "" && !unix && strings.Contains(f.Format, "%") {
-			var ignored sql.NullTime
-			if err := c.db.QueryRowContext(ctx, `SELECT try_strptime('', CAST(? AS VARCHAR))`, f.Format).Scan(&ignored); err != nil {
-				_, reason, _ := strings.Cut(err.Error(), f.Format+": ")
-				problems = append(problems, connectors.FieldProblem{Key: "mapping." + name + ".format",
-					Msg:  fmt.Sprintf("format %q is not one DuckDB reads: %s", f.Format, cmp.Or(reason, err.Error())),
-					Hint: "strptime codes such as %d/%m/%Y %H:%M:%S (DuckDB's documentation: Date Format)"})
-			}
-		}
-	}
-	if s.Filter != "" {
-		p, _, err := c.expression(ctx, "filter", s.Filter)
+	exprs := s.Expressions()
+	for _, key := range slices.Sorted(maps.Keys(exprs)) {
+		p, _, err := c.expression(ctx, key[strings.LastIndexByte(key, '.')+1:], exprs[key])
 		if err != nil {
 			return nil, err
 		}
 		if p != nil {
-			p.Key = "filter"
+			p.Key = key
 			problems = append(problems, *p)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Fields)) {
+		format := s.Fields[name].Format
+		if _, unix := UnixFormats[format]; format == "" || unix || !strings.Contains(format, "%") {
+			continue // Spec.Validate judges these
+		}
+		var ignored sql.NullTime
+		if err := c.db.QueryRowContext(ctx, `SELECT try_strptime('', CAST(? AS VARCHAR))`, format).Scan(&ignored); err != nil {
+			_, reason, _ := strings.Cut(err.Error(), format+": ")
+			problems = append(problems, connectors.FieldProblem{Key: "mapping." + name + ".format",
+				Msg:  fmt.Sprintf("format %q is not one DuckDB reads: %s", format, cmp.Or(reason, err.Error())),
+				Hint: "strptime codes such as %d/%m/%Y %H:%M:%S (DuckDB's documentation: Date Format)"})
 		}
 	}
 	return problems, nil
