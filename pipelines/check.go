@@ -81,21 +81,29 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 				}
 			}
 			if len(problems) == found {
-				if p := w.bindExpressions(ctx, spec, streams[stream]); p != "" {
+				if p := w.bindFields(ctx, spec, streams[stream]); p != "" {
 					problems = append(problems, fmt.Sprintf("source %s: %s: %s", name, connectors.Printable(stream), p))
 				}
+			}
+		}
+		// A source that replays its dead letters says, through Replay over none, what its
+		// records look like without reading any: a Kafka mapping is bound as a file's is.
+		if rp, ok := src.(connectors.Replayer); ok {
+			b := rp.Replay("(SELECT NULL::VARCHAR AS position, NULL::VARCHAR AS payload, NULL::VARCHAR AS meta LIMIT 0)")
+			if mb, err := w.mappingBatch(ctx, b, w.jsonSpec); err != nil {
+				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
+			} else if p := w.bindExpressions(ctx, w.jsonSpec, mb); p != "" {
+				problems = append(problems, fmt.Sprintf("source %s: %s", name, p))
 			}
 		}
 	}
 	return problems, nil
 }
 
-// bindExpressions has DuckDB bind the mapping over a relation of no rows with the stream's fields
-// and types, as a run binds it over its records, and names the expressions it refuses (text
-// times a number: CSV fields are text); "" when it binds, or when the connector could not tell
-// every field's type. Only the operator's expressions are named: the rest of the mapping is
-// ckm's, and what fails there fails the run as before.
-func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, fields []connectors.StreamField) string {
+// bindFields binds the mapping (bindExpressions) over a relation of no rows with the stream's
+// fields and types, as a run binds it over its records; "" also when the connector could not
+// tell every field's type.
+func (w *batchWriter) bindFields(ctx context.Context, spec mapping.Spec, fields []connectors.StreamField) string {
 	if len(spec.Expressions()) == 0 || slices.ContainsFunc(fields, func(f connectors.StreamField) bool { return f.Type == "" }) {
 		return ""
 	}
@@ -116,6 +124,17 @@ func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, fi
 		if mb, err = mapping.WithLookups(mb, spec.Lookups, w.lookupOrder, w.lookupColumns); err != nil {
 			return err.Error()
 		}
+	}
+	return w.bindExpressions(ctx, spec, mb)
+}
+
+// bindExpressions has DuckDB bind the mapping over mb, a batch of no records, and names the
+// expressions it refuses (text times a number: CSV fields are text); "" when it binds. Only the
+// operator's expressions are named: the rest of the mapping is ckm's, and what fails there fails
+// the run as before.
+func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, mb mapping.Batch) string {
+	if len(spec.Expressions()) == 0 {
+		return ""
 	}
 	_, err := w.conn.ExecContext(ctx, "SELECT * FROM ("+spec.Compile(mb)+") LIMIT 0")
 	if err == nil {

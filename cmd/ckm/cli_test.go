@@ -275,6 +275,10 @@ sources:
     table: orders
     file: {paths: ["typed/*.csv"]}
     mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "amt * 2"}, status: {const: completed}}
+  kafka_typed:
+    table: orders
+    kafka: {brokers: ["%[1]s"], topics: [orders], connect_timeout: 1m}
+    mapping: {order_id: id, customer_id: {expr: "coalesce(kafka_key, json_extract_string(_doc, '$.cust'))"}, order_ts: ts, amount: {expr: "json_extract_string(_doc, '$.amt') * 2"}, status: {const: completed}}
   no_topic:
     table: orders
     kafka: {brokers: ["%[1]s"], topics: [ordres], connect_timeout: 1m}
@@ -292,7 +296,8 @@ pipelines:
 `, b.Addr, mapping)), 0o600))
 	code, out, stderr := ckm("validate", "--config", cfg, "--connect")
 	require.Equal(t, 1, code, stderr)
-	require.Contains(t, out, "8 problems opening the sources:")
+	require.Contains(t, out, "9 problems opening the sources:")
+	require.Contains(t, out, "source kafka_typed: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'")
 	require.Contains(t, out, "source typed: typed/t.csv: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'")
 	require.Contains(t, out, "source exprs: exprs/e.csv has no column stauts, which filter reads (it has id, cust, ts, amt)")
 	require.Contains(t, out, "source exprs: exprs/e.csv has no column qty, which mapping.amount.expr reads (it has id, cust, ts, amt)")
