@@ -328,11 +328,11 @@ func load(path string, env func(string) (string, bool)) (*Config, error) {
 // checkSQL has DuckDB parse the SQL each mapping embeds (checked only when the rest of a
 // source's mapping is sound, as a run would compile it).
 func (c *Config) checkSQL(add func(path, msg, hint string)) {
-	var names []string
+	var names []string // the sources with SQL to check: an expr, a filter or a format
 	for _, name := range slices.Sorted(maps.Keys(c.Sources)) {
-		s := c.Sources[name]
-		if _, ok := mapping.TableNamed(s.Table); ok && (s.Filter != "" || slices.ContainsFunc(slices.Collect(maps.Values(s.Mapping)),
-			func(f mapping.Field) bool { return f.Expr != "" || f.Format != "" })) {
+		spec := c.MappingSpec(name, false)
+		if spec.Table.Name != "" && (len(spec.Expressions()) > 0 || slices.ContainsFunc(slices.Collect(maps.Values(spec.Fields)),
+			func(f mapping.Field) bool { return f.Format != "" })) {
 			names = append(names, name)
 		}
 	}

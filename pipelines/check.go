@@ -80,7 +80,7 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 						name, connectors.Printable(stream), connectors.NameList(missing), key, connectors.NameList(fields)))
 				}
 			}
-			if len(problems) == found {
+			if len(problems) == found && len(read) > 0 {
 				if p := w.bindFields(ctx, spec, streams[stream]); p != "" {
 					problems = append(problems, fmt.Sprintf("source %s: %s: %s", name, connectors.Printable(stream), p))
 				}
@@ -88,7 +88,7 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		}
 		// A source that replays its dead letters says, through Replay over none, what its
 		// records look like without reading any: a Kafka mapping is bound as a file's is.
-		if rp, ok := src.(connectors.Replayer); ok {
+		if rp, ok := src.(connectors.Replayer); ok && len(read) > 0 {
 			b := rp.Replay("(SELECT NULL::VARCHAR AS position, NULL::VARCHAR AS payload, NULL::VARCHAR AS meta LIMIT 0)")
 			if mb, err := w.mappingBatch(ctx, b, w.jsonSpec); err != nil {
 				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
@@ -104,7 +104,7 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 // fields and types, as a run binds it over its records; "" also when the connector could not
 // tell every field's type.
 func (w *batchWriter) bindFields(ctx context.Context, spec mapping.Spec, fields []connectors.StreamField) string {
-	if len(spec.Expressions()) == 0 || slices.ContainsFunc(fields, func(f connectors.StreamField) bool { return f.Type == "" }) {
+	if slices.ContainsFunc(fields, func(f connectors.StreamField) bool { return f.Type == "" }) {
 		return ""
 	}
 	cols := make([]string, 0, len(fields)+1)
@@ -133,9 +133,6 @@ func (w *batchWriter) bindFields(ctx context.Context, spec mapping.Spec, fields 
 // operator's expressions are named: the rest of the mapping is ckm's, and what fails there fails
 // the run as before.
 func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, mb mapping.Batch) string {
-	if len(spec.Expressions()) == 0 {
-		return ""
-	}
 	_, err := w.conn.ExecContext(ctx, "SELECT * FROM ("+spec.Compile(mb)+") LIMIT 0")
 	if err == nil {
 		return ""

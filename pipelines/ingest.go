@@ -505,10 +505,10 @@ func safePayload(raw []byte) string {
 // expressions that fail alone over the same records (a type mistake such as text * 2 in a CSV
 // mapping), each named by its key and without the generated SQL; err itself when none does.
 func blameExpression(ctx context.Context, exec func(context.Context, string, ...any) (sql.Result, error), spec mapping.Spec, mb mapping.Batch, err error) error {
-	exprs := spec.Expressions()
 	if ctx.Err() != nil {
 		return err
 	}
+	exprs := spec.Expressions()
 	var blamed []string
 	for _, key := range slices.Sorted(maps.Keys(exprs)) {
 		if _, probeErr := exec(ctx, spec.Probe(mb, exprs[key])); probeErr != nil {
