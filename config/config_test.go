@@ -230,6 +230,7 @@ func TestMappingSQLIsParsedByDuckDB(t *testing.T) {
       product_id: {expr: "row_number() OVER ()"}
       category: {expr: "uper(cat)"}
       status: {expr: "st ) UNION ALL (SELECT 'x'"}
+      product_launch_date: {expr: "(SELECT max(d) FROM launches WHERE sku = product)"}
 `))
 	var problems Problems
 	require.ErrorAs(t, err, &problems)
@@ -250,10 +251,12 @@ func TestMappingSQLIsParsedByDuckDB(t *testing.T) {
 		"13 sources.s.mapping.product_id.expr": "expr calls row_number over a window of records; a mapping reads one record at a time | ",
 		"14 sources.s.mapping.category.expr":   "expr calls uper, a function DuckDB does not have | did you mean upper?",
 		"15 sources.s.mapping.status.expr":     notOne,
+		"16 sources.s.mapping.product_launch_date.expr": "expr holds a subquery, which a mapping cannot evaluate: it reads one record at a time | " +
+			"values from another file join onto each record with lookups; a fixed list is written inline: x IN ('a', 'b')",
 	}, got)
 
-	// What a run takes loads: any capitals, a trailing comment, lambdas, casts, an aggregate
-	// inside a subquery, strptime codes DuckDB has.
+	// What a run takes loads: any capitals, a trailing comment, lambdas, casts, a list's
+	// aggregate, strptime codes DuckDB has.
 	_, err = Load(write(t, `sources:
   s:
     table: orders
@@ -263,7 +266,7 @@ func TestMappingSQLIsParsedByDuckDB(t *testing.T) {
       order_id: {expr: "UPPER(id) -- ids are upper case in the warehouse"}
       customer_id: {expr: "list_filter(string_split(c, '|'), x -> x <> '')[1]"}
       order_ts: {from: ts, format: "%d.%m.%Y %-H:%M:%S %z"}
-      amount: {expr: "TRY_CAST(qty AS DOUBLE) * (SELECT max(r) FROM range(3) t(r))"}
+      amount: {expr: "TRY_CAST(qty AS DOUBLE) * list_max([1, 2])"}
       status: {expr: "CASE WHEN inv LIKE 'C%' THEN 'returned' ELSE 'completed' END"}
 `))
 	require.NoError(t, err)

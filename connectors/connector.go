@@ -350,9 +350,19 @@ type Backlog struct {
 type Checker interface {
 	// Check opens the source as a run would, loads nothing, and returns what would stop a run
 	// (unreachable brokers, missing topics, files that cannot be read), every problem at once,
-	// and the fields each stream (a file) would hand over, for the mapping to be checked
-	// against; a stream of free-form records (JSON) has none.
+	// and the fields each stream (a file, a topic) would hand over, for the mapping to be
+	// checked against. A stream of JSON documents is listed with no fields (nil): its records'
+	// shape is the source's DocumentShape. A stream that would hand over nothing (an empty
+	// file) is not listed.
 	Check(ctx context.Context) (fields map[string][]StreamField, problems []string)
+}
+
+// DocumentShaper is implemented by sources of JSON documents (Batch.JSON), so that the mapping
+// can be bound before a run as it is bound over the records (ckm validate --connect).
+type DocumentShaper interface {
+	// DocumentShape returns a batch of no records whose relation has the columns and types the
+	// source's batches of JSON documents have.
+	DocumentShape() Batch
 }
 
 // StreamField is one field a stream hands over: its name and, when the connector can tell, its DuckDB

@@ -44,6 +44,9 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		spec := r.Config.MappingSpec(name, false)
 		var lookups []string
 		w := newBatchWriter(conn, r.Config, name, "check", r.Log, false)
+		if err := w.guard(ctx); err != nil {
+			return nil, err
+		}
 		if len(spec.Lookups) > 0 && len(streams) > 0 {
 			if err := w.resolveLookups(ctx, spec.Lookups); err != nil {
 				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
@@ -59,7 +62,12 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		var documents []string // streams of JSON documents
 		for _, stream := range slices.Sorted(maps.Keys(streams)) {
+			if streams[stream] == nil {
+				documents = append(documents, connectors.Printable(stream))
+				continue
+			}
 			fields := connectors.FieldNames(streams[stream])
 			have := append(slices.Clone(fields), lookups...)
 			found := len(problems)
@@ -67,18 +75,9 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which the mapping reads (it has %s%s)",
 					name, connectors.Printable(stream), connectors.NameList(missing), connectors.NameList(fields), mapping.NameHint(missing, fields)))
 			}
-			// An expression names columns as DuckDB reads names: in any capitals.
-			for _, key := range slices.Sorted(maps.Keys(read)) {
-				var missing []string
-				for _, col := range read[key] {
-					if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, col) }) {
-						missing = append(missing, col)
-					}
-				}
-				if len(missing) > 0 {
-					problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which %s reads (it has %s)",
-						name, connectors.Printable(stream), connectors.NameList(missing), key, connectors.NameList(fields)))
-				}
+			for _, u := range unread(read, have) {
+				problems = append(problems, fmt.Sprintf("source %s: %s has no column %s, which %s reads (it has %s)",
+					name, connectors.Printable(stream), connectors.NameList(u.columns), u.key, connectors.NameList(fields)))
 			}
 			if len(problems) == found && len(read) > 0 {
 				if p := w.bindFields(ctx, spec, streams[stream]); p != "" {
@@ -86,15 +85,10 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 				}
 			}
 		}
-		// A source that replays its dead letters says, through Replay over none, what its
-		// records look like without reading any: a Kafka mapping is bound as a file's is.
-		if rp, ok := src.(connectors.Replayer); ok && len(read) > 0 {
-			b := rp.Replay("(SELECT NULL::VARCHAR AS position, NULL::VARCHAR AS payload, NULL::VARCHAR AS meta LIMIT 0)")
-			if mb, err := w.mappingBatch(ctx, b, w.jsonSpec); err != nil {
-				problems = append(problems, fmt.Sprintf("source %s: %v", name, err))
-			} else if p := w.bindExpressions(ctx, w.jsonSpec, mb); p != "" {
-				problems = append(problems, fmt.Sprintf("source %s: %s", name, p))
-			}
+		// JSON documents have one shape, whatever their stream: the source says what it is
+		// without reading any record, and the mapping is bound over it as over a file's fields.
+		if shaper, ok := src.(connectors.DocumentShaper); ok && len(documents) > 0 && len(read) > 0 {
+			problems = append(problems, w.checkDocuments(ctx, shaper.DocumentShape(), read, fmt.Sprintf("source %s: %s", name, strings.Join(documents, ", ")))...)
 		}
 	}
 	return problems, nil
@@ -126,6 +120,51 @@ func (w *batchWriter) bindFields(ctx context.Context, spec mapping.Spec, fields 
 		}
 	}
 	return w.bindExpressions(ctx, spec, mb)
+}
+
+// checkDocuments checks the JSON mapping's expressions against b, a batch of no documents: the
+// columns they read by name (read, by expression), then binding them (bindExpressions). Each
+// problem starts with where.
+func (w *batchWriter) checkDocuments(ctx context.Context, b connectors.Batch, read map[string][]string, where string) []string {
+	mb, err := w.mappingBatch(ctx, b, w.jsonSpec)
+	if err != nil {
+		return []string{where + ": " + err.Error()}
+	}
+	var problems []string
+	for _, u := range unread(read, append(slices.Clone(mb.Fields), "_doc")) {
+		problems = append(problems, fmt.Sprintf("%s: %s reads %s, which JSON documents do not have as columns: their fields are read from _doc, as in json_extract_string(_doc, '$.%s')",
+			where, u.key, connectors.NameList(u.columns), u.columns[0]))
+	}
+	if len(problems) == 0 {
+		if p := w.bindExpressions(ctx, w.jsonSpec, mb); p != "" {
+			problems = append(problems, where+": "+p)
+		}
+	}
+	return problems
+}
+
+// unreadColumns are the columns an expression (by key) reads that a stream lacks.
+type unreadColumns struct {
+	key     string
+	columns []string
+}
+
+// unread lists, by expression key in order, the columns of read (ColumnsRead's) that have lacks,
+// in any capitals as DuckDB reads names.
+func unread(read map[string][]string, have []string) []unreadColumns {
+	var out []unreadColumns
+	for _, key := range slices.Sorted(maps.Keys(read)) {
+		var missing []string
+		for _, col := range read[key] {
+			if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, col) }) {
+				missing = append(missing, col)
+			}
+		}
+		if len(missing) > 0 {
+			out = append(out, unreadColumns{key, missing})
+		}
+	}
+	return out
 }
 
 // bindExpressions has DuckDB bind the mapping over mb, a batch of no records, and names the

@@ -98,6 +98,7 @@ type batchWriter struct {
 	runID       string
 	spec        mapping.Spec // for sources of columns
 	jsonSpec    mapping.Spec // the same mapping, for sources of JSON documents
+	guarded     bool         // the specs' Guarded expressions are known
 	maxBadRatio float64
 	judged      badWindow // what max_bad_ratio is judged over
 	log         *slog.Logger
@@ -126,6 +127,9 @@ func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID stri
 
 func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (_ connectors.BatchStats, err error) {
 	defer func() { err = warehouse.Stopped(ctx, err) }() // a QueryRow's interrupt names no stop itself
+	if err := w.guard(ctx); err != nil {
+		return connectors.BatchStats{}, err
+	}
 	spec := w.spec
 	if b.JSON {
 		spec = w.jsonSpec
@@ -143,6 +147,25 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (_ connecto
 		return err
 	})
 	return st, err
+}
+
+// guard has the mapping's expressions dead-letter the records they fail on, each that DuckDB
+// can guard (mapping.Spec.Guarded): one record's 'n/a' in a CAST then fails that record, not
+// its batch. DuckDB's parser is asked once per writer.
+func (w *batchWriter) guard(ctx context.Context) error {
+	if w.guarded || len(w.spec.Expressions()) == 0 {
+		return nil
+	}
+	checker, err := mapping.NewSQLChecker(ctx, w.conn)
+	if err != nil {
+		return err
+	}
+	guarded, err := checker.Guardable(ctx, w.spec)
+	if err != nil {
+		return err
+	}
+	w.spec.Guarded, w.jsonSpec.Guarded, w.guarded = guarded, guarded, true
+	return nil
 }
 
 // write maps and merges a batch; fromArrow says its relation is an Arrow view.
@@ -187,6 +210,9 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 			return st, fmt.Errorf("read %s: %w", b.Label, blameExpression(ctx, exec, spec, mb, err))
 		}
 		defer w.dropMapped(context.WithoutCancel(ctx))
+		if err := w.logFailures(ctx, exec, spec, mb, table, b.Label); err != nil {
+			return st, err
+		}
 		if numbering != "" {
 			if _, err := w.conn.ExecContext(ctx, "CREATE OR REPLACE TEMP VIEW mapped AS "+numbering); err != nil {
 				return st, fmt.Errorf("number the records of %s: %w", b.Label, err)
@@ -520,6 +546,42 @@ func blameExpression(ctx context.Context, exec func(context.Context, string, ...
 		return err
 	}
 	return errors.New(strings.Join(blamed, "; "))
+}
+
+// logFailures warns, for each guarded expression that failed on records of the batch (now dead
+// letters), with DuckDB's error: evaluated alone and unguarded over the batch, the expression
+// fails again on one of them.
+func (w *batchWriter) logFailures(ctx context.Context, exec func(context.Context, string, ...any) (sql.Result, error), spec mapping.Spec,
+	mb mapping.Batch, mapped, label string) error {
+	keys := slices.Sorted(maps.Keys(spec.Guarded))
+	if len(keys) == 0 {
+		return nil
+	}
+	counts := make([]string, len(keys))
+	for i, key := range keys {
+		counts[i] = "count(*) FILTER (contains(_reason, " + warehouse.Quote(key+mapping.FailsHere) + ") AND NOT _skip)"
+	}
+	failed := make([]int64, len(keys))
+	dest := make([]any, len(keys))
+	for i := range failed {
+		dest[i] = &failed[i]
+	}
+	if err := w.conn.QueryRowContext(ctx, "SELECT "+strings.Join(counts, ", ")+" FROM temp."+mapped).Scan(dest...); err != nil {
+		return fmt.Errorf("count the records of %s its expressions failed on: %w", label, err)
+	}
+	exprs := spec.Expressions()
+	for i, key := range keys {
+		if failed[i] == 0 {
+			continue
+		}
+		reason := "the error did not recur when evaluated alone"
+		if _, err := exec(ctx, spec.Probe(mb, exprs[key])); err != nil {
+			reason, _, _ = strings.Cut(err.Error(), "\n")
+		}
+		w.log.Warn("an expression failed on records; they are dead letters (TRY_CAST and the like give NULL instead of an error)",
+			"batch", label, "expression", key, "records", failed[i], "error", reason)
+	}
+	return nil
 }
 
 // mappingBatch is the batch as the mapping reads it: its relation (with lookups joined) and its

@@ -297,7 +297,7 @@ pipelines:
 	code, out, stderr := ckm("validate", "--config", cfg, "--connect")
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, out, "9 problems opening the sources:")
-	require.Contains(t, out, "source kafka_typed: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'")
+	require.Contains(t, out, "source kafka_typed: orders: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'")
 	require.Contains(t, out, "source typed: typed/t.csv: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'")
 	require.Contains(t, out, "source exprs: exprs/e.csv has no column stauts, which filter reads (it has id, cust, ts, amt)")
 	require.Contains(t, out, "source exprs: exprs/e.csv has no column qty, which mapping.amount.expr reads (it has id, cust, ts, amt)")

@@ -881,28 +881,37 @@ func (s *Source) Check(ctx context.Context) (map[string][]connectors.StreamField
 	for _, path := range files {
 		name := s.displayName(path)
 		format := s.format(path)
-		cols, problem := s.checkFile(ctx, path, name, format, maxLine)
+		cols, records, problem := s.checkFile(ctx, path, name, format, maxLine)
 		switch {
 		case problem != "":
 			problems = append(problems, name+": "+problem)
-		case format != "jsonl":
-			fields[name] = cols
+		case records:
+			fields[name] = cols // none for JSON Lines: documents
 		}
 	}
 	return fields, problems
 }
 
-// checkFile reads one file's fields the way a run reads the file, or says why it cannot be read.
-func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLine int64) ([]connectors.StreamField, string) {
+// checkFile reads one file's fields the way a run reads the file, or says why it cannot be read;
+// records says the file has any (a run reads nothing of an empty file, whatever the mapping).
+func (s *Source) checkFile(ctx context.Context, path, name, format string, maxLine int64) (fields []connectors.StreamField, records bool, problem string) {
 	sc, err := scanFile(path, format != "parquet", maxLine)
 	switch {
 	case err != nil:
-		return nil, err.Error()
+		return nil, false, err.Error()
 	case sc.damage != "":
-		return nil, sc.damage
-	case sc.empty || format == "jsonl":
-		return nil, ""
+		return nil, false, sc.damage
+	case sc.empty:
+		return nil, false, ""
+	case format == "jsonl":
+		return nil, true, ""
 	}
+	fields, problem = s.describeFile(ctx, path, name, format, sc, maxLine)
+	return fields, true, problem
+}
+
+// describeFile reads a file's fields with their types the way a run reads the file.
+func (s *Source) describeFile(ctx context.Context, path, name, format string, sc scan, maxLine int64) ([]connectors.StreamField, string) {
 	dir, err := os.MkdirTemp(s.env.Scratch, "file-")
 	if err != nil {
 		return nil, err.Error()

@@ -1033,13 +1033,15 @@ func TestAMappingExpressionThatCannotRunIsNamed(t *testing.T) {
 
 // `ckm validate --connect` binds the mapping's expressions over each file's fields with the types
 // a run reads them with: a Parquet file's own (amt * 2 binds on a DOUBLE, upper() refuses a
-// list), a CSV file's text (amt * 2 does not bind).
+// list), a CSV file's text (amt * 2 does not bind), JSON Lines' documents (whose fields are
+// read from _doc, not by name). An empty file, which a run reads nothing of, has no problem.
 func TestValidateConnectBindsExpressionsWithTheFilesTypes(t *testing.T) {
 	e := setup(t, `  orders:
     table: orders
-    file: {paths: ["*.parquet", "*.csv"], allow_empty: true}
+    file: {paths: ["*.parquet", "*.csv", "*.jsonl"], allow_empty: true}
     mapping: {order_id: id, customer_id: {expr: "upper(cust)"}, order_ts: ts, amount: {expr: "amt * 2"}, status: {const: completed}}`,
-		map[string]string{"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n"})
+		map[string]string{"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\n", "empty.csv": "",
+			"b.jsonl": `{"id":"J1","cust":"C1","ts":"2026-01-01 10:00:00","amt":1}` + "\n", "c.jsonl": `{"id":"J2"}` + "\n", "empty.jsonl": ""})
 	for name, cust := range map[string]string{"good.parquet": "'C1'", "list.parquet": "['C1']"} {
 		_, err := e.db().Exec(`COPY (SELECT 'P1' AS id, ` + cust + ` AS cust, TIMESTAMP '2026-01-01 10:00:00' AS ts, 1.5 AS amt)
 			TO '` + filepath.Join(e.dir, name) + `' (FORMAT parquet)`)
@@ -1051,5 +1053,76 @@ func TestValidateConnectBindsExpressionsWithTheFilesTypes(t *testing.T) {
 	require.Equal(t, []string{
 		"source orders: a.csv: mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'. You might need to add explicit type casts.",
 		"source orders: list.parquet: mapping.customer_id.expr: Binder Error: No function matches the given name and argument types 'upper(VARCHAR[])'. You might need to add explicit type casts.",
+		"source orders: b.jsonl, c.jsonl: mapping.amount.expr reads amt, which JSON documents do not have as columns: their fields are read from _doc, as in json_extract_string(_doc, '$.amt')",
+		"source orders: b.jsonl, c.jsonl: mapping.customer_id.expr reads cust, which JSON documents do not have as columns: their fields are read from _doc, as in json_extract_string(_doc, '$.cust')",
 	}, problems)
+
+	// A JSON mapping that reads _doc is bound over the documents: text times a number does not bind.
+	e = setup(t, `  orders:
+    table: orders
+    file: {paths: ["*.jsonl"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "json_extract_string(_doc, '$.amt') * 2"}, status: {const: completed}}`,
+		map[string]string{"b.jsonl": `{"id":"J1","cust":"C1","ts":"2026-01-01 10:00:00","amt":1}` + "\n"})
+	r = &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	problems, err = r.Check(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{"source orders: b.jsonl: mapping.amount.expr: Binder Error: No function matches the given name and argument types " +
+		"'*(VARCHAR, INTEGER_LITERAL)'. You might need to add explicit type casts."}, problems)
+}
+
+// An expression that raises an error on one record (a CAST of 'x', in a mapping expr or the
+// filter) dead-letters that record, naming the expression, and the batch's other records load;
+// before, the record failed its whole file with ckm's generated SQL in the message. Parts that
+// expressions share (CAST(amt AS DOUBLE) twice in margin, and in amount) stay guarded, and a
+// filter that fails does not skip the record. An expression DuckDB cannot guard (one calling a
+// volatile function) still fails the file, named with DuckDB's error on the record.
+func TestAnExpressionThatFailsOnARecordDeadLettersThatRecordAlone(t *testing.T) {
+	const fails = " fails on this record (DuckDB raised an error; the log gives it)"
+	for name, c := range map[string]struct {
+		source, file, body string
+		line               int // the second record's
+	}{
+		"csv": {`  orders:
+    table: orders
+    file: {paths: ["*.csv"]}
+    filter: "CAST(qty AS INTEGER) > 0"
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "CAST(amt AS DOUBLE)"},
+              margin: {expr: "CAST(amt AS DOUBLE) * 0.1 + CAST(amt AS DOUBLE)"}, quantity: {expr: "CAST(qty AS INTEGER)"}, status: {const: completed}}`,
+			"a.csv", "id,cust,ts,amt,qty\nA1,C1,2026-01-01 10:00:00,5,1\nA2,C2,2026-01-02 10:00:00,x,1\nA3,C3,2026-01-03 10:00:00,7,zz\n" +
+				"A4,C4,2026-01-04 10:00:00,8,0\nA5,C5,2026-01-05 10:00:00,10,2\n", 3},
+		"json": {`  orders:
+    table: orders
+    file: {paths: ["*.jsonl"]}
+    filter: "CAST(_doc->>'qty' AS INTEGER) > 0"
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "CAST(_doc->>'amt' AS DOUBLE)"},
+              margin: {expr: "CAST(_doc->>'amt' AS DOUBLE) * 0.1 + CAST(_doc->>'amt' AS DOUBLE)"}, quantity: {expr: "CAST(_doc->>'qty' AS INTEGER)"},
+              status: {const: completed}}`,
+			"a.jsonl", `{"id":"A1","cust":"C1","ts":"2026-01-01 10:00:00","amt":5,"qty":1}` + "\n" + `{"id":"A2","cust":"C2","ts":"2026-01-02 10:00:00","amt":"x","qty":1}` + "\n" +
+				`{"id":"A3","cust":"C3","ts":"2026-01-03 10:00:00","amt":7,"qty":"zz"}` + "\n" + `{"id":"A4","cust":"C4","ts":"2026-01-04 10:00:00","amt":8,"qty":0}` + "\n" +
+				`{"id":"A5","cust":"C5","ts":"2026-01-05 10:00:00","amt":10,"qty":2}` + "\n", 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := setup(t, c.source, map[string]string{c.file: c.body})
+			res := e.run(t)
+			st := res.Sources[0]
+			require.EqualValues(t, [4]int64{5, 2, 2, 1}, [4]int64{st.Read, st.Loaded, st.DeadLettered, st.Skipped}, "read, loaded, dead letters, skipped")
+			require.Equal(t, map[string]string{"A1": "5.0 5.5 1.0", "A5": "10.0 11.0 2.0"},
+				e.pairs(t, `SELECT order_id, concat_ws(' ', amount, margin, quantity) FROM orders`))
+			require.Equal(t, map[string]string{
+				fmt.Sprintf("%s:%d", c.file, c.line):   "amount: mapping.amount.expr" + fails + "; margin: mapping.margin.expr" + fails,
+				fmt.Sprintf("%s:%d", c.file, c.line+1): "quantity: mapping.quantity.expr" + fails + "; filter" + fails,
+			}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
+		})
+	}
+	t.Run("a volatile function, which DuckDB cannot guard", func(t *testing.T) {
+		e := setup(t, `  orders:
+    table: orders
+    file: {paths: ["*.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "CAST(amt AS DOUBLE) + random() * 0"}, status: {const: completed}}`,
+			map[string]string{"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\nA2,C2,2026-01-02 10:00:00,x\n"})
+		r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
+		require.ErrorContains(t, err, "source orders: read a.csv: mapping.amount.expr: Conversion Error: Could not convert string 'x' to DOUBLE")
+		require.NotContains(t, err.Error(), mapping.InternalPrefix, "the generated SQL stays out of the message")
+	})
 }

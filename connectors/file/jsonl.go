@@ -28,6 +28,15 @@ var jsonlSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "line", Type: arrow.PrimitiveTypes.Int64},
 }, nil)
 
+// jsonlShape is jsonlSchema as a relation of no lines.
+const jsonlShape = "(SELECT NULL::VARCHAR AS payload, NULL::BIGINT AS line LIMIT 0)"
+
+// DocumentShape is a batch of no JSON lines, as readJSONLines hands lines over
+// (connectors.DocumentShaper).
+func (s *Source) DocumentShape() connectors.Batch {
+	return connectors.Batch{Label: "JSON Lines", Relation: jsonlShape, JSON: true, Stream: "''", Seq: "{ordinal}", PositionSep: ":"}
+}
+
 // Lines go to the writer in batches of at most batch_size lines or batch_bytes of text. Batches
 // are large because DuckDB maps a batch with one thread per row group (122,880 rows): 100k-line
 // batches mapped 1.7× slower than the whole file at once.

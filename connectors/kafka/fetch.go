@@ -88,6 +88,12 @@ func (s *Source) Replay(deadLetters string) connectors.Batch {
 	}
 }
 
+// DocumentShape is the messages as a batch of none: Replay reads them as a fetch hands them
+// over (connectors.DocumentShaper).
+func (s *Source) DocumentShape() connectors.Batch {
+	return s.Replay("(SELECT NULL::VARCHAR AS position, NULL::VARCHAR AS payload, NULL::VARCHAR AS meta LIMIT 0)")
+}
+
 // fetcher reads the assigned partitions into batches of batch_size messages or batch_bytes of
 // payload, whichever fills first, while the previous batch is being written.
 type fetcher struct {

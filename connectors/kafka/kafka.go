@@ -265,13 +265,17 @@ func (s *Source) listOffsets(ctx context.Context, parts []partition, req func(id
 }
 
 // Check reaches the brokers and finds the source's topics, loading nothing (ckm validate
-// --connect). Messages are JSON documents: no fields to check.
+// --connect). Messages are JSON documents: each topic is listed without fields.
 func (s *Source) Check(ctx context.Context) (map[string][]connectors.StreamField, []string) {
 	defer s.tr.CloseIdleConnections()
 	if _, err := s.partitions(ctx); err != nil {
 		return nil, []string{err.Error()}
 	}
-	return nil, nil
+	topics := map[string][]connectors.StreamField{}
+	for _, t := range s.cfg.Topics {
+		topics[t] = nil
+	}
+	return topics, nil
 }
 
 // Backlog reports, per partition, the stored next offset, the high watermark now and the

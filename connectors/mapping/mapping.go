@@ -65,6 +65,9 @@ type Spec struct {
 	// DecimalComma reads numbers written with a decimal comma (1,5): European spreadsheets'
 	// exports. A thousands separator (1.234,56) still fails the record.
 	DecimalComma bool
+	// Guarded are the expressions (by Expressions' keys) whose error on one record (a CAST of
+	// 'n/a') dead-letters that record instead of failing its whole batch (SQLChecker.Guardable).
+	Guarded map[string]bool
 }
 
 // The policies for fields the mapping does not read, for sources whose records drift.
@@ -308,7 +311,7 @@ func (s Spec) Compile(b Batch) string {
 		record = "struct_pack(" + strings.Join(parts, ", ") + ")"
 	}
 	var sel []string
-	var checks, undecodable []check
+	var checks, undecodable, failed []check
 	objects := s.jsonObjects()
 	ambiguous := s.ambiguousKeys(objects, p)
 	for _, c := range s.Table.Columns {
@@ -322,6 +325,12 @@ func (s Spec) Compile(b Batch) string {
 				undecodable = append(undecodable, check{rawExpr + " IS NOT NULL AND " + raw + " IS NULL",
 					warehouse.Quote(c.Name + ": field " + f.From + " holds bytes that are not UTF-8 text")})
 				rawExpr = "TRY(decode(" + rawExpr + "))"
+			}
+			if key := "mapping." + c.Name + ".expr"; f.Expr != "" && s.Guarded[key] {
+				tried := p + "t_" + c.Name
+				sel = append(sel, guarded(rawExpr, ord)+" AS "+tried)
+				rawExpr = "struct_extract(" + tried + ", 'v')"
+				failed = append(failed, check{tried + " IS NULL", warehouse.Quote(c.Name + ": " + key + FailsHere)})
 			}
 		} else if c.Name == s.Table.Key {
 			// A source without ids gets a deterministic hash of the record; identical records
@@ -371,9 +380,24 @@ func (s Spec) Compile(b Batch) string {
 		meta = "to_json(struct_pack(" + strings.Join(parts, ", ") + "))"
 	}
 	reason := reasonExpr(checks)
+	filter := ""
+	if s.Filter != "" {
+		filter = embedded(s.Filter)
+		if s.Guarded["filter"] {
+			tried := p + "tfilter"
+			sel = append(sel, guarded(filter, ord)+" AS "+tried)
+			failed = append(failed, check{tried + " IS NULL", warehouse.Quote("filter" + FailsHere)})
+			// A record the filter fails on is not skipped: it is a dead letter.
+			filter = "coalesce(struct_extract(" + tried + ", 'v'), " + tried + " IS NULL)"
+		}
+	}
 	if len(undecodable) > 0 {
 		// Bytes that are not text are the record's reason, not the value missing they leave.
 		reason = "coalesce(" + reasonExpr(undecodable) + ", " + reason + ")"
+	}
+	if len(failed) > 0 {
+		// So is an expression that fails on the record: the value it could not give is no news.
+		reason = "coalesce(" + reasonExpr(failed) + ", " + reason + ")"
 	}
 	if len(ambiguous) > 0 {
 		// So is a key named twice: whatever else is wrong with the value read, it may not be the one meant.
@@ -397,11 +421,11 @@ func (s Spec) Compile(b Batch) string {
 		skip = append(skip, "payload IS NULL OR (ascii(payload) <= 32 AND trim(payload) = '')")
 	}
 	switch {
-	case s.Filter != "" && s.JSON:
+	case filter != "" && s.JSON:
 		// A document that is not valid JSON cannot be told apart by a filter: it stays, to be dead-lettered.
-		skip = append(skip, "(_doc IS NOT NULL AND NOT coalesce("+embedded(s.Filter)+", false))")
-	case s.Filter != "":
-		skip = append(skip, "NOT coalesce("+embedded(s.Filter)+", false)")
+		skip = append(skip, "(_doc IS NOT NULL AND NOT coalesce("+filter+", false))")
+	case filter != "":
+		skip = append(skip, "NOT coalesce("+filter+", false)")
 	}
 	if b.Skip != "" {
 		skip = append(skip, "("+b.Skip+")")
@@ -815,6 +839,19 @@ func unixTime(text, format string) string {
 
 // check is one way a value can be wrong: an SQL condition and the message naming the problem.
 type check struct{ cond, msg string }
+
+// FailsHere ends the reason of a record a guarded expression fails on, after its key.
+const FailsHere = " fails on this record (DuckDB raised an error; the log gives it)"
+
+// guarded evaluates expr so that an error on one record is NULL for that record alone, where
+// DuckDB would fail the query: TRY, around a struct so that a NULL tells the error from a NULL
+// value. DuckDB's common subexpression elimination would move a part expr shares with another
+// expression (two fields' CAST(amt AS DOUBLE)) out of the TRY, failing the query again; it
+// leaves the inside of a CASE alone, hence a CASE whose branches are alike. ord is any column.
+func guarded(expr, ord string) string {
+	v := "struct_pack(v := " + expr + ")"
+	return "TRY(CASE WHEN " + ord + " IS NULL THEN " + v + " ELSE " + v + " END)"
+}
 
 // checks lists what can be wrong with a column's value.
 func (s Spec) checks(c Column, f Field, mapped bool, raw, val string) []check {

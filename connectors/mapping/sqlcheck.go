@@ -19,30 +19,50 @@ import (
 // otherwise stop on, in generated SQL the operator never wrote. It parses and looks functions
 // up; it binds nothing, so it needs neither the source's columns nor their types.
 type SQLChecker struct {
-	db *sql.DB
+	db connectors.Querier
 	// perRecord tells, for every function DuckDB has, whether it can be called on one record
 	// (a scalar function or macro) rather than only over many (an aggregate).
 	perRecord map[string]bool
+	// volatile are the functions whose result may differ between calls (random, nextval).
+	volatile map[string]bool
 }
 
 // NewSQLChecker reads the function catalogue of db, a DuckDB (an empty in-memory one will do).
-func NewSQLChecker(ctx context.Context, db *sql.DB) (*SQLChecker, error) {
-	rows, err := db.QueryContext(ctx, `SELECT function_name, bool_or(function_type NOT IN ('aggregate', 'table', 'table_macro'))
-		FROM duckdb_functions() GROUP BY function_name`)
+func NewSQLChecker(ctx context.Context, db connectors.Querier) (*SQLChecker, error) {
+	rows, err := db.QueryContext(ctx, `SELECT function_name, bool_or(function_type NOT IN ('aggregate', 'table', 'table_macro')),
+		coalesce(bool_or(stability = 'VOLATILE'), false) FROM duckdb_functions() GROUP BY function_name`)
 	if err != nil {
 		return nil, fmt.Errorf("read DuckDB's functions: %w", err)
 	}
 	defer rows.Close()
-	c := &SQLChecker{db: db, perRecord: map[string]bool{}}
+	c := &SQLChecker{db: db, perRecord: map[string]bool{}, volatile: map[string]bool{}}
 	for rows.Next() {
 		var name string
-		var scalar bool
-		if err := rows.Scan(&name, &scalar); err != nil {
+		var scalar, volatile bool
+		if err := rows.Scan(&name, &scalar, &volatile); err != nil {
 			return nil, fmt.Errorf("read DuckDB's functions: %w", err)
 		}
-		c.perRecord[name] = scalar
+		c.perRecord[name], c.volatile[name] = scalar, volatile
 	}
 	return c, rows.Err()
+}
+
+// Guardable lists, by config key (mapping.<column>.expr, filter), the expressions of s whose
+// errors on one record can be caught for that record alone (Spec.Guarded): DuckDB's TRY takes
+// neither a subquery (a filter may hold one) nor a volatile function (random, nextval), and an
+// expression Check refuses is not listed.
+func (c *SQLChecker) Guardable(ctx context.Context, s Spec) (map[string]bool, error) {
+	out := map[string]bool{}
+	for key, expr := range s.Expressions() {
+		p, calls, err := c.expression(ctx, key, expr)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil && !calls.subquery && !slices.ContainsFunc(calls.functions, func(f string) bool { return c.volatile[f] }) {
+			out[key] = true
+		}
+	}
+	return out, nil
 }
 
 // Check returns every problem with s's SQL, each keyed by its place in the source's config
@@ -99,14 +119,14 @@ func (s Spec) Expressions() map[string]string {
 }
 
 // Probe returns a query evaluating expr, one of Expressions, over b's records where Compile's
-// query does, reading no rows: when that query fails, the probe that fails too names the
-// expression to blame, in SQL its author wrote.
+// query does: when that query fails, the probe that fails too (to bind, or on a record an
+// unguarded expression cannot take) names the expression to blame, in SQL its author wrote.
 func (s Spec) Probe(b Batch, expr string) string {
 	doc := ""
 	if s.JSON {
 		doc = ", " + jsonDoc
 	}
-	return fmt.Sprintf("SELECT %s FROM (SELECT s.*%s FROM %s s) s LIMIT 0", embedded(expr), doc, renameByPosition(b.Relation, b.Fields, FreshPrefix(b.Fields)+"ord"))
+	return fmt.Sprintf("SELECT count(%s) FROM (SELECT s.*%s FROM %s s) s", embedded(expr), doc, renameByPosition(b.Relation, b.Fields, FreshPrefix(b.Fields)+"ord"))
 }
 
 // ColumnsRead lists, by config key (mapping.<column>.expr, filter), the columns each expr and the
@@ -127,7 +147,7 @@ func (c *SQLChecker) ColumnsRead(ctx context.Context, s Spec) (map[string][]stri
 }
 
 // expression checks one expr or filter: one SQL expression over one record, calling functions
-// DuckDB has. what names it in messages.
+// DuckDB has. what names it in messages: "filter" for the filter, the one that may hold a subquery.
 func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connectors.FieldProblem, *exprCalls, error) {
 	var text string
 	if err := c.db.QueryRowContext(ctx, `SELECT CAST(json_serialize_sql(CAST(? AS VARCHAR)) AS VARCHAR)`, "SELECT "+embedded(expr)).Scan(&text); err != nil {
@@ -155,6 +175,12 @@ func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connec
 	}
 	calls := &exprCalls{}
 	calls.walk(parsed.Statements[0].Node["select_list"], false)
+	if calls.subquery && what != "filter" {
+		// DuckDB refuses a subquery in a value that other values of the same SELECT read, as
+		// the mapping's checks read each column's (a filter is read once: it may hold one).
+		return &connectors.FieldProblem{Msg: what + " holds a subquery, which a mapping cannot evaluate: it reads one record at a time",
+			Hint: "values from another file join onto each record with lookups; a fixed list is written inline: x IN ('a', 'b')"}, calls, nil
+	}
 	for _, name := range calls.functions {
 		scalar, known := c.perRecord[name]
 		switch {
@@ -210,12 +236,14 @@ func oneValue(node map[string]any) bool {
 }
 
 // exprCalls collects the functions a parsed expression calls (operators aside), whether each
-// is called only inside a subquery (where an aggregate is fine), a window function, and the
-// columns it reads by a bare name outside subqueries, lambdas' parameters aside.
+// is called only inside a subquery (where an aggregate is fine), a window function, whether it
+// holds a subquery, and the columns it reads by a bare name outside subqueries, lambdas'
+// parameters aside.
 type exprCalls struct {
 	functions    []string
 	inSubquery   map[string]bool
 	window       string
+	subquery     bool
 	refs, params []string
 }
 
@@ -254,7 +282,7 @@ func (e *exprCalls) walk(n any, inSubquery bool) {
 			params.walk(n["lhs"], inSubquery)
 			e.params = append(e.params, params.refs...)
 		case "SUBQUERY":
-			inSubquery = true
+			inSubquery, e.subquery = true, true
 		}
 		for _, k := range slices.Sorted(maps.Keys(n)) {
 			e.walk(n[k], inSubquery)
