@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/ckm-dev/ckm/internal/devkafka"
 	"github.com/ckm-dev/ckm/internal/testutil"
+	"github.com/ckm-dev/ckm/warehouse"
 )
 
 // BenchmarkIngestVersusRawConsume measures Kafka → DuckDB ingest against the physical limit on
@@ -21,7 +24,9 @@ import (
 //
 //	go test -tags duckdb_arrow -run '^$' -bench IngestVersusRawConsume -benchtime 3x ./connectors/kafka
 //
-// It reports messages per second for each and ingest as a fraction of the raw rate.
+// It reports messages per second for each and ingest as a fraction of the raw rate; and, as
+// the DuckDB side's own limit, DuckDB's read_json of the same messages from a local file into
+// a table (parsing JSON, no broker, no checks, no lineage).
 func BenchmarkIngestVersusRawConsume(b *testing.B) {
 	const messages, partitions = 300_000, 6
 	broker, err := devkafka.Start(devkafka.Options{Topics: map[string]int32{"orders": partitions}})
@@ -38,12 +43,22 @@ func BenchmarkIngestVersusRawConsume(b *testing.B) {
 	require.NoError(b, p.Produce(context.Background(), "orders", msgs))
 	require.NoError(b, p.Close())
 
-	var raw, reader, ingest time.Duration
+	lines := filepath.Join(b.TempDir(), "messages.jsonl")
+	f, err := os.Create(lines)
+	require.NoError(b, err)
+	for _, m := range msgs {
+		_, err = f.Write(append(m.Value, '\n'))
+		require.NoError(b, err)
+	}
+	require.NoError(b, f.Close())
+
+	var raw, reader, ingest, readJSON time.Duration
 	b.ResetTimer()
 	for range b.N {
 		raw += timed(func() { require.Equal(b, messages, fetchAll(b, broker.Addr, partitions)) })
 		reader += timed(func() { require.Equal(b, messages, readAll(b, broker.Addr, partitions)) })
 		ingest += ingestAll(b, broker.Addr, messages)
+		readJSON += readJSONAll(b, lines, messages)
 	}
 	rate := func(d time.Duration) float64 { return float64(messages*b.N) / d.Seconds() }
 	limit := min(raw, reader)
@@ -51,6 +66,24 @@ func BenchmarkIngestVersusRawConsume(b *testing.B) {
 	b.ReportMetric(rate(reader), "reader_msgs/s")
 	b.ReportMetric(rate(ingest), "ingest_msgs/s")
 	b.ReportMetric(limit.Seconds()/ingest.Seconds(), "ingest/raw")
+	b.ReportMetric(rate(readJSON), "read_json_msgs/s")
+	b.ReportMetric(limit.Seconds()/readJSON.Seconds(), "read_json/raw")
+}
+
+// readJSONAll loads the messages' values, written as JSON Lines to path, into a table of a
+// fresh warehouse with DuckDB's read_json, and returns how long that took.
+func readJSONAll(b *testing.B, path string, messages int) time.Duration {
+	w, err := warehouse.Open(context.Background(), warehouse.Options{Path: filepath.Join(b.TempDir(), "ckm.duckdb")})
+	require.NoError(b, err)
+	defer w.Close()
+	start := time.Now()
+	_, err = w.DB().Exec(`CREATE TABLE messages AS SELECT * FROM read_json(?, format = 'newline_delimited')`, path)
+	elapsed := time.Since(start)
+	require.NoError(b, err)
+	var n int
+	require.NoError(b, w.DB().QueryRow(`SELECT count(*) FROM messages`).Scan(&n))
+	require.Equal(b, messages, n)
+	return elapsed
 }
 
 func timed(fn func()) time.Duration {
