@@ -41,3 +41,36 @@ sources:
 		require.Equal(t, map[string]string{"A1": want}, testutil.Pairs(t, env.Warehouse.DB(), `SELECT order_id, customer_id FROM orders`), "customer_id read from %s", from)
 	}
 }
+
+// Every column reaches the mapping as text, whatever its PostgreSQL type: `ckm validate
+// --connect` binds the mapping's expressions over text, as a run does, so that amt * 2 on a
+// numeric column is named before the run fails on it, and a cast binds.
+func TestValidateConnectBindsExpressionsOverTheColumnsAsText(t *testing.T) {
+	shop(t, `CREATE TABLE orders (id text PRIMARY KEY, cust text, ts timestamptz, amt numeric, updated_at timestamptz NOT NULL)`,
+		`INSERT INTO orders VALUES ('A1', 'C1', '2026-01-01 10:00:00+00', 2.5, now())`)
+	open := func(amount string) *testutil.Env {
+		return testutil.OpenYAML(t, t.TempDir(), `warehouse: {path: ckm.duckdb}
+sources:
+  orders:
+    table: orders
+    postgres: {dsn_env: CKM_TEST_SHOP_DSN, table: orders, cursor: updated_at, key: id}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "`+amount+`"}, status: {const: completed}}
+`)
+	}
+	const refused = "mapping.amount.expr: Binder Error: No function matches the given name and argument types '*(VARCHAR, INTEGER_LITERAL)'"
+	r := open("amt * 2").Runner()
+	problems, err := r.Check(context.Background())
+	require.NoError(t, err)
+	require.Len(t, problems, 1)
+	require.Contains(t, problems[0], "source orders: orders: "+refused)
+	_, err = r.Ingest(context.Background(), "orders", false)
+	require.ErrorContains(t, err, refused, "the run fails as validate said")
+
+	env := open("CAST(amt AS DOUBLE) * 2")
+	problems, err = env.Runner().Check(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, problems)
+	_, err = env.Runner().Ingest(context.Background(), "orders", false)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"A1": "5"}, testutil.Pairs(t, env.Warehouse.DB(), `SELECT order_id, amount FROM orders`))
+}

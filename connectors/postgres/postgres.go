@@ -459,11 +459,11 @@ func (s *Source) Check(ctx context.Context) (map[string][]connectors.StreamField
 			problems = append(problems, fmt.Sprintf("%s has no column %s (it has %s)", s.cfg.stream(), c, connectors.NameList(names)))
 		}
 	}
-	// The relation's types are what the rows become on their way through Arrow, not the
-	// table's: left unknown, so the mapping is checked by names only.
+	// Rows arrive in PostgreSQL's text format and reach the mapping as text, whatever the
+	// column's type (as a CSV file's fields do): the mapping is bound over text.
 	var fields []connectors.StreamField
 	for _, n := range connectors.DistinctNames(names) {
-		fields = append(fields, connectors.StreamField{Name: n})
+		fields = append(fields, connectors.StreamField{Name: n, Type: "VARCHAR"})
 	}
 	return map[string][]connectors.StreamField{s.cfg.stream(): fields}, problems
 }
