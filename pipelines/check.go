@@ -176,7 +176,11 @@ func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, mb
 	if err == nil {
 		return ""
 	}
-	if blamed := blameExpression(ctx, w.conn.ExecContext, spec, mb, err); blamed != err {
+	probe := func(ctx context.Context, expr string) error {
+		_, err := w.conn.ExecContext(ctx, spec.Probe(mb, expr))
+		return err
+	}
+	if blamed := blameExpression(ctx, probe, spec, err); blamed != err {
 		return blamed.Error()
 	}
 	return ""

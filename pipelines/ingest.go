@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
 	"github.com/ckm-dev/ckm/config"
 	"github.com/ckm-dev/ckm/connectors"
 	"github.com/ckm-dev/ckm/connectors/mapping"
@@ -135,15 +137,16 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (_ connecto
 		spec = w.jsonSpec
 	}
 	if b.Records == nil {
-		return w.write(ctx, b, spec, false)
+		return w.write(ctx, b, spec, nil)
 	}
 	// Records are mapped straight from an Arrow view, in slices DuckDB's threads share (a copy
 	// into a temp table first is one row group for a 100k-message batch, mapped by one thread).
 	var st connectors.BatchStats
-	err = w.conn.WithArrowView(b.Records, func(view string) error {
+	rec := b.Records
+	err = w.conn.WithArrowView(rec, func(view string) error {
 		var err error
 		b.Relation, b.Records = view, nil
-		st, err = w.write(ctx, b, spec, true)
+		st, err = w.write(ctx, b, spec, rec)
 		return err
 	})
 	return st, err
@@ -168,8 +171,9 @@ func (w *batchWriter) guard(ctx context.Context) error {
 	return nil
 }
 
-// write maps and merges a batch; fromArrow says its relation is an Arrow view.
-func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mapping.Spec, fromArrow bool) (connectors.BatchStats, error) {
+// write maps and merges a batch; rec, when not nil, holds its records, and its relation is an
+// Arrow view of them.
+func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mapping.Spec, rec arrow.RecordBatch) (connectors.BatchStats, error) {
 	var st connectors.BatchStats
 	if b.CSVRejects != nil {
 		b.Relation = strings.NewReplacer("{rejects_table}", warehouse.Quote(csvRejectsTable), "{rejects_scan}", warehouse.Quote(csvRejectsScan)).Replace(b.Relation)
@@ -199,18 +203,34 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 				connectors.Printable(b.Label), connectors.NameList(missing), connectors.NameList(mb.Fields), mapping.NameHint(missing, mb.Fields))
 		}
 		exec := w.conn.ExecContext
-		if fromArrow {
+		if rec != nil {
 			exec = w.conn.ExecReadingArrowView
+		}
+		// probe evaluates one of the mapping's expressions alone over the batch's records. An
+		// Arrow view's stream is read once, by the mapping: a probe reads the records anew.
+		probe := func(ctx context.Context, expr string) error {
+			_, err := exec(ctx, spec.Probe(mb, expr))
+			return err
+		}
+		if rec != nil {
+			probe = func(ctx context.Context, expr string) error {
+				return w.conn.WithArrowView(rec, func(view string) error {
+					again := mb
+					again.Relation = strings.ReplaceAll(mb.Relation, b.Relation, view)
+					_, err := exec(ctx, spec.Probe(again, expr))
+					return err
+				})
+			}
 		}
 		table := "mapped"
 		if numbering != "" {
 			table = mappedRows
 		}
 		if _, err := w.timed(ctx, exec, "map", "CREATE OR REPLACE TEMP TABLE "+table+" AS "+spec.Compile(mb)); err != nil {
-			return st, fmt.Errorf("read %s: %w", b.Label, blameExpression(ctx, exec, spec, mb, err))
+			return st, fmt.Errorf("read %s: %w", b.Label, blameExpression(ctx, probe, spec, err))
 		}
 		defer w.dropMapped(context.WithoutCancel(ctx))
-		if err := w.logFailures(ctx, exec, spec, mb, table, b.Label); err != nil {
+		if err := w.logFailures(ctx, probe, spec, table, b.Label); err != nil {
 			return st, err
 		}
 		if numbering != "" {
@@ -527,17 +547,17 @@ func safePayload(raw []byte) string {
 	return "base64:" + base64.StdEncoding.EncodeToString(raw)
 }
 
-// blameExpression returns, for the error err of mapping mb, the errors of the mapping's
-// expressions that fail alone over the same records (a type mistake such as text * 2 in a CSV
+// blameExpression returns, for the error err of spec's mapping, the errors of its expressions
+// that fail alone over the same records (probe), such as a type mistake (text * 2 in a CSV
 // mapping), each named by its key and without the generated SQL; err itself when none does.
-func blameExpression(ctx context.Context, exec func(context.Context, string, ...any) (sql.Result, error), spec mapping.Spec, mb mapping.Batch, err error) error {
+func blameExpression(ctx context.Context, probe func(ctx context.Context, expr string) error, spec mapping.Spec, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
 	exprs := spec.Expressions()
 	var blamed []string
 	for _, key := range slices.Sorted(maps.Keys(exprs)) {
-		if _, probeErr := exec(ctx, spec.Probe(mb, exprs[key])); probeErr != nil {
+		if probeErr := probe(ctx, exprs[key]); probeErr != nil {
 			msg, _, _ := strings.Cut(probeErr.Error(), "\n")
 			blamed = append(blamed, key+": "+msg)
 		}
@@ -549,10 +569,9 @@ func blameExpression(ctx context.Context, exec func(context.Context, string, ...
 }
 
 // logFailures warns, for each guarded expression that failed on records of the batch (now dead
-// letters), with DuckDB's error: evaluated alone and unguarded over the batch, the expression
-// fails again on one of them.
-func (w *batchWriter) logFailures(ctx context.Context, exec func(context.Context, string, ...any) (sql.Result, error), spec mapping.Spec,
-	mb mapping.Batch, mapped, label string) error {
+// letters), with DuckDB's error: evaluated alone and unguarded over the batch (probe), the
+// expression fails again on one of them.
+func (w *batchWriter) logFailures(ctx context.Context, probe func(ctx context.Context, expr string) error, spec mapping.Spec, mapped, label string) error {
 	keys := slices.Sorted(maps.Keys(spec.Guarded))
 	if len(keys) == 0 {
 		return nil
@@ -575,7 +594,7 @@ func (w *batchWriter) logFailures(ctx context.Context, exec func(context.Context
 			continue
 		}
 		reason := "the error did not recur when evaluated alone"
-		if _, err := exec(ctx, spec.Probe(mb, exprs[key])); err != nil {
+		if err := probe(ctx, exprs[key]); err != nil {
 			reason, _, _ = strings.Cut(err.Error(), "\n")
 		}
 		w.log.Warn("an expression failed on records; they are dead letters (TRY_CAST and the like give NULL instead of an error)",
