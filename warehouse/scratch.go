@@ -39,10 +39,22 @@ func (w *Warehouse) MakeScratch() (dir string, remove func() error, err error) {
 	}
 	// Named after the process, so that a sweep can tell whether its owner still runs.
 	dir, err = os.MkdirTemp(root, strconv.Itoa(os.Getpid())+"-")
+	if errors.Is(err, os.ErrNotExist) {
+		// Another process removed the root as it finished, between the two calls.
+		if err = os.MkdirAll(root, 0o700); err == nil {
+			dir, err = os.MkdirTemp(root, strconv.Itoa(os.Getpid())+"-")
+		}
+	}
 	if err != nil {
 		return "", nil, fmt.Errorf("make scratch directory: %w", err)
 	}
-	return dir, func() error { return os.RemoveAll(dir) }, nil
+	return dir, func() error {
+		err := os.RemoveAll(dir)
+		// The root goes too once empty, so that no empty directory stays beside the warehouse;
+		// another process's directory in it keeps it (the removal then fails, as it should).
+		_ = os.Remove(root)
+		return err
+	}, nil
 }
 
 // sweepScratch removes the scratch directories in root whose process has ended.

@@ -46,6 +46,12 @@ func TestMakeScratchRemovesOnlyWhatEndedProcessesLeft(t *testing.T) {
 	}
 	require.NoError(t, remove())
 	require.NoDirExists(t, dir)
+	require.DirExists(t, root, "another process's directory keeps the root")
+	require.NoError(t, os.RemoveAll(running))
+	_, remove, err = w.MakeScratch()
+	require.NoError(t, err)
+	require.NoError(t, remove())
+	require.NoDirExists(t, root, "the last one out removes the root: no empty directory stays beside the warehouse")
 
 	memory := &Warehouse{path: ":memory:"}
 	dir, remove, err = memory.MakeScratch()
