@@ -607,21 +607,31 @@ func (r *Runner) ingestWith(ctx context.Context, conn *warehouse.Conn, name, run
 	return sr, nil
 }
 
-// replayedLetters is the temp table of the dead letters a replay maps again.
-const replayedLetters = "replayed_dead_letters"
+// replayedLetters is the temp table of the dead letters a replay maps again, numbered; a batch
+// of them at a time is in replayBatch.
+const (
+	replayedLetters = "replayed_dead_letters"
+	replayBatch     = "replayed_dead_letters_batch"
+)
 
-// replay hands w, as one batch, the source's current dead letters that were kept with what
-// mapping them again needs: those the mapping dead-lettered (not records the connector could
-// not read, such as bytes that are not UTF-8) and stored since dead letters keep a record's
-// fields (meta), one per position.
+// replayBatchSize bounds the dead letters one replay transaction maps again: a mapping mistake
+// can dead-letter a source's every record for days.
+const replayBatchSize = 100_000
+
+// replay hands w, in batches of replayBatchSize, each its own transaction, the source's current
+// dead letters that were kept with what mapping them again needs: those the mapping
+// dead-lettered (not records the connector could not read, such as bytes that are not UTF-8)
+// and stored since dead letters keep a record's fields (meta), one per position. A replay that
+// stops between batches leaves the rest current, for the next one.
 func replay(ctx context.Context, conn *warehouse.Conn, source string, rp connectors.Replayer, w connectors.Writer, log *slog.Logger) error {
 	_, err := conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE `+replayedLetters+` AS
-		SELECT position, payload, meta FROM dead_letters WHERE source = ? AND superseded_by IS NULL AND meta IS NOT NULL
-		QUALIFY row_number() OVER (PARTITION BY position ORDER BY received_at DESC, run_id DESC) = 1`, source)
+		SELECT position, payload, meta, row_number() OVER (ORDER BY position) AS n FROM (
+			SELECT position, payload, meta FROM dead_letters WHERE source = ? AND superseded_by IS NULL AND meta IS NOT NULL
+			QUALIFY row_number() OVER (PARTITION BY position ORDER BY received_at DESC, run_id DESC) = 1)`, source)
 	if err != nil {
 		return fmt.Errorf("replay dead letters: %w", err)
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+replayedLetters)
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+replayedLetters+"; DROP TABLE IF EXISTS temp."+replayBatch)
 	var replayed, kept int64
 	err = conn.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM `+replayedLetters+`),
 		(SELECT count(DISTINCT position) FROM dead_letters WHERE source = ? AND superseded_by IS NULL AND meta IS NULL)`, source).Scan(&replayed, &kept)
@@ -632,11 +642,16 @@ func replay(ctx context.Context, conn *warehouse.Conn, source string, rp connect
 		log.Warn("dead letters left as they are: the source could not hand them over as records, or they were stored before ckm kept a record's fields",
 			"dead_letters", kept)
 	}
-	if replayed == 0 {
-		return nil
+	for from := int64(1); from <= replayed; from += replayBatchSize {
+		if _, err := conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE `+replayBatch+` AS
+			SELECT position, payload, meta FROM `+replayedLetters+` WHERE n >= ? AND n < ?`, from, from+replayBatchSize); err != nil {
+			return fmt.Errorf("replay dead letters: %w", err)
+		}
+		if _, err := w.Write(ctx, rp.Replay("temp."+replayBatch)); err != nil {
+			return err
+		}
 	}
-	_, err = w.Write(ctx, rp.Replay("temp."+replayedLetters))
-	return err
+	return nil
 }
 
 // civilDate keeps only the calendar date, as midnight UTC, so DuckDB binds it as that DATE.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,4 +90,38 @@ pipelines:
 	require.NoError(t, err)
 	require.Equal(t, int64(1), rec.Offset)
 	require.True(t, rec.Time.Equal(loaded), "order_ts %s, message time %s", loaded, rec.Time)
+}
+
+// A replay of many dead letters (a mapping mistake dead-letters every message for days) maps
+// them a batch of 100,000 at a time, each its own transaction, loading and superseding each
+// once.
+func TestManyDeadLettersAreReplayedInBatches(t *testing.T) {
+	const letters = 250_000
+	e := testutil.OpenYAML(t, t.TempDir(), `warehouse: {path: ckm.duckdb, threads: 2}
+sources:
+  orders:
+    table: orders
+    kafka: {brokers: ["127.0.0.1:1"], topics: [orders], connect_timeout: 2s}
+    mapping: {order_id: id, customer_id: {expr: "kafka_key"}, order_ts: ts, amount: amt, status: {const: completed}}
+pipelines:
+  p: {transforms: [rfm]}
+`)
+	// As the mapping keeps a message it dead-letters: the payload, and its other fields as meta.
+	_, err := e.Warehouse.DB().Exec(`INSERT INTO dead_letters (run_id, source, position, reason, payload, received_at, stream, meta)
+		SELECT 'earlier', 'orders', 'orders/0@' || i, 'amount: cannot read ''1,5'' as a number',
+			json_object('id', 'O' || i, 'ts', '2026-01-02T00:00:00Z', 'amt', i % 50)::VARCHAR, now(), 'orders/0',
+			json_object('kafka_topic', 'orders', 'kafka_partition', 0, 'kafka_offset', i, 'kafka_key', 'C' || (i % 1000),
+				'kafka_timestamp', '2026-01-02 00:00:00+00', 'kafka_key_unreadable', false)::VARCHAR
+		FROM range(?) t(i)`, letters)
+	require.NoError(t, err)
+	var log strings.Builder
+	r := &pipelines.Runner{Config: e.Config, Warehouse: e.Warehouse, Log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	res, err := r.ReplayDeadLetters(context.Background(), "orders")
+	require.NoError(t, err)
+	require.EqualValues(t, []int64{letters, letters, 0}, []int64{res.Read, res.Loaded, res.DeadLettered})
+	require.Equal(t, 3, strings.Count(log.String(), `msg="batch committed"`), "100,000, 100,000 and 50,000")
+	var orders, distinct, current int
+	require.NoError(t, e.Warehouse.DB().QueryRow(`SELECT count(*), count(DISTINCT _position), (SELECT count(*) FROM dead_letters WHERE superseded_by IS NULL) FROM orders`).
+		Scan(&orders, &distinct, &current))
+	require.Equal(t, []int{letters, letters, 0}, []int{orders, distinct, current})
 }
