@@ -749,20 +749,11 @@ func lookupHeader(ctx context.Context, db connectors.Querier, l mapping.Lookup, 
 // columns lists a relation's columns and their DuckDB types, in order. For files DuckDB only
 // sniffs the header to answer.
 func (w *batchWriter) columns(ctx context.Context, relation string) (names, types []string, err error) {
-	rows, err := w.conn.QueryContext(ctx, "DESCRIBE SELECT * FROM "+relation)
-	if err != nil {
-		return nil, nil, err
+	cols, err := warehouse.Describe(ctx, w.conn, "SELECT * FROM "+relation)
+	for _, c := range cols {
+		names, types = append(names, c.Name), append(types, c.Type)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var name, typ string
-		var null, key, def, extra sql.NullString
-		if err := rows.Scan(&name, &typ, &null, &key, &def, &extra); err != nil {
-			return nil, nil, err
-		}
-		names, types = append(names, name), append(types, typ)
-	}
-	return names, types, rows.Err()
+	return names, types, err
 }
 
 // exec runs one statement of a batch, logging its duration at debug level for tuning.

@@ -282,24 +282,19 @@ func (w *pgWriter) ensureViews(ctx context.Context, existing map[string]bool) er
 // duckColumns are the columns of table's rows in DuckDB, query (for customers: those of the
 // published query), each with its PostgreSQL type.
 func duckColumns(ctx context.Context, conn *warehouse.Conn, table, query string) ([]pgColumn, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT column_name, column_type FROM (DESCRIBE `+query+`)`)
+	described, err := warehouse.Describe(ctx, conn, query)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", table, err)
 	}
-	defer rows.Close()
-	var cols []pgColumn
-	for rows.Next() {
-		var name, duck string
-		if err := rows.Scan(&name, &duck); err != nil {
-			return nil, err
-		}
-		pgType, ok := pgTypes[duck]
+	cols := make([]pgColumn, len(described))
+	for i, c := range described {
+		pgType, ok := pgTypes[c.Type]
 		if !ok {
-			return nil, fmt.Errorf("%s.%s: DuckDB type %s has no PostgreSQL type here", table, name, duck)
+			return nil, fmt.Errorf("%s.%s: DuckDB type %s has no PostgreSQL type here", table, c.Name, c.Type)
 		}
-		cols = append(cols, pgColumn{name, pgType})
+		cols[i] = pgColumn{c.Name, pgType}
 	}
-	return cols, rows.Err()
+	return cols, nil
 }
 
 // pgTypes maps the DuckDB types of the outputs onto PostgreSQL's.

@@ -371,6 +371,29 @@ func (c *Conn) WithArrowViews(recs []arrow.RecordBatch, fn func(view string) err
 	return c.dropView(view)
 }
 
+// Column is one column of a query's result: its name and DuckDB type.
+type Column struct{ Name, Type string }
+
+// Describe returns the columns query (a SELECT) returns, without running it.
+func Describe(ctx context.Context, db interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, query string) ([]Column, error) {
+	rows, err := db.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE "+query+")")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cols []Column
+	for rows.Next() {
+		var c Column
+		if err := rows.Scan(&c.Name, &c.Type); err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	return cols, rows.Err()
+}
+
 // ExecReadingArrowView runs a statement that reads only some columns of a WithArrowView view.
 // Column pruning is off while it runs, so the view's stream is read whole and in order.
 func (c *Conn) ExecReadingArrowView(ctx context.Context, query string, args ...any) (sql.Result, error) {

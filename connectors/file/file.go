@@ -935,24 +935,16 @@ func (s *Source) describeFile(ctx context.Context, path, name, format string, sc
 	}
 	// Describing reads only the header: the rejects tables are named but never filled.
 	relation := strings.NewReplacer("{rejects_table}", "'ckm_check_rejects'", "{rejects_scan}", "'ckm_check_scan'").Replace(b.Relation)
-	rows, err := s.env.DB.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+relation+")")
+	described, err := warehouse.Describe(ctx, s.env.DB, "SELECT * FROM "+relation)
 	if err != nil {
 		return nil, firstLine(err.Error())
 	}
-	defer rows.Close()
-	var cols []connectors.StreamField
-	for rows.Next() {
-		var c connectors.StreamField
-		if err := rows.Scan(&c.Name, &c.Type); err != nil {
-			return nil, err.Error()
-		}
-		cols = append(cols, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, firstLine(err.Error())
-	}
 	if !b.Unnumbered {
-		cols = cols[:len(cols)-1] // the last column numbers the records
+		described = described[:len(described)-1] // the last column numbers the records
+	}
+	cols := make([]connectors.StreamField, len(described))
+	for i, c := range described {
+		cols[i] = connectors.StreamField{Name: c.Name, Type: c.Type}
 	}
 	return cols, ""
 }
