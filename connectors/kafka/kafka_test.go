@@ -503,7 +503,9 @@ func TestARecreatedTopicStopsTheReadUntilItsPartitionIsRestarted(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the follow went on past the recreated topic")
 	}
-	require.ErrorContains(t, err, "source orders: partition orders/0: the stored offset 5 is past the partition's end 2")
+	// Its end is 0 or 2: the follow may look between the topic's creation and the two messages.
+	require.Error(t, err)
+	require.Regexp(t, `source orders: partition orders/0: the stored offset 5 is past the partition's end [02]: `, err.Error())
 	require.ErrorContains(t, r.Restart(context.Background(), "orders", []string{"orders/7"}), `source orders has read no stream "orders/7" (it has read: orders/0)`)
 
 	require.NoError(t, r.Restart(context.Background(), "orders", []string{"orders/0"}))
