@@ -255,6 +255,16 @@ func TestMappingSQLIsParsedByDuckDB(t *testing.T) {
 			"values from another file join onto each record with lookups; a fixed list is written inline: x IN ('a', 'b')",
 	}, got)
 
+	// A prepared statement's parameter has no value to take.
+	_, err = Load(write(t, `sources:
+  s:
+    table: orders
+    testkind: {topic: t}
+    filter: "amount > $1"
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: amt, status: st}
+`))
+	require.ErrorContains(t, err, "sources.s.filter: filter holds a parameter (? or $1), which nothing gives a value to")
+
 	// What a run takes loads: any capitals, a trailing comment, lambdas, casts, a list's
 	// aggregate, strptime codes DuckDB has.
 	_, err = Load(write(t, `sources:

@@ -176,8 +176,8 @@ func (w *batchWriter) bindExpressions(ctx context.Context, spec mapping.Spec, mb
 	if err == nil {
 		return ""
 	}
-	probe := func(ctx context.Context, expr string) error {
-		_, err := w.conn.ExecContext(ctx, spec.Probe(mb, expr))
+	probe := func(ctx context.Context, expr string, records bool) error {
+		_, err := w.conn.ExecContext(ctx, spec.Probe(mb, expr, records))
 		return err
 	}
 	if blamed := blameExpression(ctx, probe, spec, err); blamed != err {

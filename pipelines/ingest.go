@@ -206,18 +206,18 @@ func (w *batchWriter) write(ctx context.Context, b connectors.Batch, spec mappin
 		if rec != nil {
 			exec = w.conn.ExecReadingArrowView
 		}
-		// probe evaluates one of the mapping's expressions alone over the batch's records. An
-		// Arrow view's stream is read once, by the mapping: a probe reads the records anew.
-		probe := func(ctx context.Context, expr string) error {
-			_, err := exec(ctx, spec.Probe(mb, expr))
+		// probe evaluates one of the mapping's expressions alone over the batch's records, or
+		// binds it. An Arrow view's stream is read once, by the mapping: a probe reads anew.
+		probe := func(ctx context.Context, expr string, records bool) error {
+			_, err := exec(ctx, spec.Probe(mb, expr, records))
 			return err
 		}
 		if rec != nil {
-			probe = func(ctx context.Context, expr string) error {
+			probe = func(ctx context.Context, expr string, records bool) error {
 				return w.conn.WithArrowView(rec, func(view string) error {
 					again := mb
 					again.Relation = strings.ReplaceAll(mb.Relation, b.Relation, view)
-					_, err := exec(ctx, spec.Probe(again, expr))
+					_, err := exec(ctx, spec.Probe(again, expr, records))
 					return err
 				})
 			}
@@ -549,15 +549,16 @@ func safePayload(raw []byte) string {
 
 // blameExpression returns, for the error err of spec's mapping, the errors of its expressions
 // that fail alone over the same records (probe), such as a type mistake (text * 2 in a CSV
-// mapping), each named by its key and without the generated SQL; err itself when none does.
-func blameExpression(ctx context.Context, probe func(ctx context.Context, expr string) error, spec mapping.Spec, err error) error {
+// mapping), each named by its key and without the generated SQL; err itself when none does. A
+// guarded expression is only bound: what it raises on a record fails that record alone.
+func blameExpression(ctx context.Context, probe func(ctx context.Context, expr string, records bool) error, spec mapping.Spec, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
 	exprs := spec.Expressions()
 	var blamed []string
 	for _, key := range slices.Sorted(maps.Keys(exprs)) {
-		if probeErr := probe(ctx, exprs[key]); probeErr != nil {
+		if probeErr := probe(ctx, exprs[key], !spec.Guarded[key]); probeErr != nil {
 			msg, _, _ := strings.Cut(probeErr.Error(), "\n")
 			blamed = append(blamed, key+": "+msg)
 		}
@@ -571,7 +572,7 @@ func blameExpression(ctx context.Context, probe func(ctx context.Context, expr s
 // logFailures warns, for each guarded expression that failed on records of the batch (now dead
 // letters), with DuckDB's error: evaluated alone and unguarded over the batch (probe), the
 // expression fails again on one of them.
-func (w *batchWriter) logFailures(ctx context.Context, probe func(ctx context.Context, expr string) error, spec mapping.Spec, mapped, label string) error {
+func (w *batchWriter) logFailures(ctx context.Context, probe func(ctx context.Context, expr string, records bool) error, spec mapping.Spec, mapped, label string) error {
 	keys := slices.Sorted(maps.Keys(spec.Guarded))
 	if len(keys) == 0 {
 		return nil
@@ -594,7 +595,7 @@ func (w *batchWriter) logFailures(ctx context.Context, probe func(ctx context.Co
 			continue
 		}
 		reason := "the error did not recur when evaluated alone"
-		if err := probe(ctx, exprs[key]); err != nil {
+		if err := probe(ctx, exprs[key], true); err != nil {
 			reason, _, _ = strings.Cut(err.Error(), "\n")
 		}
 		w.log.Warn("an expression failed on records; they are dead letters (TRY_CAST and the like give NULL instead of an error)",

@@ -1120,6 +1120,17 @@ func TestAnExpressionThatFailsOnARecordDeadLettersThatRecordAlone(t *testing.T) 
 			}, e.pairs(t, `SELECT position, reason FROM dead_letters`))
 		})
 	}
+	t.Run("beside an expression that cannot bind, which alone is named", func(t *testing.T) {
+		e := setup(t, `  orders:
+    table: orders
+    file: {paths: ["a.csv"]}
+    mapping: {order_id: id, customer_id: cust, order_ts: ts, amount: {expr: "CAST(amt AS DOUBLE) * nosuch"}, margin: {expr: "CAST(amt AS DOUBLE)"},
+              status: {const: completed}}`, map[string]string{"a.csv": ordersHeader + "A1,C1,2026-01-01 10:00:00,1\nA2,C2,2026-01-02 10:00:00,x\n"})
+		r := &pipelines.Runner{Config: e.cfg, Warehouse: e.w, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		_, err := r.Run(context.Background(), pipelines.Request{Pipeline: "p", AsOf: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})
+		require.EqualError(t, err, `source orders: read a.csv: mapping.amount.expr: Binder Error: Referenced column "nosuch" not found in FROM clause!`,
+			"margin's error on a record would make that record a dead letter: it is no reason the file failed")
+	})
 	for name, c := range map[string]struct{ file, amount, body string }{
 		"csv": {"a.csv", "CAST(amt AS DOUBLE) + random() * 0", ordersHeader + "A1,C1,2026-01-01 10:00:00,1\nA2,C2,2026-01-02 10:00:00,x\n"},
 		"json": {"a.jsonl", "CAST(_doc->>'amt' AS DOUBLE) + random() * 0",

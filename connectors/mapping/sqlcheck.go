@@ -119,14 +119,18 @@ func (s Spec) Expressions() map[string]string {
 }
 
 // Probe returns a query evaluating expr, one of Expressions, over b's records where Compile's
-// query does: when that query fails, the probe that fails too (to bind, or on a record an
-// unguarded expression cannot take) names the expression to blame, in SQL its author wrote.
-func (s Spec) Probe(b Batch, expr string) string {
+// query does, or only binding it there (records false): when that query fails, the probe that
+// fails too names the expression to blame, in SQL its author wrote.
+func (s Spec) Probe(b Batch, expr string, records bool) string {
 	doc := ""
 	if s.JSON {
 		doc = ", " + jsonDoc
 	}
-	return fmt.Sprintf("SELECT count(%s) FROM (SELECT s.*%s FROM %s s) s", embedded(expr), doc, renameByPosition(b.Relation, b.Fields, FreshPrefix(b.Fields)+"ord"))
+	limit := ""
+	if !records {
+		limit = " LIMIT 0"
+	}
+	return fmt.Sprintf("SELECT count(%s) FROM (SELECT s.*%s FROM %s s) s%s", embedded(expr), doc, renameByPosition(b.Relation, b.Fields, FreshPrefix(b.Fields)+"ord"), limit)
 }
 
 // ColumnsRead lists, by config key (mapping.<column>.expr, filter), the columns each expr and the
@@ -175,6 +179,10 @@ func (c *SQLChecker) expression(ctx context.Context, what, expr string) (*connec
 	}
 	calls := &exprCalls{}
 	calls.walk(parsed.Statements[0].Node["select_list"], false)
+	if calls.parameter {
+		return &connectors.FieldProblem{Msg: what + " holds a parameter (? or $1), which nothing gives a value to",
+			Hint: "write the value itself, or ${VAR} for one from the environment"}, calls, nil
+	}
 	if calls.subquery && what != "filter" {
 		// DuckDB refuses a subquery in a value that other values of the same SELECT read, as
 		// the mapping's checks read each column's (a filter is read once: it may hold one).
@@ -237,14 +245,14 @@ func oneValue(node map[string]any) bool {
 
 // exprCalls collects the functions a parsed expression calls (operators aside), whether each
 // is called only inside a subquery (where an aggregate is fine), a window function, whether it
-// holds a subquery, and the columns it reads by a bare name outside subqueries, lambdas'
-// parameters aside.
+// holds a subquery or a prepared statement's parameter, and the columns it reads by a bare name
+// outside subqueries, lambdas' parameters aside.
 type exprCalls struct {
-	functions    []string
-	inSubquery   map[string]bool
-	window       string
-	subquery     bool
-	refs, params []string
+	functions           []string
+	inSubquery          map[string]bool
+	window              string
+	subquery, parameter bool
+	refs, params        []string
 }
 
 func (e *exprCalls) columns() []string {
@@ -283,6 +291,8 @@ func (e *exprCalls) walk(n any, inSubquery bool) {
 			e.params = append(e.params, params.refs...)
 		case "SUBQUERY":
 			inSubquery, e.subquery = true, true
+		case "PARAMETER":
+			e.parameter = true
 		}
 		for _, k := range slices.Sorted(maps.Keys(n)) {
 			e.walk(n[k], inSubquery)
