@@ -367,8 +367,8 @@ type DocumentShaper interface {
 
 // StreamField is one field a stream hands over: its name and, when the connector can tell, its DuckDB
 // type as the batch's relation has it (a CSV file's fields are VARCHAR, a Parquet file's its
-// own), so that the mapping's expressions can be bound as a run binds them.
-type StreamField struct{ Name, Type string }
+// own), so that the mapping's expressions can be bound as a run binds them; "" when it cannot.
+type StreamField = warehouse.Column
 
 // FieldNames lists fields' names.
 func FieldNames(fields []StreamField) []string {

@@ -44,7 +44,7 @@ func (r *Runner) Check(ctx context.Context) ([]string, error) {
 		spec := r.Config.MappingSpec(name, false)
 		var lookups []string
 		w := newBatchWriter(conn, r.Config, name, "check", r.Log, false)
-		if err := w.guard(ctx); err != nil {
+		if err := w.guard(ctx, sqlChecker); err != nil {
 			return nil, err
 		}
 		if len(spec.Lookups) > 0 && len(streams) > 0 {

@@ -129,7 +129,7 @@ func newBatchWriter(conn *warehouse.Conn, cfg *config.Config, source, runID stri
 
 func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (_ connectors.BatchStats, err error) {
 	defer func() { err = warehouse.Stopped(ctx, err) }() // a QueryRow's interrupt names no stop itself
-	if err := w.guard(ctx); err != nil {
+	if err := w.guard(ctx, nil); err != nil {
 		return connectors.BatchStats{}, err
 	}
 	spec := w.spec
@@ -154,20 +154,25 @@ func (w *batchWriter) Write(ctx context.Context, b connectors.Batch) (_ connecto
 
 // guard has the mapping's expressions dead-letter the records they fail on, each that DuckDB
 // can guard (mapping.Spec.Guarded): one record's 'n/a' in a CAST then fails that record, not
-// its batch. DuckDB's parser is asked once per writer.
-func (w *batchWriter) guard(ctx context.Context) error {
-	if w.guarded || len(w.spec.Expressions()) == 0 {
+// its batch. DuckDB's parser is asked once per writer, through checker (nil: one of its own).
+func (w *batchWriter) guard(ctx context.Context, checker *mapping.SQLChecker) error {
+	if w.guarded {
 		return nil
 	}
-	checker, err := mapping.NewSQLChecker(ctx, w.conn)
-	if err != nil {
-		return err
+	if len(w.spec.Expressions()) > 0 {
+		var err error
+		if checker == nil {
+			if checker, err = mapping.NewSQLChecker(ctx, w.conn); err != nil {
+				return err
+			}
+		}
+		guarded, err := checker.Guardable(ctx, w.spec)
+		if err != nil {
+			return err
+		}
+		w.spec.Guarded, w.jsonSpec.Guarded = guarded, guarded
 	}
-	guarded, err := checker.Guardable(ctx, w.spec)
-	if err != nil {
-		return err
-	}
-	w.spec.Guarded, w.jsonSpec.Guarded, w.guarded = guarded, guarded, true
+	w.guarded = true
 	return nil
 }
 

@@ -935,16 +935,12 @@ func (s *Source) describeFile(ctx context.Context, path, name, format string, sc
 	}
 	// Describing reads only the header: the rejects tables are named but never filled.
 	relation := strings.NewReplacer("{rejects_table}", "'ckm_check_rejects'", "{rejects_scan}", "'ckm_check_scan'").Replace(b.Relation)
-	described, err := warehouse.Describe(ctx, s.env.DB, "SELECT * FROM "+relation)
+	cols, err := warehouse.Describe(ctx, s.env.DB, "SELECT * FROM "+relation)
 	if err != nil {
 		return nil, firstLine(err.Error())
 	}
 	if !b.Unnumbered {
-		described = described[:len(described)-1] // the last column numbers the records
-	}
-	cols := make([]connectors.StreamField, len(described))
-	for i, c := range described {
-		cols[i] = connectors.StreamField{Name: c.Name, Type: c.Type}
+		cols = cols[:len(cols)-1] // the last column numbers the records
 	}
 	return cols, ""
 }

@@ -312,6 +312,13 @@ func (s Spec) Compile(b Batch) string {
 	}
 	var sel []string
 	var checks, undecodable, failed []check
+	// try evaluates a guarded expression as the column tried, its failure on a record that
+	// record's reason, naming what; it returns the expression's value.
+	try := func(expr, tried, what string) string {
+		sel = append(sel, guarded(expr, ord)+" AS "+tried)
+		failed = append(failed, check{tried + " IS NULL", warehouse.Quote(what + FailsHere)})
+		return "struct_extract(" + tried + ", 'v')"
+	}
 	objects := s.jsonObjects()
 	ambiguous := s.ambiguousKeys(objects, p)
 	for _, c := range s.Table.Columns {
@@ -327,10 +334,7 @@ func (s Spec) Compile(b Batch) string {
 				rawExpr = "TRY(decode(" + rawExpr + "))"
 			}
 			if key := "mapping." + c.Name + ".expr"; f.Expr != "" && s.Guarded[key] {
-				tried := p + "t_" + c.Name
-				sel = append(sel, guarded(rawExpr, ord)+" AS "+tried)
-				rawExpr = "struct_extract(" + tried + ", 'v')"
-				failed = append(failed, check{tried + " IS NULL", warehouse.Quote(c.Name + ": " + key + FailsHere)})
+				rawExpr = try(rawExpr, p+"t_"+c.Name, c.Name+": "+key)
 			}
 		} else if c.Name == s.Table.Key {
 			// A source without ids gets a deterministic hash of the record; identical records
@@ -384,11 +388,8 @@ func (s Spec) Compile(b Batch) string {
 	if s.Filter != "" {
 		filter = embedded(s.Filter)
 		if s.Guarded["filter"] {
-			tried := p + "tfilter"
-			sel = append(sel, guarded(filter, ord)+" AS "+tried)
-			failed = append(failed, check{tried + " IS NULL", warehouse.Quote("filter" + FailsHere)})
 			// A record the filter fails on is not skipped: it is a dead letter.
-			filter = "coalesce(struct_extract(" + tried + ", 'v'), " + tried + " IS NULL)"
+			filter = "coalesce(" + try(filter, p+"tfilter", "filter") + ", " + p + "tfilter IS NULL)"
 		}
 	}
 	if len(undecodable) > 0 {
