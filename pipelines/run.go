@@ -172,7 +172,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	if err := r.begin(ctx, conn, req, res); err != nil {
 		return nil, err
 	}
-	runErr := r.Warehouse.ExplainSpill(r.execute(ctx, conn, p, res, log))
+	runErr := r.Warehouse.ExplainDiskFull(r.execute(ctx, conn, p, res, log))
 	res.Elapsed = time.Since(start)
 	if runErr != nil {
 		if err := r.fail(conn, res, runErr, ctx.Err() != nil); err != nil {
@@ -283,7 +283,7 @@ func (r *Runner) newestSucceeded(ctx context.Context, pipeline string, asOf *tim
 // publish hands the run's committed outputs to BI tools (see package publish). force makes it
 // what latest/ shows even if latest/ shows a newer as_of.
 func (r *Runner) publish(ctx context.Context, conn *warehouse.Conn, res *Result, force bool) error {
-	err := r.publishFiles(ctx, conn, res, force)
+	err := r.Warehouse.ExplainDiskFull(r.publishFiles(ctx, conn, res, force))
 	// PostgreSQL does not depend on the files: a failure of either leaves the other published.
 	var again *Result
 	if force {
@@ -519,7 +519,7 @@ func (r *Runner) ingestAlone(ctx context.Context, source string, mode readMode) 
 	if mode.follow && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return sr, nil
 	}
-	return sr, r.Warehouse.ExplainSpill(err)
+	return sr, r.Warehouse.ExplainDiskFull(err)
 }
 
 // Backlog asks a streaming source how much waits to be read (nil for sources that cannot tell,

@@ -27,14 +27,15 @@ func TestSpillFailuresNameTheTempDirectory(t *testing.T) {
 	require.NoError(t, err)
 	_, err = w.DB().Exec(`CREATE TEMP TABLE t AS SELECT range AS a, md5(CAST(range AS VARCHAR)) AS b FROM range(5000000)`)
 	require.Error(t, err)
-	explained := w.ExplainSpill(err)
-	var spillErr *warehouse.SpillError
+	explained := w.ExplainDiskFull(err)
+	var spillErr *warehouse.DiskFullError
 	require.True(t, errors.As(explained, &spillErr), "%v", explained)
 	require.Equal(t, spill, spillErr.Dir)
+	require.True(t, spillErr.Spill)
 	require.Positive(t, spillErr.FreeBytes, "the directory DuckDB spilled to exists")
 	require.Contains(t, explained.Error(), "set warehouse.temp_directory to a larger disk")
 	require.ErrorIs(t, explained, err)
 
 	other := errors.New("Binder Error: no such column")
-	require.Equal(t, other, w.ExplainSpill(other), "other errors pass unchanged")
+	require.Equal(t, other, w.ExplainDiskFull(other), "other errors pass unchanged")
 }

@@ -270,8 +270,9 @@ func (c *Conn) Tx(ctx context.Context, fn func(ctx context.Context) error) (err 
 	}
 	defer func() {
 		if err != nil {
-			// The context may already be cancelled; the rollback must still run.
-			if _, rbErr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
+			// The context may already be cancelled; the rollback must still run. A commit that
+			// failed has rolled back already: DuckDB answers that no transaction is active.
+			if _, rbErr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil && !strings.Contains(rbErr.Error(), "no transaction is active") {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 			}
 		}
