@@ -244,20 +244,14 @@ func (w *pgWriter) ensureViews(ctx context.Context, existing map[string]bool) er
 	if !ok {
 		return errors.New("DuckDB has no customer_scores view")
 	}
-	_, body, ok := strings.Cut(scores, " AS ")
-	if !ok {
-		return fmt.Errorf("read the customer_scores view: unexpected definition %q", firstWords(scores))
+	body, err := viewBody(scores)
+	if err != nil {
+		return err
 	}
-	body = strings.TrimSuffix(strings.TrimSpace(body), ";")
-	// The latest view filters each output before the joins, so only the newest as_of's
-	// partitions are read (the join's merged as_of could not be pushed down).
-	latest := body
-	for _, t := range []string{"customer_clv", "customer_rfm", "customer_knowledge", "customer_value"} {
-		from := " " + t + " AS "
-		if !strings.Contains(latest, from) {
-			return fmt.Errorf("read the customer_scores view: %s not found in %q", t, firstWords(body))
-		}
-		latest = strings.Replace(latest, from, " (SELECT * FROM "+t+" WHERE as_of = (SELECT max(as_of) FROM "+publishedRuns+")) AS ", 1)
+	// The latest view reads only the newest as_of's partitions.
+	latest, err := scopedScores(body, "(SELECT max(as_of) FROM "+publishedRuns+")")
+	if err != nil {
+		return err
 	}
 	want := map[string]string{"customer_scores": body, "customer_scores_latest": latest}
 	for _, name := range []string{"customer_scores", "customer_scores_latest"} {

@@ -55,12 +55,8 @@ func (p *publisher) snapshot(ctx context.Context) (err error) {
 			err = errors.Join(fmt.Errorf("publish snapshot: %w", err), os.Remove(tmp), removeIfExists(tmp+".wal"))
 		}
 	}()
-	views, err := p.viewDefinitions(ctx)
-	if err != nil {
-		return err
-	}
 	for _, t := range Tables {
-		if _, isView := views[t]; isView {
+		if _, isView := p.views[t]; isView {
 			continue
 		}
 		if _, err := p.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.%s AS SELECT * FROM main.%s WHERE as_of = ?`,
@@ -78,7 +74,7 @@ func (p *publisher) snapshot(ctx context.Context) (err error) {
 	if _, err := p.conn.ExecContext(ctx, `USE `+alias); err != nil {
 		return err
 	}
-	for name, def := range views {
+	for name, def := range p.views {
 		if _, err := p.conn.ExecContext(ctx, def); err != nil {
 			return fmt.Errorf("create view %s in snapshot: %w", name, err)
 		}
