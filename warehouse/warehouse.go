@@ -189,11 +189,14 @@ func dsnFor(opts Options) (string, error) {
 	// background purging returned it in a 10M-customer rescoring (peak RSS 9.44 → 9.14 GB, with
 	// memory_limit 8GB; the knowledge stage 9.44 → 8.74 GB sampled).
 	q.Set("allocator_background_threads", "true")
-	// Freeing a large hash table or temp table returns its pages to the system only when the
-	// freed block exceeds this (DuckDB's default 512 MiB); below it they stayed cached. Loading
-	// 10M customers with memory_limit 8GB peaked at 9.11–9.14 GB at the default, 8.24 GB at
-	// 128 MiB and 8.06 GB at 16 MiB, in the same time; the 1M bench's stages did not move.
-	q.Set("allocator_bulk_deallocation_flush_threshold", "16MB")
+	// A bulk free larger than this (a dropped temp table, a finished hash table) hands the
+	// allocator's cached pages back to the system; at DuckDB's default 512 MiB they stayed
+	// cached: loading 10M customers with memory_limit 8GB peaked at 9.11–9.14 GB, against 8.24 GB
+	// at 128 MiB and 8.06 GB at 16 MiB. At 16 MiB a CSV reader's buffers freed mid-query hand
+	// them back too, and the next pages fault in again: mapping a 128 MiB piece of orders took
+	// 2.8–3.0 s against 2.0–2.3 s at 64 MiB (the same query alternated, 2026-11-28), and the 1M
+	// bench's whole scoring 27.4 against 22.3 s.
+	q.Set("allocator_bulk_deallocation_flush_threshold", "64MB")
 	// A checkpoint merges a table's partly filled row groups, and every row group after one
 	// moves: at DuckDB's default of 100 merge tasks, the checkpoint after loading the 1M bench's
 	// orders in 26 batches rewrote the whole table (15 s, peak RSS 0.8 → 3.4 GB). A few tasks per
