@@ -194,8 +194,8 @@ func dsnFor(opts Options) (string, error) {
 	// cached: loading 10M customers with memory_limit 8GB peaked at 9.11–9.14 GB, against 8.24 GB
 	// at 128 MiB and 8.06 GB at 16 MiB. At 16 MiB a CSV reader's buffers freed mid-query hand
 	// them back too, and the next pages fault in again: mapping a 128 MiB piece of orders took
-	// 2.8–3.0 s against 2.0–2.3 s at 64 MiB (the same query alternated, 2026-11-28), and the 1M
-	// bench's whole scoring 27.4 against 22.3 s.
+	// 2.8–3.0 s against 2.0–2.3 s at 64 MiB (the same query alternated, 2026-11-28); a whole
+	// 10M run still peaked within memory_limit + 1 GB (8.67 GB).
 	q.Set("allocator_bulk_deallocation_flush_threshold", "64MB")
 	// A checkpoint merges a table's partly filled row groups, and every row group after one
 	// moves: at DuckDB's default of 100 merge tasks, the checkpoint after loading the 1M bench's
