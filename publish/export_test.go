@@ -32,3 +32,7 @@ func CopyToNewPostgresTable(ctx context.Context, duck *warehouse.Conn, pg *pgx.C
 	defer rr.Release()
 	return copyArrow(ctx, pg.PgConn(), pgx.Identifier{table}, cols, rr, table)
 }
+
+// ViewBody and ScopedScores are the query of a view, and customer_scores' query with each
+// output it joins filtered to one as_of before the joins.
+var ViewBody, ScopedScores = viewBody, scopedScores

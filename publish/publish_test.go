@@ -1,6 +1,7 @@
 package publish_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +32,57 @@ func count(t *testing.T, db *warehouse.Warehouse, q string, args ...any) int64 {
 	var n int64
 	require.NoError(t, db.DB().QueryRow(q, args...).Scan(&n), q)
 	return n
+}
+
+// customer_scores is published from each output's rows of the one as_of: the view filters the
+// joins' merged as_of after its FULL JOINs, which neither DuckDB nor PostgreSQL pushes down, so
+// it joined every as_of the warehouse keeps (at 10M customers, out of memory). The scoped query
+// reads each output through a filter on as_of and gives the view's rows of that as_of.
+func TestCustomerScoresArePublishedFromOneAsOfsRows(t *testing.T) {
+	env := testutil.Open(t, filepath.Join(testutil.RepoRoot(), "config.yaml"))
+	env.Run(t, "nightly", "2026-05-31")
+	env.Run(t, "nightly", "2026-06-30")
+	db := env.Warehouse
+	var def string
+	require.NoError(t, db.DB().QueryRow(`SELECT sql FROM duckdb_views() WHERE view_name = 'customer_scores'`).Scan(&def))
+	body, err := publish.ViewBody(def)
+	require.NoError(t, err)
+	for _, asOf := range []string{"2026-05-31", "2026-06-30"} {
+		scoped, err := publish.ScopedScores(body, "DATE '"+asOf+"'")
+		require.NoError(t, err)
+		sameRows(t, db, `SELECT * FROM customer_scores WHERE as_of = DATE '`+asOf+`'`, scoped)
+		require.Positive(t, count(t, db, `SELECT count(*) FROM (`+scoped+`)`))
+
+		var plan string
+		require.NoError(t, db.DB().QueryRow(`EXPLAIN (FORMAT json) `+scoped).Scan(new(string), &plan))
+		var nodes []planNode
+		require.NoError(t, json.Unmarshal([]byte(plan), &nodes))
+		filtered := map[string]string{}
+		var walk func([]planNode)
+		walk = func(ns []planNode) {
+			for _, n := range ns {
+				if n.Name == "SEQ_SCAN" {
+					filtered[n.Extra.Table] = n.Extra.Filters
+				}
+				walk(n.Children)
+			}
+		}
+		walk(nodes)
+		for _, table := range []string{"customer_clv", "customer_rfm", "customer_knowledge", "customer_value"} {
+			require.Contains(t, filtered, "ckm.main."+table, "%s is read", table)
+			require.Contains(t, filtered["ckm.main."+table], "as_of='"+asOf+"'::DATE", "%s is read for %s alone", table, asOf)
+		}
+	}
+}
+
+// planNode is one operator of DuckDB's EXPLAIN (FORMAT json).
+type planNode struct {
+	Name     string     `json:"name"`
+	Children []planNode `json:"children"`
+	Extra    struct {
+		Table   string `json:"Table"`
+		Filters string `json:"Filters"`
+	} `json:"extra_info"`
 }
 
 // Two as_of dates, a rerun of one and a backfill of an older one: every published Parquet
