@@ -210,17 +210,18 @@ func (p *publisher) copyParquet(ctx context.Context, table string, asOf time.Tim
 		// customers (customer_scores, memory_limit 8GB: "failed to pin block"), where the join
 		// into a table, then the sorted copy of that, took 52 and 40 s within the limit: each
 		// spills on its own.
-		rows := "SELECT * FROM " + table + " WHERE as_of = ?"
+		day := "DATE '" + asOf.Format(time.DateOnly) + "'"
+		query := "SELECT * FROM " + table + " WHERE as_of = " + day
 		if table == "customer_scores" {
 			body, err := viewBody(def)
 			if err == nil {
-				rows, err = scopedScores(body, "CAST(? AS DATE)")
+				query, err = scopedScores(body, day)
 			}
 			if err != nil {
 				return 0, fmt.Errorf("publish %s as Parquet: %w", table, err)
 			}
 		}
-		if _, err := p.conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE `+viewRows+` AS `+rows, slices.Repeat([]any{asOf}, strings.Count(rows, "?"))...); err != nil {
+		if _, err := p.conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE `+viewRows+` AS `+query); err != nil {
 			return 0, fmt.Errorf("publish %s as Parquet: %w", table, err)
 		}
 		defer p.conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp."+viewRows)
